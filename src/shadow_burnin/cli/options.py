@@ -1,0 +1,57 @@
+"""Options shared by commands, and the one place a Config is made from flags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import config as config_mod
+from ..config import Config
+from ..edge.logread import Window, parse_time
+from ..errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_options(fn: F) -> F:
+    """``--config``, ``--log``, ``--state``: same defaults as ``run``."""
+    fn = click.option("--state", "state_path", type=click.Path(path_type=Path),
+                      help="State file (default: $XDG_DATA_HOME/shadow-burnin/"
+                           "shadow-burnin.state).")(fn)
+    fn = click.option("--log", "log_path", type=click.Path(path_type=Path),
+                      help="JSONL log (default: $XDG_DATA_HOME/shadow-burnin/"
+                           "shadow-burnin.jsonl).")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(path_type=Path),
+                      help="TOML config file ([v1] [v2] [request] [run] [paths]).")(fn)
+    return fn
+
+
+def window_options(fn: F) -> F:
+    fn = click.option("--until", help="Only rounds that started before this ISO-8601 time.")(fn)
+    fn = click.option("--since", help="Only rounds that started at/after this ISO-8601 time "
+                      "(e.g. 2026-04-20T00:00:00Z).")(fn)
+    return fn
+
+
+def make_window(since: str | None, until: str | None) -> Window:
+    try:
+        return Window(
+            since=parse_time(since, "--since").timestamp() if since else None,
+            until=parse_time(until, "--until").timestamp() if until else None,
+        )
+    except ValueError as exc:
+        raise ConfigError(None, str(exc)) from None
+
+
+def load_config(config_path: Path | None, overrides: dict[str, dict[str, Any]] | None = None,
+                log_path: Path | None = None, state_path: Path | None = None) -> Config:
+    over = {k: dict(v) for k, v in (overrides or {}).items()}
+    paths = over.setdefault("paths", {})
+    if log_path is not None:
+        paths["log"] = str(log_path)
+    if state_path is not None:
+        paths["state"] = str(state_path)
+    return config_mod.load(config_path, over)

@@ -1,0 +1,94 @@
+"""``bench``, ``recent`` and ``show``: reading the log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+
+from ..core.stats import Summary, summarise
+from ..edge.logread import Window, find_round, last_rounds, scan
+from ..errors import LogError
+from ..render.summary import bench_table, recent_table, show_round
+from .options import load_config, make_window, store_options, window_options
+
+
+def summary_of(log: Path, window: Window | None = None) -> Summary:
+    if not log.exists():
+        raise LogError(log, "no such log file (run `shadow-burnin run` first, or pass --log)")
+    result = scan(log, window)
+    summary = summarise(result.columns)
+    summary.notes.extend(result.notes)
+    return summary
+
+
+def print_summary(log: Path, console: Console) -> None:
+    console.print(bench_table(summary_of(log)))
+
+
+@click.command()
+@store_options
+@window_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def bench(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+          since: str | None, until: str | None, as_json: bool) -> None:
+    """Summarise the log: buckets, exact-match rate with its 95% interval, latency.
+
+    \b
+    Example:
+      shadow-burnin bench --since 2026-04-20T00:00:00Z --json
+      halo bench
+    """
+    cfg = load_config(config_path, None, log_path, state_path)
+    summary = summary_of(Path(cfg.paths.log), make_window(since, until))
+    if as_json:
+        click.echo(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2).decode())
+    elif summary.rounds == 0:
+        click.echo("no rounds")
+    else:
+        Console().print(bench_table(summary))
+
+
+@click.command()
+@store_options
+@click.option("-n", "count", type=click.IntRange(1), default=20, show_default=True,
+              help="How many rounds.")
+def recent(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+           count: int) -> None:
+    """The last rounds: a glyph per bucket, prompt id, divergence offset, latencies.
+
+    \b
+    Example:
+      shadow-burnin recent -n 50
+    """
+    cfg = load_config(config_path, None, log_path, state_path)
+    records = last_rounds(Path(cfg.paths.log), count)
+    if not records:
+        click.echo("no rounds")
+        return
+    Console().print(recent_table(records))
+
+
+@click.command()
+@store_options
+@click.argument("round_number", metavar="ROUND", type=int)
+def show(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+         round_number: int) -> None:
+    """Both replies of one round in full, the first divergence marked.
+
+    Invisible characters are shown (· for nothing, ↵ newline, → tab, ⟨U+XXXX⟩ others).
+
+    \b
+    Example:
+      shadow-burnin show 17
+    """
+    cfg = load_config(config_path, None, log_path, state_path)
+    record = find_round(Path(cfg.paths.log), round_number)
+    if record is None:
+        raise LogError(cfg.paths.log, f"no round {round_number} in this log")
+    Console().print(show_round(record))
+
+
+COMMANDS = [bench, recent, show]

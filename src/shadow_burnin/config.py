@@ -1,0 +1,237 @@
+"""One validated configuration object: TOML file + command-line flags.
+
+Sections ``[v1]``, ``[v2]``, ``[request]`` (with ``[request.extra]``), ``[run]`` and
+``[paths]``. Flags override the file. Unknown keys and wrong types are errors that name
+the file and the key (``ConfigError``, exit 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import platformdirs
+
+from .errors import ConfigError
+
+DEFAULT_V1 = "http://127.0.0.1:8080"
+DEFAULT_V2 = "http://127.0.0.1:8180"
+
+
+def data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("shadow-burnin"))
+
+
+@dataclass(frozen=True)
+class SideConfig:
+    url: str
+    model: str | None = None
+    api_key_env: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestConfig:
+    api: str = "chat"
+    max_tokens: int = 64
+    stream: bool = True
+    timeout: float = 120.0
+    logprobs: int = 0
+    max_reply_bytes: int = 4 * 1024 * 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    interval: float = 2.5
+    rounds: int | None = None
+    duration: float | None = None
+    concurrent: bool = False
+    concurrency: int = 1
+    seed: int | None = None
+    prompts: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    log: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Config:
+    v1: SideConfig
+    v2: SideConfig
+    request: RequestConfig
+    run: RunConfig
+    paths: PathsConfig
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("source")
+        return _drop_none(out)
+
+    def fingerprint_fields(self, prompts_digest: str) -> dict[str, Any]:
+        """What must not change under a running burn-in (secrets excluded)."""
+        req = asdict(self.request)
+        req.pop("timeout")
+        req.pop("max_reply_bytes")
+        return {
+            "v1": {"url": self.v1.url, "model": self.v1.model or "auto"},
+            "v2": {"url": self.v2.url, "model": self.v2.model or "auto"},
+            "request": req,
+            "prompts": prompts_digest,
+        }
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+    raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+# -- schema ---------------------------------------------------------------------------
+# key -> (accepted python types, human type name)
+_INT = ((int,), "an integer")
+_NUM = ((int, float), "a number")
+_STR = ((str,), "a string")
+_BOOL = ((bool,), "true or false")
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+    "v1": {"url": _STR, "model": _STR, "api_key_env": _STR},
+    "v2": {"url": _STR, "model": _STR, "api_key_env": _STR},
+    "request": {"api": _STR, "max_tokens": _INT, "stream": _BOOL, "timeout": _NUM,
+                "logprobs": _INT, "max_reply_bytes": _INT, "extra": ((dict,), "a table")},
+    "run": {"interval": _NUM, "rounds": _INT, "duration": ((int, float, str), "a duration"),
+            "concurrent": _BOOL, "concurrency": _INT, "seed": _INT, "prompts": _STR,
+            "insecure": _BOOL},
+    "paths": {"log": _STR, "state": _STR},
+}
+
+
+def parse_duration(value: str | float | int, where: str = "duration") -> float:
+    """``72h``, ``30m``, ``90s``, ``2d``, ``1h30m`` or seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected a duration like 72h, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                             r"(?:(\d+(?:\.\d+)?)s?)?", text)
+        if not text or parts is None:
+            raise ValueError(f"{where}: expected a duration like 72h, 30m or 90s, got {value!r}")
+        d, h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = d * 86400 + h * 3600 + m * 60 + s
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{where}: must be positive, got {value!r}")
+    return seconds
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(p, "no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(p, "is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(p, "permission denied") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(p, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, f"invalid TOML: {exc}") from None
+
+
+def load(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Read the TOML file (if any), apply flag overrides, validate, return a Config."""
+    raw: dict[str, Any] = read_toml(path) if path is not None else {}
+    src = str(path) if path is not None else None
+    where = src or "command line"
+    merged: dict[str, dict[str, Any]] = {}
+    for section, values in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(src, f"unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(src, f"[{section}] must be a table")
+        merged[section] = dict(values)
+    for section, values in (overrides or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                merged.setdefault(section, {})[key] = value
+    for section, values in merged.items():
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                raise ConfigError(src, f"unknown key {section}.{key}")
+            types, name = SCHEMA[section][key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise ConfigError(src, f"{section}.{key} must be {name}, got {value!r}")
+    try:
+        return _build(merged, src)
+    except ValueError as exc:
+        raise ConfigError(src if src else None, f"{exc}" if src else f"{where}: {exc}") from None
+
+
+def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
+    v1 = SideConfig(url=m.get("v1", {}).get("url", DEFAULT_V1), model=m.get("v1", {}).get("model"),
+                    api_key_env=m.get("v1", {}).get("api_key_env"))
+    v2 = SideConfig(url=m.get("v2", {}).get("url", DEFAULT_V2), model=m.get("v2", {}).get("model"),
+                    api_key_env=m.get("v2", {}).get("api_key_env"))
+    for side, sc in (("v1", v1), ("v2", v2)):
+        _check_url(f"{side}.url", sc.url)
+    r = m.get("request", {})
+    request = RequestConfig(**r)
+    if request.api not in ("chat", "completions"):
+        raise ValueError(f"request.api must be 'chat' or 'completions', got {request.api!r}")
+    _positive("request.max_tokens", request.max_tokens)
+    _positive("request.timeout", request.timeout)
+    _positive("request.max_reply_bytes", request.max_reply_bytes)
+    if request.logprobs < 0 or request.logprobs > 20:
+        raise ValueError(f"request.logprobs must be 0..20, got {request.logprobs}")
+    run_raw = dict(m.get("run", {}))
+    if "duration" in run_raw:
+        run_raw["duration"] = parse_duration(run_raw["duration"], "run.duration")
+    run = RunConfig(**run_raw)
+    if run.interval < 0 or not math.isfinite(run.interval):
+        raise ValueError(f"run.interval must be >= 0, got {run.interval}")
+    if run.rounds is not None:
+        _positive("run.rounds", run.rounds)
+    _positive("run.concurrency", run.concurrency)
+    p = m.get("paths", {})
+    base = data_dir()
+    log = p.get("log", str(base / "shadow-burnin.jsonl"))
+    paths = PathsConfig(log=log, state=p.get("state", default_state_for(log)))
+    return Config(v1=v1, v2=v2, request=request, run=run, paths=paths, source=src)
+
+
+def default_state_for(log: str) -> str:
+    """The state lives beside its log: ``x.jsonl`` → ``x.state``."""
+    path = Path(log)
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+    return str(path.with_name(stem + ".state"))
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+def _check_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {url!r}")
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    return obj

@@ -1,0 +1,210 @@
+"""Statistics over a log: pure functions from columns to a ``Summary``.
+
+``ColumnBuilder`` folds decoded log records into numpy columns (one pass, bounded
+memory: no texts are kept); ``summarise`` turns columns into figures. Definitions:
+
+- ``exact_match_rate`` = exact / parity rounds (rounds where both sides replied), with a
+  Wilson 95 % interval;
+- ``unreachable_rate[side]`` = (side-unreachable + both-unreachable) / rounds;
+- latency percentiles per side over the rounds where that side replied (linear
+  interpolation between order statistics); ``p95_gap_ms`` = p95(v2) − p95(v1);
+- ``median_prefix_match_chars`` over parity rounds that were not exact.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .records import BUCKETS, PARITY_BUCKETS, SIDES
+
+BUCKET_CODE = {b: i for i, b in enumerate(BUCKETS)}
+EXACT, PREFIX, NOMATCH = (BUCKET_CODE[b] for b in PARITY_BUCKETS)
+_NAN = float("nan")
+
+
+@dataclass
+class Columns:
+    bucket: np.ndarray
+    latency: dict[str, np.ndarray]
+    ttft: dict[str, np.ndarray]
+    prefix: np.ndarray
+    category: np.ndarray
+    prompt: np.ndarray
+    ts: np.ndarray
+    categories: list[str]
+    prompts: list[str]
+
+    def __len__(self) -> int:
+        return int(self.bucket.size)
+
+
+class ColumnBuilder:
+    """Accumulates round records (dicts as decoded from the log) into columns."""
+
+    def __init__(self) -> None:
+        self._bucket = array("b")
+        self._lat = {s: array("d") for s in SIDES}
+        self._ttft = {s: array("d") for s in SIDES}
+        self._prefix = array("d")
+        self._cat = array("i")
+        self._prompt = array("i")
+        self._ts = array("d")
+        self._cats: dict[str, int] = {}
+        self._prompts: dict[str, int] = {}
+
+    def add(self, record: dict[str, Any], ts: float) -> None:
+        """Fold one round; ``ts`` is its start time as epoch seconds."""
+        code = BUCKET_CODE[record["bucket"]]
+        self._bucket.append(code)
+        for side in SIDES:
+            reply = record[side]
+            ok = reply.get("error") is None and reply.get("text") is not None
+            lat = reply.get("latency_ms") if ok else None
+            tt = reply.get("ttft_ms") if ok else None
+            self._lat[side].append(_NAN if lat is None else lat)
+            self._ttft[side].append(_NAN if tt is None else tt)
+        pm = record.get("prefix_match_chars")
+        self._prefix.append(_NAN if pm is None else pm)
+        cat = record.get("category", "")
+        self._cat.append(self._cats.setdefault(cat, len(self._cats)))
+        pid = record.get("prompt_id", "")
+        self._prompt.append(self._prompts.setdefault(pid, len(self._prompts)))
+        self._ts.append(ts)
+
+    def build(self) -> Columns:
+        def arr(a: array, dtype: Any) -> np.ndarray:
+            return np.frombuffer(a, dtype=dtype).copy() if len(a) else np.empty(0, dtype)
+        return Columns(
+            bucket=arr(self._bucket, np.int8),
+            latency={s: arr(self._lat[s], np.float64) for s in SIDES},
+            ttft={s: arr(self._ttft[s], np.float64) for s in SIDES},
+            prefix=arr(self._prefix, np.float64),
+            category=arr(self._cat, np.int32),
+            prompt=arr(self._prompt, np.int32),
+            ts=arr(self._ts, np.float64),
+            categories=list(self._cats),
+            prompts=list(self._prompts),
+        )
+
+
+def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion; None when n == 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (round(max(0.0, centre - half), 9), round(min(1.0, centre + half), 9))
+
+
+def percentiles(values: np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float] | None:
+    """Percentiles of the non-NaN values (``p50`` …), None when there are none."""
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return None
+    got = np.percentile(finite, qs)
+    return {f"p{q}": round(float(v), 3) for q, v in zip(qs, got, strict=True)}
+
+
+@dataclass
+class Summary:
+    rounds: int
+    parity_rounds: int
+    counts: dict[str, int]
+    exact_match_rate: float | None
+    exact_match_ci95: tuple[float, float] | None
+    unreachable_rate: dict[str, float | None]
+    latency_ms: dict[str, dict[str, float] | None]
+    ttft_ms: dict[str, dict[str, float] | None]
+    p95_gap_ms: float | None
+    median_prefix_match_chars: float | None
+    by_category: dict[str, dict[str, Any]]
+    top_divergent_prompts: list[dict[str, Any]]
+    first_ts: float | None = None
+    last_ts: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("first_ts", "last_ts")}
+        out["exact_match_ci95"] = list(self.exact_match_ci95) if self.exact_match_ci95 else None
+        return out
+
+
+def _rate(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def summarise(cols: Columns, top: int = 10) -> Summary:
+    """All of ``bench``'s figures from the columns."""
+    n = len(cols)
+    counts_arr = np.bincount(cols.bucket.astype(np.int64), minlength=len(BUCKETS)) if n else \
+        np.zeros(len(BUCKETS), dtype=np.int64)
+    counts = {b: int(counts_arr[i]) for i, b in enumerate(BUCKETS)}
+    parity = counts["exact"] + counts["prefix-only"] + counts["no-match"]
+    both = counts["both-unreachable"]
+    lat = {s: percentiles(cols.latency[s]) for s in SIDES}
+    gap = None
+    if lat["v1"] and lat["v2"]:
+        gap = round(lat["v2"]["p95"] - lat["v1"]["p95"], 3)
+    non_exact = (cols.bucket == PREFIX) | (cols.bucket == NOMATCH)
+    med_prefix = float(np.median(cols.prefix[non_exact])) if non_exact.any() else None
+    return Summary(
+        rounds=n,
+        parity_rounds=parity,
+        counts=counts,
+        exact_match_rate=_rate(counts["exact"], parity),
+        exact_match_ci95=wilson(counts["exact"], parity),
+        unreachable_rate={
+            "v1": _rate(counts["v1-unreachable"] + both, n),
+            "v2": _rate(counts["v2-unreachable"] + both, n),
+        },
+        latency_ms=lat,
+        ttft_ms={s: percentiles(cols.ttft[s]) for s in SIDES},
+        p95_gap_ms=gap,
+        median_prefix_match_chars=med_prefix,
+        by_category=_by_category(cols),
+        top_divergent_prompts=_top_divergent(cols, non_exact, top),
+        first_ts=float(cols.ts.min()) if n else None,
+        last_ts=float(cols.ts.max()) if n else None,
+    )
+
+
+def _by_category(cols: Columns) -> dict[str, dict[str, Any]]:
+    ncat = len(cols.categories)
+    if not ncat:
+        return {}
+    table = np.zeros((ncat, len(BUCKETS)), dtype=np.int64)
+    np.add.at(table, (cols.category, cols.bucket.astype(np.int64)), 1)
+    out: dict[str, dict[str, Any]] = {}
+    for i in sorted(range(ncat), key=lambda j: cols.categories[j]):
+        row = {b: int(table[i, j]) for j, b in enumerate(BUCKETS)}
+        parity = row["exact"] + row["prefix-only"] + row["no-match"]
+        out[cols.categories[i]] = {
+            "rounds": int(table[i].sum()),
+            "parity_rounds": parity,
+            "counts": row,
+            "exact_match_rate": _rate(row["exact"], parity),
+        }
+    return out
+
+
+def _top_divergent(cols: Columns, non_exact: np.ndarray, top: int) -> list[dict[str, Any]]:
+    if not non_exact.any():
+        return []
+    parity_mask = cols.bucket <= NOMATCH
+    div = np.bincount(cols.prompt[non_exact], minlength=len(cols.prompts))
+    par = np.bincount(cols.prompt[parity_mask], minlength=len(cols.prompts))
+    cat_of = np.zeros(len(cols.prompts), dtype=np.int64)
+    cat_of[cols.prompt] = cols.category
+    order = sorted(np.nonzero(div)[0], key=lambda i: (-int(div[i]), cols.prompts[i]))[:top]
+    return [
+        {"prompt_id": cols.prompts[i], "category": cols.categories[int(cat_of[i])],
+         "divergent": int(div[i]), "parity_rounds": int(par[i])}
+        for i in order
+    ]

@@ -1,0 +1,307 @@
+"""One side's OpenAI-compatible client: send one request, return one ``SideReply``.
+
+Server trouble never raises out of ``SideClient.complete``: every failure is mapped here,
+once, to a short error code (``connection-refused``, ``timeout``, ``http-503`` …) that is
+recorded in the round. Codes, with an optional ``": detail"`` after them:
+
+    connection-refused  connection-reset  timeout  http-<status>  redirect
+    invalid-json  invalid-utf8  bad-shape  too-large  stream-cut  stream-incomplete
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from ..core.prompt import Prompt, chat_messages, completion_text
+from ..core.records import SideReply
+from . import sse
+from .reply_error import ReplyError
+
+Api = Literal["chat", "completions"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one side lives. ``api_key`` is the secret itself (never printed)."""
+
+    url: str
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """What every request of a run looks like (identical for both sides)."""
+
+    api: Api = "chat"
+    max_tokens: int = 64
+    stream: bool = True
+    timeout_s: float = 120.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    max_reply_bytes: int = 4 * 1024 * 1024
+    logprobs: int = 0
+
+
+def build_body(spec: RequestSpec, prompt: Prompt, model: str | None) -> dict[str, Any]:
+    """The request body; both sides of a round get exactly this (but for ``model``)."""
+    body: dict[str, Any] = {}
+    if model:
+        body["model"] = model
+    if spec.api == "chat":
+        body["messages"] = chat_messages(prompt)
+    else:
+        body["prompt"] = completion_text(prompt)
+    body["temperature"] = 0
+    body["max_tokens"] = prompt.max_tokens or spec.max_tokens
+    body["stream"] = spec.stream
+    if spec.logprobs:
+        if spec.api == "chat":
+            body["logprobs"] = True
+            body["top_logprobs"] = spec.logprobs
+        else:
+            body["logprobs"] = spec.logprobs
+    body.update(spec.extra)
+    return body
+
+
+class SideClient:
+    """Async client for one server; reuse one instance for a whole run (keep-alive)."""
+
+    def __init__(self, endpoint: Endpoint, spec: RequestSpec) -> None:
+        self.endpoint = endpoint
+        self.spec = spec
+        self._session: aiohttp.ClientSession | None = None
+        path = "/v1/chat/completions" if spec.api == "chat" else "/v1/completions"
+        self._url = endpoint.url.rstrip("/") + path
+        self._headers = {"Content-Type": "application/json"}
+        if endpoint.api_key:
+            self._headers["Authorization"] = f"Bearer {endpoint.api_key}"
+
+    def __repr__(self) -> str:
+        return f"SideClient(url={self.endpoint.url!r}, api={self.spec.api!r})"
+
+    async def __aenter__(self) -> SideClient:
+        ssl_ctx: ssl.SSLContext | bool = False if self.endpoint.insecure else True
+        connector = aiohttp.TCPConnector(limit=0, ssl=ssl_ctx, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("SideClient used outside 'async with'")
+        return self._session
+
+    async def list_models(self) -> list[str]:
+        """Model ids from ``GET /v1/models``; empty list when the server cannot say."""
+        url = self.endpoint.url.rstrip("/") + "/v1/models"
+        try:
+            async with asyncio.timeout(min(self.spec.timeout_s, 30.0)):
+                async with self.session.get(url, headers=self._headers) as resp:
+                    if resp.status != 200:
+                        return []
+                    data = orjson.loads(await resp.read())
+            return [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict)]
+        except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError,
+                AttributeError, KeyError, TypeError):
+            return []
+
+    async def complete(self, prompt: Prompt, model: str | None = None) -> SideReply:
+        """Send one request; every failure becomes ``SideReply(error=...)``."""
+        body = orjson.dumps(build_body(self.spec, prompt, model or self.endpoint.model))
+        return await self.post(body)
+
+    async def post(self, body: bytes) -> SideReply:
+        """Send a prepared request body (bytes) and read the reply."""
+        reply = SideReply(text=None)
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.spec.timeout_s):
+                async with self.session.post(
+                    self._url, data=body, headers=self._headers, allow_redirects=False
+                ) as resp:
+                    reply.status = resp.status
+                    _check_status(resp)
+                    if self.spec.stream:
+                        await self._read_stream(resp, reply, start)
+                    else:
+                        await self._read_whole(resp, reply)
+        except ReplyError as exc:
+            reply.error = exc.message()
+        except TimeoutError:
+            reply.error = f"timeout: no complete reply within {self.spec.timeout_s:g} s"
+            if reply.text:
+                reply.truncated = True
+        except aiohttp.ClientConnectorError as exc:
+            reply.error = f"connection-refused: {_os_reason(exc)}"
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError, ConnectionError) as exc:
+            reply.error = f"connection-reset: {type(exc).__name__}"
+            if reply.text:
+                reply.truncated = True
+        except aiohttp.ClientResponseError as exc:
+            reply.error = f"bad-shape: {exc.message}"
+        except aiohttp.ClientError as exc:
+            reply.error = f"connection-reset: {type(exc).__name__}"
+        reply.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
+        if reply.error is not None and not reply.truncated:
+            reply.text = None
+        return reply
+
+    async def _read_whole(self, resp: aiohttp.ClientResponse, reply: SideReply) -> None:
+        raw = await _read_capped(resp, self.spec.max_reply_bytes)
+        data = _decode_json(raw)
+        choice = _first_choice(data)
+        if self.spec.api == "chat":
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else None
+        else:
+            text = choice.get("text")
+        if not isinstance(text, str):
+            raise ReplyError("bad-shape", "reply content is null or not a string")
+        reply.text = text
+        reply.finish_reason = _opt_str(choice.get("finish_reason"))
+        reply.completion_tokens = _usage_tokens(data)
+        if self.spec.logprobs:
+            reply.extra["logprobs_raw"] = choice.get("logprobs")
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, reply: SideReply, start: float
+    ) -> None:
+        parts: list[str] = []
+        logprob_parts: list[Any] = []
+        done = False
+        finished = False
+        try:
+            async for payload in sse.events(resp.content, self.spec.max_reply_bytes):
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                chunk = _decode_json(payload)
+                if "error" in chunk and "choices" not in chunk:
+                    raise ReplyError("bad-shape", f"error event: {str(chunk['error'])[:120]}")
+                tokens = _usage_tokens(chunk)
+                if tokens is not None:
+                    reply.completion_tokens = tokens
+                choices = chunk.get("choices")
+                if not choices:
+                    if choices is None and tokens is None:
+                        raise ReplyError("bad-shape", "stream chunk without choices")
+                    continue
+                choice = _first_choice(chunk)
+                piece = _delta_text(choice, self.spec.api)
+                if piece:
+                    if reply.ttft_ms is None:
+                        reply.ttft_ms = round((time.perf_counter() - start) * 1000.0, 3)
+                    parts.append(piece)
+                if self.spec.logprobs and choice.get("logprobs") is not None:
+                    logprob_parts.append(choice["logprobs"])
+                reason = choice.get("finish_reason")
+                if reason:
+                    reply.finish_reason = str(reason)
+                    finished = True
+        finally:
+            reply.text = "".join(parts)
+            if logprob_parts:
+                reply.extra["logprobs_raw"] = logprob_parts
+        if not done:
+            if finished:
+                raise ReplyError("stream-incomplete", "stream ended without [DONE]")
+            reply.truncated = bool(parts)
+            raise ReplyError("stream-cut", f"stream ended after {len(reply.text)} characters")
+
+
+def _check_status(resp: aiohttp.ClientResponse) -> None:
+    status = resp.status
+    if 300 <= status < 400:
+        raise ReplyError("redirect", f"{status} to {resp.headers.get('Location', '?')}",
+                         status=status)
+    if status >= 400:
+        detail = ""
+        if status == 429 and "Retry-After" in resp.headers:
+            detail = f"retry-after {resp.headers['Retry-After'][:20]}"
+        raise ReplyError(f"http-{status}", detail, status=status)
+    if status < 200 or status >= 300:
+        raise ReplyError(f"http-{status}", status=status)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ReplyError("too-large", f"{resp.content_length} bytes announced")
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise ReplyError("too-large", f"reply over {limit} bytes")
+    return bytes(buf)
+
+
+def _decode_json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReplyError("invalid-utf8", "reply is not valid UTF-8") from None
+        raise ReplyError("invalid-json", str(exc)[:120]) from None
+    if not isinstance(data, dict):
+        raise ReplyError("bad-shape", "reply is not a JSON object")
+    return data
+
+
+def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ReplyError("bad-shape", "no choices in reply")
+    return choices[0]
+
+
+def _delta_text(choice: dict[str, Any], api: Api) -> str:
+    if api == "chat":
+        delta = choice.get("delta")
+        if delta is None:
+            delta = choice.get("message")
+        if not isinstance(delta, dict):
+            raise ReplyError("bad-shape", "stream chunk without delta")
+        piece = delta.get("content")
+    else:
+        piece = choice.get("text")
+    if piece is None:
+        return ""
+    if not isinstance(piece, str):
+        raise ReplyError("bad-shape", "content is not a string")
+    return piece
+
+
+def _usage_tokens(data: dict[str, Any]) -> int | None:
+    usage = data.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        return usage["completion_tokens"]
+    return None
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
+    err = exc.os_error
+    return (err.strerror or type(err).__name__) if err is not None else "connect failed"

@@ -1,0 +1,243 @@
+"""The burn-in loop: a fixed schedule of rounds, each prompt sent to v1 and v2.
+
+Rounds start on a fixed grid (``t0 + k·interval``): no drift over days and no burst to
+catch up after a slow round. By default the two requests of a round go one after the
+other, alternating which side goes first; ``concurrent`` sends both at once. Up to
+``concurrency`` rounds may be in flight; they are committed to the log strictly in
+order, so the log's round numbers never have a gap. The runner knows nothing of
+terminals: it reports to a ``Progress`` object passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ..core.compare import classify
+from ..core.prompt import Prompt
+from ..core.records import Round, SideReply
+from ..core.schedule import Schedule
+from .client import Endpoint, RequestSpec, SideClient
+from .store import State, Store
+
+
+class Progress(Protocol):
+    """What the runner tells the outside world (a terminal panel, a log line, nothing)."""
+
+    def started(self, state: State, target: int | None) -> None: ...
+    def round_done(self, record: dict[str, Any], state: State) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def stopped(self, reason: str, state: State) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    v1: Endpoint
+    v2: Endpoint
+    spec: RequestSpec
+    setup: str
+    seed: int
+    interval: float = 2.5
+    rounds: int | None = None
+    duration: float | None = None
+    concurrent: bool = False
+    concurrency: int = 1
+
+
+@dataclass
+class RunOutcome:
+    rounds: int = 0
+    reason: str = "done"
+    models: dict[str, str | None] = field(default_factory=dict)
+
+
+def utc_now_iso() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class Runner:
+    """Runs rounds until a limit or a signal; one instance per ``run`` invocation."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        prompts: Sequence[Prompt],
+        store: Store,
+        progress: Progress,
+        on_usr1: Callable[[], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.prompts = list(prompts)
+        self.store = store
+        self.progress = progress
+        self.on_usr1 = on_usr1
+        self.schedule = Schedule([p.category for p in self.prompts], plan.seed)
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._inflight: list[asyncio.Task[dict[str, Any]]] = []
+        self.models: dict[str, str | None] = {}
+
+    # -- signals --------------------------------------------------------------------
+    def request_stop(self, reason: str = "stopped") -> None:
+        self._signals += 1
+        self._reason = reason
+        self._stop.set()
+        if self._signals > 1:
+            for task in self._inflight:
+                task.cancel()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        installed = []
+        for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_stop, name)
+                installed.append(sig)
+        if self.on_usr1 is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGUSR1, self.on_usr1)
+                installed.append(signal.SIGUSR1)
+        return installed
+
+    # -- the loop -------------------------------------------------------------------
+    async def run(self) -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        installed = self._install_signals(loop)
+        self._reason = "done"
+        outcome = RunOutcome()
+        try:
+            async with SideClient(self.plan.v1, self.plan.spec) as c1, \
+                    SideClient(self.plan.v2, self.plan.spec) as c2:
+                self.models = {"v1": await _resolve(c1), "v2": await _resolve(c2)}
+                outcome.models = dict(self.models)
+                self.progress.started(self.store.state, self.plan.rounds)
+                outcome.rounds = await self._loop(loop, c1, c2)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+        outcome.reason = self._reason
+        self.progress.stopped(outcome.reason, self.store.state)
+        return outcome
+
+    async def _loop(self, loop: asyncio.AbstractEventLoop, c1: SideClient,
+                    c2: SideClient) -> int:
+        plan = self.plan
+        commits: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
+        committer = asyncio.create_task(self._commit(commits))
+        base_round = self.store.state.last_round
+        base_cursor = self.store.state.cursor
+        t0 = loop.time()
+        deadline = t0 + plan.duration if plan.duration else None
+        slots = asyncio.Semaphore(plan.concurrency)
+        launched = 0
+        k = 0
+        try:
+            while not self._stop.is_set():
+                if plan.rounds is not None and launched >= plan.rounds:
+                    self._reason = f"reached {plan.rounds} rounds"
+                    break
+                await slots.acquire()
+                slot_time = t0 + k * plan.interval
+                late = loop.time() - slot_time
+                if plan.interval and late > min(0.05 * plan.interval, 0.05):
+                    # a slow round overran its slot: skip to the next slot, never burst
+                    k += math.ceil(late / plan.interval)
+                    slot_time = t0 + k * plan.interval
+                if deadline is not None and slot_time >= deadline:
+                    slots.release()
+                    self._reason = "reached the duration"
+                    break
+                if await self._sleep_until(loop, slot_time) or committer.done():
+                    slots.release()
+                    break
+                launched += 1
+                k += 1
+                number = base_round + launched
+                cursor = base_cursor + launched - 1
+                prompt = self.prompts[self.schedule.index(cursor)]
+                task = asyncio.create_task(self._play(number, cursor, prompt, c1, c2))
+                task.add_done_callback(lambda _t: slots.release())
+                self._inflight.append(task)
+                commits.put_nowait(task)
+        finally:
+            commits.put_nowait(None)
+            await committer
+        return self._committed
+
+    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> bool:
+        """Sleep until ``when``; True if a stop was requested meanwhile."""
+        delay = when - loop.time()
+        if delay <= 0:
+            return self._stop.is_set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+        return self._stop.is_set()
+
+    async def _commit(self, commits: asyncio.Queue[asyncio.Task[dict[str, Any]] | None]) -> None:
+        self._committed = 0
+        abandoned = False
+        while (task := await commits.get()) is not None:
+            if abandoned:
+                task.cancel()
+                continue
+            try:
+                record = await task
+            except asyncio.CancelledError:
+                abandoned = True
+                continue
+            finally:
+                if task in self._inflight:
+                    self._inflight.remove(task)
+            try:
+                self.store.append(record)
+            except Exception:
+                self._reason = "storage error"
+                self._stop.set()
+                for t in self._inflight:
+                    t.cancel()
+                raise
+            self._committed += 1
+            self.progress.round_done(record, self.store.state)
+
+    async def _play(self, number: int, cursor: int, prompt: Prompt, c1: SideClient,
+                    c2: SideClient) -> dict[str, Any]:
+        ts = utc_now_iso()
+        first = "v1" if number % 2 == 1 else "v2"
+        m1, m2 = self.models.get("v1"), self.models.get("v2")
+        if self.plan.concurrent:
+            r1, r2 = await asyncio.gather(c1.complete(prompt, m1), c2.complete(prompt, m2))
+        elif first == "v1":
+            r1 = await c1.complete(prompt, m1)
+            r2 = await c2.complete(prompt, m2)
+        else:
+            r2 = await c2.complete(prompt, m2)
+            r1 = await c1.complete(prompt, m1)
+        return build_round(number, ts, prompt, r1, r2,
+                           first="both" if self.plan.concurrent else first,
+                           setup=self.plan.setup, seed=self.plan.seed, cursor=cursor).to_json()
+
+
+def build_round(number: int, ts: str, prompt: Prompt, r1: SideReply, r2: SideReply, *,
+                first: str | None, setup: str | None, seed: int | None,
+                cursor: int | None) -> Round:
+    cmp = classify(r1.text if r1.replied else None, r2.text if r2.replied else None)
+    return Round(
+        round=number, ts=ts, prompt_id=prompt.id, category=prompt.category,
+        bucket=cmp.bucket, divergence_byte=cmp.divergence_byte,
+        prefix_match_chars=cmp.prefix_match_chars, v1=r1, v2=r2, first=first,
+        setup=setup, seed=seed, cursor=cursor,
+    )
+
+
+async def _resolve(client: SideClient) -> str | None:
+    if client.endpoint.model:
+        return client.endpoint.model
+    models = await client.list_models()
+    return models[0] if models else None
+

@@ -1,0 +1,39 @@
+"""Server-sent events, read incrementally with a hard cap on bytes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from .reply_error import ReplyError
+
+
+async def events(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """Yield the ``data`` payload of each event (multi-line data joined with ``\\n``).
+
+    Comments and other fields are ignored. Raises ``ReplyError('too-large')`` once more than
+    ``limit`` bytes have arrived, so a runaway reply never grows memory past the cap.
+    """
+    total = 0
+    buf = b""
+    data: list[bytes] = []
+    async for chunk in stream.iter_any():
+        total += len(chunk)
+        if total > limit:
+            raise ReplyError("too-large", f"stream over {limit} bytes")
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            line = line.removesuffix(b"\r")
+            if not line:
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                data.append(line[5:].removeprefix(b" ").strip())
+    tail = buf.removesuffix(b"\r")
+    if tail.startswith(b"data:"):
+        data.append(tail[5:].removeprefix(b" ").strip())
+    if data:
+        yield b"\n".join(data)

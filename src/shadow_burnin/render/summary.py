@@ -1,0 +1,144 @@
+"""Text output of ``bench``, ``recent`` and ``show``: functions returning rich renderables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..core.compare import classify
+from ..core.records import BUCKETS, SIDES
+from ..core.stats import Summary
+from .text import GLYPH, STYLE, char_offset, fmt_ms, fmt_pct, visible
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def bench_table(s: Summary) -> RenderableType:
+    """The human summary of a log."""
+    head = Table(title="shadow-burnin bench", show_header=False, box=None, padding=(0, 2))
+    head.add_row("rounds", f"{s.rounds:,}  ({_when(s.first_ts)} → {_when(s.last_ts)})")
+    ci = s.exact_match_ci95
+    ci_text = f"  (95% CI {fmt_pct(ci[0], 2)} – {fmt_pct(ci[1], 2)})" if ci else ""
+    head.add_row("exact match", f"{fmt_pct(s.exact_match_rate, 2)} of {s.parity_rounds:,} "
+                 f"parity rounds{ci_text}")
+    head.add_row("unreachable", f"v1 {fmt_pct(s.unreachable_rate['v1'], 2)}   "
+                 f"v2 {fmt_pct(s.unreachable_rate['v2'], 2)}")
+    gap = "—" if s.p95_gap_ms is None else f"{s.p95_gap_ms:+,.1f} ms (positive: v2 slower)"
+    head.add_row("p95 gap", gap)
+    mp = s.median_prefix_match_chars
+    head.add_row("median prefix match", "—" if mp is None else f"{mp:,.0f} chars (non-exact)")
+
+    counts = Table(title="buckets", title_justify="left")
+    for col in ("", "bucket", "rounds", "share"):
+        counts.add_column(col, justify="right" if col in ("rounds", "share") else "left")
+    for b in BUCKETS:
+        share = s.counts[b] / s.rounds if s.rounds else None
+        counts.add_row(Text(GLYPH[b], style=STYLE[b]), Text(b, style=STYLE[b]),
+                       f"{s.counts[b]:,}", fmt_pct(share))
+
+    lat = Table(title="latency", title_justify="left")
+    lat.add_column("")
+    for q in ("p50", "p95", "p99"):
+        lat.add_column(f"latency {q}", justify="right")
+    for q in ("p50", "p95"):
+        lat.add_column(f"ttft {q}", justify="right")
+    for side in SIDES:
+        lt, tt = s.latency_ms[side] or {}, s.ttft_ms[side] or {}
+        lat.add_row(side, *(fmt_ms(lt.get(q)) for q in ("p50", "p95", "p99")),
+                    *(fmt_ms(tt.get(q)) for q in ("p50", "p95")))
+
+    cats = Table(title="by category", title_justify="left")
+    for col in ("category", "rounds", "exact", "prefix-only", "no-match", "unreachable",
+                "exact %"):
+        cats.add_column(col, justify="left" if col == "category" else "right")
+    for name, row in s.by_category.items():
+        c = row["counts"]
+        unreach = c["v1-unreachable"] + c["v2-unreachable"] + c["both-unreachable"]
+        cats.add_row(name, str(row["rounds"]), str(c["exact"]), str(c["prefix-only"]),
+                     str(c["no-match"]), str(unreach), fmt_pct(row["exact_match_rate"]))
+    parts: list[RenderableType] = [head, counts, lat, cats]
+    if s.top_divergent_prompts:
+        top = Table(title="top divergent prompts", title_justify="left")
+        for col in ("prompt", "category", "divergent", "parity rounds"):
+            top.add_column(col)
+        for row in s.top_divergent_prompts:
+            top.add_row(row["prompt_id"], row["category"], str(row["divergent"]),
+                        str(row["parity_rounds"]))
+        parts.append(top)
+    for note in s.notes:
+        parts.append(Text(f"note: {note}", style="yellow"))
+    return Group(*parts)
+
+
+def recent_table(records: list[dict[str, Any]]) -> RenderableType:
+    table = Table(title=f"last {len(records)} rounds", title_justify="left")
+    for col in ("round", "ts", "", "bucket", "prompt", "div. byte", "v1", "v2"):
+        table.add_column(col, justify="right" if col in ("round", "div. byte") else "left")
+    for r in records:
+        b = r["bucket"]
+        table.add_row(
+            str(r["round"]), r["ts"], Text(GLYPH[b], style=STYLE[b]), Text(b, style=STYLE[b]),
+            r["prompt_id"],
+            "—" if r.get("divergence_byte") is None else str(r["divergence_byte"]),
+            _side_cell(r["v1"]), _side_cell(r["v2"]),
+        )
+    return table
+
+
+def _side_cell(reply: dict[str, Any]) -> str:
+    if reply.get("error"):
+        return str(reply["error"])[:40]
+    return fmt_ms(reply.get("latency_ms"))
+
+
+def show_round(r: dict[str, Any]) -> RenderableType:
+    """Both replies in full; the first divergence marked; invisible characters shown."""
+    b = r["bucket"]
+    head = Text.assemble(
+        (f"round {r['round']}", "bold"), f"  {r['ts']}  prompt {r['prompt_id']} ",
+        (f"({r['category']})  ", "dim"), (b, STYLE[b]),
+    )
+    parts: list[RenderableType] = [head]
+    if r.get("divergence_byte") is not None:
+        parts.append(Text(f"first divergence at byte {r['divergence_byte']}, after "
+                          f"{r.get('prefix_match_chars')} shared characters", style="yellow"))
+    v1t, v2t = r["v1"].get("text"), r["v2"].get("text")
+    cmp = classify(v1t if not r["v1"].get("error") else None,
+                   v2t if not r["v2"].get("error") else None)
+    for side in SIDES:
+        reply = r[side]
+        meta = (f"status {reply.get('status')}  latency {fmt_ms(reply.get('latency_ms'))}  "
+                f"ttft {fmt_ms(reply.get('ttft_ms'))}  finish {reply.get('finish_reason')}  "
+                f"tokens {reply.get('completion_tokens')}")
+        parts.append(Text(f"── {side} ── {meta}", style="bold cyan"))
+        if reply.get("error"):
+            parts.append(Text(f"error: {reply['error']}", style="red"))
+        text = reply.get("text")
+        if text is None:
+            continue
+        parts.append(marked(text, cmp.divergence_byte))
+    return Group(*parts)
+
+
+def marked(text: str, divergence_byte: int | None) -> Text:
+    """The text with invisible characters shown and the first differing character marked."""
+    if divergence_byte is None:
+        return Text(visible(text))
+    cut = char_offset(text, divergence_byte)
+    out = Text(visible(text[:cut]))
+    if cut < len(text):
+        out.append("⟦", style="bold red")
+        out.append(visible(text[cut]), style="bold white on red")
+        out.append("⟧", style="bold red")
+        out.append(visible(text[cut + 1:]), style="dim")
+    else:
+        out.append("⟦end⟧", style="bold red")
+    return out

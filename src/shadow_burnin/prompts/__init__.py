@@ -115,9 +115,7 @@ def builtin_files() -> list[str]:
     """Names of the built-in category files, sorted."""
     root = resources.files(__name__)
     return sorted(
-        entry.name
-        for entry in root.iterdir()
-        if entry.name.endswith(".jsonl") and entry.is_file()
+        entry.name for entry in root.iterdir() if entry.name.endswith(".jsonl") and entry.is_file()
     )
 
 

@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import info, report, run
+    from . import info, legacy, report, run
 
-    for module in (run, report, info):
+    for module in (run, report, info, legacy):
         for command in module.COMMANDS:
             cli.add_command(command)
 

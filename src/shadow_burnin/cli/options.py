@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
 from .. import config as config_mod
 from ..config import Config
@@ -55,3 +56,9 @@ def load_config(config_path: Path | None, overrides: dict[str, dict[str, Any]] |
     if state_path is not None:
         paths["state"] = str(state_path)
     return config_mod.load(config_path, over)
+
+
+def out_console() -> Console:
+    """stdout console; off a terminal, wide enough that tables are not truncated."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=160)

@@ -12,7 +12,7 @@ from ..core.stats import Summary, summarise
 from ..edge.logread import Window, find_round, last_rounds, scan
 from ..errors import LogError
 from ..render.summary import bench_table, recent_table, show_round
-from .options import load_config, make_window, store_options, window_options
+from .options import load_config, make_window, out_console, store_options, window_options
 
 
 def summary_of(log: Path, window: Window | None = None) -> Summary:
@@ -48,7 +48,7 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
     elif summary.rounds == 0:
         click.echo("no rounds")
     else:
-        Console().print(bench_table(summary))
+        out_console().print(bench_table(summary))
 
 
 @click.command()
@@ -68,7 +68,7 @@ def recent(config_path: Path | None, log_path: Path | None, state_path: Path | N
     if not records:
         click.echo("no rounds")
         return
-    Console().print(recent_table(records))
+    out_console().print(recent_table(records))
 
 
 @click.command()
@@ -88,7 +88,7 @@ def show(config_path: Path | None, log_path: Path | None, state_path: Path | Non
     record = find_round(Path(cfg.paths.log), round_number)
     if record is None:
         raise LogError(cfg.paths.log, f"no round {round_number} in this log")
-    Console().print(show_round(record))
+    out_console().print(show_round(record))
 
 
 COMMANDS = [bench, recent, show]

@@ -15,7 +15,7 @@ from rich.console import Console
 from ..config import Config, fingerprint
 from ..core.prompt import Prompt, prompts_digest
 from ..edge.client import Endpoint, RequestSpec
-from ..edge.runner import RunOutcome, Runner, RunPlan
+from ..edge.runner import Runner, RunOutcome, RunPlan
 from ..edge.store import Store, archive
 from ..errors import ConfigError, SetupChangedError
 from ..prompts import load_builtin, load_file

@@ -89,7 +89,7 @@ class SideClient:
         return f"SideClient(url={self.endpoint.url!r}, api={self.spec.api!r})"
 
     async def __aenter__(self) -> SideClient:
-        ssl_ctx: ssl.SSLContext | bool = False if self.endpoint.insecure else True
+        ssl_ctx: ssl.SSLContext | bool = not self.endpoint.insecure
         connector = aiohttp.TCPConnector(limit=0, ssl=ssl_ctx, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -18,6 +18,7 @@ import orjson
 from ..core.records import BUCKETS, SCHEMA
 from ..core.stats import ColumnBuilder, Columns
 from ..errors import LogError
+from . import legacy
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -72,8 +73,15 @@ def iter_records(path: Path, window: Window | None = None
     """Yield ``(line, ts_epoch, record)`` for every record in the window.
 
     Raises LogError for a line that is not JSON, a record without ``ts``, or a record that
-    is not ours (legacy logs are handled by ``shadow_burnin.edge.legacy``).
+    is not ours. A legacy log (the earlier bash tool's) is converted on the fly by
+    ``shadow_burnin.edge.legacy`` (records marked ``source: legacy``).
     """
+    if legacy.is_legacy_log(path):
+        for number, _line, record in legacy.iter_legacy(path):
+            t = _ts(path, number, record)
+            if window is None or window.contains(t):
+                yield number, t, record
+        return
     with open_log(path) as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -99,12 +107,20 @@ def scan(path: Path, window: Window | None = None) -> LogScan:
     """One streaming pass: round records into columns, other records kept aside."""
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
+    imported = 0
     for _number, t, record in iter_records(path, window):
         if record.get("kind", "round") == "round":
             builder.add(record, t)
+            imported += record.get("source") == "legacy"
         else:
             other.append(record)
-    return LogScan(columns=builder.build(), other=other)
+    notes: list[str] = []
+    if legacy.is_legacy_log(path):
+        notes.append(legacy.NOTE)
+    elif imported:
+        notes.append(f"{imported} round(s) imported from the earlier bash tool: their texts "
+                     "hold only the first line of each reply")
+    return LogScan(columns=builder.build(), other=other, notes=notes)
 
 
 def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:

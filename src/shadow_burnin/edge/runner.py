@@ -114,7 +114,8 @@ class Runner:
         try:
             async with SideClient(self.plan.v1, self.plan.spec) as c1, \
                     SideClient(self.plan.v2, self.plan.spec) as c2:
-                self.models = {"v1": await _resolve(c1), "v2": await _resolve(c2)}
+                m1, m2 = await asyncio.gather(_resolve(c1), _resolve(c2))
+                self.models = {"v1": m1, "v2": m2}
                 outcome.models = dict(self.models)
                 self.progress.started(self.store.state, self.plan.rounds)
                 outcome.rounds = await self._loop(loop, c1, c2)

@@ -1,0 +1,179 @@
+"""`run` end to end through the CLI, against scripted servers in subprocesses."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import orjson
+
+from tests.cli.conftest import digest_tree, invoke, read_log, write_prompts
+
+
+def wait_for_lines(path: Path, n: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_bytes().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {n} lines")
+
+
+def test_run_then_bench_agrees_with_recount(tmp_path: Path, spawn_scripted) -> None:
+    v1, _ = spawn_scripted()
+    v2, _ = spawn_scripted(diverge_after=4)
+    log = tmp_path / "b.jsonl"
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    res = invoke("run", "--v1", v1, "--v2", v2, "--prompts", prompts, "--rounds", 10,
+                 "--interval", 0, "--log", log)
+    assert res.exit_code == 0, res.output
+    records = read_log(log)
+    assert [r["round"] for r in records] == list(range(1, 11))
+    assert (tmp_path / "b.state").exists()  # the state lives beside its log by default
+    summary = orjson.loads(invoke("bench", "--log", log, "--json").stdout)
+    assert summary["rounds"] == 10
+    recount = {b: sum(r["bucket"] == b for r in records) for b in summary["counts"]}
+    assert summary["counts"] == recount
+    assert summary["counts"]["exact"] == 4 and summary["counts"]["prefix-only"] == 6
+    assert summary["exact_match_rate"] == 0.4
+    assert set(summary["latency_ms"]["v1"]) == {"p50", "p95", "p99"}
+    human = invoke("bench", "--log", log)
+    assert "exact match" in human.stdout and "40.00%" in human.stdout
+    recent = invoke("recent", "-n", 3, "--log", log)
+    assert recent.exit_code == 0 and "prefix-only" in recent.stdout
+    shown = invoke("show", 7, "--log", log)
+    assert "round 7" in shown.stdout and "⟦end⟧" in shown.stdout
+
+
+def test_halo_bench_is_bench(tmp_path: Path, spawn_scripted) -> None:
+    import subprocess
+    import sys
+    v1, _ = spawn_scripted()
+    log = tmp_path / "h.jsonl"
+    invoke("run", "--v1", v1, "--v2", v1, "--prompts", write_prompts(tmp_path / "p.jsonl"),
+           "--rounds", 3, "--interval", 0, "--log", log)
+    halo = Path(sys.executable).with_name("halo")
+    ours = Path(sys.executable).with_name("shadow-burnin")
+    args = ["bench", "--json", "--log", str(log), "--since", "2020-01-01T00:00:00Z"]
+    a = subprocess.run([str(halo), *args], capture_output=True, check=True).stdout
+    b = subprocess.run([str(ours), *args], capture_output=True, check=True).stdout
+    assert a == b and orjson.loads(a)["rounds"] == 3
+
+
+def test_since_until_are_times_not_strings(tmp_path: Path) -> None:
+    log = tmp_path / "t.jsonl"
+    side = {"text": "a", "latency_ms": 1.0, "ttft_ms": None, "status": 200,
+            "finish_reason": "stop", "completion_tokens": 1, "error": None}
+    rows = []
+    for i, ts in enumerate(["2026-04-19T23:59:59.000Z", "2026-04-20T00:00:00.000Z",
+                            "2026-04-20T12:00:00.500Z"], 1):
+        rows.append(orjson.dumps({"schema": 1, "round": i, "ts": ts, "prompt_id": "p",
+                                  "category": "c", "bucket": "exact", "divergence_byte": None,
+                                  "prefix_match_chars": 1, "v1": side, "v2": side}))
+    log.write_bytes(b"\n".join(rows) + b"\n")
+
+    def count(*args: str) -> int:
+        return orjson.loads(invoke("bench", "--log", log, "--json", *args).stdout)["rounds"]
+    assert count("--since", "2026-04-20T00:00:00Z") == 2
+    assert count("--since", "2026-04-20T02:00:00+02:00") == 2  # same instant, other zone
+    assert count("--until", "2026-04-20T12:00:00Z") == 2
+    assert count("--since", "2026-04-20T00:00:00.001Z", "--until", "2026-04-21") == 1
+    bad = invoke("bench", "--log", log, "--since", "yesterday")
+    assert bad.exit_code == 2 and "--since" in bad.stderr
+
+
+def test_bench_empty_and_missing_log(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    res = invoke("bench", "--log", empty)
+    assert res.exit_code == 0 and res.stdout.strip() == "no rounds"
+    res = invoke("bench", "--log", tmp_path / "missing.jsonl")
+    assert res.exit_code == 2
+    assert "missing.jsonl" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_second_run_is_locked_out(tmp_path: Path, spawn_scripted, run_proc) -> None:
+    v1, _ = spawn_scripted()
+    log = tmp_path / "l.jsonl"
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0.2, "--log", log)
+    wait_for_lines(log, 1)
+    res = invoke("run", "--v1", v1, "--v2", v1, "--rounds", 1, "--log", log)
+    assert res.exit_code == 2 and "another shadow-burnin run" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    rounds = [r["round"] for r in read_log(log)]
+    assert rounds == list(range(1, len(rounds) + 1))  # only the first run wrote
+
+
+def test_sigint_finishes_the_round_in_flight(tmp_path: Path, spawn_scripted, run_proc) -> None:
+    v1, _ = spawn_scripted(delay_ms=1500)
+    log = tmp_path / "s.jsonl"
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log,
+                    "--prompts", write_prompts(tmp_path / "p.jsonl"))
+    wait_for_lines(log, 1)
+    time.sleep(0.5)  # round 2 is in flight (each side takes 1.5 s)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(15) == 0
+    records = read_log(log)
+    assert [r["round"] for r in records] == [1, 2]
+    assert records[1]["bucket"] == "exact"  # finished, not cut
+
+
+def test_second_signal_abandons_the_round(tmp_path: Path, spawn_scripted, run_proc) -> None:
+    v1, _ = spawn_scripted(delay_ms=3000)
+    log = tmp_path / "a.jsonl"
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    proc.wait(10)
+    assert time.monotonic() - t0 < 3
+    assert not log.exists() or log.read_bytes() == b""
+
+
+def test_sigusr1_prints_summary_and_keeps_going(tmp_path: Path, spawn_scripted,
+                                               run_proc) -> None:
+    v1, _ = spawn_scripted()
+    log = tmp_path / "u.jsonl"
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0.1, "--log", log)
+    wait_for_lines(log, 3)
+    proc.send_signal(signal.SIGUSR1)
+    n = len(log.read_bytes().splitlines())
+    wait_for_lines(log, n + 3)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert b"exact match" in err
+
+
+def test_setup_change_refused_then_new_run_archives(tmp_path: Path, spawn_scripted) -> None:
+    v1, _ = spawn_scripted()
+    log = tmp_path / "f.jsonl"
+    base = ["run", "--v1", v1, "--v2", v1, "--rounds", 2, "--interval", 0, "--log", log]
+    assert invoke(*base).exit_code == 0
+    before = digest_tree(tmp_path)
+    res = invoke(*base, "--max-tokens", 7)
+    assert res.exit_code == 2 and "different setup" in res.stderr
+    assert digest_tree(tmp_path) == before
+    assert invoke(*base, "--max-tokens", 7, "--force").exit_code == 0
+    assert [r["round"] for r in read_log(log)] == [1, 2, 3, 4]
+    res = invoke(*base, "--new-run")
+    assert res.exit_code == 0
+    assert [r["round"] for r in read_log(log)] == [1, 2]
+    archived = [p for p in tmp_path.iterdir() if p.name.startswith("f.jsonl.")
+                and not p.name.endswith((".lock", ".torn"))]
+    assert len(archived) == 1 and len(read_log(archived[0])) == 4
+
+
+def test_non_tty_progress_prints_plain_lines(tmp_path: Path, spawn_scripted) -> None:
+    v1, _ = spawn_scripted()
+    res = invoke("run", "--v1", v1, "--v2", v1, "--rounds", 100, "--interval", 0,
+                 "--log", tmp_path / "p.jsonl")
+    lines = [x for x in res.stdout.splitlines() if x.startswith("round ")]
+    assert any(x.startswith("round 50:") for x in lines)
+    assert any(x.startswith("round 100:") for x in lines)
+    assert "\x1b[" not in res.stdout  # no terminal control codes off a TTY

@@ -1,0 +1,83 @@
+"""Summary figures against hand-computed expectations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shadow_burnin.core.stats import ColumnBuilder, percentiles, summarise, wilson
+
+
+def rec(bucket: str, v1: float | None = 100.0, v2: float | None = 120.0, *,
+        cat: str = "c", pid: str = "p", prefix: int | None = None) -> dict:
+    def side(lat: float | None, up: bool) -> dict:
+        if not up:
+            return {"text": None, "latency_ms": 5.0, "error": "connection-refused"}
+        return {"text": "x", "latency_ms": lat, "ttft_ms": None, "error": None}
+    return {
+        "bucket": bucket, "category": cat, "prompt_id": pid, "prefix_match_chars": prefix,
+        "v1": side(v1, bucket not in ("v1-unreachable", "both-unreachable")),
+        "v2": side(v2, bucket not in ("v2-unreachable", "both-unreachable")),
+    }
+
+
+def summary_of(records: list[dict]):
+    b = ColumnBuilder()
+    for i, r in enumerate(records):
+        b.add(r, float(i))
+    return summarise(b.build())
+
+
+def test_rates_count_only_parity_rounds() -> None:
+    records = ([rec("exact")] * 90 + [rec("no-match", prefix=10)] * 6
+               + [rec("prefix-only", prefix=30)] * 2 + [rec("v2-unreachable")] * 1
+               + [rec("both-unreachable")] * 1)
+    s = summary_of(records)
+    assert s.rounds == 100
+    assert s.parity_rounds == 98
+    assert s.exact_match_rate == pytest.approx(90 / 98)
+    assert s.unreachable_rate == {"v1": pytest.approx(0.01), "v2": pytest.approx(0.02)}
+    assert s.median_prefix_match_chars == 10.0
+    assert s.counts["no-match"] == 6
+
+
+def test_latency_only_where_side_replied() -> None:
+    records = [rec("exact", v1=float(i), v2=float(i) + 50) for i in range(1, 101)]
+    records.append(rec("v1-unreachable"))  # v1's 5 ms failure must not count
+    s = summary_of(records)
+    assert s.latency_ms["v1"]["p50"] == pytest.approx(50.5)
+    assert s.latency_ms["v1"]["p95"] == pytest.approx(np.percentile(np.arange(1, 101), 95))
+    v2 = np.append(np.arange(1, 101) + 50.0, 120.0)  # v2 did reply in the v1-unreachable round
+    v1 = np.arange(1, 101)
+    assert s.p95_gap_ms == pytest.approx(np.percentile(v2, 95) - np.percentile(v1, 95))
+    assert s.ttft_ms["v1"] is None
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson(90, 100)
+    assert lo == pytest.approx(0.8256, abs=1e-4)
+    assert hi == pytest.approx(0.9448, abs=1e-4)
+    assert wilson(0, 0) is None
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+
+
+def test_by_category_and_top_divergent() -> None:
+    records = ([rec("exact", cat="a", pid="a1")] * 3 + [rec("no-match", cat="b", pid="b1")] * 4
+               + [rec("prefix-only", cat="b", pid="b2")] + [rec("exact", cat="b", pid="b2")])
+    s = summary_of(records)
+    assert s.by_category["a"]["exact_match_rate"] == 1.0
+    assert s.by_category["b"]["counts"]["no-match"] == 4
+    assert s.by_category["b"]["exact_match_rate"] == pytest.approx(1 / 6)
+    assert [t["prompt_id"] for t in s.top_divergent_prompts] == ["b1", "b2"]
+    assert s.top_divergent_prompts[1] == {"prompt_id": "b2", "category": "b", "divergent": 1,
+                                          "parity_rounds": 2}
+
+
+def test_empty() -> None:
+    s = summary_of([])
+    assert s.rounds == 0 and s.exact_match_rate is None and s.p95_gap_ms is None
+    assert percentiles(np.array([math.nan])) is None
+    assert s.to_json()["exact_match_ci95"] is None

@@ -26,7 +26,7 @@ def rec(bucket: str, v1: float | None = 100.0, v2: float | None = 120.0, *,
 def summary_of(records: list[dict]):
     b = ColumnBuilder()
     for i, r in enumerate(records):
-        b.add(r, float(i))
+        b.add({**r, "ts": f"2026-01-01T00:00:{i % 60:02d}.000Z"})
     return summarise(b.build())
 
 

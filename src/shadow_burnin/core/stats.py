@@ -14,7 +14,6 @@ memory: no texts are kept); ``summarise`` turns columns into figures. Definition
 from __future__ import annotations
 
 import math
-from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,54 +41,117 @@ class Columns:
     def __len__(self) -> int:
         return int(self.bucket.size)
 
+    def select(self, mask: np.ndarray) -> Columns:
+        """The rows where ``mask`` is true (category/prompt names kept)."""
+        return Columns(
+            bucket=self.bucket[mask], latency={s: v[mask] for s, v in self.latency.items()},
+            ttft={s: v[mask] for s, v in self.ttft.items()}, prefix=self.prefix[mask],
+            category=self.category[mask], prompt=self.prompt[mask], ts=self.ts[mask],
+            categories=self.categories, prompts=self.prompts,
+        )
+
 
 class ColumnBuilder:
-    """Accumulates round records (dicts as decoded from the log) into columns."""
+    """Accumulates round records (dicts as decoded from the log) into columns.
+
+    ``add`` takes one record; the loop is kept tight because ``bench`` folds millions.
+    Timestamps are kept as strings and parsed in one vectorised step by ``build``.
+    """
 
     def __init__(self) -> None:
-        self._bucket = array("b")
-        self._lat = {s: array("d") for s in SIDES}
-        self._ttft = {s: array("d") for s in SIDES}
-        self._prefix = array("d")
-        self._cat = array("i")
-        self._prompt = array("i")
-        self._ts = array("d")
+        self._bucket: list[int] = []
+        self._lat: dict[str, list[float]] = {s: [] for s in SIDES}
+        self._ttft: dict[str, list[float]] = {s: [] for s in SIDES}
+        self._prefix: list[float] = []
+        self._cat: list[int] = []
+        self._prompt: list[int] = []
+        self._ts: list[str] = []
         self._cats: dict[str, int] = {}
         self._prompts: dict[str, int] = {}
 
-    def add(self, record: dict[str, Any], ts: float) -> None:
-        """Fold one round; ``ts`` is its start time as epoch seconds."""
-        code = BUCKET_CODE[record["bucket"]]
-        self._bucket.append(code)
-        for side in SIDES:
+    def add(self, record: dict[str, Any]) -> None:
+        """Fold one round. Raises KeyError/TypeError for a record of the wrong shape."""
+        self._bucket.append(BUCKET_CODE[record["bucket"]])
+        for side, lat_col, ttft_col in (("v1", self._lat["v1"], self._ttft["v1"]),
+                                        ("v2", self._lat["v2"], self._ttft["v2"])):
             reply = record[side]
-            ok = reply.get("error") is None and reply.get("text") is not None
-            lat = reply.get("latency_ms") if ok else None
-            tt = reply.get("ttft_ms") if ok else None
-            self._lat[side].append(_NAN if lat is None else lat)
-            self._ttft[side].append(_NAN if tt is None else tt)
+            if reply.get("error") is None and reply.get("text") is not None:
+                lat = reply.get("latency_ms")
+                tt = reply.get("ttft_ms")
+                lat_col.append(_NAN if lat is None else lat)
+                ttft_col.append(_NAN if tt is None else tt)
+            else:
+                lat_col.append(_NAN)
+                ttft_col.append(_NAN)
         pm = record.get("prefix_match_chars")
         self._prefix.append(_NAN if pm is None else pm)
+        cats = self._cats
         cat = record.get("category", "")
-        self._cat.append(self._cats.setdefault(cat, len(self._cats)))
+        index = cats.get(cat)
+        if index is None:
+            index = cats[cat] = len(cats)
+        self._cat.append(index)
+        prompts = self._prompts
         pid = record.get("prompt_id", "")
-        self._prompt.append(self._prompts.setdefault(pid, len(self._prompts)))
-        self._ts.append(ts)
+        index = prompts.get(pid)
+        if index is None:
+            index = prompts[pid] = len(prompts)
+        self._prompt.append(index)
+        self._ts.append(record["ts"])
 
     def build(self) -> Columns:
-        def arr(a: array, dtype: Any) -> np.ndarray:
-            return np.frombuffer(a, dtype=dtype).copy() if len(a) else np.empty(0, dtype)
         return Columns(
-            bucket=arr(self._bucket, np.int8),
-            latency={s: arr(self._lat[s], np.float64) for s in SIDES},
-            ttft={s: arr(self._ttft[s], np.float64) for s in SIDES},
-            prefix=arr(self._prefix, np.float64),
-            category=arr(self._cat, np.int32),
-            prompt=arr(self._prompt, np.int32),
-            ts=arr(self._ts, np.float64),
+            bucket=np.array(self._bucket, dtype=np.int8),
+            latency={s: np.array(self._lat[s], dtype=np.float64) for s in SIDES},
+            ttft={s: np.array(self._ttft[s], dtype=np.float64) for s in SIDES},
+            prefix=np.array(self._prefix, dtype=np.float64),
+            category=np.array(self._cat, dtype=np.int32),
+            prompt=np.array(self._prompt, dtype=np.int32),
+            ts=epoch_seconds(self._ts),
             categories=list(self._cats),
             prompts=list(self._prompts),
         )
+
+
+def concat_columns(parts: list[Columns]) -> Columns:
+    """Join columns built separately (e.g. per file range), re-indexing names."""
+    categories: dict[str, int] = {}
+    prompts: dict[str, int] = {}
+    cat_parts, prompt_parts = [], []
+    for part in parts:
+        cat_map = np.array([categories.setdefault(c, len(categories)) for c in part.categories]
+                           or [0], dtype=np.int32)
+        prompt_map = np.array([prompts.setdefault(p, len(prompts)) for p in part.prompts]
+                              or [0], dtype=np.int32)
+        cat_parts.append(cat_map[part.category])
+        prompt_parts.append(prompt_map[part.prompt])
+
+    def cat(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays)
+    return Columns(
+        bucket=cat([p.bucket for p in parts]),
+        latency={s: cat([p.latency[s] for p in parts]) for s in SIDES},
+        ttft={s: cat([p.ttft[s] for p in parts]) for s in SIDES},
+        prefix=cat([p.prefix for p in parts]),
+        category=cat(cat_parts).astype(np.int32),
+        prompt=cat(prompt_parts).astype(np.int32),
+        ts=cat([p.ts for p in parts]),
+        categories=list(categories),
+        prompts=list(prompts),
+    )
+
+
+def epoch_seconds(stamps: list[str]) -> np.ndarray:
+    """ISO-8601 UTC stamps (``…Z`` or ``+00:00``) → float epoch seconds, vectorised."""
+    if not stamps:
+        return np.empty(0, dtype=np.float64)
+    try:
+        trimmed = np.array([s[:-1] if s.endswith("Z") else s for s in stamps])
+        parsed = trimmed.astype("datetime64[us]")
+    except ValueError:
+        from datetime import datetime
+        return np.array([datetime.fromisoformat(s).timestamp() for s in stamps])
+    return parsed.astype(np.int64) / 1e6
 
 
 def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:

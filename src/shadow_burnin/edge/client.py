@@ -114,11 +114,13 @@ class SideClient:
         url = self.endpoint.url.rstrip("/") + "/v1/models"
         try:
             async with asyncio.timeout(min(self.spec.timeout_s, 30.0)):
-                async with self.session.get(url, headers=self._headers) as resp:
+                async with self.session.get(url, headers=self._headers,
+                                            allow_redirects=False) as resp:
                     if resp.status != 200:
                         return []
                     data = orjson.loads(await resp.read())
-            return [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict)]
+            return [m["id"] for m in data.get("data", [])
+                    if isinstance(m, dict) and isinstance(m.get("id"), str)]
         except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError,
                 AttributeError, KeyError, TypeError):
             return []
@@ -161,7 +163,8 @@ class SideClient:
         except aiohttp.ClientError as exc:
             reply.error = f"connection-reset: {type(exc).__name__}"
         reply.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
-        if reply.error is not None and not reply.truncated:
+        if reply.error is not None and not reply.truncated and \
+                not reply.error.startswith("stream-incomplete"):
             reply.text = None
         return reply
 
@@ -186,6 +189,7 @@ class SideClient:
         self, resp: aiohttp.ClientResponse, reply: SideReply, start: float
     ) -> None:
         parts: list[str] = []
+        null_seen = False
         logprob_parts: list[Any] = []
         done = False
         finished = False
@@ -207,6 +211,7 @@ class SideClient:
                     continue
                 choice = _first_choice(chunk)
                 piece = _delta_text(choice, self.spec.api)
+                null_seen = null_seen or (piece is None and _explicit_null(choice))
                 if piece:
                     if reply.ttft_ms is None:
                         reply.ttft_ms = round((time.perf_counter() - start) * 1000.0, 3)
@@ -221,6 +226,8 @@ class SideClient:
             reply.text = "".join(parts)
             if logprob_parts:
                 reply.extra["logprobs_raw"] = logprob_parts
+        if null_seen and not parts:
+            raise ReplyError("bad-shape", "stream content is null and no text arrived")
         if not done:
             if finished:
                 raise ReplyError("stream-incomplete", "stream ended without [DONE]")
@@ -274,7 +281,8 @@ def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
     return choices[0]
 
 
-def _delta_text(choice: dict[str, Any], api: Api) -> str:
+def _delta_text(choice: dict[str, Any], api: Api) -> str | None:
+    """A chunk's text; None when it carries none (chat role/finish chunks)."""
     if api == "chat":
         delta = choice.get("delta")
         if delta is None:
@@ -284,11 +292,18 @@ def _delta_text(choice: dict[str, Any], api: Api) -> str:
         piece = delta.get("content")
     else:
         piece = choice.get("text")
-    if piece is None:
-        return ""
-    if not isinstance(piece, str):
+        if piece is None and not choice.get("finish_reason"):
+            raise ReplyError("bad-shape", "completion chunk text is null")
+    if piece is not None and not isinstance(piece, str):
         raise ReplyError("bad-shape", "content is not a string")
     return piece
+
+
+def _explicit_null(choice: dict[str, Any]) -> bool:
+    """A chat delta that says ``content: null`` while carrying nothing else."""
+    delta = choice.get("delta")
+    return (isinstance(delta, dict) and "content" in delta and delta["content"] is None
+            and not (delta.keys() - {"content"}))
 
 
 def _usage_tokens(data: dict[str, Any]) -> int | None:

@@ -1,0 +1,95 @@
+"""`bench` over a generated 1 000 000-round log: wall time and peak RSS.
+
+Usage: python benchmarks/bench_1m.py [--rounds 1000000] [--repeat 3] [--keep DIR]
+Target (issue 2): < 5 s and < 1 GB RSS. Prints the median of the repeats; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+WORDS = ("the", "capital", "of", "France", "is", "Paris", "which", "river", "Seine", "café",
+         "日本", "naïve", "def", "return", "x", "=", "42", "🙂", "\n")
+
+
+def generate(path: Path, rounds: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    cats = [f"cat-{i:02d}" for i in range(32)]
+    with open(path, "wb") as fh:
+        for n in range(1, rounds + 1):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(10, 40)))
+            roll = rng.random()
+            other = text
+            bucket, div, pm = "exact", None, len(text)
+            if roll < 0.03:
+                cut = rng.randint(0, len(text))
+                other = text[:cut] + "DIFF" + text[cut:]
+                bucket, div, pm = "no-match", len(text[:cut].encode()), cut
+            elif roll < 0.04:
+                other = text + " more"
+                bucket, div, pm = "prefix-only", len(text.encode()), len(text)
+            side1 = {"text": text, "latency_ms": rng.uniform(300, 900), "ttft_ms":
+                     rng.uniform(20, 90), "status": 200, "finish_reason": "stop",
+                     "completion_tokens": 30, "error": None}
+            side2 = dict(side1, text=other, latency_ms=rng.uniform(300, 950))
+            if roll > 0.999:
+                side2 = {"text": None, "latency_ms": 1.0, "ttft_ms": None, "status": None,
+                         "finish_reason": None, "completion_tokens": None,
+                         "error": "connection-refused: Connection refused"}
+                bucket, div, pm = "v2-unreachable", None, None
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_780_000_000 + n * 2.5))
+            cat = cats[n % 32]
+            fh.write(orjson.dumps({
+                "schema": 1, "round": n, "ts": f"{ts}.{n % 1000:03d}Z",
+                "prompt_id": f"{cat}-{n % 7:02d}", "category": cat, "bucket": bucket,
+                "divergence_byte": div, "prefix_match_chars": pm, "v1": side1, "v2": side2,
+                "first": "v1" if n % 2 else "v2", "setup": "0123456789abcdef", "seed": 7,
+                "cursor": n - 1}) + b"\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", type=Path, default=None)
+    args = ap.parse_args()
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="sb-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"bench-{args.rounds}.jsonl"
+    if not log.exists():
+        t0 = time.perf_counter()
+        generate(log, args.rounds)
+        print(f"generated {args.rounds:,} rounds ({log.stat().st_size / 1e6:,.0f} MB) "
+              f"in {time.perf_counter() - t0:.1f} s")
+    times, rss = [], []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c",
+             "import resource,sys;from shadow_burnin.cli import cli;"
+             "sys.argv=['shadow-burnin','bench','--json','--log',sys.argv[1]];"
+             "import atexit;atexit.register(lambda: print("
+             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr));cli()",
+             str(log)],
+            capture_output=True, check=False)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            sys.exit(f"bench failed: {proc.stderr.decode()[-500:]}")
+        rss.append(int(proc.stderr.decode().split()[-1]) / 1024)
+        assert orjson.loads(proc.stdout)["rounds"] == args.rounds
+    print(f"bench --json over {args.rounds:,} rounds: median {statistics.median(times):.2f} s "
+          f"(runs: {', '.join(f'{t:.2f}' for t in times)}), peak RSS median "
+          f"{statistics.median(rss):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -48,9 +48,15 @@ def import_rounds(source: Path, store: Store, count: int, *, append: bool) -> tu
                        "import into it: pass --append to continue its numbering, or choose "
                        "another --log")
     last = base
+    batch: list[dict[str, Any]] = []
     for _line, _obj, record in islice(legacy.iter_legacy(source, base + 1), count):
-        store.append(record)
+        batch.append(record)
         last = record["round"]
+        if len(batch) == 10_000:  # one write + fsync per batch, not per round
+            store.append_many(batch)
+            batch = []
+    if batch:
+        store.append_many(batch)
     return base + 1, last
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,8 +130,9 @@ class Runner:
     async def _loop(self, loop: asyncio.AbstractEventLoop, c1: SideClient,
                     c2: SideClient) -> int:
         plan = self.plan
-        commits: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
-        committer = asyncio.create_task(self._commit(commits))
+        self._pending: deque[asyncio.Task[dict[str, Any]] | None] = deque()
+        self._wake = asyncio.Event()
+        committer = asyncio.create_task(self._commit())
         base_round = self.store.state.last_round
         base_cursor = self.store.state.cursor
         t0 = loop.time()
@@ -165,9 +167,9 @@ class Runner:
                 task = asyncio.create_task(self._play(number, cursor, prompt, c1, c2))
                 task.add_done_callback(lambda _t: slots.release())
                 self._inflight.append(task)
-                commits.put_nowait(task)
+                self._enqueue(task)
         finally:
-            commits.put_nowait(None)
+            self._enqueue(None)
             await committer
         return self._committed
 
@@ -180,30 +182,56 @@ class Runner:
             await asyncio.wait_for(self._stop.wait(), delay)
         return self._stop.is_set()
 
-    async def _commit(self, commits: asyncio.Queue[asyncio.Task[dict[str, Any]] | None]) -> None:
+    def _enqueue(self, task: asyncio.Task[dict[str, Any]] | None) -> None:
+        self._pending.append(task)
+        self._wake.set()
+
+    async def _commit(self) -> None:
+        """Commit finished rounds strictly in launch order; every round already finished
+        behind the head goes in the same write (group commit: one fsync for the batch)."""
         self._committed = 0
-        abandoned = False
-        while (task := await commits.get()) is not None:
-            if abandoned:
-                task.cancel()
-                continue
-            try:
-                record = await task
-            except asyncio.CancelledError:
-                abandoned = True
-                continue
-            finally:
-                if task in self._inflight:
-                    self._inflight.remove(task)
-            try:
-                self.store.append(record)
-            except Exception:
-                self._reason = "storage error"
-                self._stop.set()
-                for t in self._inflight:
-                    t.cancel()
-                raise
-            self._committed += 1
+        pending = self._pending
+        while True:
+            while not pending:
+                self._wake.clear()
+                await self._wake.wait()
+            head = pending[0]
+            if head is None:
+                return
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([head])
+            batch: list[dict[str, Any]] = []
+            while pending and pending[0] is not None and pending[0].done():
+                task = pending.popleft()
+                assert task is not None
+                self._inflight.remove(task)
+                if task.cancelled():
+                    self._abandon_rest()
+                    break
+                batch.append(task.result())
+            if batch:
+                self._store_batch(batch)
+
+    def _abandon_rest(self) -> None:
+        """After an abandoned round nothing later may be logged (no gaps)."""
+        while self._pending and self._pending[0] is not None:
+            task = self._pending.popleft()
+            assert task is not None
+            task.cancel()
+            if task in self._inflight:
+                self._inflight.remove(task)
+
+    def _store_batch(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self.store.append_many(batch)
+        except Exception:
+            self._reason = "storage error"
+            self._stop.set()
+            for t in self._inflight:
+                t.cancel()
+            raise
+        self._committed += len(batch)
+        for record in batch:
             self.progress.round_done(record, self.store.state)
 
     async def _play(self, number: int, cursor: int, prompt: Prompt, c1: SideClient,

@@ -270,26 +270,39 @@ class Store:
     # -- writing ------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> None:
         """Append one record to the log, fold it into the state, save the state."""
+        self.append_many([record])
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        """Append records in one write and one fsync, then save the state once.
+
+        On a write error the log is cut back to its last complete record and
+        StorageError is raised; the state still describes that record.
+        """
         if self._fd is None:
             raise RuntimeError("store not open")
-        line = orjson.dumps(record) + b"\n"
+        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
         before = self.state.log_size
         try:
-            written = os.write(self._fd, line)
-            while written < len(line):
-                written += os.write(self._fd, line[written:])
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
             os.fsync(self._fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, before)
             raise StorageError(f"{self.log}: cannot append round ({_why(exc)}); "
                                "log and state left at the last complete round") from None
-        self.state.apply(record)
-        self.state.log_size = before + len(line)
+        for record in records:
+            self.state.apply(record)
+        self.state.log_size = before + len(data)
         self.save_state()
 
     def save_state(self) -> None:
-        """Replace the state file atomically: temp file, fsync, rename, fsync dir."""
+        """Replace the state file atomically: temp file, fsync, rename.
+
+        The directory is not fsynced: if a power cut loses the rename, the previous
+        state is still there and is caught up from the log on the next start.
+        """
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         data = orjson.dumps(self.state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
         try:
@@ -300,11 +313,6 @@ class Store:
             finally:
                 os.close(fd)
             os.replace(tmp, self.state_path)
-            dir_fd = os.open(self.state_path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -38,6 +38,33 @@ class Progress(Protocol):
 
 
 @dataclass(frozen=True)
+class RoundContext:
+    """What a round step may use: the prompt, both clients and the resolved models."""
+
+    prompt: Prompt
+    v1: SideClient
+    v2: SideClient
+    models: dict[str, str | None]
+
+
+class RoundStep(Protocol):
+    """Enriches a finished round before it is committed (e.g. forensics: re-fire,
+    token verdicts). May change ``record`` in place; returns extra records to log
+    right after it (e.g. an A/A record), each with its own ``kind``."""
+
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext
+                       ) -> list[dict[str, Any]]: ...
+
+
+class CommitObserver(Protocol):
+    """Sees every batch of committed records (e.g. the no-match halt detector).
+    ``stop(reason)`` ends the run after the rounds in flight."""
+
+    def committed(self, records: list[dict[str, Any]], state: State,
+                  stop: Callable[[str], None]) -> None: ...
+
+
+@dataclass(frozen=True)
 class RunPlan:
     v1: Endpoint
     v2: Endpoint
@@ -73,20 +100,30 @@ class Runner:
         store: Store,
         progress: Progress,
         on_usr1: Callable[[], None] | None = None,
+        steps: Sequence[RoundStep] = (),
+        observers: Sequence[CommitObserver] = (),
     ) -> None:
         self.plan = plan
         self.prompts = list(prompts)
         self.store = store
         self.progress = progress
         self.on_usr1 = on_usr1
+        self.steps = list(steps)
+        self.observers = list(observers)
         self.schedule = Schedule([p.category for p in self.prompts], plan.seed)
         self._stop = asyncio.Event()
         self._signals = 0
-        self._inflight: list[asyncio.Task[dict[str, Any]]] = []
+        self._inflight: list[asyncio.Task[list[dict[str, Any]]]] = []
         self.models: dict[str, str | None] = {}
 
     # -- signals --------------------------------------------------------------------
+    def finish(self, reason: str) -> None:
+        """Stop launching rounds; those in flight are finished and logged."""
+        self._reason = reason
+        self._stop.set()
+
     def request_stop(self, reason: str = "stopped") -> None:
+        """A signal: the first finishes the rounds in flight, a second abandons them."""
         self._signals += 1
         self._reason = reason
         self._stop.set()
@@ -130,7 +167,7 @@ class Runner:
     async def _loop(self, loop: asyncio.AbstractEventLoop, c1: SideClient,
                     c2: SideClient) -> int:
         plan = self.plan
-        self._pending: deque[asyncio.Task[dict[str, Any]] | None] = deque()
+        self._pending: deque[asyncio.Task[list[dict[str, Any]]] | None] = deque()
         self._wake = asyncio.Event()
         committer = asyncio.create_task(self._commit())
         base_round = self.store.state.last_round
@@ -182,7 +219,7 @@ class Runner:
             await asyncio.wait_for(self._stop.wait(), delay)
         return self._stop.is_set()
 
-    def _enqueue(self, task: asyncio.Task[dict[str, Any]] | None) -> None:
+    def _enqueue(self, task: asyncio.Task[list[dict[str, Any]]] | None) -> None:
         self._pending.append(task)
         self._wake.set()
 
@@ -208,7 +245,7 @@ class Runner:
                 if task.cancelled():
                     self._abandon_rest()
                     break
-                batch.append(task.result())
+                batch.extend(task.result())
             if batch:
                 self._store_batch(batch)
 
@@ -230,12 +267,15 @@ class Runner:
             for t in self._inflight:
                 t.cancel()
             raise
-        self._committed += len(batch)
-        for record in batch:
+        rounds = [r for r in batch if r.get("kind", "round") == "round"]
+        self._committed += len(rounds)
+        for record in rounds:
             self.progress.round_done(record, self.store.state)
+        for observer in self.observers:
+            observer.committed(batch, self.store.state, self.finish)
 
     async def _play(self, number: int, cursor: int, prompt: Prompt, c1: SideClient,
-                    c2: SideClient) -> dict[str, Any]:
+                    c2: SideClient) -> list[dict[str, Any]]:
         ts = utc_now_iso()
         first = "v1" if number % 2 == 1 else "v2"
         m1, m2 = self.models.get("v1"), self.models.get("v2")
@@ -247,9 +287,15 @@ class Runner:
         else:
             r2 = await c2.complete(prompt, m2)
             r1 = await c1.complete(prompt, m1)
-        return build_round(number, ts, prompt, r1, r2,
-                           first="both" if self.plan.concurrent else first,
-                           setup=self.plan.setup, seed=self.plan.seed, cursor=cursor).to_json()
+        record = build_round(number, ts, prompt, r1, r2,
+                             first="both" if self.plan.concurrent else first,
+                             setup=self.plan.setup, seed=self.plan.seed,
+                             cursor=cursor).to_json()
+        out = [record]
+        ctx = RoundContext(prompt, c1, c2, self.models)
+        for step in self.steps:
+            out.extend(await step(record, ctx))
+        return out
 
 
 def build_round(number: int, ts: str, prompt: Prompt, r1: SideReply, r2: SideReply, *,

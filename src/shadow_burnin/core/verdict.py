@@ -1,0 +1,317 @@
+"""Token-level forensics of one non-exact round: pure functions over normalized logprobs.
+
+For a ``no-match`` round, with ``d`` the first token where the two token streams differ,
+``a`` = v1's token there and ``b`` = v2's (``lp_s(x)``: side ``s``'s logprob of ``x``):
+
+- ``margin_v1 = lp_v1(a) − lp_v1(b)``, ``margin_v2 = lp_v2(b) − lp_v2(a)``;
+- ``swing = margin_v1 + margin_v2`` (nats): how far the a-vs-b margin moved;
+- ``prefix_drift`` = max |lp_v1 − lp_v2| over the matched tokens before ``d``;
+- verdict, checked in this order:
+  ``near-tie``   b in v1's top-K, a in v2's top-K, swing ≤ τ_tie, drift ≤ τ_drift;
+  ``regression`` a token missing from the other side's top-K, swing > τ_regress (0.5),
+                 or drift > 2·τ_drift;
+  ``unexplained`` anything else, and whenever logprobs are missing.
+
+Tokens are compared by their bytes when both sides give them, otherwise by their text
+(U+FFFD dropped), so a partial UTF-8 token reads the same from every server. A
+``prefix-only`` round gets a cause instead (``length`` / ``stop`` / ``unexplained``), and
+re-fired requests give ``reproducible`` / ``flaky-v1`` / ``flaky-v2`` / ``flaky-both``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+VERDICTS: tuple[str, ...] = ("near-tie", "regression", "unexplained")
+CAUSES: tuple[str, ...] = ("length", "stop", "unexplained")
+REFIRE_OUTCOMES: tuple[str, ...] = ("reproducible", "flaky-v1", "flaky-v2", "flaky-both",
+                                    "incomplete")
+
+
+@dataclass(frozen=True, slots=True)
+class Alt:
+    """One top-K alternative at a position."""
+
+    token: str
+    logprob: float
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One generated token: its text (and bytes, when known), logprob and top-K."""
+
+    token: str
+    logprob: float | None
+    raw: bytes | None = None
+    top: tuple[Alt, ...] = ()
+
+
+def _loose(x: Token | Alt) -> str:
+    if x.raw is not None:
+        return x.raw.decode("utf-8", "ignore")
+    return x.token.replace("\ufffd", "")
+
+
+def same_token(x: Token | Alt, y: Token | Alt) -> bool:
+    """Equal bytes when both are known; else equal text (partial characters dropped)."""
+    if x.raw is not None and y.raw is not None:
+        return x.raw == y.raw
+    return x.token == y.token or _loose(x) == _loose(y)
+
+
+def lookup(top: Sequence[Alt], tok: Token) -> float | None:
+    """``tok``'s logprob among the alternatives ``top``; None when it is not there."""
+    for alt in top:
+        if same_token(alt, tok):
+            return alt.logprob
+    return None
+
+
+def first_divergence(t1: Sequence[Token], t2: Sequence[Token]) -> int | None:
+    """Index of the first differing token; the shorter length if one stream is a prefix
+    of the other; None if the streams agree entirely."""
+    n = min(len(t1), len(t2))
+    for i in range(n):
+        if not same_token(t1[i], t2[i]):
+            return i
+    return n if len(t1) != len(t2) else None
+
+
+def prefix_drift(t1: Sequence[Token], t2: Sequence[Token], upto: int) -> float:
+    """max |lp_v1 − lp_v2| over tokens ``[0, upto)`` where both logprobs are known."""
+    drift = 0.0
+    for x, y in zip(t1[:upto], t2[:upto], strict=False):
+        if x.logprob is not None and y.logprob is not None:
+            drift = max(drift, abs(x.logprob - y.logprob))
+    return drift
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    tau_tie: float = 0.1
+    tau_drift: float = 0.05
+    tau_regress: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class TokenVerdict:
+    """The verdict of a no-match round and the figures behind it."""
+
+    verdict: str
+    reason: str
+    divergence_token: int | None = None
+    a: str | None = None
+    b: str | None = None
+    swing: float | None = None
+    swing_min: float | None = None  # a lower bound when a token is outside the top-K
+    margin_v1: float | None = None
+    margin_v2: float | None = None
+    prefix_drift: float | None = None
+    b_in_v1_top: bool | None = None
+    a_in_v2_top: bool | None = None
+
+    def to_json(self, digits: int = 5) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in self.__slots__:  # type: ignore[attr-defined]
+            value = getattr(self, key)
+            if value is None:
+                continue
+            out[key] = round(value, digits) if isinstance(value, float) else value
+        return out
+
+
+def _margin(lp_own: float, other: float | None, top: Sequence[Alt]) -> tuple[float | None,
+                                                                            float | None]:
+    """(exact margin, lower bound): the bound uses the weakest listed alternative."""
+    if other is not None:
+        return lp_own - other, None
+    if top:
+        return None, max(0.0, lp_own - min(alt.logprob for alt in top))
+    return None, None
+
+
+def token_verdict(t1: Sequence[Token] | None, t2: Sequence[Token] | None,
+                  th: Thresholds = Thresholds()) -> TokenVerdict:
+    """The verdict for a no-match round from both sides' token streams."""
+    if not t1 or not t2:
+        side = "v1" if not t1 else "v2"
+        return TokenVerdict("unexplained", f"no logprobs from {side}")
+    d = first_divergence(t1, t2)
+    if d is None:
+        return TokenVerdict("unexplained", f"the {len(t1)} tokens agree on both sides")
+    if d >= len(t1) or d >= len(t2):
+        ended = "v1" if d >= len(t1) else "v2"
+        return TokenVerdict("unexplained", f"{ended}'s tokens end at token {d} (texts differ)",
+                            divergence_token=d)
+    ta, tb = t1[d], t2[d]
+    drift = prefix_drift(t1, t2, d)
+    base = {"divergence_token": d, "a": ta.token, "b": tb.token, "prefix_drift": drift}
+    if ta.logprob is None or tb.logprob is None:
+        side = "v1" if ta.logprob is None else "v2"
+        return TokenVerdict("unexplained", f"no logprob from {side} at token {d}", **base)
+    if not ta.top or not tb.top:
+        side = "v1" if not ta.top else "v2"
+        return TokenVerdict("unexplained", f"no top-K alternatives from {side} at token {d}",
+                            **base)
+    lp1_b, lp2_a = lookup(ta.top, tb), lookup(tb.top, ta)
+    m1, m1_min = _margin(ta.logprob, lp1_b, ta.top)
+    m2, m2_min = _margin(tb.logprob, lp2_a, tb.top)
+    swing = m1 + m2 if m1 is not None and m2 is not None else None
+    swing_min = None
+    if swing is None:
+        lo1 = m1 if m1 is not None else m1_min
+        lo2 = m2 if m2 is not None else m2_min
+        swing_min = lo1 + lo2 if lo1 is not None and lo2 is not None else None
+    fig = TokenVerdict("", "", swing=swing, swing_min=swing_min, margin_v1=m1, margin_v2=m2,
+                       b_in_v1_top=lp1_b is not None, a_in_v2_top=lp2_a is not None, **base)
+    verdict, reason = _decide(fig, th, len(ta.top), len(tb.top))
+    return _with(fig, verdict, reason)
+
+
+def _decide(f: TokenVerdict, th: Thresholds, k1: int, k2: int) -> tuple[str, str]:
+    drift = f.prefix_drift or 0.0
+    swing = f.swing
+    if swing is not None and swing <= th.tau_tie and drift <= th.tau_drift:
+        return "near-tie", f"swing {swing:.3g} ≤ {th.tau_tie:g}, drift {drift:.3g}"
+    if not f.b_in_v1_top:
+        return "regression", f"v2's token {f.b!r} is not in v1's top-{k1}"
+    if not f.a_in_v2_top:
+        return "regression", f"v1's token {f.a!r} is not in v2's top-{k2}"
+    assert swing is not None
+    if swing > th.tau_regress:
+        return "regression", f"swing {swing:.3g} > {th.tau_regress:g} nats"
+    if drift > 2 * th.tau_drift:
+        return "regression", f"prefix drift {drift:.3g} > {2 * th.tau_drift:g} nats"
+    if swing > th.tau_tie:
+        return "unexplained", f"swing {swing:.3g} between {th.tau_tie:g} and {th.tau_regress:g}"
+    return "unexplained", f"prefix drift {drift:.3g} between {th.tau_drift:g} and " \
+                          f"{2 * th.tau_drift:g}"
+
+
+def _with(f: TokenVerdict, verdict: str, reason: str) -> TokenVerdict:
+    values = {k: getattr(f, k) for k in f.__slots__}  # type: ignore[attr-defined]
+    values.update(verdict=verdict, reason=reason)
+    return TokenVerdict(**values)
+
+
+def token_window(tokens: Sequence[Token], center: int, radius: int = 2,
+                 digits: int = 5) -> list[dict[str, Any]]:
+    """The compact log form of tokens ``center ± radius``: index, text, logprob, top-K
+    (``x``: the token's bytes in hex when they are not whole UTF-8)."""
+    out: list[dict[str, Any]] = []
+    for i in range(max(0, center - radius), min(len(tokens), center + radius + 1)):
+        t = tokens[i]
+        item: dict[str, Any] = {"i": i, "t": t.token,
+                                "lp": None if t.logprob is None else round(t.logprob, digits),
+                                "top": [[alt.token, round(alt.logprob, digits)]
+                                        for alt in t.top]}
+        if t.raw is not None and not _whole(t.raw, t.token):
+            item["x"] = t.raw.hex()
+        out.append(item)
+    return out
+
+
+def _whole(raw: bytes, text: str) -> bool:
+    try:
+        return raw.decode("utf-8") == text
+    except UnicodeDecodeError:
+        return False
+
+
+# -- prefix-only and re-fire ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCause:
+    cause: str
+    shorter: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cause": self.cause, "shorter": self.shorter, "reason": self.reason}
+
+
+def prefix_cause(text1: str, finish1: str | None, text2: str, finish2: str | None
+                 ) -> PrefixCause:
+    """Why one reply is a strict prefix of the other: the shorter side's finish_reason."""
+    n1, n2 = len(text1.encode("utf-8", "surrogatepass")), len(text2.encode("utf-8",
+                                                                          "surrogatepass"))
+    shorter, finish, other = ("v1", finish1, finish2) if n1 < n2 else ("v2", finish2, finish1)
+    longer = "v2" if shorter == "v1" else "v1"
+    if finish == "length":
+        return PrefixCause("length", shorter, f"{shorter} hit max_tokens (finish_reason "
+                           f"length) sooner; {longer} finished with {other}")
+    if finish:
+        return PrefixCause("stop", shorter, f"{shorter} stopped earlier (finish_reason "
+                           f"{finish}); {longer} finished with {other}")
+    return PrefixCause("unexplained", shorter, f"{shorter} gave no finish_reason")
+
+
+@dataclass(frozen=True, slots=True)
+class Refire:
+    outcome: str
+    n: int
+    v1_same: int
+    v2_same: int
+    v1_failed: int = 0
+    v2_failed: int = 0
+    pair_exact: int = 0
+    texts: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"outcome": self.outcome, "n": self.n, "v1_same": self.v1_same,
+                               "v2_same": self.v2_same, "pair_exact": self.pair_exact}
+        if self.v1_failed or self.v2_failed:
+            out.update(v1_failed=self.v1_failed, v2_failed=self.v2_failed)
+        if self.texts:
+            out["texts"] = self.texts
+        return out
+
+
+def refire_outcome(orig1: str, orig2: str, again1: Sequence[str | None],
+                   again2: Sequence[str | None]) -> Refire:
+    """Did each side repeat its own answer? ``None`` in ``again*``: that re-fire failed.
+    A changed answer's text is kept (``texts``) so the flake can be inspected."""
+    ok1 = [t for t in again1 if t is not None]
+    ok2 = [t for t in again2 if t is not None]
+    same1, same2 = sum(t == orig1 for t in ok1), sum(t == orig2 for t in ok2)
+    flaky1, flaky2 = same1 < len(ok1), same2 < len(ok2)
+    if flaky1 or flaky2:
+        outcome = "flaky-both" if flaky1 and flaky2 else "flaky-v1" if flaky1 else "flaky-v2"
+    elif not ok1 or not ok2:
+        outcome = "incomplete"
+    else:
+        outcome = "reproducible"
+    pair = sum(x is not None and x == y for x, y in zip(again1, again2, strict=False))
+    texts: dict[str, list[str]] = {}
+    for side, ok, orig in (("v1", ok1, orig1), ("v2", ok2, orig2)):
+        changed = [t for t in ok if t != orig]
+        if changed:
+            texts[side] = changed
+    return Refire(outcome, max(len(again1), len(again2)), same1, same2,
+                  len(again1) - len(ok1), len(again2) - len(ok2), pair, texts)
+
+
+# -- compact codes for bench's columns -----------------------------------------------------
+
+VERDICT_CODE = {v: i + 1 for i, v in enumerate(VERDICTS)}  # 0: not analysed
+CAUSE_CODE = {c: i + 1 for i, c in enumerate(CAUSES)}
+REFIRE_CODE = {r: i + 1 for i, r in enumerate(REFIRE_OUTCOMES)}
+NO_CODES = (0, 0, 0, -1)
+
+
+def forensic_codes(fx: Any, refire: Any) -> tuple[int, int, int, int]:
+    """(verdict, cause, refire outcome, divergence token or −1) of a round record."""
+    verdict = cause = outcome = 0
+    token = -1
+    if isinstance(fx, dict):
+        verdict = VERDICT_CODE.get(fx.get("verdict"), 0)  # type: ignore[arg-type]
+        cause = CAUSE_CODE.get(fx.get("cause"), 0)  # type: ignore[arg-type]
+        d = fx.get("divergence_token")
+        token = d if isinstance(d, int) and not isinstance(d, bool) else -1
+    if isinstance(refire, dict):
+        outcome = REFIRE_CODE.get(refire.get("outcome"), 0)  # type: ignore[arg-type]
+    return verdict, cause, outcome, token

@@ -213,3 +213,23 @@ def test_forensic_codes() -> None:
     assert forensic_codes({"verdict": "regression", "divergence_token": 4},
                           {"outcome": "flaky-v2"}) == (2, 0, 3, 4)
     assert forensic_codes({"cause": "stop"}, None) == (0, 2, 0, -1)
+
+
+def test_a_side_that_does_not_pick_its_own_top_token_is_unexplained() -> None:
+    # measured on llama-cpp-python 0.3.36 (repeat_penalty 1.1 by default): it chose
+    # " France" while its own logprobs rank " the" 0.76 nats higher
+    t1, t2 = diverge(tok(" the", -0.925, (" France", -1.601)),
+                     Token(" France", -1.624, None, (Alt(" the", -0.860),
+                                                     Alt(" France", -1.624))))
+    v = token_verdict(t1, t2)
+    assert v.verdict == "unexplained" and "v2 chose ' France'" in v.reason
+    assert v.swing is not None and v.swing < 0.1  # the rules alone would say near-tie
+
+
+def test_merged_byte_pieces_at_the_divergence_are_unexplained() -> None:
+    a = Token("\U0001fabc", -2.5, "\U0001fabc".encode(), (Alt("\ufffd", -2.5, b"\xbc"),),
+              merged=True)
+    b = Token("\U0001facE", -2.4, "\U0001face".encode(), (Alt("\ufffd", -2.4, b"\x8e"),),
+              merged=True)
+    v = token_verdict([a], [b])
+    assert v.verdict == "unexplained" and "byte pieces" in v.reason

@@ -47,6 +47,7 @@ class Token:
     logprob: float | None
     raw: bytes | None = None
     top: tuple[Alt, ...] = ()
+    merged: bool = False  # several byte pieces reported as one character (last one's top)
 
 
 def _loose(x: Token | Alt) -> str:
@@ -152,6 +153,10 @@ def token_verdict(t1: Sequence[Token] | None, t2: Sequence[Token] | None,
     if ta.logprob is None or tb.logprob is None:
         side = "v1" if ta.logprob is None else "v2"
         return TokenVerdict("unexplained", f"no logprob from {side} at token {d}", **base)
+    if ta.merged or tb.merged:
+        return TokenVerdict("unexplained", f"token {d} is a character made of byte pieces "
+                            "that the server reports as one: the pieces are not comparable",
+                            **base)
     if not ta.top or not tb.top:
         side = "v1" if not ta.top else "v2"
         return TokenVerdict("unexplained", f"no top-K alternatives from {side} at token {d}",
@@ -165,10 +170,30 @@ def token_verdict(t1: Sequence[Token] | None, t2: Sequence[Token] | None,
         lo1 = m1 if m1 is not None else m1_min
         lo2 = m2 if m2 is not None else m2_min
         swing_min = lo1 + lo2 if lo1 is not None and lo2 is not None else None
+    own = _own_choice_gap(ta, "v1") or _own_choice_gap(tb, "v2")
+    if own is not None:
+        return TokenVerdict("unexplained", own, swing=swing, margin_v1=m1, margin_v2=m2,
+                            b_in_v1_top=lp1_b is not None, a_in_v2_top=lp2_a is not None,
+                            swing_min=swing_min, **base)
     fig = TokenVerdict("", "", swing=swing, swing_min=swing_min, margin_v1=m1, margin_v2=m2,
                        b_in_v1_top=lp1_b is not None, a_in_v2_top=lp2_a is not None, **base)
     verdict, reason = _decide(fig, th, len(ta.top), len(tb.top))
     return _with(fig, verdict, reason)
+
+
+SELF_TOLERANCE = 1e-3  # nats: a greedy pick may trail its own top-1 by rounding only
+
+
+def _own_choice_gap(t: Token, side: str) -> str | None:
+    """At temperature 0 a side picks its own top-1; if its logprobs rank another token
+    higher, they do not describe its choice (a sampler setting such as a repeat penalty)."""
+    best = max(t.top, key=lambda alt: alt.logprob)
+    if t.logprob is not None and best.logprob - t.logprob > SELF_TOLERANCE and \
+            not same_token(best, t):
+        return (f"{side} chose {t.token!r} ({t.logprob:.3g}) but ranks {best.token!r} "
+                f"higher ({best.logprob:.3g}): its logprobs do not describe its greedy "
+                "choice (a sampler setting, e.g. repeat_penalty?)")
+    return None
 
 
 def _decide(f: TokenVerdict, th: Thresholds, k1: int, k2: int) -> tuple[str, str]:

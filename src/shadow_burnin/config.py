@@ -11,7 +11,7 @@ import hashlib
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +66,21 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class ForensicsConfig:
+    """``[forensics]``: divergence forensics of ``run`` (not part of the setup
+    fingerprint: changing them does not start a new burn-in)."""
+
+    logprobs: int = 5
+    refire: int = 1
+    aa_every: int = 10
+    v1b: str | None = None
+    tau_tie: float = 0.1
+    tau_drift: float = 0.05
+    tau_regress: float = 0.5
+    calibrate: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     v1: SideConfig
     v2: SideConfig
@@ -73,6 +88,7 @@ class Config:
     run: RunConfig
     paths: PathsConfig
     source: str | None = None
+    forensics: ForensicsConfig = field(default_factory=ForensicsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -112,6 +128,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
             "concurrent": _BOOL, "concurrency": _INT, "seed": _INT, "prompts": _STR,
             "insecure": _BOOL},
     "paths": {"log": _STR, "state": _STR},
+    "forensics": {"logprobs": _INT, "refire": _INT, "aa_every": _INT, "v1b": _STR,
+                  "tau_tie": _NUM, "tau_drift": _NUM, "tau_regress": _NUM,
+                  "calibrate": _BOOL},
 }
 
 
@@ -176,7 +195,7 @@ def load(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = 
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise ConfigError(src, f"{section}.{key} must be {name}, got {value!r}")
     try:
-        return _build(merged, src)
+        return replace(_build(merged, src), forensics=_forensics(merged.get("forensics", {})))
     except ValueError as exc:
         raise ConfigError(src if src else None, f"{exc}" if src else f"{where}: {exc}") from None
 
@@ -211,6 +230,23 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
     log = p.get("log", str(base / "shadow-burnin.jsonl"))
     paths = PathsConfig(log=log, state=p.get("state", default_state_for(log)))
     return Config(v1=v1, v2=v2, request=request, run=run, paths=paths, source=src)
+
+
+def _forensics(raw: dict[str, Any]) -> ForensicsConfig:
+    f = ForensicsConfig(**{k: float(v) if k.startswith("tau_") else v for k, v in raw.items()})
+    if not 0 <= f.logprobs <= 20:
+        raise ValueError(f"forensics.logprobs must be 0..20, got {f.logprobs}")
+    if not 0 <= f.refire <= 10:
+        raise ValueError(f"forensics.refire must be 0..10, got {f.refire}")
+    if f.aa_every < 0:
+        raise ValueError(f"forensics.aa_every must be >= 0 (0: off), got {f.aa_every}")
+    if f.v1b is not None:
+        _check_url("forensics.v1b", f.v1b)
+    for name in ("tau_tie", "tau_drift", "tau_regress"):
+        value = getattr(f, name)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"forensics.{name} must be a positive number, got {value}")
+    return f
 
 
 def default_state_for(log: str) -> str:

@@ -15,11 +15,13 @@ from rich.console import Console
 from ..config import Config, fingerprint
 from ..core.prompt import Prompt, prompts_digest
 from ..edge.client import Endpoint, RequestSpec
+from ..edge.forensics import forensic_steps
 from ..edge.runner import Runner, RunOutcome, RunPlan
 from ..edge.store import Store, archive
 from ..errors import ConfigError, SetupChangedError
 from ..prompts import load_builtin, load_file
 from ..render.progress import make_progress
+from .divergences import forensics_plan
 from .options import load_config, store_options
 
 
@@ -40,7 +42,7 @@ def plan_for(cfg: Config, setup: str, seed: int) -> RunPlan:
     spec = RequestSpec(api=cfg.request.api, max_tokens=cfg.request.max_tokens,  # type: ignore[arg-type]
                        stream=cfg.request.stream, timeout_s=cfg.request.timeout,
                        extra=dict(cfg.request.extra), max_reply_bytes=cfg.request.max_reply_bytes,
-                       logprobs=cfg.request.logprobs)
+                       logprobs=cfg.request.logprobs or cfg.forensics.logprobs)
     return RunPlan(
         v1=Endpoint(cfg.v1.url, cfg.v1.model, api_key(cfg.v1.api_key_env, "v1"), cfg.run.insecure),
         v2=Endpoint(cfg.v2.url, cfg.v2.model, api_key(cfg.v2.api_key_env, "v2"), cfg.run.insecure),
@@ -96,8 +98,21 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
 
             print_summary(Path(cfg.paths.log), err)
 
-        runner = Runner(plan, prompts, store, make_progress(out, quiet=quiet), on_usr1=usr1)
-        return asyncio.run(runner.run())
+        progress = make_progress(out, quiet=quiet)
+        fplan = forensics_plan(cfg, plan)
+
+        def notice(message: str) -> None:
+            if quiet:
+                err.print(f"warning: {message}", markup=False, highlight=False)
+            else:
+                progress.warn(message)
+
+        async def go() -> RunOutcome:
+            async with forensic_steps(fplan, plan.spec, notice) as steps:
+                runner = Runner(plan, prompts, store, progress, on_usr1=usr1, steps=steps)
+                return await runner.run()
+
+        return asyncio.run(go())
     finally:
         store.close()
 
@@ -125,6 +140,15 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
 @click.option("--seed", type=int, help="Prompt shuffle seed for a new run [random].")
 @click.option("--prompts", "prompts_file", help="JSONL prompts file (replaces the built-in set).")
 @click.option("--insecure", is_flag=True, default=None, help="Do not verify TLS for https.")
+@click.option("--logprobs", "logprobs", type=click.IntRange(0, 20),
+              help="Top-K logprobs per token for divergence verdicts; 0: off [5].")
+@click.option("--refire", type=click.IntRange(0, 10),
+              help="Re-send each non-exact round's prompt N times to both sides [1].")
+@click.option("--aa-every", type=click.IntRange(0),
+              help="Every Nth round, also send the prompt twice to v1 (A/A); 0: off [10].")
+@click.option("--v1b", "v1b_url", help="A second copy of v1 for the A/A pairs (default: v1).")
+@click.option("--calibrate", is_flag=True, default=None,
+              help="Near-tie threshold = max(tau_tie, p99 of the A/A swing).")
 @click.option("--new-run", is_flag=True, help="Archive the old log/state and start fresh.")
 @click.option("--force", is_flag=True, help="Continue a log written by a different setup.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -134,12 +158,18 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         max_tokens: int | None, stream: bool | None, timeout: float | None,
         interval: float | None, rounds: int | None, duration: str | None,
         concurrent: bool | None, concurrency: int | None, seed: int | None,
-        prompts_file: str | None, insecure: bool | None, new_run: bool, force: bool,
-        quiet: bool) -> None:
+        prompts_file: str | None, insecure: bool | None, logprobs: int | None,
+        refire: int | None, aa_every: int | None, v1b_url: str | None,
+        calibrate: bool | None, new_run: bool, force: bool, quiet: bool) -> None:
     """Fire every prompt at v1 and v2, bucket the replies, log every round.
 
     Runs until --rounds/--duration or SIGINT/SIGTERM (the round in flight is finished and
     logged; a second signal abandons it). SIGUSR1 prints the summary to stderr.
+
+    Forensics: every differing round gets a verdict from token logprobs (near-tie,
+    regression, unexplained) and is re-sent (--refire) to tell flaky servers apart;
+    every --aa-every-th prompt also goes twice to v1 ("kind": "aa" records, not rounds).
+    See `shadow-burnin divergences`.
 
     \b
     Example:
@@ -153,6 +183,8 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         "run": {"interval": interval, "rounds": rounds, "duration": duration,
                 "concurrent": concurrent, "concurrency": concurrency, "seed": seed,
                 "prompts": prompts_file, "insecure": insecure},
+        "forensics": {"logprobs": logprobs, "refire": refire, "aa_every": aa_every,
+                      "v1b": v1b_url, "calibrate": calibrate},
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
     outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet)

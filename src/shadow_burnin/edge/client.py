@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import aiohttp
@@ -22,6 +22,7 @@ import orjson
 from ..core.prompt import Prompt, chat_messages, completion_text
 from ..core.records import SideReply
 from . import sse
+from .logprobs import parse as parse_logprobs
 from .reply_error import ReplyError
 
 Api = Literal["chat", "completions"]
@@ -87,6 +88,11 @@ class SideClient:
 
     def __repr__(self) -> str:
         return f"SideClient(url={self.endpoint.url!r}, api={self.spec.api!r})"
+
+    def set_logprobs(self, k: int) -> None:
+        """Ask this side for ``k`` top logprobs from now on (0: none), e.g. after it
+        turned out not to support them."""
+        self.spec = replace(self.spec, logprobs=k)
 
     async def __aenter__(self) -> SideClient:
         ssl_ctx: ssl.SSLContext | bool = not self.endpoint.insecure
@@ -183,7 +189,7 @@ class SideClient:
         reply.finish_reason = _opt_str(choice.get("finish_reason"))
         reply.completion_tokens = _usage_tokens(data)
         if self.spec.logprobs:
-            reply.extra["logprobs_raw"] = choice.get("logprobs")
+            _keep_tokens(reply, choice.get("logprobs"), text)
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, reply: SideReply, start: float
@@ -224,8 +230,8 @@ class SideClient:
                     finished = True
         finally:
             reply.text = "".join(parts)
-            if logprob_parts:
-                reply.extra["logprobs_raw"] = logprob_parts
+            if self.spec.logprobs:
+                _keep_tokens(reply, logprob_parts, reply.text)
         if null_seen and not parts:
             raise ReplyError("bad-shape", "stream content is null and no text arrived")
         if not done:
@@ -233,6 +239,15 @@ class SideClient:
                 raise ReplyError("stream-incomplete", "stream ended without [DONE]")
             reply.truncated = bool(parts)
             raise ReplyError("stream-cut", f"stream ended after {len(reply.text)} characters")
+
+
+TOKENS_KEY = "_tokens"  # transient: the forensics step turns it into compact fields
+
+
+def _keep_tokens(reply: SideReply, raw: Any, text: str | None) -> None:
+    """Parsed logprobs (``core.verdict.Token`` list, None if the reply had none) under
+    ``reply.extra["_tokens"]``; never written to the log as is."""
+    reply.extra[TOKENS_KEY] = parse_logprobs(raw, text) if raw else None
 
 
 def _check_status(resp: aiohttp.ClientResponse) -> None:

@@ -1,0 +1,248 @@
+"""Round steps of divergence forensics: logprob verdicts, re-fires and the A/A noise floor.
+
+Each step runs after a round, before it is committed (``edge.runner.RoundStep``):
+
+- ``LogprobStep`` turns each side's parsed logprobs (``reply.extra["_tokens"]``, set by
+  the client) into compact fields: for a ``no-match`` round ``record["forensics"]`` holds
+  the verdict, its figures and the tokens ±2 around the first differing token; for a
+  ``prefix-only`` round the cause. It also finds out, per side, whether logprobs work,
+  and says so once (``Notices``): a side whose replies carry none gets its verdicts
+  ``unexplained``; a side that *rejects* the request (HTTP 400/422) is asked again
+  without logprobs, the round is re-classified, and that side is not asked for them
+  again.
+- ``RefireStep`` re-sends a non-exact round's prompt to both sides ``n`` times:
+  ``record["refire"]`` says ``reproducible`` / ``flaky-v1`` / ``flaky-v2`` / ...
+- ``AAStep`` sends every ``every``-th round's prompt twice to v1 (or v1 and ``v1b``) and
+  returns an ``"kind": "aa"`` record (not a round: it has no number of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..core.aa import calibrated_tau_tie
+from ..core.compare import classify
+from ..core.records import SCHEMA, SIDES, SideReply
+from ..core.verdict import (
+    Thresholds,
+    Token,
+    prefix_cause,
+    refire_outcome,
+    token_verdict,
+    token_window,
+)
+from .client import TOKENS_KEY, Endpoint, RequestSpec, SideClient
+from .runner import RoundContext, RoundStep, utc_now_iso
+
+NON_EXACT = ("prefix-only", "no-match")
+
+
+class Notices:
+    """Says each thing once (per key) through ``warn``."""
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self._warn = warn
+        self.said: dict[str, str] = {}
+
+    def once(self, key: str, message: str) -> None:
+        if key not in self.said:
+            self.said[key] = message
+            self._warn(message)
+
+
+@dataclass
+class NoiseFloor:
+    """A/A swings seen so far; with ``calibrate`` they set τ_tie (max(default, p99))."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    calibrate: bool = False
+    swings: list[float] = field(default_factory=list)
+
+    def current(self) -> Thresholds:
+        if not self.calibrate:
+            return self.thresholds
+        tau = calibrated_tau_tie(self.thresholds.tau_tie, self.swings)
+        return replace(self.thresholds, tau_tie=round(tau, 6))
+
+
+def analyse(bucket: str, r1: dict[str, Any], r2: dict[str, Any], t1: list[Token] | None,
+            t2: list[Token] | None, floor: NoiseFloor, k: int) -> dict[str, Any] | None:
+    """The ``forensics`` field of a round (or A/A record); None for other buckets."""
+    if bucket == "prefix-only":
+        return prefix_cause(r1.get("text") or "", r1.get("finish_reason"),
+                            r2.get("text") or "", r2.get("finish_reason")).to_json()
+    if bucket != "no-match":
+        return None
+    th = floor.current()
+    v = token_verdict(t1, t2, th)
+    out = v.to_json()
+    if not k:
+        out["reason"] = "logprobs off (--logprobs 0)"
+    out["k"] = k
+    if floor.calibrate:
+        out["tau_tie"] = th.tau_tie
+    if v.divergence_token is not None and t1 and t2:
+        out["tokens"] = {"v1": token_window(t1, v.divergence_token),
+                         "v2": token_window(t2, v.divergence_token)}
+    return out
+
+
+def pop_tokens(reply: dict[str, Any]) -> list[Token] | None:
+    tokens = reply.pop(TOKENS_KEY, None)
+    return tokens if isinstance(tokens, list) else None
+
+
+def _reply_json(reply: SideReply) -> dict[str, Any]:
+    out = reply.to_json()
+    out.pop(TOKENS_KEY, None)
+    return out
+
+
+class LogprobStep:
+    """Verdicts from logprobs; per-side capability said once."""
+
+    def __init__(self, k: int, floor: NoiseFloor, notices: Notices) -> None:
+        self.k = k
+        self.floor = floor
+        self.notices = notices
+
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> list[dict[str, Any]]:
+        for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
+            if self.k and client.spec.logprobs and _rejected(record[side]):
+                await self._without_logprobs(record, side, client, ctx)
+        tokens = {side: pop_tokens(record[side]) for side in SIDES}
+        for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
+            reply = record[side]
+            if self.k and client.spec.logprobs and reply.get("error") is None and \
+                    reply.get("text") and tokens[side] is None:
+                self.notices.once(f"{side}-no-logprobs", (
+                    f"{side} ({client.endpoint.url}) sends no logprobs with its replies "
+                    f"(api {client.spec.api}): rounds that differ get the verdict "
+                    "'unexplained'"))
+        fx = analyse(record["bucket"], record["v1"], record["v2"], tokens["v1"],
+                     tokens["v2"], self.floor, self.k)
+        if fx is not None:
+            record["forensics"] = fx
+        return []
+
+    async def _without_logprobs(self, record: dict[str, Any], side: str, client: SideClient,
+                                ctx: RoundContext) -> None:
+        """The side refused the request with logprobs: ask again without them; if that
+        works, it does not support them: re-classify the round and stop asking."""
+        error = record[side]["error"]
+        client.set_logprobs(0)
+        again = await client.complete(ctx.prompt, ctx.models.get(side))
+        if not again.replied:
+            client.set_logprobs(self.k)
+            return
+        self.notices.once(f"{side}-rejects-logprobs", (
+            f"{side} ({client.endpoint.url}) rejects requests with logprobs ({error}); "
+            f"asking it without logprobs from now on: rounds that differ get the verdict "
+            "'unexplained'"))
+        reply = _reply_json(again)
+        reply["resent_without_logprobs"] = True
+        record[side] = reply
+        t1 = record["v1"].get("text") if record["v1"].get("error") is None else None
+        t2 = record["v2"].get("text") if record["v2"].get("error") is None else None
+        cmp = classify(t1, t2)
+        record.update(bucket=cmp.bucket, divergence_byte=cmp.divergence_byte,
+                      prefix_match_chars=cmp.prefix_match_chars)
+
+
+def _rejected(reply: dict[str, Any]) -> bool:
+    error = reply.get("error") or ""
+    return error.startswith(("http-400", "http-422"))
+
+
+class RefireStep:
+    """Re-sends a non-exact round's prompt ``n`` times to both sides."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> list[dict[str, Any]]:
+        if self.n <= 0 or record["bucket"] not in NON_EXACT:
+            return []
+        again: dict[str, list[str | None]] = {"v1": [], "v2": []}
+        for _ in range(self.n):
+            r1, r2 = await asyncio.gather(ctx.v1.complete(ctx.prompt, ctx.models.get("v1")),
+                                          ctx.v2.complete(ctx.prompt, ctx.models.get("v2")))
+            again["v1"].append(r1.text if r1.replied else None)
+            again["v2"].append(r2.text if r2.replied else None)
+        record["refire"] = refire_outcome(record["v1"]["text"], record["v2"]["text"],
+                                          again["v1"], again["v2"]).to_json()
+        return []
+
+
+class AAStep:
+    """Every ``every``-th round: the prompt twice to v1 (or v1 then ``v1b``): one
+    ``"kind": "aa"`` record with both replies, bucket and forensics."""
+
+    def __init__(self, every: int, k: int, floor: NoiseFloor,
+                 v1b: SideClient | None = None) -> None:
+        self.every = every
+        self.k = k
+        self.floor = floor
+        self.v1b = v1b
+
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> list[dict[str, Any]]:
+        if self.every <= 0 or record["round"] % self.every:
+            return []
+        model = ctx.models.get("v1")
+        ts = utc_now_iso()
+        ra = await ctx.v1.complete(ctx.prompt, model)
+        rb = await (self.v1b or ctx.v1).complete(ctx.prompt, model)
+        ta, tb = ra.extra.pop(TOKENS_KEY, None), rb.extra.pop(TOKENS_KEY, None)
+        cmp = classify(ra.text if ra.replied else None, rb.text if rb.replied else None)
+        a, b = _reply_json(ra), _reply_json(rb)
+        aa: dict[str, Any] = {
+            "kind": "aa", "schema": SCHEMA, "round": record["round"], "ts": ts,
+            "prompt_id": record["prompt_id"], "category": record["category"],
+            "target": "v1b" if self.v1b else "v1", "bucket": cmp.bucket,
+            "divergence_byte": cmp.divergence_byte,
+            "prefix_match_chars": cmp.prefix_match_chars, "a": a, "b": b,
+        }
+        if record.get("setup"):
+            aa["setup"] = record["setup"]
+        fx = analyse(cmp.bucket, a, b, ta, tb, self.floor, self.k)
+        if fx is not None:
+            aa["forensics"] = fx
+            if isinstance(fx.get("swing"), float):
+                self.floor.swings.append(fx["swing"])
+        return [aa]
+
+
+@dataclass(frozen=True)
+class ForensicsPlan:
+    """What ``run`` asks of forensics (see config ``[forensics]``)."""
+
+    logprobs: int = 5
+    refire: int = 1
+    aa_every: int = 10
+    v1b: Endpoint | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    calibrate: bool = False
+    aa_swings: Sequence[float] = ()
+
+
+@contextlib.asynccontextmanager
+async def forensic_steps(plan: ForensicsPlan, spec: RequestSpec,
+                         warn: Callable[[str], None]) -> AsyncIterator[list[RoundStep]]:
+    """The steps for a run, in order (verdict, re-fire, A/A); opens the v1b client."""
+    floor = NoiseFloor(plan.thresholds, plan.calibrate, list(plan.aa_swings))
+    notices = Notices(warn)
+    steps: list[RoundStep] = [LogprobStep(plan.logprobs, floor, notices)]
+    if plan.refire > 0:
+        steps.append(RefireStep(plan.refire))
+    if plan.aa_every <= 0:
+        yield steps
+        return
+    if plan.v1b is None:
+        yield [*steps, AAStep(plan.aa_every, plan.logprobs, floor)]
+        return
+    async with SideClient(plan.v1b, spec) as v1b:
+        yield [*steps, AAStep(plan.aa_every, plan.logprobs, floor, v1b)]

@@ -1,0 +1,160 @@
+"""``divergences`` output and the forensics part of ``bench``: rows, tables, alignment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .text import STYLE, fmt_pct, visible
+
+CONTEXT = 40
+VERDICT_STYLE = {"near-tie": "green", "regression": "bold red", "unexplained": "yellow",
+                 "length": "cyan", "stop": "cyan"}
+
+
+def _common_chars(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def aligned(v1: str, v2: str, width: int = CONTEXT) -> dict[str, Any]:
+    """Both texts cut at their first differing character, ``width`` characters each side:
+    ``before`` (shared), ``v1``/``v2`` (from the differing character on), ``at``
+    (its character index) and whether text was cut off on the left/right."""
+    cut = _common_chars(v1, v2)
+    start = max(0, cut - width)
+    return {"at": cut, "before": v1[start:cut], "v1": v1[cut:cut + width],
+            "v2": v2[cut:cut + width], "cut_left": start > 0,
+            "cut_right": {"v1": len(v1) > cut + width, "v2": len(v2) > cut + width}}
+
+
+def row(record: dict[str, Any], width: int = CONTEXT) -> dict[str, Any]:
+    """One non-exact round as a ``divergences`` row (also its ``--json`` form)."""
+    fx = record.get("forensics") or {}
+    refire = record.get("refire") or {}
+    t1 = record["v1"].get("text") or ""
+    t2 = record["v2"].get("text") or ""
+    return {
+        "round": record["round"], "ts": record["ts"], "prompt_id": record["prompt_id"],
+        "category": record["category"], "bucket": record["bucket"],
+        "divergence_token": fx.get("divergence_token"),
+        "verdict": fx.get("verdict") or fx.get("cause"),
+        "reason": fx.get("reason"), "swing": fx.get("swing"), "swing_min": fx.get("swing_min"),
+        "prefix_drift": fx.get("prefix_drift"), "refire": refire.get("outcome"),
+        "divergence_byte": record.get("divergence_byte"),
+        "context": aligned(t1, t2, width),
+    }
+
+
+def _one_line(text: str) -> str:
+    return visible(text, spaces=False).replace("\n", "")
+
+
+def context_text(ctx: dict[str, Any], side: str) -> Text:
+    """``…shared⟦x⟧rest…`` for one side, the first differing character highlighted."""
+    out = Text(f"{side} ", style="bold cyan")
+    out.append(("…" if ctx["cut_left"] else "") + _one_line(ctx["before"]))
+    rest = ctx[side]
+    if rest:
+        out.append("⟦", style="bold red")
+        out.append(_one_line(rest[0]), style="bold white on red")
+        out.append("⟧", style="bold red")
+        out.append(_one_line(rest[1:]), style="dim")
+    else:
+        out.append("⟦end⟧", style="bold red")
+    if ctx["cut_right"][side]:
+        out.append("…", style="dim")
+    return out
+
+
+def _swing(r: dict[str, Any]) -> str:
+    if r.get("swing") is not None:
+        return f"{r['swing']:.3f}"
+    if r.get("swing_min") is not None:
+        return f"≥{r['swing_min']:.2f}"
+    return "—"
+
+
+def divergences_table(rows: list[dict[str, Any]]) -> RenderableType:
+    table = Table(title=f"{len(rows)} non-exact round(s)", title_justify="left")
+    for col in ("round", "prompt", "category", "tok", "verdict", "swing", "re-fire",
+                "texts at the first difference"):
+        table.add_column(col, justify="right" if col in ("round", "tok", "swing") else "left",
+                         no_wrap=col != "texts at the first difference")
+    for r in rows:
+        verdict = r["verdict"] or "—"
+        label = Text(verdict, style=VERDICT_STYLE.get(verdict, ""))
+        if r["bucket"] == "prefix-only":
+            label = Text.assemble(("prefix ", STYLE["prefix-only"]), label)
+        tok = "—" if r["divergence_token"] is None else str(r["divergence_token"])
+        texts = Text("\n").join([context_text(r["context"], "v1"),
+                                 context_text(r["context"], "v2")])
+        table.add_row(str(r["round"]), r["prompt_id"], r["category"], tok, label, _swing(r),
+                      r["refire"] or "—", texts)
+    return table
+
+
+def forensics_tables(fx: dict[str, Any], aa: dict[str, Any] | None) -> list[RenderableType]:
+    """bench's forensics section: verdicts, causes, re-fires, positions, A/A."""
+    parts: list[RenderableType] = []
+    nm, po, rf = fx["no_match"], fx["prefix_only"], fx["refire"]
+    head = Table(title="divergence forensics", show_header=False, box=None, padding=(0, 2))
+    head.add_row(f"no-match rounds ({nm['rounds']:,})", _counts(nm["verdicts"], nm["rounds"]))
+    head.add_row(f"prefix-only rounds ({po['rounds']:,})", _counts(po["causes"], po["rounds"]))
+    head.add_row(f"re-fired ({rf['rounds']:,})", _counts(rf["outcomes"], rf["rounds"]))
+    parts.append(head)
+    hist = fx["divergence_token_histogram"]
+    if any(b["rounds"] for b in hist):
+        ht = Table(title="first differing token (no-match)", title_justify="left")
+        ht.add_column("token")
+        ht.add_column("rounds", justify="right")
+        ht.add_column("")
+        peak = max(b["rounds"] for b in hist)
+        for b in hist:
+            bar = "█" * max(1 if b["rounds"] else 0, round(30 * b["rounds"] / peak))
+            ht.add_row(b["range"], str(b["rounds"]), bar)
+        parts.append(ht)
+    if fx["top_prompts"]:
+        tp = Table(title="top prompts by divergences", title_justify="left")
+        for col in ("prompt", "category", "non-exact", "near-tie", "regression",
+                    "unexplained", "flaky"):
+            tp.add_column(col, justify="left" if col in ("prompt", "category") else "right")
+        for p in fx["top_prompts"]:
+            tp.add_row(p["prompt_id"], p["category"], str(p["divergent"]), str(p["near-tie"]),
+                       str(p["regression"]), str(p["unexplained"]), str(p["flaky"]))
+        parts.append(tp)
+    if aa and aa.get("records"):
+        parts.append(_aa_table(aa))
+    return parts
+
+
+def _counts(counts: dict[str, int], total: int) -> str:
+    shown = [f"{name} {n:,} ({fmt_pct(n / total if total else None)})"
+             for name, n in counts.items() if n]
+    return "   ".join(shown) if shown else "—"
+
+
+def _aa_table(aa: dict[str, Any]) -> RenderableType:
+    t = Table(title="A/A noise floor (v1 against itself)", show_header=False, box=None,
+              padding=(0, 2))
+    ci = aa.get("aa_exact_ci95")
+    ci_text = f"  (95% CI {fmt_pct(ci[0], 2)} – {fmt_pct(ci[1], 2)})" if ci else ""
+    t.add_row("A/A exact", f"{fmt_pct(aa['aa_exact_rate'], 2)} of {aa['parity']:,} "
+              f"A/A pairs{ci_text}")
+    t.add_row("A/B exact", fmt_pct(aa["ab_exact_rate"], 2))
+    d, dci = aa.get("ab_minus_aa"), aa.get("ab_minus_aa_ci95")
+    if d is not None and dci:
+        verdict = "within v1's own noise" if dci[0] <= 0 <= dci[1] else \
+            "beyond v1's own noise" if dci[1] < 0 else "A/B agrees more than A/A"
+        t.add_row("A/B − A/A", f"{100 * d:+.2f} pts (95% CI {100 * dci[0]:+.2f} – "
+                  f"{100 * dci[1]:+.2f}): {verdict}")
+    if aa.get("swing_p99") is not None:
+        t.add_row("A/A swing p99", f"{aa['swing_p99']:.3f} nats")
+    return Group(t)

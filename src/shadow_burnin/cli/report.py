@@ -8,6 +8,8 @@ import click
 import orjson
 from rich.console import Console
 
+from ..core.aa import summarise_aa
+from ..core.breakdown import forensics_summary
 from ..core.stats import Summary, summarise
 from ..edge.logread import Window, find_round, last_rounds, scan
 from ..errors import LogError
@@ -21,6 +23,9 @@ def summary_of(log: Path, window: Window | None = None) -> Summary:
     result = scan(log, window)
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
+    summary.forensics = forensics_summary(result.columns)
+    summary.aa = summarise_aa(result.other, summary.counts["exact"],
+                              summary.parity_rounds).to_json()
     return summary
 
 

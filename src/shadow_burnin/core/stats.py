@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .records import BUCKETS, PARITY_BUCKETS, SIDES
+from .verdict import NO_CODES, forensic_codes
 
 BUCKET_CODE = {b: i for i, b in enumerate(BUCKETS)}
 EXACT, PREFIX, NOMATCH = (BUCKET_CODE[b] for b in PARITY_BUCKETS)
@@ -37,6 +38,8 @@ class Columns:
     ts: np.ndarray
     categories: list[str]
     prompts: list[str]
+    # forensics per round: verdict, cause, refire (codes of core.verdict), div_token (−1)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.bucket.size)
@@ -48,6 +51,7 @@ class Columns:
             ttft={s: v[mask] for s, v in self.ttft.items()}, prefix=self.prefix[mask],
             category=self.category[mask], prompt=self.prompt[mask], ts=self.ts[mask],
             categories=self.categories, prompts=self.prompts,
+            extra={k: v[mask] for k, v in self.extra.items()},
         )
 
 
@@ -68,6 +72,7 @@ class ColumnBuilder:
         self._ts: list[str] = []
         self._cats: dict[str, int] = {}
         self._prompts: dict[str, int] = {}
+        self._fx: list[tuple[int, int, int, int]] = []
 
     def add(self, record: dict[str, Any]) -> None:
         """Fold one round. Raises KeyError/TypeError for a record of the wrong shape."""
@@ -98,6 +103,9 @@ class ColumnBuilder:
             index = prompts[pid] = len(prompts)
         self._prompt.append(index)
         self._ts.append(record["ts"])
+        fx, refire = record.get("forensics"), record.get("refire")
+        self._fx.append(NO_CODES if fx is None and refire is None else
+                        forensic_codes(fx, refire))
 
     def build(self) -> Columns:
         return Columns(
@@ -110,7 +118,17 @@ class ColumnBuilder:
             ts=epoch_seconds(self._ts),
             categories=list(self._cats),
             prompts=list(self._prompts),
+            extra=fx_columns(self._fx),
         )
+
+
+FX_COLUMNS = (("verdict", np.int8), ("cause", np.int8), ("refire", np.int8),
+              ("div_token", np.int32))
+
+
+def fx_columns(codes: list[tuple[int, int, int, int]]) -> dict[str, np.ndarray]:
+    table = np.array(codes, dtype=np.int32).reshape(-1, len(FX_COLUMNS))
+    return {name: table[:, i].astype(kind) for i, (name, kind) in enumerate(FX_COLUMNS)}
 
 
 def concat_columns(parts: list[Columns]) -> Columns:
@@ -138,6 +156,7 @@ def concat_columns(parts: list[Columns]) -> Columns:
         ts=cat([p.ts for p in parts]),
         categories=list(categories),
         prompts=list(prompts),
+        extra={k: cat([p.extra[k] for p in parts]) for k in parts[0].extra} if parts else {},
     )
 
 
@@ -191,6 +210,8 @@ class Summary:
     first_ts: float | None = None
     last_ts: float | None = None
     notes: list[str] = field(default_factory=list)
+    forensics: dict[str, Any] | None = None  # core.breakdown.forensics_summary
+    aa: dict[str, Any] | None = None  # core.aa.summarise_aa
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("first_ts", "last_ts")}

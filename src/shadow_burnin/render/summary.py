@@ -12,6 +12,7 @@ from rich.text import Text
 from ..core.compare import classify
 from ..core.records import BUCKETS, SIDES
 from ..core.stats import Summary
+from .divergences import forensics_tables
 from .text import GLYPH, STYLE, char_offset, fmt_ms, fmt_pct, visible
 
 
@@ -73,6 +74,10 @@ def bench_table(s: Summary) -> RenderableType:
             top.add_row(row["prompt_id"], row["category"], str(row["divergent"]),
                         str(row["parity_rounds"]))
         parts.append(top)
+    fx = s.forensics
+    if fx and (fx["no_match"]["rounds"] or fx["prefix_only"]["rounds"] or
+               (s.aa or {}).get("records")):
+        parts.extend(forensics_tables(fx, s.aa))
     for note in s.notes:
         parts.append(Text(f"note: {note}", style="yellow"))
     return Group(*parts)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 import platformdirs
 
+from .config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
 from .errors import ConfigError
 
 DEFAULT_V1 = "http://127.0.0.1:8080"
@@ -89,11 +90,25 @@ class Config:
     paths: PathsConfig
     source: str | None = None
     forensics: ForensicsConfig = field(default_factory=ForensicsConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
+    halt: HaltConfig = field(default_factory=HaltConfig)
+    ppl: PplConfig = field(default_factory=PplConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
+        gates = out["gates"]
+        for spec in gates.pop("specs"):
+            gates[spec.pop("name")] = spec
         return _drop_none(out)
+
+    def ppl_log(self) -> str:
+        """The ``ppl`` JSONL beside the log: ``x.jsonl`` → ``x.ppl.jsonl``."""
+        if self.ppl.log:
+            return self.ppl.log
+        path = Path(self.paths.log)
+        stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+        return str(path.with_name(stem + ".ppl.jsonl"))
 
     def fingerprint_fields(self, prompts_digest: str) -> dict[str, Any]:
         """What must not change under a running burn-in (secrets excluded)."""
@@ -131,6 +146,14 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "forensics": {"logprobs": _INT, "refire": _INT, "aa_every": _INT, "v1b": _STR,
                   "tau_tie": _NUM, "tau_drift": _NUM, "tau_regress": _NUM,
                   "calibrate": _BOOL},
+    "gates": {"statistical": _BOOL, "bootstrap": _INT, "seed": _INT,
+              "*": ((dict,), "a gate table ([gates.NAME])")},
+    "halt": {"enabled": _BOOL, "window": ((int, float, str), "a duration"),
+             "min_rounds": _INT, "threshold": _NUM, "action": _STR, "on_halt": _STR,
+             "webhook": _STR, "webhook_timeout": _NUM, "worst": _INT},
+    "ppl": {"text": _STR, "window": _INT, "top_k": _INT, "v1_method": _STR,
+            "v2_method": _STR, "v1_endpoint": _STR, "v2_endpoint": _STR,
+            "max_windows": _INT, "timeout": _NUM, "log": _STR},
 }
 
 
@@ -189,9 +212,9 @@ def load(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = 
                 merged.setdefault(section, {})[key] = value
     for section, values in merged.items():
         for key, value in values.items():
-            if key not in SCHEMA[section]:
+            if key not in SCHEMA[section] and "*" not in SCHEMA[section]:
                 raise ConfigError(src, f"unknown key {section}.{key}")
-            types, name = SCHEMA[section][key]
+            types, name = SCHEMA[section].get(key) or SCHEMA[section]["*"]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise ConfigError(src, f"{section}.{key} must be {name}, got {value!r}")
     try:
@@ -229,7 +252,8 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
     base = data_dir()
     log = p.get("log", str(base / "shadow-burnin.jsonl"))
     paths = PathsConfig(log=log, state=p.get("state", default_state_for(log)))
-    return Config(v1=v1, v2=v2, request=request, run=run, paths=paths, source=src)
+    return Config(v1=v1, v2=v2, request=request, run=run, paths=paths, source=src,
+                  **build_sections(m))
 
 
 def _forensics(raw: dict[str, Any]) -> ForensicsConfig:

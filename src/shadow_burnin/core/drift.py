@@ -1,0 +1,173 @@
+"""Latency drift (pure): does v2 slow down as completions accumulate?
+
+The earlier tool found a KV-cache bug by asking "does the new server slow down after 200
+completions?". Three views, all from the log's columns:
+
+- ``hourly``: p95 latency per side for every hour of the log (log timestamps);
+- ``v2_p95_drift_ms`` / ``_ratio``: v2's p95 over its last N replies vs its first N;
+- ``relative_drift_ms``: the p95 gap (v2 − v1) over the last N paired rounds minus over
+  the first N — v1 is the control: both slowing together is the machine, v2 alone is v2.
+  With it the least-squares slope of the paired difference (v2 − v1 latency) against the
+  completion count, per 1 000 completions, with its standard error.
+
+``slowing`` is true when the relative drift is above ``tolerance_ms`` (default: the
+larger of 10 ms and 10 % of v2's first-N p95) and the slope is positive with t > 3.
+``DriftTracker`` answers the same question incrementally for the runner.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+DRIFT_N = 200
+
+
+@dataclass(frozen=True)
+class HourP95:
+    hour: float  # epoch seconds of the hour's start
+    rounds: int
+    v1: float | None
+    v2: float | None
+
+
+@dataclass(frozen=True)
+class Drift:
+    n: int = DRIFT_N
+    paired_rounds: int = 0
+    v2_first_p95: float | None = None
+    v2_last_p95: float | None = None
+    v2_p95_drift_ms: float | None = None
+    v2_p95_drift_ratio: float | None = None
+    gap_first_p95: float | None = None
+    gap_last_p95: float | None = None
+    relative_drift_ms: float | None = None
+    slope_ms_per_1k: float | None = None
+    slope_se: float | None = None
+    slowing: bool = False
+    hourly: list[HourP95] = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hourly"] = [asdict(h) for h in self.hourly]
+        return out
+
+
+def _p95(values: np.ndarray) -> float | None:
+    return float(np.percentile(values, 95)) if values.size else None
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def hourly_p95(ts: np.ndarray, latency: dict[str, np.ndarray]) -> list[HourP95]:
+    """p95 per side for each clock hour that has rounds (NaN latencies skipped)."""
+    if ts.size == 0:
+        return []
+    hours = np.floor(ts / 3600.0).astype(np.int64)
+    order = np.argsort(hours, kind="stable")
+    keys, starts = np.unique(hours[order], return_index=True)
+    bounds = [*starts[1:], order.size]
+    out = []
+    for key, lo, hi in zip(keys, starts, bounds, strict=True):
+        rows = order[lo:hi]
+        p = {}
+        for side in ("v1", "v2"):
+            vals = latency[side][rows]
+            p[side] = _r(_p95(vals[~np.isnan(vals)]))
+        out.append(HourP95(float(key) * 3600.0, int(rows.size), p["v1"], p["v2"]))
+    return out
+
+
+def slope(diff: np.ndarray) -> tuple[float | None, float | None]:
+    """OLS slope of ``diff`` against its index, per 1 000 steps, and its standard error."""
+    n = diff.size
+    if n < 3:
+        return None, None
+    x = np.arange(n, dtype=np.float64)
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
+    b = float(xc @ (diff - diff.mean())) / sxx
+    resid = diff - diff.mean() - b * xc
+    se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
+    return b * 1000.0, se * 1000.0
+
+
+def drift(ts: np.ndarray, latency: dict[str, np.ndarray], n: int = DRIFT_N,
+          tolerance_ms: float | None = None) -> Drift:
+    """All drift figures from the columns (rounds in log order)."""
+    hourly = hourly_p95(ts, latency)
+    v1, v2 = latency["v1"], latency["v2"]
+    v2_ok = v2[~np.isnan(v2)]
+    paired = ~np.isnan(v1) & ~np.isnan(v2)
+    d1, d2 = v1[paired], v2[paired]
+    fig: dict[str, Any] = {}
+    notes = []
+    if v2_ok.size >= 2 * n:
+        first, last = _p95(v2_ok[:n]), _p95(v2_ok[-n:])
+        assert first is not None and last is not None
+        fig.update(v2_first_p95=_r(first), v2_last_p95=_r(last),
+                   v2_p95_drift_ms=_r(last - first),
+                   v2_p95_drift_ratio=_r(last / first, 4) if first > 0 else None)
+    else:
+        notes.append(f"v2 drift needs {2 * n} replies, has {v2_ok.size}")
+    slowing = False
+    if d1.size >= 2 * n:
+        g_first = (_p95(d2[:n]) or 0.0) - (_p95(d1[:n]) or 0.0)
+        g_last = (_p95(d2[-n:]) or 0.0) - (_p95(d1[-n:]) or 0.0)
+        rel = g_last - g_first
+        b, se = slope(d2 - d1)
+        tol = tolerance_ms if tolerance_ms is not None else \
+            max(10.0, 0.1 * (_p95(d2[:n]) or 0.0))
+        slowing = bool(rel > tol and b is not None and se is not None and b > 0
+                       and (se == 0 or b / se > 3))
+        fig.update(gap_first_p95=_r(g_first), gap_last_p95=_r(g_last),
+                   relative_drift_ms=_r(rel), slope_ms_per_1k=_r(b, 4), slope_se=_r(se, 4))
+    else:
+        notes.append(f"relative drift needs {2 * n} paired rounds, has {d1.size}")
+    return Drift(n=n, paired_rounds=int(d1.size), slowing=slowing, hourly=hourly,
+                 note="; ".join(notes), **fig)
+
+
+class DriftTracker:
+    """Incremental relative drift for the runner: keeps the first N and last N pairs."""
+
+    def __init__(self, n: int = DRIFT_N, tolerance_ms: float | None = None) -> None:
+        self.n = n
+        self.tolerance_ms = tolerance_ms
+        self.first: list[tuple[float, float]] = []
+        self.last: deque[tuple[float, float]] = deque(maxlen=n)
+        self.count = 0
+
+    def add(self, v1_ms: float | None, v2_ms: float | None) -> None:
+        if v1_ms is None or v2_ms is None:
+            return
+        self.count += 1
+        if len(self.first) < self.n:
+            self.first.append((v1_ms, v2_ms))
+        else:
+            self.last.append((v1_ms, v2_ms))
+
+    def relative_drift_ms(self) -> float | None:
+        """Gap p95 over the last N − over the first N; None until 2N pairs are seen."""
+        if len(self.first) < self.n or len(self.last) < self.n:
+            return None
+        f = np.array(self.first)
+        la = np.array(self.last)
+        first_gap = np.percentile(f[:, 1], 95) - np.percentile(f[:, 0], 95)
+        last_gap = np.percentile(la[:, 1], 95) - np.percentile(la[:, 0], 95)
+        return float(last_gap - first_gap)
+
+    def slowing(self) -> bool:
+        rel = self.relative_drift_ms()
+        if rel is None:
+            return False
+        tol = self.tolerance_ms if self.tolerance_ms is not None else \
+            max(10.0, 0.1 * float(np.percentile(np.array(self.first)[:, 1], 95)))
+        return rel > tol

@@ -1,0 +1,98 @@
+"""Latency drift: hourly p95, first vs last N, v2 slowing relative to v1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shadow_burnin.core.drift import DriftTracker, drift, hourly_p95, slope
+
+T0 = 1_800_000_000.0  # an hour boundary: 1 800 000 000 / 3600 = 500 000
+
+
+def lat(v1: np.ndarray, v2: np.ndarray) -> dict[str, np.ndarray]:
+    return {"v1": np.asarray(v1, float), "v2": np.asarray(v2, float)}
+
+
+def test_hourly_p95_buckets_by_clock_hour() -> None:
+    ts = np.array([T0, T0 + 10, T0 + 3599, T0 + 3600, T0 + 7300])
+    v1 = np.array([10, 20, 30, 40, 50], float)
+    v2 = np.array([1, np.nan, 3, 4, np.nan])
+    hours = hourly_p95(ts, lat(v1, v2))
+    assert [h.hour for h in hours] == [T0, T0 + 3600, T0 + 7200]
+    assert [h.rounds for h in hours] == [3, 1, 1]
+    assert hours[0].v1 == pytest.approx(np.percentile([10, 20, 30], 95))
+    assert hours[0].v2 == pytest.approx(np.percentile([1, 3], 95))
+    assert hours[2].v2 is None and hourly_p95(np.empty(0), lat([], [])) == []
+
+
+def test_flat_latency_is_not_drift() -> None:
+    rng = np.random.default_rng(3)
+    n = 1000
+    v1 = rng.normal(100, 5, n)
+    v2 = rng.normal(110, 5, n)
+    d = drift(T0 + np.arange(n) * 2.5, lat(v1, v2))
+    assert d.paired_rounds == n and not d.slowing
+    assert abs(d.relative_drift_ms) < 10 and abs(d.v2_p95_drift_ms) < 10
+    assert d.v2_p95_drift_ratio == pytest.approx(1, abs=0.1)
+    assert len(d.hourly) == 1 and d.note == ""
+
+
+def test_v2_slowing_after_200_completions_is_caught() -> None:
+    # the earlier tool's KV-cache bug: v2 gets 0.2 ms slower per completion, v1 does not
+    rng = np.random.default_rng(4)
+    n = 1000
+    v1 = rng.normal(100, 5, n)
+    v2 = rng.normal(100, 5, n) + 0.2 * np.arange(n)
+    d = drift(T0 + np.arange(n), lat(v1, v2))
+    assert d.slowing and d.relative_drift_ms > 100
+    assert d.slope_ms_per_1k == pytest.approx(200, rel=0.1) and d.slope_se < 10
+    assert d.v2_p95_drift_ms > 100 and d.v2_p95_drift_ratio > 2
+
+
+def test_both_slowing_together_is_the_machine_not_v2() -> None:
+    rng = np.random.default_rng(5)
+    n = 1000
+    trend = 0.2 * np.arange(n)
+    v1 = rng.normal(100, 5, n) + trend
+    v2 = rng.normal(100, 5, n) + trend
+    d = drift(T0 + np.arange(n), lat(v1, v2))
+    assert d.v2_p95_drift_ms > 100 and not d.slowing and abs(d.relative_drift_ms) < 15
+
+
+def test_too_few_rounds() -> None:
+    d = drift(T0 + np.arange(300.0), lat(np.ones(300), np.ones(300)))
+    assert d.relative_drift_ms is None and d.v2_p95_drift_ms is None and not d.slowing
+    assert "needs 400" in d.note
+    assert drift(np.empty(0), lat([], [])).hourly == []
+
+
+def test_unreachable_rounds_are_skipped() -> None:
+    n = 600
+    v1 = np.full(n, 100.0)
+    v2 = np.full(n, 100.0)
+    v2[::3] = np.nan
+    d = drift(T0 + np.arange(n), lat(v1, v2))
+    assert d.paired_rounds == 400 and d.relative_drift_ms == 0
+
+
+def test_slope() -> None:
+    b, se = slope(np.arange(100, dtype=float) * 0.5)
+    assert b == pytest.approx(500) and se == pytest.approx(0, abs=1e-9)
+    assert slope(np.array([1.0, 2.0])) == (None, None)
+
+
+def test_tracker_agrees_with_batch() -> None:
+    rng = np.random.default_rng(6)
+    n = 800
+    v1 = rng.normal(100, 5, n)
+    v2 = rng.normal(100, 5, n) + 0.3 * np.arange(n)
+    tracker = DriftTracker()
+    for i in range(n):
+        tracker.add(float(v1[i]), float(v2[i]))
+        if i < 399:
+            assert tracker.relative_drift_ms() is None
+    tracker.add(None, 5.0)  # an unreachable side is skipped
+    batch = drift(T0 + np.arange(n), lat(v1, v2))
+    assert tracker.relative_drift_ms() == pytest.approx(batch.relative_drift_ms, abs=1e-3)
+    assert tracker.slowing() and tracker.count == n

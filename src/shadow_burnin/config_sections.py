@@ -49,7 +49,7 @@ class PplConfig:
     v1_endpoint: str = "/ppl"
     v2_endpoint: str = "/ppl"
     max_windows: int | None = None
-    timeout: float = 600.0
+    timeout: float = 3600.0  # llama-cpp-python's echo: ~1.5 s per token (notes/gates.md)
     log: str | None = None
 
 

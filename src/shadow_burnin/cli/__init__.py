@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import demo, divergences, info, legacy, report, run
+    from . import demo, divergences, gates, info, legacy, ppl, report, run
 
-    for module in (run, report, info, legacy, demo, divergences):
+    for module in (run, report, info, legacy, demo, divergences, gates, ppl):
         for command in module.COMMANDS:
             cli.add_command(command)
 

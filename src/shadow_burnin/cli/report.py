@@ -11,13 +11,20 @@ from rich.console import Console
 from ..core.aa import summarise_aa
 from ..core.breakdown import forensics_summary
 from ..core.stats import Summary, summarise
-from ..edge.logread import Window, find_round, last_rounds, scan
+from ..edge.evidence import judge
+from ..edge.logread import LogScan, Window, find_round, last_rounds, scan
 from ..errors import LogError
+from ..render.gates import drift_section, gates_table
 from ..render.summary import bench_table, recent_table, show_round
 from .options import load_config, make_window, out_console, store_options, window_options
 
 
 def summary_of(log: Path, window: Window | None = None) -> Summary:
+    return scan_summary(log, window)[0]
+
+
+def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogScan]:
+    """The summary and the scan it came from (one pass over the log)."""
     if not log.exists():
         raise LogError(log, "no such log file (run `shadow-burnin run` first, or pass --log)")
     result = scan(log, window)
@@ -26,7 +33,7 @@ def summary_of(log: Path, window: Window | None = None) -> Summary:
     summary.forensics = forensics_summary(result.columns)
     summary.aa = summarise_aa(result.other, summary.counts["exact"],
                               summary.parity_rounds).to_json()
-    return summary
+    return summary, result
 
 
 def print_summary(log: Path, console: Console) -> None:
@@ -47,13 +54,20 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
       halo bench
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    summary = summary_of(Path(cfg.paths.log), make_window(since, until))
+    summary, result = scan_summary(Path(cfg.paths.log), make_window(since, until))
+    cutover = judge(cfg, summary, result)  # gates and drift over the same rounds
     if as_json:
-        click.echo(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2).decode())
+        out = summary.to_json()
+        out["gates"] = cutover.report.to_json()
+        out["drift"] = cutover.drift.to_json()
+        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     elif summary.rounds == 0:
         click.echo("no rounds")
     else:
-        out_console().print(bench_table(summary))
+        console = out_console()
+        console.print(bench_table(summary))
+        console.print(gates_table(cutover.report))
+        console.print(drift_section(cutover.drift))
 
 
 @click.command()

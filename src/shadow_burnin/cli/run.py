@@ -22,6 +22,7 @@ from ..errors import ConfigError, SetupChangedError
 from ..prompts import load_builtin, load_file
 from ..render.progress import make_progress
 from .divergences import forensics_plan
+from .gates import halt_watch
 from .options import load_config, store_options
 
 
@@ -107,10 +108,17 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
             else:
                 progress.warn(message)
 
+        watch = halt_watch(cfg, store, notice, err)
+
         async def go() -> RunOutcome:
             async with forensic_steps(fplan, plan.spec, notice) as steps:
-                runner = Runner(plan, prompts, store, progress, on_usr1=usr1, steps=steps)
-                return await runner.run()
+                runner = Runner(plan, prompts, store, progress, on_usr1=usr1, steps=steps,
+                                observers=[watch] if watch else [])
+                try:
+                    return await runner.run()
+                finally:
+                    if watch is not None:
+                        await watch.drain()  # halt alerts still in flight
 
         return asyncio.run(go())
     finally:

@@ -166,6 +166,28 @@ class GateReport:
                 "gates": [r.to_json() for r in self.results], "notes": list(self.notes)}
 
 
+def format_value(metric: str, value: float | None) -> str:
+    """A metric's value in its unit (``METRICS``): ``93.27 %``, ``+12.0 ms``, ``71.5 h``."""
+    if value is None:
+        return "—"
+    unit = METRICS.get(metric, ("", ""))[0]
+    if unit == "count":
+        return f"{value:,.0f}"
+    if unit == "ratio":
+        return f"{100 * value:.{3 if abs(value) < 0.01 else 2}f} %"
+    if unit == "ms":
+        return f"{value:+,.1f} ms"
+    if unit == "h":
+        return f"{value:,.1f} h"
+    if unit == "chars":
+        return f"{value:,.0f} chars"
+    if unit == "flag":
+        return "active" if value else "none"
+    if unit == "ppl":
+        return f"{value:.4f}"
+    return f"{value:.5f}"
+
+
 def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
@@ -183,17 +205,19 @@ def evaluate_gate(spec: GateSpec, figure: Figure, *, statistical: bool = False) 
     if statistical and figure.interval is not None and spec.comparator in ("<", "<=", ">", ">="):
         lo, hi = figure.interval
         ok_lo, ok_hi = op(lo, spec.target), op(hi, spec.target)
-        span = f"95 % interval [{lo:.6g}, {hi:.6g}]"
+        span = (f"95 % interval [{format_value(spec.metric, lo)}, "
+                f"{format_value(spec.metric, hi)}]")
         if ok_lo and ok_hi:
             return GateResult(spec, PASS, figure, f"{span} meets the target")
         if not ok_lo and not ok_hi:
             return GateResult(spec, FAIL, figure, f"{span} misses the target")
         return GateResult(spec, WAIT, figure, f"{span} straddles the target: needs more rounds")
+    shown, target = format_value(spec.metric, value), format_value(spec.metric, spec.target)
     if op(value, spec.target):
-        return GateResult(spec, PASS, figure, "meets the target")
+        return GateResult(spec, PASS, figure, f"{shown} meets {spec.comparator} {target}")
     if figure.grows and spec.comparator in (">", ">="):
-        return GateResult(spec, WAIT, figure, f"{value:.6g} of {spec.target:g} so far")
-    return GateResult(spec, FAIL, figure, "misses the target")
+        return GateResult(spec, WAIT, figure, f"{shown} of {target} so far")
+    return GateResult(spec, FAIL, figure, f"{shown} misses {spec.comparator} {target}")
 
 
 def _within(spec: GateSpec, figure: Figure, value: float) -> GateResult:

@@ -41,8 +41,10 @@ class State:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, record: dict[str, Any]) -> None:
-        """Fold one log record (a round) into the state."""
+        """Fold one log record (a round; a halt/ack event) into the state."""
         if record.get("kind", "round") != "round":
+            if record.get("kind") == "event":
+                _apply_halt_event(self.extra, record)
             return
         self.last_round = max(self.last_round, int(record["round"]))
         bucket = record.get("bucket")
@@ -94,6 +96,16 @@ class State:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(path, f"corrupt state file ({type(exc).__name__}: {exc})") from None
+
+
+def _apply_halt_event(extra: dict[str, Any], event: dict[str, Any]) -> None:
+    """Mirror the active no-match halt in ``extra["halt"]`` (the log stays the truth)."""
+    name = event.get("event")
+    if name == "halt":
+        extra["halt"] = {"active": True, "event": event}
+    elif name == "ack-halt":
+        extra["halt"] = {"active": False, "event": extra.get("halt", {}).get("event"),
+                         "ack": event}
 
 
 def iter_log(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -248,7 +260,10 @@ class Store:
             f"{self.state_path}: does not match the log; rebuilt from the log"
         )
         rebuilt = rebuild_state(self.log)
-        rebuilt.extra = state.extra
+        derived = rebuilt.extra.get("halt")  # derived from the log's events: it wins
+        rebuilt.extra = {k: v for k, v in state.extra.items() if k != "halt"}
+        if derived is not None:
+            rebuilt.extra["halt"] = derived
         return rebuilt
 
     def _read_state(self) -> State | None:

@@ -105,7 +105,7 @@ class ScoringClient:
         """Pick the method: llama.cpp (``/props``), else echo, else the custom endpoint."""
         if self.method != "auto":
             return self.method
-        status, props = await self._try("GET", "/props")
+        status, props = await self._call("GET", "/props", ok_only=False)  # unreachable: raise
         if status == 200 and isinstance(props, dict) and \
                 "default_generation_settings" in props:
             self.method = "llama"

@@ -91,6 +91,15 @@ def analyse(bucket: str, r1: dict[str, Any], r2: dict[str, Any], t1: list[Token]
     return out
 
 
+async def ask(client: SideClient, prompt: Any, model: str | None) -> SideReply:
+    """One forensic request; retried once after a connection reset (a keep-alive
+    connection the server closed while it sat idle during the other side's request)."""
+    reply = await client.complete(prompt, model)
+    if reply.error is not None and reply.error.startswith("connection-reset"):
+        reply = await client.complete(prompt, model)
+    return reply
+
+
 def pop_tokens(reply: dict[str, Any]) -> list[Token] | None:
     tokens = reply.pop(TOKENS_KEY, None)
     return tokens if isinstance(tokens, list) else None
@@ -135,7 +144,7 @@ class LogprobStep:
         works, it does not support them: re-classify the round and stop asking."""
         error = record[side]["error"]
         client.set_logprobs(0)
-        again = await client.complete(ctx.prompt, ctx.models.get(side))
+        again = await ask(client, ctx.prompt, ctx.models.get(side))
         if not again.replied:
             client.set_logprobs(self.k)
             return
@@ -169,8 +178,8 @@ class RefireStep:
             return []
         again: dict[str, list[str | None]] = {"v1": [], "v2": []}
         for _ in range(self.n):
-            r1, r2 = await asyncio.gather(ctx.v1.complete(ctx.prompt, ctx.models.get("v1")),
-                                          ctx.v2.complete(ctx.prompt, ctx.models.get("v2")))
+            r1, r2 = await asyncio.gather(ask(ctx.v1, ctx.prompt, ctx.models.get("v1")),
+                                          ask(ctx.v2, ctx.prompt, ctx.models.get("v2")))
             again["v1"].append(r1.text if r1.replied else None)
             again["v2"].append(r2.text if r2.replied else None)
         record["refire"] = refire_outcome(record["v1"]["text"], record["v2"]["text"],
@@ -194,8 +203,8 @@ class AAStep:
             return []
         model = ctx.models.get("v1")
         ts = utc_now_iso()
-        ra = await ctx.v1.complete(ctx.prompt, model)
-        rb = await (self.v1b or ctx.v1).complete(ctx.prompt, model)
+        ra = await ask(ctx.v1, ctx.prompt, model)
+        rb = await ask(self.v1b or ctx.v1, ctx.prompt, model)
         ta, tb = ra.extra.pop(TOKENS_KEY, None), rb.extra.pop(TOKENS_KEY, None)
         cmp = classify(ra.text if ra.replied else None, rb.text if rb.replied else None)
         a, b = _reply_json(ra), _reply_json(rb)

@@ -107,8 +107,8 @@ def _ppl(run: dict[str, Any] | None) -> list[str]:
     for side in ("v1", "v2"):
         r = run.get(side)
         if r:
-            out.append(f"| {side} | {r['method']} | {r['ppl']} | {r['mean_nll']} | "
-                       f"{r['tokens']} |")
+            out.append(f"| {side} | {r.get('method')} | {r.get('ppl')} | "
+                       f"{r.get('mean_nll', '—')} | {r.get('tokens')} |")
     p = run.get("paired")
     if p:
         out += ["", f"- Δ mean NLL (v2 − v1): {p['nll_diff_mean']} ± {p['nll_diff_se']} (SE)",

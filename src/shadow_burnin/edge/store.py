@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -222,6 +222,7 @@ class Store:
                     return
                 if cut < 0 and tail_start > 0:
                     raise LogError(self.log, "last line is over 1 MiB and unterminated")
+                self._refuse_foreign(fh)  # never cut a file that is not ours
                 torn_path = self.log.with_name(self.log.name + ".torn")
                 with open(torn_path, "ab") as out:
                     out.write(torn + b"\n")
@@ -235,6 +236,22 @@ class Store:
         recovery.warnings.append(
             f"{self.log}: torn last line ({len(torn)} bytes) moved to {torn_path}"
         )
+
+    def _refuse_foreign(self, fh: BinaryIO) -> None:
+        """LogError unless line 1 is one of our records (or, unterminated, starts like one)."""
+        fh.seek(0)
+        first = fh.readline(1 << 20)
+        try:
+            record = orjson.loads(first)
+        except orjson.JSONDecodeError:
+            if first.endswith(b"\n") or not any(first[:len(p)] == p[:len(first)]
+                                                for p in (b'{"schema":', b'{"kind":')):
+                raise LogError(self.log, "line is not JSON (not a shadow-burnin log)",
+                               line=1) from None
+            return
+        if not isinstance(record, dict):
+            raise LogError(self.log, "line is not a JSON object", line=1)
+        check_round_record(self.log, 1, record)
 
     def _reconcile(self, recovery: Recovery) -> State:
         state = self._read_state()

@@ -178,8 +178,13 @@ class Store:
             if p.is_dir():
                 raise StateError(p, "is a directory, not a file") if p == self.state_path \
                     else LogError(p, "is a directory, not a file")
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        for p, error in ((self.log, LogError), (self.state_path, StateError)):
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # e.g. a parent is a file: one line, not a traceback
+                why = "a parent is a file" if isinstance(
+                    exc, FileExistsError | NotADirectoryError) else _why(exc)
+                raise error(p, f"cannot create its directory ({why})") from None
         self._lock()
         recovery = Recovery()
         self._repair_torn_tail(recovery)

@@ -238,6 +238,9 @@ class Store:
                 os.fsync(fh.fileno())
         except PermissionError:
             raise LogError(self.log, "permission denied") from None
+        except OSError as exc:  # e.g. ENOSPC writing <log>.torn: one line, not a traceback
+            raise StorageError(f"{self.log}: cannot move the torn last line aside "
+                               f"({_why(exc)})") from None
         recovery.warnings.append(
             f"{self.log}: torn last line ({len(torn)} bytes) moved to {torn_path}"
         )

@@ -4,7 +4,7 @@ Server trouble never raises out of ``SideClient.complete``: every failure is map
 once, to a short error code (``connection-refused``, ``timeout``, ``http-503`` …) that is
 recorded in the round. Codes, with an optional ``": detail"`` after them:
 
-    connection-refused  connection-reset  timeout  http-<status>  redirect
+    connection-refused  connection-reset  tls  timeout  http-<status>  redirect
     invalid-json  invalid-utf8  bad-shape  too-large  stream-cut  stream-incomplete
 """
 
@@ -157,6 +157,12 @@ class SideClient:
             reply.error = f"timeout: no complete reply within {self.spec.timeout_s:g} s"
             if reply.text:
                 reply.truncated = True
+        except aiohttp.ClientConnectorCertificateError as exc:
+            cert = exc.certificate_error
+            reason = getattr(cert, "verify_message", None) or type(cert).__name__
+            reply.error = f"tls: certificate verify failed: {reason}"
+        except aiohttp.ClientConnectorSSLError as exc:
+            reply.error = f"tls: {_os_reason(exc)}"
         except aiohttp.ClientConnectorError as exc:
             reply.error = f"connection-refused: {_os_reason(exc)}"
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,

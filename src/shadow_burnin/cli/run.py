@@ -86,6 +86,8 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
     err = Console(stderr=True)
     prompts = load_prompts(cfg)
     setup = fingerprint(cfg.fingerprint_fields(prompts_digest(prompts)))
+    for side in ("v1", "v2"):  # a missing key variable is refused before any file is made
+        api_key(getattr(cfg, side).api_key_env, side)
     store = open_store(cfg, setup, new_run=new_run, force=force, warn=err)
     try:
         if store.state.seed is None:

@@ -79,6 +79,7 @@ class ForensicsConfig:
     tau_drift: float = 0.05
     tau_regress: float = 0.5
     calibrate: bool = False
+    max_slowdown: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "paths": {"log": _STR, "state": _STR},
     "forensics": {"logprobs": _INT, "refire": _INT, "aa_every": _INT, "v1b": _STR,
                   "tau_tie": _NUM, "tau_drift": _NUM, "tau_regress": _NUM,
-                  "calibrate": _BOOL},
+                  "calibrate": _BOOL, "max_slowdown": _NUM},
     "gates": {"statistical": _BOOL, "bootstrap": _INT, "seed": _INT,
               "*": ((dict,), "a gate table ([gates.NAME])")},
     "halt": {"enabled": _BOOL, "window": ((int, float, str), "a duration"),
@@ -257,7 +258,8 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
 
 
 def _forensics(raw: dict[str, Any]) -> ForensicsConfig:
-    f = ForensicsConfig(**{k: float(v) if k.startswith("tau_") else v for k, v in raw.items()})
+    f = ForensicsConfig(**{k: float(v) if k.startswith("tau_") or k == "max_slowdown" else v
+                           for k, v in raw.items()})
     if not 0 <= f.logprobs <= 20:
         raise ValueError(f"forensics.logprobs must be 0..20, got {f.logprobs}")
     if not 0 <= f.refire <= 10:
@@ -266,6 +268,9 @@ def _forensics(raw: dict[str, Any]) -> ForensicsConfig:
         raise ValueError(f"forensics.aa_every must be >= 0 (0: off), got {f.aa_every}")
     if f.v1b is not None:
         _check_url("forensics.v1b", f.v1b)
+    if not math.isfinite(f.max_slowdown) or f.max_slowdown < 0:
+        raise ValueError(f"forensics.max_slowdown must be >= 0 (0: never), got "
+                         f"{f.max_slowdown}")
     for name in ("tau_tie", "tau_drift", "tau_regress"):
         value = getattr(f, name)
         if not math.isfinite(value) or value <= 0:

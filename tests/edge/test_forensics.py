@@ -3,6 +3,7 @@ in llama-server's shape (content[] on /v1/completions), streamed or not."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ class LogprobServer:
     """Answers /v1/completions with ``script(n)`` (n = request number from 1)."""
 
     def __init__(self, script: Callable[[int], Reply], *, logprobs: bool = True,
-                 reject_logprobs: bool = False, finish: str = "stop") -> None:
+                 reject_logprobs: bool = False, finish: str = "stop",
+                 slow_logprobs_s: float = 0.0) -> None:
         self.script, self.logprobs, self.reject = script, logprobs, reject_logprobs
-        self.finish = finish
+        self.finish, self.slow = finish, slow_logprobs_s
         self.bodies: list[dict[str, Any]] = []
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -45,6 +47,8 @@ class LogprobServer:
         self.bodies.append(body)
         if self.reject and "logprobs" in body:
             return web.json_response({"error": "logprobs not supported"}, status=400)
+        if "logprobs" in body and self.slow:
+            await asyncio.sleep(self.slow)
         toks = self.script(len(self.bodies))
         entries = [{"token": t, "bytes": list(t.encode()), "logprob": lp,
                     "top_logprobs": [{"token": a, "bytes": list(a.encode()), "logprob": alp}
@@ -93,7 +97,8 @@ async def burn(tmp_path: Path, v1: str, v2: str, *, rounds: int = 2, stream: boo
                        logprobs=forensics.pop("logprobs", 5))
     plan = RunPlan(v1=Endpoint(v1), v2=Endpoint(v2), spec=spec, setup="s", seed=1,
                    interval=0, rounds=rounds)
-    fplan = ForensicsPlan(logprobs=spec.logprobs, **{"refire": 0, "aa_every": 0, **forensics})
+    fplan = ForensicsPlan(logprobs=spec.logprobs,
+                          **{"refire": 0, "aa_every": 0, "max_slowdown": 0, **forensics})
     store = Store(tmp_path / "log.jsonl", tmp_path / "log.state")
     store.open()
     warnings: list[str] = []
@@ -225,3 +230,19 @@ async def test_logprobs_off(tmp_path: Path, serve: Any) -> None:
     log, warnings, _ = await burn(tmp_path, v1, v2, rounds=1, logprobs=0)
     assert warnings == []
     assert log[0]["forensics"]["reason"] == "logprobs off (--logprobs 0)"
+
+
+async def test_side_with_slow_logprobs_is_not_asked_for_them(tmp_path: Path,
+                                                             serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    slow = LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)])),
+                         slow_logprobs_s=0.3)
+    v2 = await serve(slow)
+    log, warnings, _ = await burn(tmp_path, v1, v2, rounds=3, max_slowdown=3.0,
+                                  min_overhead_s=0.2)
+    assert len(warnings) == 1 and warnings[0].startswith("v2 (") and "as long with" in \
+        warnings[0]
+    # round 1, then the cost probe (without, with), then rounds 2 and 3 without logprobs
+    assert ["logprobs" in b for b in slow.bodies] == [True, False, True, False, False]
+    assert log[0]["forensics"]["swing"] == pytest.approx(0.2)  # round 1 had logprobs
+    assert log[2]["forensics"]["reason"] == "no logprobs from v2"

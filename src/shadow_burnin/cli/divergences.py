@@ -37,7 +37,7 @@ def forensics_plan(cfg: Config, plan: RunPlan) -> ForensicsPlan:
     return ForensicsPlan(
         logprobs=plan.spec.logprobs, refire=f.refire, aa_every=f.aa_every, v1b=v1b,
         thresholds=Thresholds(f.tau_tie, f.tau_drift, f.tau_regress),
-        calibrate=f.calibrate, aa_swings=tuple(swings),
+        calibrate=f.calibrate, aa_swings=tuple(swings), max_slowdown=f.max_slowdown,
     )
 
 

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from ..core.aa import calibrated_tau_tie
 from ..core.compare import classify
 from ..core.records import SCHEMA, SIDES, SideReply
@@ -35,7 +37,7 @@ from ..core.verdict import (
     token_verdict,
     token_window,
 )
-from .client import TOKENS_KEY, Endpoint, RequestSpec, SideClient
+from .client import TOKENS_KEY, Endpoint, RequestSpec, SideClient, build_body
 from .runner import RoundContext, RoundStep, utc_now_iso
 
 NON_EXACT = ("prefix-only", "no-match")
@@ -114,16 +116,25 @@ def _reply_json(reply: SideReply) -> dict[str, Any]:
 class LogprobStep:
     """Verdicts from logprobs; per-side capability said once."""
 
-    def __init__(self, k: int, floor: NoiseFloor, notices: Notices) -> None:
+    def __init__(self, k: int, floor: NoiseFloor, notices: Notices,
+                 max_slowdown: float = 3.0, min_overhead_s: float = 1.0) -> None:
         self.k = k
         self.floor = floor
         self.notices = notices
+        self.max_slowdown = max_slowdown
+        self.min_overhead_s = min_overhead_s
+        self._costed: set[str] = set()
 
     async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> list[dict[str, Any]]:
         for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
             if self.k and client.spec.logprobs and _rejected(record[side]):
                 await self._without_logprobs(record, side, client, ctx)
         tokens = {side: pop_tokens(record[side]) for side in SIDES}
+        for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
+            if self.k and self.max_slowdown and side not in self._costed and \
+                    client.spec.logprobs and tokens[side]:
+                self._costed.add(side)
+                await self._cost(side, client, ctx)
         for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
             reply = record[side]
             if self.k and client.spec.logprobs and reply.get("error") is None and \
@@ -137,6 +148,26 @@ class LogprobStep:
         if fx is not None:
             record["forensics"] = fx
         return []
+
+    async def _cost(self, side: str, client: SideClient, ctx: RoundContext) -> None:
+        """Once per side: the same prompt without, then with logprobs. A side whose
+        logprobs make it ``max_slowdown`` times slower (and ``min_overhead_s`` more) is not
+        asked for them again: they would slow the burn-in and skew its latencies."""
+        model = ctx.models.get(side)
+        plain = replace(client.spec, logprobs=0)
+        r0 = await client.post(orjson.dumps(build_body(plain, ctx.prompt, model or
+                                                       client.endpoint.model)))
+        r1 = await ask(client, ctx.prompt, model)
+        if not (r0.replied and r1.replied and r0.latency_ms and r1.latency_ms):
+            return
+        t0, t1 = r0.latency_ms / 1000, r1.latency_ms / 1000
+        if t1 > self.max_slowdown * t0 and t1 - t0 > self.min_overhead_s:
+            client.set_logprobs(0)
+            self.notices.once(f"{side}-slow-logprobs", (
+                f"{side} ({client.endpoint.url}) takes {t1 / t0:.1f}x as long with logprobs "
+                f"({t1:.1f} s vs {t0:.1f} s): not asking it for them from now on; rounds "
+                "that differ get the verdict 'unexplained' ([forensics] max_slowdown = 0 "
+                "keeps them)"))
 
     async def _without_logprobs(self, record: dict[str, Any], side: str, client: SideClient,
                                 ctx: RoundContext) -> None:
@@ -236,6 +267,8 @@ class ForensicsPlan:
     thresholds: Thresholds = field(default_factory=Thresholds)
     calibrate: bool = False
     aa_swings: Sequence[float] = ()
+    max_slowdown: float = 3.0
+    min_overhead_s: float = 1.0
 
 
 @contextlib.asynccontextmanager
@@ -244,7 +277,8 @@ async def forensic_steps(plan: ForensicsPlan, spec: RequestSpec,
     """The steps for a run, in order (verdict, re-fire, A/A); opens the v1b client."""
     floor = NoiseFloor(plan.thresholds, plan.calibrate, list(plan.aa_swings))
     notices = Notices(warn)
-    steps: list[RoundStep] = [LogprobStep(plan.logprobs, floor, notices)]
+    steps: list[RoundStep] = [LogprobStep(plan.logprobs, floor, notices, plan.max_slowdown,
+                                          plan.min_overhead_s)]
     if plan.refire > 0:
         steps.append(RefireStep(plan.refire))
     if plan.aa_every <= 0:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from shadow_burnin.core.outcomes import NO_CODES, forensic_codes, prefix_cause, refire_outcome
 from shadow_burnin.core.verdict import (
-    NO_CODES,
     Alt,
     Thresholds,
     Token,
     first_divergence,
-    forensic_codes,
-    prefix_cause,
-    refire_outcome,
     same_token,
     token_verdict,
     token_window,

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .outcomes import CAUSES, REFIRE_OUTCOMES
 from .stats import NOMATCH, PREFIX, Columns
-from .verdict import CAUSES, REFIRE_OUTCOMES, VERDICTS
+from .verdict import VERDICTS
 
 BIN_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 

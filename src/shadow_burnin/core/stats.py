@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .outcomes import NO_CODES, forensic_codes
 from .records import BUCKETS, PARITY_BUCKETS, SIDES
-from .verdict import NO_CODES, forensic_codes
 
 BUCKET_CODE = {b: i for i, b in enumerate(BUCKETS)}
 EXACT, PREFIX, NOMATCH = (BUCKET_CODE[b] for b in PARITY_BUCKETS)

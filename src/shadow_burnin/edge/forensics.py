@@ -28,15 +28,9 @@ import orjson
 
 from ..core.aa import calibrated_tau_tie
 from ..core.compare import classify
+from ..core.outcomes import prefix_cause, refire_outcome
 from ..core.records import SCHEMA, SIDES, SideReply
-from ..core.verdict import (
-    Thresholds,
-    Token,
-    prefix_cause,
-    refire_outcome,
-    token_verdict,
-    token_window,
-)
+from ..core.verdict import Thresholds, Token, token_verdict, token_window
 from .client import TOKENS_KEY, Endpoint, RequestSpec, SideClient, build_body
 from .runner import RoundContext, RoundStep, utc_now_iso
 

@@ -82,8 +82,8 @@ def open_store(cfg: Config, setup: str, *, new_run: bool, force: bool,
 def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: bool = False,
             console: Console | None = None) -> RunOutcome:
     """Run a burn-in with this config (used by ``run`` and ``demo``)."""
-    out = console or Console()
-    err = Console(stderr=True)
+    out = console or Console(soft_wrap=True)  # off a terminal: one line per message,
+    err = Console(stderr=True, soft_wrap=True)  # never cut at 80 columns
     prompts = load_prompts(cfg)
     setup = fingerprint(cfg.fingerprint_fields(prompts_digest(prompts)))
     for side in ("v1", "v2"):  # a missing key variable is refused before any file is made

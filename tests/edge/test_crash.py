@@ -33,6 +33,7 @@ import orjson
 
 from shadow_burnin.core.records import BUCKETS
 from shadow_burnin.edge.store import Store
+from tests.cli.conftest import write_prompts
 
 WRAPPER = '''\
 """python wrapper.py SPEC ARGS...: shadow-burnin ARGS with one os function booby-trapped.
@@ -80,13 +81,6 @@ def write_wrapper(directory: Path) -> Path:
     return path
 
 
-def write_prompts(path: Path, n: int = 8) -> Path:
-    rows = [orjson.dumps({"id": f"p{i}", "category": f"c{i % 3}", "prompt": f"q{i} é日本"})
-            for i in range(n)]
-    path.write_bytes(b"\n".join(rows) + b"\n")
-    return path
-
-
 def recount(records: list[dict[str, Any]]) -> dict[str, Any]:
     """last_round, counts and cursor as a state must have them, from the log's records."""
     counts = dict.fromkeys(BUCKETS, 0)
@@ -103,7 +97,8 @@ def parse_lines(data: bytes) -> list[dict[str, Any]]:
     out = []
     for number, line in enumerate(data.splitlines(), 1):
         record = orjson.loads(line)
-        assert isinstance(record, dict) and record.get("schema") == 1, (number, line[:80])
+        assert isinstance(record, dict), (number, line[:80])
+        assert record.get("kind", "round") != "round" or record["schema"] == 1, number
         out.append(record)
     return out
 
@@ -167,7 +162,8 @@ class CrashRun:
 
     def __init__(self, work: Path, v1: str, v2: str, seed: int = 1) -> None:
         self.work, self.v1, self.v2 = work, v1, v2
-        self.rng = random.Random(seed)
+        self.plan = random.Random(seed)  # what each step does: independent of timing
+        self.rng = random.Random(seed + 1)  # when to kill, where to cut a line
         self.log, self.state = work / "crash.jsonl", work / "crash.state"
         self.tmp = work / "crash.state.tmp"
         self.torn = work / "crash.jsonl.torn"
@@ -183,16 +179,24 @@ class CrashRun:
                 str(self.log), "--prompts", str(self.prompts), "--quiet"]
         return argv + (["--rounds", str(rounds)] if rounds else [])
 
+    def clean(self, concurrency: int, rounds: int) -> None:
+        """A restart that runs ``rounds`` rounds and exits 0, then the strict check."""
+        proc = subprocess.run(self.argv("none", concurrency, rounds), capture_output=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-1500:]
+        self.check(strict=True)
+
     def step(self) -> str:
         """Start ``run``, end it one way or another, check; returns what was done."""
-        rng = self.rng
-        kind = rng.choices(["timed", "early", "kill:replace", "kill:fsync", "kill:write",
-                            "clean"], weights=[45, 12, 15, 8, 8, 12])[0]
-        spec = f"{kind}:{rng.randint(1, 6)}" if kind.startswith("kill:") else "none"
-        rounds = rng.randint(1, 5) if kind == "clean" else None
+        plan = self.plan
+        kind = plan.choices(["timed", "early", "kill:replace", "kill:fsync", "kill:write",
+                             "clean"], weights=[45, 12, 15, 8, 8, 12])[0]
+        spec = f"{kind}:{plan.randint(1, 6)}" if kind.startswith("kill:") else "none"
+        rounds, concurrency = plan.randint(1, 5), plan.randint(1, MAX_CONCURRENCY)
         size0 = self.log.stat().st_size if self.log.exists() else 0
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(self.argv(spec, rng.randint(1, MAX_CONCURRENCY), rounds),
+            proc = subprocess.Popen(self.argv(spec, concurrency,
+                                              rounds if kind == "clean" else None),
                                     stdout=subprocess.DEVNULL, stderr=err,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             try:
@@ -210,7 +214,7 @@ class CrashRun:
         else:
             self.fig.kills[kind] += 1
         self.check(strict=kind == "clean", replace_kill=kind == "kill:replace")
-        if kind != "clean" and rng.random() < 0.3:
+        if kind != "clean" and plan.random() < 0.3:
             self.write_torn()
         return kind
 
@@ -276,15 +280,14 @@ class CrashRun:
 
 def test_kills_and_restarts(tmp_path: Path, spawn_scripted: Any) -> None:
     v1, _ = spawn_scripted()
-    v2, _ = spawn_scripted(diverge_after=25)  # exact first, then prefix-only
-    run = CrashRun(tmp_path, v1, v2, seed=20261127)
+    v2, _ = spawn_scripted(diverge_after=8)  # exact first, then prefix-only
+    run = CrashRun(tmp_path, v1, v2, seed=20261134)  # a seed whose 22 kills hold every kind
     while run.fig.total_kills < 22:
         run.step()
-    final = run.argv("none", 2, 3)
-    assert subprocess.run(final, capture_output=True, timeout=120).returncode == 0
-    run.check(strict=True)
+    run.clean(2, 3)
     fig = run.fig
-    assert fig.kills["timed"] > 0 and fig.kills["kill:replace"] > 0 and fig.torn_written > 0
+    assert set(fig.kills) == {"timed", "early", "kill:replace", "kill:fsync", "kill:write"}
+    assert fig.clean_restarts > 0 and fig.torn_written > 0
     counts = orjson.loads(run.state.read_bytes())["counts"]
     assert counts["exact"] > 0 and counts["prefix-only"] > 0  # buckets vary
     assert fig.rounds >= fig.kills["timed"]  # each timed kill came after a commit
@@ -300,21 +303,15 @@ def test_kill_between_temp_state_and_rename(tmp_path: Path, spawn_scripted: Any)
     assert orjson.loads(run.state.read_bytes())["last_round"] == 2  # 2 renames happened
     tmp = orjson.loads(run.tmp.read_bytes())
     assert tmp["last_round"] == run.fig.rounds == 3
-    assert subprocess.run(run.argv("none", 1, 2), capture_output=True,
-                          timeout=120).returncode == 0
-    run.check(strict=True)  # caught up from the log; the stale temp file replaced
+    run.clean(1, 2)  # caught up from the log; the stale temp file replaced
     assert run.fig.rounds == tmp["last_round"] + 2
 
 
 def test_torn_line_then_restart(tmp_path: Path, spawn_scripted: Any) -> None:
     v1, _ = spawn_scripted()
     run = CrashRun(tmp_path, v1, v1)
-    assert subprocess.run(run.argv("none", 2, 4), capture_output=True,
-                          timeout=120).returncode == 0
-    run.check(strict=True)
+    run.clean(2, 4)
     run.write_torn()
     (torn,) = run.tails
-    assert subprocess.run(run.argv("none", 1, 2), capture_output=True,
-                          timeout=120).returncode == 0
-    run.check(strict=True)
+    run.clean(1, 2)
     assert run.torn.read_bytes() == torn + b"\n" and run.fig.rounds == 6

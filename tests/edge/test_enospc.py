@@ -22,12 +22,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.cli.conftest import write_prompts
 from tests.edge.test_crash import (
     check_rounds,
     check_state_snapshot,
     parse_lines,
     recount,
-    write_prompts,
     write_wrapper,
 )
 
@@ -170,6 +170,8 @@ def test_torn_tail_while_disk_full(tmp_path: Path, spawn_scripted: Any) -> None:
     assert orjson.loads(state.read_bytes())["last_round"] == 3
     code, err = run_cli(run_argv(CLI, v1, v1, log, prompts, "--rounds", "3"))
     assert code == 0 and "torn last line" in err, err
+    # each message is one line, even with a long tmp path (no wrapping at 80 columns)
+    assert all(x.startswith(("warning: ", "3 rounds logged")) for x in err.splitlines()), err
     n, st = check_valid(log, state, before=before[: -len(torn)])
     assert n == st["last_round"] == 6
     assert (tmp_path / "b.jsonl.torn").read_bytes().endswith(torn + b"\n")

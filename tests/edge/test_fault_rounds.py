@@ -95,7 +95,7 @@ async def test_every_fault_through_the_runner(tmp_path: Path) -> None:
     store.open()
     sampler = Sampler()
     plan = RunPlan(v1=Endpoint(v1.url, "m"), v2=Endpoint(v2.url, "m"),
-                   spec=RequestSpec(timeout_s=2.0, max_reply_bytes=1 << 20), setup="faults",
+                   spec=RequestSpec(timeout_s=3.0, max_reply_bytes=1 << 20), setup="faults",
                    seed=5, interval=0.0, rounds=CYCLES * PER_CYCLE)
     try:
         outcome = await Runner(plan, PROMPTS, store, sampler).run()

@@ -28,7 +28,10 @@ MAX_TOKENS = "24"
 def run_args(pair, log: Path, prompts: Path, *extra: str) -> list[str]:
     return ["run", "--v1", pair.v1.url, "--v2", pair.v2.url, "--api", "completions",
             "--max-tokens", MAX_TOKENS, "--interval", "0", "--timeout", "120",
-            "--prompts", str(prompts), "--log", str(log), "--seed", "5", *extra]
+            "--prompts", str(prompts), "--log", str(log), "--seed", "5",
+            # forensics off: re-fires double the slow llama-cpp-python side's work here
+            # (tests/e2e/test_forensics_e2e.py covers them on llama-server)
+            "--logprobs", "0", "--refire", "0", "--aa-every", "0", *extra]
 
 
 def start_run(args: list[str]) -> subprocess.Popen[bytes]:

@@ -35,6 +35,7 @@ from .client import TOKENS_KEY, Endpoint, RequestSpec, SideClient, build_body
 from .runner import RoundContext, RoundStep, utc_now_iso
 
 NON_EXACT = ("prefix-only", "no-match")
+PROBE_TOKENS = 8  # generated tokens of the logprob cost probe
 
 
 class Notices:
@@ -144,24 +145,28 @@ class LogprobStep:
         return []
 
     async def _cost(self, side: str, client: SideClient, ctx: RoundContext) -> None:
-        """Once per side: the same prompt without, then with logprobs. A side whose
-        logprobs make it ``max_slowdown`` times slower (and ``min_overhead_s`` more) is not
-        asked for them again: they would slow the burn-in and skew its latencies."""
-        model = ctx.models.get(side)
-        plain = replace(client.spec, logprobs=0)
-        r0 = await client.post(orjson.dumps(build_body(plain, ctx.prompt, model or
-                                                       client.endpoint.model)))
-        r1 = await ask(client, ctx.prompt, model)
-        if not (r0.replied and r1.replied and r0.latency_ms and r1.latency_ms):
-            return
-        t0, t1 = r0.latency_ms / 1000, r1.latency_ms / 1000
+        """Once per side: the round's prompt again, PROBE_TOKENS long, without and then
+        with logprobs (the prompt is cached by then, so this times generation). A side
+        whose logprobs make it ``max_slowdown`` times slower (and ``min_overhead_s`` more)
+        is not asked for them again: they would slow the burn-in and skew its latencies."""
+        times = []
+        for k in (0, client.spec.logprobs):
+            body = build_body(replace(client.spec, logprobs=k), ctx.prompt,
+                              ctx.models.get(side) or client.endpoint.model)
+            body["max_tokens"] = min(int(body.get("max_tokens") or PROBE_TOKENS),
+                                     PROBE_TOKENS)
+            reply = await client.post(orjson.dumps(body))
+            if not reply.replied or not reply.latency_ms:
+                return
+            times.append(reply.latency_ms / 1000)
+        t0, t1 = times
         if t1 > self.max_slowdown * t0 and t1 - t0 > self.min_overhead_s:
             client.set_logprobs(0)
             self.notices.once(f"{side}-slow-logprobs", (
                 f"{side} ({client.endpoint.url}) takes {t1 / t0:.1f}x as long with logprobs "
-                f"({t1:.1f} s vs {t0:.1f} s): not asking it for them from now on; rounds "
-                "that differ get the verdict 'unexplained' ([forensics] max_slowdown = 0 "
-                "keeps them)"))
+                f"({t1:.1f} s vs {t0:.1f} s for {PROBE_TOKENS} tokens): not asking it for "
+                "them from now on; rounds that differ get the verdict 'unexplained' "
+                "([forensics] max_slowdown = 0 keeps them)"))
 
     async def _without_logprobs(self, record: dict[str, Any], side: str, client: SideClient,
                                 ctx: RoundContext) -> None:

@@ -165,3 +165,35 @@ def test_ppl_command_feeds_the_gate(tmp_path: Path) -> None:
     dead = invoke("ppl", "--v1", "http://127.0.0.1:9", "--v2", "http://127.0.0.1:9",
                   "--log", log, "--text", text)
     assert dead.exit_code == 1 and "ppl failed: v1: /props" in dead.stderr
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[halt]\naction = "pause"\n', "halt.action must be 'flag' or 'stop'"),
+    ("[halt]\nthreshold = 1.5\n", "halt.threshold must be in [0, 1)"),
+    ('[halt]\nwindow = "soon"\n', "halt.window: expected a duration"),
+    ("[halt]\nmin_rounds = 0\n", "halt.min_rounds must be positive"),
+    ('[halt]\nwebhook = "hooks.example"\n', "halt.webhook must be an http:// or https:// URL"),
+    ("[halt]\nhalt_action = 'stop'\n", "unknown key halt.halt_action"),
+    ('[ppl]\nv2_method = "magic"\n', "ppl.v2_method must be one of auto, echo, llama, endpoint"),
+    ("[ppl]\nwindow = 1\n", "ppl.window must be at least 2 tokens"),
+    ('[ppl]\nv1_endpoint = "ppl"\n', "ppl.v1_endpoint must be a path starting with /"),
+    ("[gates]\nstatistical = 1\n", "gates.statistical must be true or false"),
+    ("[gates]\nbootstrap = 0\n", "gates.bootstrap must be positive"),
+])
+def test_config_errors_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    res = invoke("config", "--config", cfg)
+    assert res.exit_code == 2 and message in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1  # one line
+
+
+def test_config_prints_the_new_sections(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[halt]\nwindow = "30m"\naction = "stop"\n[gates.drift]\nenabled = true\n')
+    out = invoke("config", "--config", cfg).stdout
+    assert "[gates.exact_match]" in out and 'comparator = ">="' in out
+    assert "window = 1800.0" in out and 'action = "stop"' in out and "[ppl]" in out
+    again = tmp_path / "again.toml"
+    again.write_text(out)  # what `config` prints loads back
+    assert invoke("config", "--config", again).stdout == out

@@ -157,3 +157,15 @@ def test_ack_requests_are_taken_in_order(tmp_path: Path) -> None:
     got = take_ack_requests(log)
     assert [r["reason"] for r in got] == ["first", "second"]
     assert take_ack_requests(log) == []
+
+
+async def test_drift_warning_once(tmp_path: Path) -> None:
+    sink = Sink()
+    with Store(tmp_path / "d.jsonl", tmp_path / "d.state") as store:
+        watch = watch_on(store, sink)
+        for n in range(1, 601):
+            r = round_record(n, "exact")
+            r["v2"] = dict(r["v2"], latency_ms=10.0 + n)  # v2 slows down, v1 does not
+            commit(store, watch, sink, [r])
+    drift = [w for w in sink.warn if w.startswith("latency drift")]
+    assert len(drift) == 1 and "first and last 200 completions" in drift[0]

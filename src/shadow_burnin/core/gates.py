@@ -87,7 +87,7 @@ class GateSpec:
 DEFAULT_GATES: tuple[GateSpec, ...] = (
     GateSpec("ppl", "ppl_v2", "within", 0.05, label="PPL within ±0.05 of baseline"),
     GateSpec("exact_match", "exact_match_rate", ">=", 0.90, label="exact match ≥ 90 %"),
-    GateSpec("rounds", "rounds", ">=", 50_000, label="rounds ≥ 50 000"),
+    GateSpec("rounds", "rounds", ">=", 50_000.0, label="rounds ≥ 50 000"),
     GateSpec("v2_unreachable", "v2_unreachable_rate", "<", 0.001,
              label="v2 unreachable < 0.1 %"),
     GateSpec("p95_gap", "p95_gap_ms", "<", 100.0, label="p95 gap < 100 ms"),

@@ -67,7 +67,7 @@ def test_exit_codes_green_red_waiting(tmp_path: Path) -> None:
     write_ppl(log, 20.00, 20.03)
     code, report = gates_json("--log", log, "--config", cfg)
     assert code == 0 and set(states(report).values()) == {"pass"}
-    assert report["rounds"] == 200 and report["as_of"] == T0 + 200 * 60
+    assert report["rounds"] == 200 and report["as_of"] == iso(T0 + 200 * 60)
     write_ppl(log, 20.00, 20.30)  # a broken v2: PPL off by 0.3
     code, report = gates_json("--log", log, "--config", cfg)
     assert code == 1 and states(report)["ppl"] == "fail"
@@ -84,7 +84,7 @@ def test_waiting_for_rounds_and_time_and_red_exact_match(tmp_path: Path) -> None
     assert code == 1 and "drift" not in st  # the drift gate is off by default
     # the figures behind: rounds and time
     exact = next(g for g in report["gates"] if g["gate"] == "exact_match")
-    assert exact["samples"] == 50 and exact["as_of"] == T0 + 50
+    assert exact["samples"] == 50 and exact["as_of"] == iso(T0 + 50)
 
 
 def test_statistical_mode_and_determinism(tmp_path: Path) -> None:

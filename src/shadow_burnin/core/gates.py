@@ -21,6 +21,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 PASS, FAIL, WAIT = "pass", "fail", "waiting"
@@ -138,7 +139,7 @@ class GateResult:
             "label": self.spec.describe(), "state": self.state,
             "symbol": SYMBOL[self.state], "current": _finite(f.value),
             "interval": list(f.interval) if f.interval else None,
-            "samples": f.samples, "as_of": f.as_of, "reason": self.reason,
+            "samples": f.samples, "as_of": _iso(f.as_of), "reason": self.reason,
         }
 
 
@@ -162,7 +163,8 @@ class GateReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "exit_code": self.exit_code,
-                "statistical": self.statistical, "rounds": self.rounds, "as_of": self.as_of,
+                "statistical": self.statistical, "rounds": self.rounds,
+                "as_of": _iso(self.as_of),
                 "gates": [r.to_json() for r in self.results], "notes": list(self.notes)}
 
 
@@ -186,6 +188,14 @@ def format_value(metric: str, value: float | None) -> str:
     if unit == "ppl":
         return f"{value:.4f}"
     return f"{value:.5f}"
+
+
+def _iso(t: float | None) -> str | None:
+    """Epoch seconds → the log's ISO-8601 form (``…Z``)."""
+    if t is None:
+        return None
+    d = datetime.fromtimestamp(t, UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
 def _finite(value: float | None) -> float | None:

@@ -130,6 +130,8 @@ def ppl_section(record: dict[str, Any]) -> RenderableType:
                       f"{s['tokens']:,}", f"{s['seconds']:.1f}", str(s["requests"]))
     parts: list[RenderableType] = [table]
     p = record.get("paired")
+    if record.get("ppl_delta") is not None:
+        parts.append(Text(f"  ΔPPL (v2 − v1)          {record['ppl_delta']:+.4f}"))
     if p:
         rows = Table(show_header=False, box=None, padding=(0, 2))
         rows.add_row("Δ mean NLL (v2 − v1)",

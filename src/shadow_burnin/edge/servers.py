@@ -1,61 +1,75 @@
 """Start and stop real local llama.cpp servers (for ``demo`` and the e2e tests).
 
-v1 is llama.cpp's C++ ``llama-server``; v2 is ``llama-cpp-python``'s server. Both load
-the same gguf with the same context size and a single slot; requests at temperature 0
-decode greedily. Every process runs in its own session (process group) so
-:meth:`LocalServer.stop` takes any children with it, and an ``atexit`` hook stops
-whatever is still running when the interpreter exits.
-
-    v1, v2 = demo_pair(log_dir)
-    with v1, v2:
-        ...  # v1.url, v2.url
+v1 is llama.cpp's C++ ``llama-server``, v2 is ``llama-cpp-python``'s server, both on the
+same gguf, context size and a single slot. Each process runs in its own process group
+(``stop`` takes its children too); an ``atexit`` hook and a parent-death signal make sure
+none outlives us.  ``with DemoPair(log_dir) as pair: pair.v1.url, pair.v2.url``
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from shadow_burnin.edge.llama_build import (
+    CTX_SIZE,
     cache_dir,
     data_dir,
     ensure_llama_server,
     ensure_model,
+    llama_cpp_python_argv,
+    llama_server_argv,
     log_tail,
     server_env,
 )
 from shadow_burnin.errors import ServerStartError
 
 __all__ = [
-    "CTX_SIZE",
-    "LocalServer",
-    "cache_dir",
-    "data_dir",
-    "demo_pair",
-    "ensure_llama_server",
-    "ensure_model",
-    "free_port",
-    "llama_cpp_python_server",
+    "CTX_SIZE", "DemoPair", "LocalServer", "cache_dir", "data_dir", "demo_pair",
+    "ensure_llama_server", "ensure_model", "free_port", "llama_cpp_python_server",
     "llama_server_cpp",
 ]
 
 HOST = "127.0.0.1"
-CTX_SIZE = 4096  # longest built-in prompt is ~2500 tokens; room for the reply
 ArgvBuilder = Callable[[int], Sequence[str]]
 
 _LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+
+
+def _death_signal_hook() -> Callable[[], None] | None:
+    """preexec hook: the child gets SIGTERM when its parent dies, even by SIGKILL (Linux).
+
+    Used only from the main thread: PR_SET_PDEATHSIG fires when the forking *thread* ends.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return hook
+
+
+_PDEATHSIG = _death_signal_hook()
 
 
 def free_port() -> int:
@@ -101,7 +115,6 @@ class LocalServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0
 
-    # ------------------------------------------------------------------ properties
     @property
     def url(self) -> str:
         if self.port is None:
@@ -125,7 +138,6 @@ class LocalServer:
         """The last lines this server wrote since its latest start."""
         return log_tail(self.log_path, lines, self._log_start)
 
-    # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 120.0) -> LocalServer:
         """Start and wait until ready; on failure stop it and raise ServerStartError."""
         if self.running:
@@ -140,10 +152,12 @@ class LocalServer:
             self._log_start = log.tell()
             log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} $ {' '.join(argv)}\n".encode())
             log.flush()
+            main = threading.current_thread() is threading.main_thread()
             try:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=self.env, start_new_session=True,
+                    preexec_fn=_PDEATHSIG if main else None,
                 )
             except OSError as exc:
                 raise ServerStartError(f"{self.name}: cannot run {argv[0]}: {exc}") from exc
@@ -193,10 +207,8 @@ class LocalServer:
             return
         if proc.poll() is None:
             self._signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self._reap()
 
     def kill(self) -> None:
@@ -228,10 +240,7 @@ class LocalServer:
     def __enter__(self) -> LocalServer:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
@@ -260,16 +269,11 @@ def llama_server_cpp(
     binary: Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> LocalServer:
-    """llama.cpp's C++ server: one slot, fixed context, no prompt-cache reuse."""
+    """llama.cpp's C++ server; flags (and why) in :func:`llama_server_argv`."""
     exe = binary or ensure_llama_server()
 
     def build(port: int) -> list[str]:
-        return [
-            str(exe), "--model", str(model), "--host", HOST, "--port", str(port),
-            "--threads", str(threads), "--threads-batch", str(threads),
-            "--ctx-size", str(ctx_size), "--parallel", "1",
-            "--no-warmup", "--alias", model.stem,
-        ]
+        return llama_server_argv(exe, model, HOST, port, threads=threads, ctx_size=ctx_size)
 
     return LocalServer(name, build, model, port=port, log_path=log_path,
                        extra_args=extra_args, env=server_env(exe), kind="llama-server")
@@ -279,22 +283,18 @@ def llama_cpp_python_server(
     model: Path,
     *,
     threads: int = 2,
-    batch: int = 7,
+    batch: int = 1,
     ctx_size: int = CTX_SIZE,
     name: str = "llama-cpp-python",
     port: int | None = None,
     log_path: Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> LocalServer:
-    """llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``)."""
+    """llama-cpp-python's OpenAI-compatible server; see :func:`llama_cpp_python_argv`."""
 
     def build(port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-            "--host", HOST, "--port", str(port), "--n_threads", str(threads),
-            "--n_threads_batch", str(threads), "--n_batch", str(batch),
-            "--n_ctx", str(ctx_size), "--model_alias", model.stem,
-        ]
+        return llama_cpp_python_argv(model, HOST, port, threads=threads, batch=batch,
+                                     ctx_size=ctx_size)
 
     return LocalServer(name, build, model, port=port, log_path=log_path,
                        extra_args=extra_args, kind="llama-cpp-python")
@@ -303,9 +303,46 @@ def llama_cpp_python_server(
 def demo_pair(
     log_dir: Path, progress: Callable[[str], None] | None = None
 ) -> tuple[LocalServer, LocalServer]:
-    """(v1, v2): C++ llama-server and llama-cpp-python on the same gguf; not yet started."""
+    """(v1, v2): C++ llama-server and llama-cpp-python on the same gguf; not yet started.
+
+    Builds the cached llama-server the first time (about 8 min; ``progress`` hears it).
+    """
     model = ensure_model()
     exe = ensure_llama_server(progress)
     v1 = llama_server_cpp(model, name="v1", binary=exe, log_path=log_dir / "v1-llama-server.log")
     v2 = llama_cpp_python_server(model, name="v2", log_path=log_dir / "v2-llama-cpp-python.log")
     return v1, v2
+
+
+class DemoPair:
+    """Both demo servers, started and stopped together (context manager)."""
+
+    def __init__(self, log_dir: Path, progress: Callable[[str], None] | None = None) -> None:
+        self.log_dir = log_dir
+        self.v1, self.v2 = demo_pair(log_dir, progress)
+
+    def start(self, timeout: float = 180.0) -> DemoPair:
+        try:
+            for server in (self.v1, self.v2):
+                server.start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def revive(self, timeout: float = 180.0) -> None:
+        """Restart (on the same port) whichever side is not running."""
+        for server in (self.v1, self.v2):
+            if not server.running:
+                server.start(timeout)
+
+    def stop(self) -> None:
+        for server in (self.v1, self.v2):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+    def __enter__(self) -> DemoPair:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

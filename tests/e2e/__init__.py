@@ -1,0 +1,1 @@
+"""End-to-end tests on real local llama.cpp servers (marker: e2e)."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,18 +123,22 @@ def report(res: Result, warmup: float) -> None:
     print(f"  runner CPU {res.cpu_s:.1f} s = {1000 * res.cpu_s / max(1, res.rounds):.2f} ms "
           f"per round; servers' CPU {res.server_cpu_s:.1f} s; runner max RSS "
           f"{res.max_rss_mb:.1f} MB")
-    if len(steady) >= 2:
+    if len(steady) >= 3:
         rates = [(b.rounds - a.rounds) / (b.t - a.t) for a, b in pairwise(steady)]
         base = steady[0].rss_mb
         lo, hi = min(s.rss_mb for s in steady), max(s.rss_mb for s in steady)
+        slope = np.polyfit([s.rounds for s in steady], [s.rss_mb for s in steady], 1)[0]
         fds = [s.fds for s in steady]
-        flat = max(fds) - min(fds) <= 2  # +1/+2: a state temp file or a connection swap
+        third = max(1, len(fds) // 3)
+        trend = statistics.median(fds[-third:]) - statistics.median(fds[:third])
         print(f"  after {warmup:.0f} s warm-up ({len(steady)} samples): median "
               f"{statistics.median(rates):.1f} rounds/s; RSS {lo:.1f}..{hi:.1f} MB "
-              f"(first {base:.1f}): within +-10 MB: "
-              f"{'yes' if hi - base <= 10 and base - lo <= 10 else 'NO'}; "
-              f"fds {min(fds)}..{max(fds)} (first {fds[0]}, last {fds[-1]}): "
-              f"{'flat' if flat else 'NOT flat'}")
+              f"(first {base:.1f}), {slope * 10_000:+.2f} MB per 10k rounds: within +-10 MB: "
+              f"{'yes' if hi - base <= 10 and base - lo <= 10 else 'NO'}")
+        print(f"  fds {min(fds)}..{max(fds)} (first {fds[0]}, last {fds[-1]}; median of the "
+              f"last third minus the first third: {trend:+g}): "
+              f"{'flat' if max(fds) - min(fds) <= 2 else 'varies'}, "
+              f"{'no growth' if trend <= 2 else 'GROWING'}")
     else:
         print("  too short for a post-warm-up verdict (fewer than 2 samples)")
 

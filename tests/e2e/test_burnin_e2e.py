@@ -26,7 +26,10 @@ MAX_TOKENS = "24"
 
 
 def run_args(pair, log: Path, prompts: Path, *extra: str) -> list[str]:
-    return ["run", "--v1", pair.v1.url, "--v2", pair.v2.url, "--api", "completions",
+    config = log.with_suffix(".toml")  # the demo's sampling: same penalty, no prompt cache
+    config.write_text("[request.extra]\ncache_prompt = false\nrepeat_penalty = 1.0\n")
+    return ["run", "--config", str(config), "--v1", pair.v1.url, "--v2", pair.v2.url,
+            "--api", "completions",
             "--max-tokens", MAX_TOKENS, "--interval", "0", "--timeout", "120",
             "--prompts", str(prompts), "--log", str(log), "--seed", "5",
             # forensics off: re-fires double the slow llama-cpp-python side's work here

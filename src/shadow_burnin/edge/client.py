@@ -137,7 +137,19 @@ class SideClient:
         return await self.post(body)
 
     async def post(self, body: bytes) -> SideReply:
-        """Send a prepared request body (bytes) and read the reply."""
+        """Send a prepared request body (bytes) and read the reply.
+
+        A pooled keep-alive connection that the server had already closed fails before
+        any status line arrives; that attempt is repeated once on a fresh connection (the
+        request never reached the server), and only the second attempt is timed.
+        """
+        reply = await self._attempt(body)
+        if reply.status is None and reply.error is not None and \
+                reply.error.startswith("connection-reset"):
+            reply = await self._attempt(body)
+        return reply
+
+    async def _attempt(self, body: bytes) -> SideReply:
         reply = SideReply(text=None)
         start = time.perf_counter()
         try:

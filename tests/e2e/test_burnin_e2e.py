@@ -5,6 +5,7 @@ Same Gemma 3 270M weights, two implementations: the divergences here are real.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -145,3 +146,30 @@ def test_demo_command(tmp_path: Path) -> None:
     for port in ports:  # both servers are gone
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_keep_servers_leaves_them_up(tmp_path: Path) -> None:
+    log = tmp_path / "keep.jsonl"
+    res = subprocess.run([sys.executable, "-m", "shadow_burnin", "demo", "--rounds", "1",
+                          "--max-tokens", "8", "--log", str(log), "--keep-servers"],
+                         capture_output=True, timeout=900)
+    out = res.stdout.decode()
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    kill_line = next(line for line in out.splitlines() if line.startswith("Stop them with: kill"))
+    pids = [int(p) for p in kill_line.split("kill", 1)[1].split()]
+    try:
+        run_line = next(line for line in out.splitlines() if "shadow-burnin run --v1" in line)
+        urls = [w for w in run_line.split() if w.startswith("http://")]
+        assert len(urls) == 2
+        for url in urls:  # still answering after the demo exited
+            port = int(url.rsplit(":", 1)[1])
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) == 0
+        res = invoke(*run_line.split()[1:], "--rounds", "1", "--interval", "0",
+                     "--logprobs", "0", "--refire", "0", "--aa-every", "0")
+        assert res.exit_code == 0, res.output
+        assert len(read_log(log)) >= 2  # the pasted command continued the demo's log
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)

@@ -84,6 +84,7 @@ def demo(rounds: int, interval: float, max_tokens: int, all_prompts: bool, foren
 
     t0 = time.monotonic()
     pair = DemoPair(base / "servers", progress=say)
+    pair.v1.detached = pair.v2.detached = keep_servers
     try:
         say("starting v1 (C++ llama-server) and v2 (llama-cpp-python server)…")
         pair.start()
@@ -116,13 +117,13 @@ def demo(rounds: int, interval: float, max_tokens: int, all_prompts: bool, foren
         console.print(f"\n{outcome.rounds} rounds in {minutes * 60:.0f} s "
                       f"({rate:.1f} rounds/min). Log: {log}", highlight=False)
         console.print(f"Explore it: shadow-burnin recent --log {shlex.quote(str(log))}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         if keep_servers:
             console.print("\nServers left running. Continue the burn-in with:", highlight=False)
             console.print(
                 f"  shadow-burnin run --v1 {pair.v1.url} --v2 {pair.v2.url} --api completions"
                 f" --max-tokens {max_tokens} --log {shlex.quote(str(log))} --force",
-                highlight=False)
+                highlight=False, soft_wrap=True)
             console.print(f"Stop them with: kill {pair.v1.pid} {pair.v2.pid}", highlight=False)
     finally:
         if not keep_servers:

@@ -114,6 +114,7 @@ class LocalServer:
         self.log_path = log_path or (data_dir() / "logs" / f"{name}.log")
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0
+        self.detached = False  # True: outlives this process (demo --keep-servers)
 
     @property
     def url(self) -> str:
@@ -157,11 +158,12 @@ class LocalServer:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=self.env, start_new_session=True,
-                    preexec_fn=_PDEATHSIG if main else None,
+                    preexec_fn=_PDEATHSIG if main and not self.detached else None,
                 )
             except OSError as exc:
                 raise ServerStartError(f"{self.name}: cannot run {argv[0]}: {exc}") from exc
-        _LIVE.add(self)
+        if not self.detached:
+            _LIVE.add(self)
         self._wait_ready(timeout)
         return self
 

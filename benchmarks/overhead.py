@@ -4,7 +4,9 @@ Usage: python benchmarks/overhead.py [--rounds 400] [--delay-ms 20] [--repeat 3]
 
 Two loopback servers (separate processes, one per side) answer every completion after
 exactly --delay-ms and record their own handling time per request: from handler entry
-(headers parsed) to the last byte handed to the socket (write_eof). `shadow-burnin run`
+(headers parsed) to just before the last write (the body, or the final `[DONE]`); taken
+after it, a server preempted right after send() would count its own delay against the
+client (seen as negative overheads on a loaded machine). `shadow-burnin run`
 (--interval 0, one round in flight, forensics off, model given) measures each side's
 latency_ms; overhead = latency_ms - handling time, paired request by request. Printed per
 mode (stream, non-stream): p50/p99 over all requests of a repeat (first 5 rounds dropped
@@ -57,13 +59,14 @@ async def serve(delay_s: float) -> None:
             await resp.prepare(request)
             for event in reply.events():
                 await resp.write(sse(event))
+            times.append((time.perf_counter() - t0) * 1000.0)
             await resp.write(DONE)
         else:
             resp = web.Response(body=orjson.dumps(reply.body()),
                                 content_type="application/json")
+            times.append((time.perf_counter() - t0) * 1000.0)
             await resp.prepare(request)
         await resp.write_eof()
-        times.append((time.perf_counter() - t0) * 1000.0)
         return resp
 
     runner = web.ServerRunner(web.Server(handle, access_log=None))

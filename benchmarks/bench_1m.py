@@ -37,10 +37,11 @@ def generate(path: Path, rounds: int, seed: int = 1) -> None:
             elif roll < 0.04:
                 other = text + " more"
                 bucket, div, pm = "prefix-only", len(text.encode()), len(text)
-            side1 = {"text": text, "latency_ms": rng.uniform(300, 900), "ttft_ms":
-                     rng.uniform(20, 90), "status": 200, "finish_reason": "stop",
-                     "completion_tokens": 30, "error": None}
-            side2 = dict(side1, text=other, latency_ms=rng.uniform(300, 950))
+            # latencies rounded to the microsecond, as the client writes them
+            side1 = {"text": text, "latency_ms": round(rng.uniform(300, 900), 3),
+                     "ttft_ms": round(rng.uniform(20, 90), 3), "status": 200,
+                     "finish_reason": "stop", "completion_tokens": 30, "error": None}
+            side2 = dict(side1, text=other, latency_ms=round(rng.uniform(300, 950), 3))
             if roll > 0.999:
                 side2 = {"text": None, "latency_ms": 1.0, "ttft_ms": None, "status": None,
                          "finish_reason": None, "completion_tokens": None,
@@ -64,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="sb-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / f"bench-{args.rounds}.jsonl"
+    log = workdir / f"bench-v2-{args.rounds}.jsonl"
     if not log.exists():
         t0 = time.perf_counter()
         generate(log, args.rounds)

@@ -29,11 +29,12 @@ def halt_watch(cfg: Config, store: Store, warn: Callable[[str], None],
     """The ``run`` observer for ``[halt]`` (None when ``halt.enabled = false``)."""
     if not cfg.halt.enabled:
         return None
+
     def loud(message: str) -> None:
         err.print(halt_alert(message), soft_wrap=False)  # the box wraps its own text
 
-    watch = HaltWatch(cfg.halt, store, loud=loud, warn=warn, context={"log": cfg.paths.log, "v1": cfg.v1.url,
-                                          "v2": cfg.v2.url})
+    context = {"log": cfg.paths.log, "v1": cfg.v1.url, "v2": cfg.v2.url}
+    watch = HaltWatch(cfg.halt, store, loud=loud, warn=warn, context=context)
     watch.prime()
     return watch
 

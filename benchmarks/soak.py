@@ -140,7 +140,7 @@ def report(res: Result, warmup: float) -> None:
               f"{'flat' if max(fds) - min(fds) <= 2 else 'varies'}, "
               f"{'no growth' if trend <= 2 else 'GROWING'}")
     else:
-        print("  too short for a post-warm-up verdict (fewer than 2 samples)")
+        print("  too short for a post-warm-up verdict (fewer than 3 samples)")
 
 
 def main() -> int:

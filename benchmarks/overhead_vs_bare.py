@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
+import aiohttp
+import orjson
+from tests.conftest import reap_process, spawn_scripted_process
 
-from shadow_burnin.core.prompt import Prompt  # noqa: E402
-from shadow_burnin.edge.client import Endpoint, RequestSpec, SideClient  # noqa: E402
-from tests.conftest import reap_process, spawn_scripted_process  # noqa: E402
+from shadow_burnin.core.prompt import Prompt
+from shadow_burnin.edge.client import Endpoint, RequestSpec, SideClient
 
 
 async def compare(url: str, stream: bool, requests: int) -> None:

@@ -23,6 +23,7 @@ import orjson
 from ..core.compare import classify
 from ..core.records import BUCKETS, Round, SideReply
 from ..errors import LogError, StateError
+from .store import open_log
 
 LEGACY_KEYS = ("prompt_idx", "full_match", "v1_unreachable")
 UNREACHABLE_ERROR = "legacy: unreachable"
@@ -159,14 +160,7 @@ def iter_legacy(path: Path, first_round: int = 1
 
     Blank lines are skipped; any other bad line raises LogError naming file and line.
     """
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 (closed below; generator)
-    except FileNotFoundError:
-        raise LogError(path, "no such log file") from None
-    except IsADirectoryError:
-        raise LogError(path, "is a directory, not a log file") from None
-    except PermissionError:
-        raise LogError(path, "permission denied") from None
+    fh = open_log(path)
     number = first_round
     with fh:
         for line_no, line in enumerate(fh, 1):

@@ -23,6 +23,7 @@ from ..core.records import BUCKETS, SCHEMA
 from ..core.stats import ColumnBuilder, Columns, concat_columns
 from ..errors import LogError
 from . import legacy
+from .store import open_log
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -59,17 +60,6 @@ def _ts(path: Path, number: int, record: dict[str, Any]) -> float:
         return datetime.fromisoformat(record["ts"]).timestamp()
     except (KeyError, TypeError, ValueError):
         raise LogError(path, "record has no valid 'ts'", line=number) from None
-
-
-def open_log(path: Path) -> Any:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise LogError(path, "no such log file") from None
-    except IsADirectoryError:
-        raise LogError(path, "is a directory, not a log file") from None
-    except PermissionError:
-        raise LogError(path, "permission denied") from None
 
 
 def iter_records(path: Path, window: Window | None = None

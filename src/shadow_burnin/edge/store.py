@@ -108,20 +108,25 @@ def _apply_halt_event(extra: dict[str, Any], event: dict[str, Any]) -> None:
                          "ack": event}
 
 
-def iter_log(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` for each line from byte offset ``start``.
-
-    Line numbers count from 1 at ``start``. A line that is not a JSON object raises
-    LogError naming the file and line.
-    """
+def open_log(path: Path) -> BinaryIO:
+    """Open a log for reading; a missing, directory or unreadable path is a LogError."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 (closed below; generator)
+        return open(path, "rb")
     except FileNotFoundError:
         raise LogError(path, "no such log file") from None
     except IsADirectoryError:
         raise LogError(path, "is a directory, not a log file") from None
     except PermissionError:
         raise LogError(path, "permission denied") from None
+
+
+def iter_log(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` for each line from byte offset ``start``.
+
+    Line numbers count from 1 at ``start``. A line that is not a JSON object raises
+    LogError naming the file and line.
+    """
+    fh = open_log(path)
     with fh:
         fh.seek(start)
         for number, line in enumerate(fh, 1):

@@ -19,13 +19,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def store_options(fn: F) -> F:
     """``--config``, ``--log``, ``--state``: same defaults as ``run``."""
-    fn = click.option("--state", "state_path", type=click.Path(path_type=Path),
+    fn = click.option("--state", "state_path", type=click.Path(path_type=Path, readable=False),
                       help="State file (default: $XDG_DATA_HOME/shadow-burnin/"
                            "shadow-burnin.state).")(fn)
-    fn = click.option("--log", "log_path", type=click.Path(path_type=Path),
+    fn = click.option("--log", "log_path", type=click.Path(path_type=Path, readable=False),
                       help="JSONL log (default: $XDG_DATA_HOME/shadow-burnin/"
                            "shadow-burnin.jsonl).")(fn)
-    fn = click.option("--config", "config_path", type=click.Path(path_type=Path),
+    fn = click.option("--config", "config_path", type=click.Path(path_type=Path, readable=False),
                       help="TOML config file ([v1] [v2] [request] [run] [paths]).")(fn)
     return fn
 

@@ -104,3 +104,14 @@ def test_config_command(tmp_path: Path) -> None:
     bad = invoke("config", "--config", write(tmp_path, "[x]\n"))
     assert bad.exit_code == 2
     assert bad.stderr.strip() == f"shadow-burnin: error: {p}: unknown section [x]"
+
+
+def test_key_pasted_as_env_name_is_refused_and_not_echoed(tmp_path: Path) -> None:
+    secret = "sk-live-0123456789abcdef"
+    p = write(tmp_path, f"[v2]\napi_key_env = '{secret}'\n")
+    with pytest.raises(ConfigError) as err:
+        load(p)
+    assert "v2.api_key_env" in str(err.value) and secret not in str(err.value)
+    res = invoke("config", "--config", p)
+    assert res.exit_code == 2 and secret not in res.stdout + res.stderr
+    assert load(None, {"v1": {"api_key_env": "V1_API_KEY"}}).v1.api_key_env == "V1_API_KEY"

@@ -231,6 +231,10 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
                     api_key_env=m.get("v2", {}).get("api_key_env"))
     for side, sc in (("v1", v1), ("v2", v2)):
         _check_url(f"{side}.url", sc.url)
+        if sc.api_key_env is not None and not _ENV_NAME.fullmatch(sc.api_key_env):
+            # never echo it: a key pasted here by mistake must not reach a terminal or log
+            raise ValueError(f"{side}.api_key_env must be the NAME of an environment "
+                             "variable (letters, digits, _); the value given is not shown")
     r = m.get("request", {})
     request = RequestConfig(**r)
     if request.api not in ("chat", "completions"):
@@ -283,6 +287,9 @@ def default_state_for(log: str) -> str:
     path = Path(log)
     stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
     return str(path.with_name(stem + ".state"))
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _positive(name: str, value: float) -> None:

@@ -21,6 +21,7 @@ import platformdirs
 
 from .config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
 from .errors import ConfigError
+from .inputs import read_input
 
 DEFAULT_V1 = "http://127.0.0.1:8080"
 DEFAULT_V2 = "http://127.0.0.1:8180"
@@ -179,14 +180,7 @@ def parse_duration(value: str | float | int, where: str = "duration") -> float:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(p, "no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(p, "is a directory, not a config file") from None
-    except PermissionError:
-        raise ConfigError(p, "permission denied") from None
+    raw = read_input(p, ConfigError, "config")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

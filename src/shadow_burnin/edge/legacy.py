@@ -23,6 +23,7 @@ import orjson
 from ..core.compare import classify
 from ..core.records import BUCKETS, Round, SideReply
 from ..errors import LogError, StateError
+from ..inputs import read_input
 from .store import open_log
 
 LEGACY_KEYS = ("prompt_idx", "full_match", "v1_unreachable")
@@ -182,13 +183,7 @@ def iter_legacy(path: Path, first_round: int = 1
 def read_legacy_state(path: Path) -> dict[str, int | str]:
     """The old state file as a dict (counters as int); StateError on a bad line."""
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise StateError(path, "no such legacy state file") from None
-    except IsADirectoryError:
-        raise StateError(path, "is a directory, not a legacy state file") from None
-    except PermissionError:
-        raise StateError(path, "permission denied") from None
+        text = read_input(path, StateError, "legacy state").decode("utf-8")
     except UnicodeDecodeError:
         raise StateError(path, "legacy state file is not UTF-8 text") from None
     out: dict[str, int | str] = {}

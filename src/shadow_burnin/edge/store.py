@@ -22,6 +22,7 @@ import orjson
 
 from ..core.records import BUCKETS, SCHEMA
 from ..errors import LockedError, LogError, StateError, StorageError
+from ..inputs import open_input
 
 STATE_SCHEMA = 1
 
@@ -110,14 +111,7 @@ def _apply_halt_event(extra: dict[str, Any], event: dict[str, Any]) -> None:
 
 def open_log(path: Path) -> BinaryIO:
     """Open a log for reading; a missing, directory or unreadable path is a LogError."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise LogError(path, "no such log file") from None
-    except IsADirectoryError:
-        raise LogError(path, "is a directory, not a log file") from None
-    except PermissionError:
-        raise LogError(path, "permission denied") from None
+    return open_input(path, LogError, "log")
 
 
 def iter_log(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -1,7 +1,7 @@
 """The records of the JSONL log: one round per line (schema 1).
 
 A round is one prompt sent to both servers. Each side's outcome is a ``SideReply``;
-the round adds the comparison of the two texts. ``to_json`` gives the exact
+the round adds the comparison of the two texts. ``to_json``/``from_json`` give the exact
 on-disk shape, so every reader and writer agrees on the field names.
 """
 
@@ -58,6 +58,23 @@ class SideReply:
         out.update(self.extra)
         return out
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SideReply:
+        known = {
+            "text", "latency_ms", "ttft_ms", "status", "finish_reason",
+            "completion_tokens", "error", "truncated",
+        }
+        return cls(
+            text=obj.get("text"),
+            latency_ms=obj.get("latency_ms"),
+            ttft_ms=obj.get("ttft_ms"),
+            status=obj.get("status"),
+            finish_reason=obj.get("finish_reason"),
+            completion_tokens=obj.get("completion_tokens"),
+            error=obj.get("error"),
+            truncated=bool(obj.get("truncated", False)),
+            extra={k: v for k, v in obj.items() if k not in known},
+        )
 
 
 @dataclass(slots=True)
@@ -99,3 +116,27 @@ class Round:
                 out[key] = value
         out.update(self.extra)
         return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Round:
+        known = {
+            "schema", "round", "ts", "prompt_id", "category", "bucket", "divergence_byte",
+            "prefix_match_chars", "v1", "v2", "first", "setup", "seed", "cursor", "source",
+        }
+        return cls(
+            round=obj["round"],
+            ts=obj["ts"],
+            prompt_id=obj["prompt_id"],
+            category=obj["category"],
+            bucket=obj["bucket"],
+            divergence_byte=obj.get("divergence_byte"),
+            prefix_match_chars=obj.get("prefix_match_chars"),
+            v1=SideReply.from_json(obj["v1"]),
+            v2=SideReply.from_json(obj["v2"]),
+            first=obj.get("first"),
+            setup=obj.get("setup"),
+            seed=obj.get("seed"),
+            cursor=obj.get("cursor"),
+            source=obj.get("source"),
+            extra={k: v for k, v in obj.items() if k not in known},
+        )

@@ -6,6 +6,7 @@ same program under the earlier tool's name (``halo bench`` = ``shadow-burnin ben
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -14,8 +15,28 @@ import click
 from .. import __version__
 from ..errors import ShadowBurninError
 
+# command name → the module that defines it: a command's module (and what it imports:
+# aiohttp, the servers, …) is loaded only when that command runs or help lists it.
+COMMAND_MODULES = {
+    "run": "run", "bench": "report", "recent": "report", "show": "report",
+    "config": "info", "prompts": "info", "import-legacy": "legacy", "demo": "demo",
+    "divergences": "divergences", "gates": "gates", "ack-halt": "gates", "ppl": "ppl",
+}
+
 
 class Group(click.Group):
+    """Commands loaded on demand; every ``ShadowBurninError`` mapped to one line + exit 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            module = importlib.import_module(f".{COMMAND_MODULES[cmd_name]}", __name__)
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -37,17 +58,6 @@ def cli() -> None:
       shadow-burnin run --v1 http://127.0.0.1:8080 --v2 http://127.0.0.1:8180 --rounds 100
       shadow-burnin bench
     """
-
-
-def _register() -> None:
-    from . import demo, divergences, gates, info, legacy, ppl, report, run
-
-    for module in (run, report, info, legacy, demo, divergences, gates, ppl):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from ..core.halt import HaltStatus, halt_status
 from ..core.stats import Summary, summarise
 from ..errors import LogError
 from .logread import LogScan, Window, scan
-from .pplrun import latest_run
+from .pplstore import latest_run
 
 
 @dataclass

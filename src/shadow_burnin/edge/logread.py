@@ -23,6 +23,7 @@ from ..core.records import BUCKETS, SCHEMA
 from ..core.stats import ColumnBuilder, Columns, concat_columns
 from ..errors import LogError
 from . import legacy
+from .logscan import scan_range
 from .store import open_log
 
 
@@ -100,8 +101,8 @@ def iter_records(path: Path, window: Window | None = None
 def scan(path: Path, window: Window | None = None) -> LogScan:
     """One streaming pass: round records into columns, other records kept aside.
 
-    This is ``bench``'s hot loop (millions of lines): one ``orjson.loads`` and one
-    ``ColumnBuilder.add`` per line, the time window applied afterwards on the columns.
+    This is ``bench``'s hot loop (millions of lines, see ``logscan``); the time window is
+    applied afterwards on the columns.
     """
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
@@ -139,63 +140,16 @@ def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
         size = 0
     workers = min(os.cpu_count() or 1, 8)
     if size < PARALLEL_MIN_BYTES or workers < 2:
-        return _scan_range(path, 0, None)
+        return scan_range(path, 0, None)
     bounds = [size * i // workers for i in range(workers)] + [None]
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            parts = list(pool.map(_scan_range, [path] * workers, bounds[:-1], bounds[1:]))
+            parts = list(pool.map(scan_range, [path] * workers, bounds[:-1], bounds[1:]))
     except LogError:
-        return _scan_range(path, 0, None)  # again in one pass, for the exact line number
+        return scan_range(path, 0, None)  # again in one pass, for the exact line number
     other = [r for part in parts for r in part[1]]
     return concat_columns([p[0] for p in parts]), other, sum(p[2] for p in parts)
-
-
-def _scan_range(path: Path, start: int, end: int | None
-                ) -> tuple[Columns, list[dict[str, Any]], int]:
-    """Lines that *start* in [start, end); line numbers are exact only from 0."""
-    builder = ColumnBuilder()
-    other: list[dict[str, Any]] = []
-    at = [0, 0]  # [line number, imported legacy rounds]
-
-    def rounds(fh: Any) -> Iterator[dict[str, Any]]:
-        loads, pos = orjson.loads, start
-        if start:
-            fh.seek(start - 1)
-            pos = start - 1 + len(fh.readline())  # finish the line that began before us
-        for number, line in enumerate(fh, 1):
-            if end is not None and pos >= end:
-                return
-            pos += len(line)
-            at[0] = number
-            if line[-1:] != b"\n":
-                return  # a torn last line (a run in progress or a crash): not a round yet
-            try:
-                record = loads(line)
-                kind = record.get("kind")
-            except orjson.JSONDecodeError:
-                if not line.strip():
-                    continue
-                raise LogError(path, "line is not JSON", line=number) from None
-            except AttributeError:
-                raise LogError(path, "line is not a JSON object", line=number) from None
-            if kind is None or kind == "round":
-                if record.get("schema") != SCHEMA:
-                    raise LogError(path, "not a shadow-burnin round record", line=number)
-                if "source" in record:
-                    at[1] += record["source"] == "legacy"
-                yield record
-            else:
-                other.append(record)
-
-    with open_log(path) as fh:
-        try:
-            builder.add_all(rounds(fh))
-        except (KeyError, TypeError, AttributeError):
-            raise LogError(path, "not a shadow-burnin round record (fields)",
-                           line=at[0]) from None
-    imported = at[1]
-    return builder.build(), other, imported
 
 
 def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:

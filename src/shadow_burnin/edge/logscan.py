@@ -1,0 +1,183 @@
+"""``bench``'s hot path: a byte range of our own log folded into columns.
+
+The range is read in blocks of whole lines. Each block is decoded in one call by msgspec
+into small row structs holding only the fields a summary needs: the reply texts, by far
+the largest part of a line, are skipped without being decoded (only whether a text is
+``null`` is kept). A block the fast decoder cannot take as it is (a line that is not
+JSON, a field of an unexpected type, a record that is not ours) is folded again line by
+line with orjson, which either accepts it or raises a ``LogError`` naming the line:
+the two paths give the same columns (a test holds them to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+import orjson
+
+from ..core.records import SCHEMA
+from ..core.stats import ColumnBuilder, Columns
+from ..errors import LogError
+from .store import open_log
+
+BLOCK_BYTES = 8 << 20
+_NULL = msgspec.Raw(b"null")
+
+
+class SideRow(msgspec.Struct, gc=False):
+    """One side of a round, as much of it as a summary reads."""
+
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    error: str | None = None
+    text: msgspec.Raw = _NULL
+
+    @property
+    def replied(self) -> bool:
+        return self.error is None and self.text != _NULL
+
+
+class RoundRow(msgspec.Struct, gc=False):
+    """A log record, as much of it as a summary reads (non-round kinds are re-read whole).
+
+    Untracked by the garbage collector (``gc=False``: the rows hold no cycles), which
+    matters when a block decodes into thousands of them.
+    """
+
+    kind: str | None = None
+    schema: int | None = None
+    ts: str | None = None
+    bucket: str | None = None
+    category: str = ""
+    prompt_id: str = ""
+    prefix_match_chars: float | None = None
+    source: str | None = None
+    forensics: Any = None
+    refire: Any = None
+    v1: SideRow | None = None
+    v2: SideRow | None = None
+
+
+_DECODER = msgspec.json.Decoder(RoundRow)
+
+
+def scan_range(path: Path, start: int, end: int | None
+               ) -> tuple[Columns, list[dict[str, Any]], int]:
+    """Fold the lines that *start* in [start, end) (``end`` None: to the end of the file).
+
+    Returns the columns, the non-round records in order, and how many rounds were
+    imported from the earlier tool. Line numbers in errors count from ``start``; they
+    are the file's own when ``start`` is 0. A torn last line is not a round yet.
+    """
+    builder = ColumnBuilder()
+    other: list[dict[str, Any]] = []
+    imported = 0
+    with open_log(path) as fh:
+        for offset, buf, n in _blocks(fh, start, end):
+            imported += _fold(path, buf, n, _LinesBefore(path, start, offset), builder, other)
+    return builder.build(), other, imported
+
+
+class _LinesBefore:
+    """The number of lines between ``start`` and ``offset``, counted only for an error."""
+
+    def __init__(self, path: Path, start: int, offset: int) -> None:
+        self.path, self.start, self.offset = path, start, offset
+
+    def __call__(self) -> int:
+        with self.path.open("rb") as fh:
+            if self.start:
+                fh.seek(self.start - 1)
+                fh.readline()
+            left, lines = self.offset - fh.tell(), 0
+            while left > 0:
+                chunk = fh.read(min(left, BLOCK_BYTES))
+                if not chunk:
+                    break
+                lines, left = lines + chunk.count(b"\n"), left - len(chunk)
+        return lines
+
+
+def _blocks(fh: BinaryIO, start: int, end: int | None) -> Iterator[tuple[int, bytes, int]]:
+    """``(offset, buf, n)``: ``buf[:n]`` is a block of whole lines at ``offset`` in the file.
+
+    Each read starts at the first byte not yet yielded (no copying of partial lines); a
+    line longer than a block doubles the read.
+    """
+    if start:
+        fh.seek(start - 1)
+        start = start - 1 + len(fh.readline())  # the line that began before us is not ours
+    pos, size = start, BLOCK_BYTES
+    while end is None or pos < end:
+        fh.seek(pos)
+        buf = fh.read(size)
+        at_eof = len(buf) < size
+        if end is not None and pos + len(buf) >= end:
+            # lines that start before ``end`` are ours, the last one up to its newline
+            cut = buf.find(b"\n", end - pos - 1)
+            if cut >= 0:
+                yield pos, buf, cut + 1
+                return
+        cut = buf.rfind(b"\n") + 1
+        if cut:
+            yield pos, buf, cut
+            pos, size = pos + cut, BLOCK_BYTES
+        elif at_eof:
+            return  # what is left after the last newline is a torn line, not a round
+        else:
+            size *= 2
+
+
+def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
+          builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
+    try:
+        rows = _DECODER.decode_lines(memoryview(buf)[:n])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _fold_slow(path, buf[:n], first_line, builder, other)
+    rounds = [r for r in rows if r.kind is None or r.kind == "round"]
+    if any(r.schema != SCHEMA for r in rounds) or not builder.add_rows(rounds):
+        return _fold_slow(path, buf[:n], first_line, builder, other)
+    if len(rounds) < len(rows):
+        lines = [line for line in buf.split(b"\n") if line.strip()]  # the rows' lines first
+        other.extend(orjson.loads(line) for line, r in zip(lines, rows, strict=False)
+                     if r.kind is not None and r.kind != "round")
+    return sum(r.source == "legacy" for r in rounds if r.source is not None)
+
+
+def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
+               builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
+    """Line by line, for the exact error: the reference the fast path is held to."""
+    at = [0, 0]  # [line number in the block, imported legacy rounds]
+
+    def fail(reason: str) -> LogError:
+        return LogError(path, reason, line=first_line() + at[0])
+
+    def rounds() -> Iterator[dict[str, Any]]:
+        for line in block.split(b"\n")[:-1]:
+            at[0] += 1
+            try:
+                record = orjson.loads(line)
+                kind = record.get("kind")
+            except orjson.JSONDecodeError:
+                if not line.strip():
+                    continue
+                raise fail("line is not JSON") from None
+            except AttributeError:
+                raise fail("line is not a JSON object") from None
+            if kind is None or kind == "round":
+                if record.get("schema") != SCHEMA:
+                    raise fail("not a shadow-burnin round record")
+                if "source" in record:
+                    at[1] += record["source"] == "legacy"
+                yield record
+            else:
+                other.append(record)
+
+    try:
+        builder.add_all(rounds())
+    except (KeyError, TypeError, AttributeError):
+        raise fail("not a shadow-burnin round record (fields)") from None
+    return at[1]

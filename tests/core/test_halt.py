@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter, deque
+
 from shadow_burnin.core.halt import (
     ACK_EVENT,
     HALT_EVENT,
+    SLOTS,
     HaltConfig,
     HaltDetector,
     ack_event,
@@ -111,3 +115,113 @@ def test_halt_status_folds_events_in_order() -> None:
     assert not st.active and st.since == T0 + 60 and (st.halts, st.acks) == (1, 1)
     again = halt_status([halt, ack, dict(halt, round=90)])
     assert again.active and again.halt["round"] == 90
+
+
+class Reference:
+    """The per-round definition (one tuple per parity round, unbounded): what the slotted
+    detector must equal whenever no two rounds share a slot."""
+
+    def __init__(self, cfg: HaltConfig) -> None:
+        self.cfg, self.active, self.since, self.nm = cfg, False, None, 0
+        self.rounds: deque[tuple[float, bool, str, str]] = deque()
+
+    def feed(self, r: dict) -> tuple | None:
+        t = epoch(r["ts"])
+        if self.since is not None and t < self.since:
+            return None
+        if r["bucket"] in ("exact", "prefix-only", "no-match"):
+            self.rounds.append((t, r["bucket"] == "no-match", r["prompt_id"], r["category"]))
+            self.nm += self.rounds[-1][1]
+        while self.rounds and self.rounds[0][0] <= t - self.cfg.window_s:
+            self.nm -= self.rounds.popleft()[1]
+        n, nm = len(self.rounds), self.nm
+        if self.active or n < self.cfg.min_rounds or nm <= self.cfg.threshold * n:
+            return None
+        self.active = True
+        seen, bad, cat = Counter(), Counter(), {}
+        for _t, b, p, c in self.rounds:
+            seen[p] += 1
+            bad[p] += b
+            cat[p] = c
+        ranked = sorted((p for p in bad if bad[p]), key=lambda p: (-bad[p], p))
+        return (r["round"], n, nm, [(p, cat[p], bad[p], seen[p]) for p in ranked[:5]])
+
+    def acknowledge(self, t: float) -> None:
+        self.active = False
+        self.since = t if self.since is None else max(self.since, t)
+        while self.rounds and self.rounds[0][0] < self.since:
+            self.nm -= self.rounds.popleft()[1]
+
+
+def _random_run(rng: random.Random, n: int, min_gap: float, max_gap: float) -> list[dict]:
+    out, t = [], T0 + rng.random() * 100
+    p_bad = 0.05
+    for i in range(n):
+        if rng.random() < 0.02:  # spikes come and go
+            p_bad = rng.choice([0.0, 0.05, 0.3, 0.8])
+        u = rng.random()
+        bucket = ("v2-unreachable" if u < 0.05 else "no-match" if u < 0.05 + p_bad
+                  else rng.choice(["exact", "exact", "prefix-only"]))
+        pid = f"p{rng.randrange(12)}"
+        out.append({"round": i + 1, "ts": iso(t), "bucket": bucket, "prompt_id": pid,
+                    "category": f"c{int(pid[1:]) % 3}"})
+        t += rng.uniform(min_gap, max_gap)
+    return out
+
+
+def test_equals_the_per_round_definition_when_rounds_do_not_share_a_slot() -> None:
+    # window 360 s → 0.1 s slots; rounds ≥ 0.15 s apart: never two in one slot, so the
+    # slotted detector must be exact (halts, windows, worst prompts), acks included
+    for seed in range(6):
+        rng = random.Random(seed)
+        cfg = HaltConfig(window_s=360.0, min_rounds=30, threshold=0.2)
+        det, ref = HaltDetector(cfg), Reference(cfg)
+        halts = 0
+        for r in _random_run(rng, 4000, 0.15, 3.0):
+            got, want = det.feed(r), ref.feed(r)
+            halts += got is not None
+            assert (got is None) == (want is None), (seed, r["round"])
+            if got is not None:
+                w = got.window
+                worst = [(x["prompt_id"], x["category"], x["no_match"], x["parity_rounds"])
+                         for x in got.worst_prompts]
+                assert (got.round, w.parity_rounds, w.no_match, worst) == want
+                ack = epoch(r["ts"]) + rng.choice([0.0, 0.001, 5.0])
+                det.acknowledge(ack)
+                ref.acknowledge(ack)
+            w = det.window()
+            n = len(ref.rounds)
+            assert (w.parity_rounds if w else 0) == n
+            assert (w.no_match if w else 0) == ref.nm
+        assert halts >= 3, seed
+
+
+def test_memory_is_bounded_at_any_round_rate() -> None:
+    # 1 000 rounds/s for 3 windows: the window holds ≤ SLOTS + 2 entries, not 60 000 rounds
+    cfg = HaltConfig(window_s=20.0, min_rounds=30, threshold=0.5)
+    det = HaltDetector(cfg)
+    for i in range(60_000):
+        t = T0 + i / 1000
+        det.feed({"round": i + 1, "ts": "", "bucket": "no-match" if i % 5 == 0 else "exact",
+                  "prompt_id": f"p{i % 16}", "category": "c"}, t)
+    assert len(det._slots) <= SLOTS + 2
+    assert max(len(s.prompts) for s in det._slots) <= 16
+    w = det.window()
+    assert 20_000 <= w.parity_rounds <= 20_000 + 20.0 / SLOTS * 1000 + 1
+    assert abs(w.no_match - w.parity_rounds / 5) <= 1
+
+
+def test_shared_slots_stay_within_one_slot_of_the_window() -> None:
+    # many rounds per slot: the count lies between the exact windows W and W + slot width
+    cfg = HaltConfig(window_s=36.0, min_rounds=10**9)  # 10 ms slots; never triggers
+    rng = random.Random(3)
+    run = _random_run(rng, 20_000, 0.0, 0.004)
+    det = HaltDetector(cfg)
+    narrow, wide = Reference(cfg), Reference(HaltConfig(window_s=36.0 + 36.0 / SLOTS,
+                                                        min_rounds=10**9))
+    for r in run:
+        det.feed(r)
+        narrow.feed(r)
+        wide.feed(r)
+        n = det.window().parity_rounds
+        assert len(narrow.rounds) <= n <= len(wide.rounds)

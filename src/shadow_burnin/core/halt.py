@@ -7,6 +7,13 @@ forgave. When the window holds at least ``min_rounds`` parity rounds and its no-
 share is above ``threshold``, a halt is raised. A raised halt stays active until it is
 acknowledged; the detector does not raise another meanwhile.
 
+Memory is bounded whatever the round rate: the window is kept as at most
+``SLOTS`` + 2 entries. Rounds that started in the same slot of a fixed grid (``window /
+SLOTS`` wide: 1 s for the default hour) share one entry of counters, which leaves the
+window when the newest of its rounds does; a slot's older rounds may so stay up to one
+slot width longer than ``window``. A round alone in its slot (any run slower than one
+round per slot, e.g. the default 2.5 s interval) is exact.
+
 Times are the log's round timestamps (epoch seconds), never the clock, so the same log
 always gives the same halts. The halt and its acknowledgement are logged as event
 records; :func:`halt_status` folds them back.
@@ -14,6 +21,7 @@ records; :func:`halt_status` folds them back.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +31,33 @@ from typing import Any
 HALT_EVENT = "halt"
 ACK_EVENT = "ack-halt"
 _PARITY = {"exact", "prefix-only", "no-match"}
+SLOTS = 3600  # grid slots per window: bounds the detector's memory
+
+
+class _Slot:
+    """The parity rounds of one grid slot: counts, and per prompt ``[seen, no_match]``."""
+
+    __slots__ = ("first", "key", "last", "n", "no_match", "prompts")
+
+    def __init__(self, key: int, t: float) -> None:
+        self.key = key
+        self.first = t
+        self.last = t
+        self.n = 0
+        self.no_match = 0
+        self.prompts: dict[str, list[int]] = {}
+
+    def add(self, t: float, nm: bool, prompt_id: str) -> None:
+        self.first = min(self.first, t)
+        self.last = max(self.last, t)
+        self.n += 1
+        self.no_match += nm
+        counts = self.prompts.get(prompt_id)
+        if counts is None:
+            self.prompts[prompt_id] = [1, int(nm)]
+        else:
+            counts[0] += 1
+            counts[1] += nm
 
 
 @dataclass(frozen=True)
@@ -91,9 +126,13 @@ class HaltDetector:
         self.config = config
         self.active = active
         self.since = since
-        # (t, no_match, prompt_id, category) of the parity rounds in the window
-        self._rounds: deque[tuple[float, bool, str, str]] = deque()
+        self._slot_s = max(config.window_s, 1e-9) / SLOTS
+        # the parity rounds in the window, one entry per grid slot, oldest first
+        self._slots: deque[_Slot] = deque()
+        self._n = 0
         self._no_match = 0
+        self._category: dict[str, str] = {}  # prompt id → category of its latest round
+        self._sealed = False  # after an acknowledgement: the next round opens a new entry
 
     def feed(self, record: Mapping[str, Any], t: float | None = None) -> HaltTrigger | None:
         """Fold one round record; a trigger when this round raises a halt."""
@@ -104,14 +143,12 @@ class HaltDetector:
         if self.since is not None and t < self.since:
             return None
         if record.get("bucket") in _PARITY:
-            nm = record["bucket"] == "no-match"
-            self._rounds.append((t, nm, str(record.get("prompt_id", "")),
-                                 str(record.get("category", ""))))
-            self._no_match += nm
+            self._add(t, record["bucket"] == "no-match", str(record.get("prompt_id", "")),
+                      str(record.get("category", "")))
         self._expire(t)
         if self.active:
             return None
-        n = len(self._rounds)
+        n = self._n
         cfg = self.config
         if n < cfg.min_rounds or self._no_match <= cfg.threshold * n:
             return None
@@ -122,34 +159,57 @@ class HaltDetector:
                            cfg.threshold, cfg.window_s, self._worst())
 
     def acknowledge(self, t: float) -> None:
-        """An ``ack-halt`` at ``t``: clear the halt, count only rounds after ``t``."""
+        """An ``ack-halt`` at ``t``: clear the halt, count only rounds after ``t``.
+
+        An entry holding any round before ``t`` is forgiven whole."""
         self.active = False
         self.since = t if self.since is None else max(self.since, t)
-        while self._rounds and self._rounds[0][0] < self.since:
-            self._no_match -= self._rounds.popleft()[1]
+        slots = self._slots
+        while slots and slots[0].first < self.since:
+            self._drop(slots.popleft())
+        self._sealed = True
 
     def window(self) -> WindowFigures | None:
-        if not self._rounds:
+        if not self._slots:
             return None
-        return WindowFigures(self._rounds[0][0], self._rounds[-1][0], len(self._rounds),
+        return WindowFigures(self._slots[0].first, self._slots[-1].last, self._n,
                              self._no_match)
+
+    def _add(self, t: float, nm: bool, prompt_id: str, category: str) -> None:
+        key = math.floor(t / self._slot_s)
+        slots = self._slots
+        if slots and slots[-1].key == key and not self._sealed:
+            slot = slots[-1]
+        else:
+            slot = _Slot(key, t)
+            slots.append(slot)
+            self._sealed = False
+        slot.add(t, nm, prompt_id)
+        self._n += 1
+        self._no_match += nm
+        self._category[prompt_id] = category
+
+    def _drop(self, slot: _Slot) -> None:
+        self._n -= slot.n
+        self._no_match -= slot.no_match
 
     def _expire(self, t: float) -> None:
         edge = t - self.config.window_s
-        rounds = self._rounds
-        while rounds and rounds[0][0] <= edge:
-            self._no_match -= rounds.popleft()[1]
+        slots = self._slots
+        while slots and slots[0].last <= edge:
+            self._drop(slots.popleft())
+        if not slots:
+            self._category.clear()
 
     def _worst(self) -> list[dict[str, Any]]:
         seen: Counter[str] = Counter()
         bad: Counter[str] = Counter()
-        category: dict[str, str] = {}
-        for _t, nm, pid, cat in self._rounds:
-            seen[pid] += 1
-            bad[pid] += nm
-            category[pid] = cat
+        for slot in self._slots:
+            for pid, (n, nm) in slot.prompts.items():
+                seen[pid] += n
+                bad[pid] += nm
         ranked = sorted((p for p in bad if bad[p]), key=lambda p: (-bad[p], p))
-        return [{"prompt_id": p, "category": category[p], "no_match": bad[p],
+        return [{"prompt_id": p, "category": self._category.get(p, ""), "no_match": bad[p],
                  "parity_rounds": seen[p]} for p in ranked[: self.config.worst]]
 
 

@@ -2,6 +2,8 @@
 
 Usage: python benchmarks/bench_1m.py [--rounds 1000000] [--repeat 3] [--keep DIR]
 Target (issue 2): < 5 s and < 1 GB RSS. Prints the median of the repeats; asserts nothing.
+The log is shaped like a real one: non-exact rounds carry forensics and a re-fire, and
+every 10th round is followed by its A/A record (``--aa-every 10``), 1.1 M lines in all.
 """
 
 from __future__ import annotations
@@ -49,12 +51,23 @@ def generate(path: Path, rounds: int, seed: int = 1) -> None:
                 bucket, div, pm = "v2-unreachable", None, None
             ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_780_000_000 + n * 2.5))
             cat = cats[n % 32]
-            fh.write(orjson.dumps({
+            record = {
                 "schema": 1, "round": n, "ts": f"{ts}.{n % 1000:03d}Z",
                 "prompt_id": f"{cat}-{n % 7:02d}", "category": cat, "bucket": bucket,
                 "divergence_byte": div, "prefix_match_chars": pm, "v1": side1, "v2": side2,
                 "first": "v1" if n % 2 else "v2", "setup": "0123456789abcdef", "seed": 7,
-                "cursor": n - 1}) + b"\n")
+                "cursor": n - 1}
+            if bucket in ("no-match", "prefix-only"):  # as the runner's forensics write them
+                record["forensics"] = {"divergence_token": rng.randint(0, 30), "swing": 0.04,
+                                       "verdict": rng.choice(["near-tie", "regression"])}
+                record["refire"] = {"outcome": "reproducible", "n": 1}
+            fh.write(orjson.dumps(record) + b"\n")
+            if n % 10 == 0:  # the A/A record of every 10th round (--aa-every 10)
+                fh.write(orjson.dumps({
+                    "kind": "aa", "schema": 1, "round": n, "ts": record["ts"],
+                    "prompt_id": record["prompt_id"], "category": cat, "target": "v1",
+                    "bucket": "exact", "divergence_byte": None, "prefix_match_chars": len(text),
+                    "a": side1, "b": side1, "setup": "0123456789abcdef"}) + b"\n")
 
 
 def main() -> None:
@@ -65,7 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="sb-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / f"bench-v2-{args.rounds}.jsonl"
+    log = workdir / f"bench-v3-{args.rounds}.jsonl"
     if not log.exists():
         t0 = time.perf_counter()
         generate(log, args.rounds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shadow_burnin.core.columns import BUCKET_CODE, Columns
 from shadow_burnin.core.figures import bootstrap_p95_gap, halt_figures, log_figures, ppl_figures
 from shadow_burnin.core.gates import (
     DEFAULT_GATES,
@@ -18,7 +19,7 @@ from shadow_burnin.core.gates import (
     merge_specs,
 )
 from shadow_burnin.core.halt import HaltStatus
-from shadow_burnin.core.stats import BUCKET_CODE, Columns, summarise
+from shadow_burnin.core.stats import summarise
 
 
 def spec(comparator: str, target: float, **kw) -> GateSpec:

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from shadow_burnin.core.stats import ColumnBuilder, percentiles, summarise, wilson
+from shadow_burnin.core.columns import ColumnBuilder
+from shadow_burnin.core.stats import percentiles, summarise, wilson
 
 
 def rec(bucket: str, v1: float | None = 100.0, v2: float | None = 120.0, *,

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .columns import NOMATCH, PREFIX, Columns
 from .outcomes import CAUSES, REFIRE_OUTCOMES
-from .stats import NOMATCH, PREFIX, Columns
 from .verdict import VERDICTS
 
 BIN_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128)

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from .columns import Columns
 from .drift import Drift
 from .gates import Figure
 from .halt import HaltStatus, epoch
-from .stats import Columns, Summary
+from .stats import Summary
 
 BOOTSTRAP_BUDGET = 50_000_000  # resamples × rounds: keeps the bootstrap to about a second
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..core.columns import ColumnBuilder, Columns, concat_columns
 from ..core.records import BUCKETS, SCHEMA
-from ..core.stats import ColumnBuilder, Columns, concat_columns
 from ..errors import LogError
 from . import legacy
 from .logscan import scan_range
@@ -51,6 +51,9 @@ class Window:
 
 @dataclass
 class LogScan:
+    """Round records as columns; ``other``: the rest in log order, events whole and A/A
+    records without their two replies (``logscan.AA_FIELDS``)."""
+
     columns: Columns
     other: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

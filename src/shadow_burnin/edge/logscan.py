@@ -16,15 +16,18 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
+import numpy as np
 import orjson
 
-from ..core.records import SCHEMA
-from ..core.stats import ColumnBuilder, Columns
+from ..core.columns import BUCKET_CODE, ColumnBuilder, Columns, part
+from ..core.outcomes import forensic_codes
+from ..core.records import SCHEMA, SIDES
 from ..errors import LogError
 from .store import open_log
 
 BLOCK_BYTES = 8 << 20
 _NULL = msgspec.Raw(b"null")
+NAN = float("nan")
 
 
 class SideRow(msgspec.Struct, gc=False):
@@ -35,13 +38,9 @@ class SideRow(msgspec.Struct, gc=False):
     error: str | None = None
     text: msgspec.Raw = _NULL
 
-    @property
-    def replied(self) -> bool:
-        return self.error is None and self.text != _NULL
-
 
 class RoundRow(msgspec.Struct, gc=False):
-    """A log record, as much of it as a summary reads (non-round kinds are re-read whole).
+    """A log record, as much of it as a summary reads (an event is re-read whole).
 
     Untracked by the garbage collector (``gc=False``: the rows hold no cycles), which
     matters when a block decodes into thousands of them.
@@ -51,10 +50,12 @@ class RoundRow(msgspec.Struct, gc=False):
     schema: int | None = None
     ts: str | None = None
     bucket: str | None = None
-    category: str = ""
-    prompt_id: str = ""
+    category: str | None = ""
+    prompt_id: str | None = ""
     prefix_match_chars: float | None = None
     source: str | None = None
+    round: int | None = None  # of an A/A record
+    target: str | None = None
     forensics: Any = None
     refire: Any = None
     v1: SideRow | None = None
@@ -135,16 +136,58 @@ def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
           builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
     try:
         rows = _DECODER.decode_lines(memoryview(buf)[:n])
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        rounds = [r for r in rows if r.kind is None or r.kind == "round"]
+        columns = _columns(rounds)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        columns = None
+    if columns is None:
         return _fold_slow(path, buf[:n], first_line, builder, other)
-    rounds = [r for r in rows if r.kind is None or r.kind == "round"]
-    if any(r.schema != SCHEMA for r in rounds) or not builder.add_rows(rounds):
-        return _fold_slow(path, buf[:n], first_line, builder, other)
+    builder.add_part(columns)
     if len(rounds) < len(rows):
-        lines = [line for line in buf.split(b"\n") if line.strip()]  # the rows' lines first
-        other.extend(orjson.loads(line) for line, r in zip(lines, rows, strict=False)
-                     if r.kind is not None and r.kind != "round")
+        if all(r.kind == "aa" for r in rows if r.kind is not None and r.kind != "round"):
+            other.extend({k: v for k in AA_FIELDS if (v := getattr(r, k)) not in (None, "")}
+                         for r in rows if r.kind == "aa")
+        else:  # events: whole, from their lines
+            lines = [line for line in buf.split(b"\n") if line.strip()]  # the rows' first
+            other.extend(_other(orjson.loads(line)) for line, r in zip(lines, rows, strict=False)
+                         if r.kind is not None and r.kind != "round")
     return sum(r.source == "legacy" for r in rounds if r.source is not None)
+
+
+def _columns(rounds: list[RoundRow]) -> Columns | None:
+    """The rows' columns, as ``ColumnBuilder.add_all`` folds the same records; None for a
+    row that is not a round of ours (the line-by-line fold then names it)."""
+    buckets = [BUCKET_CODE.get(r.bucket) for r in rounds]  # type: ignore[arg-type]
+    stamps = [r.ts for r in rounds]
+    if None in buckets or None in stamps or any(r.schema != SCHEMA for r in rounds):
+        return None
+    latency, ttft = {}, {}
+    for side in SIDES:
+        sides = [getattr(r, side) for r in rounds]
+        if None in sides:
+            return None
+        replied = np.fromiter((s.error is None and s.text != _NULL for s in sides), bool,
+                              len(sides))
+        latency[side] = np.where(replied, np.array([s.latency_ms for s in sides], float), NAN)
+        ttft[side] = np.where(replied, np.array([s.ttft_ms for s in sides], float), NAN)
+    fx = {i: forensic_codes(r.forensics, r.refire) for i, r in enumerate(rounds)
+          if r.forensics is not None or r.refire is not None}
+    return part(buckets, latency, ttft,  # type: ignore[arg-type]
+                np.array([r.prefix_match_chars for r in rounds], float),
+                [r.category for r in rounds], [r.prompt_id for r in rounds],  # type: ignore[misc]
+                stamps, fx)  # type: ignore[arg-type]
+
+
+# what a report reads of an A/A record: not its two replies
+AA_FIELDS = ("kind", "schema", "round", "ts", "prompt_id", "category", "target", "bucket",
+             "forensics")
+
+
+def _other(record: dict[str, Any]) -> dict[str, Any]:
+    """A non-round record as scans hand it on: events whole, A/A records without replies."""
+    if record.get("kind") == "aa":
+        return {k: v for k in AA_FIELDS if (v := record.get(k)) not in (None, "")}
+    return record
 
 
 def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
@@ -174,10 +217,12 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
                     at[1] += record["source"] == "legacy"
                 yield record
             else:
-                other.append(record)
+                other.append(_other(record))
 
     try:
         builder.add_all(rounds())
     except (KeyError, TypeError, AttributeError):
         raise fail("not a shadow-burnin round record (fields)") from None
+    except ValueError:
+        raise fail("record has no valid 'ts'") from None
     return at[1]

@@ -1,0 +1,228 @@
+"""Rounds as numpy columns: what every report is computed from (no texts are kept).
+
+A ``ColumnBuilder`` collects *parts*, each a ``Columns`` of consecutive rounds, and joins
+them in order. A part comes either from decoded log records (``add_all``: dicts, the
+reference fold) or from ready-made arrays (``add_part`` with ``part``: the fast log
+reader decodes blocks of lines straight into arrays). Both give the same columns:
+
+- ``latency``/``ttft`` per side: NaN where that side did not reply (an ``error``, or no
+  text) or did not report the figure;
+- ``prefix``: ``prefix_match_chars`` (NaN when null); ``ts``: round start, epoch seconds;
+- ``category``/``prompt``: indexes into ``categories``/``prompts``;
+- ``extra``: forensic codes per round (``FX_COLUMNS``; see ``core.outcomes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from .outcomes import NO_CODES, forensic_codes
+from .records import BUCKETS, PARITY_BUCKETS, SIDES
+
+BUCKET_CODE = {b: i for i, b in enumerate(BUCKETS)}
+EXACT, PREFIX, NOMATCH = (BUCKET_CODE[b] for b in PARITY_BUCKETS)
+FX_COLUMNS = (("verdict", np.int8), ("cause", np.int8), ("refire", np.int8),
+              ("div_token", np.int32))
+Codes = tuple[int, int, int, int]
+
+
+@dataclass
+class Columns:
+    bucket: np.ndarray
+    latency: dict[str, np.ndarray]
+    ttft: dict[str, np.ndarray]
+    prefix: np.ndarray
+    category: np.ndarray
+    prompt: np.ndarray
+    ts: np.ndarray
+    categories: list[str]
+    prompts: list[str]
+    # forensics per round: verdict, cause, refire (codes of core.verdict), div_token (−1)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.bucket.size)
+
+    def select(self, mask: np.ndarray) -> Columns:
+        """The rows where ``mask`` is true (category/prompt names kept)."""
+        return Columns(
+            bucket=self.bucket[mask], latency={s: v[mask] for s, v in self.latency.items()},
+            ttft={s: v[mask] for s, v in self.ttft.items()}, prefix=self.prefix[mask],
+            category=self.category[mask], prompt=self.prompt[mask], ts=self.ts[mask],
+            categories=self.categories, prompts=self.prompts,
+            extra={k: v[mask] for k, v in self.extra.items()},
+        )
+
+
+def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, Any],
+         prefix: Any, category: Sequence[str], prompt: Sequence[str], ts: list[str],
+         fx: Mapping[int, Codes]) -> Columns:
+    """Columns of consecutive rounds from per-row values (arrays or lists; None → NaN).
+
+    ``category``/``prompt`` are names, indexed here; ``fx`` maps a row to its forensic
+    codes (rows without are left out).
+    """
+    categories: dict[str, int] = {}
+    prompts: dict[str, int] = {}
+    return Columns(
+        bucket=np.asarray(bucket, dtype=np.int8),
+        latency={s: np.asarray(latency[s], dtype=np.float64) for s in SIDES},
+        ttft={s: np.asarray(ttft[s], dtype=np.float64) for s in SIDES},
+        prefix=np.asarray(prefix, dtype=np.float64),
+        category=np.array([categories.setdefault(c, len(categories)) for c in category],
+                          dtype=np.int32),
+        prompt=np.array([prompts.setdefault(p, len(prompts)) for p in prompt], dtype=np.int32),
+        ts=epoch_seconds(ts),
+        categories=list(categories),
+        prompts=list(prompts),
+        extra=fx_columns(fx, len(bucket)),
+    )
+
+
+class ColumnBuilder:
+    """Parts of consecutive rounds, joined in order by ``build``."""
+
+    def __init__(self) -> None:
+        self._parts: list[Columns] = []
+
+    def add_part(self, columns: Columns) -> None:
+        if len(columns):
+            self._parts.append(columns)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Fold one round (see ``add_all``)."""
+        self.add_all((record,))
+
+    def add_all(self, records: Iterable[dict[str, Any]]) -> None:
+        """Fold round records (dicts as decoded from the log): the reference fold.
+
+        All or nothing: KeyError/TypeError/AttributeError for a record of the wrong
+        shape, ValueError for a ``ts`` that is not an ISO-8601 time.
+        """
+        bucket: list[int] = []
+        lat: dict[str, list[float | None]] = {s: [] for s in SIDES}
+        ttft: dict[str, list[float | None]] = {s: [] for s in SIDES}
+        prefix: list[float | None] = []
+        cats: list[str] = []
+        prompts: list[str] = []
+        ts: list[str] = []
+        fx: dict[int, Codes] = {}
+        for record in records:
+            bucket.append(BUCKET_CODE[record["bucket"]])
+            for side in SIDES:
+                reply = record[side]
+                replied = reply.get("error") is None and reply.get("text") is not None
+                lat[side].append(reply.get("latency_ms") if replied else None)
+                ttft[side].append(reply.get("ttft_ms") if replied else None)
+            prefix.append(record.get("prefix_match_chars"))
+            cats.append(record.get("category", ""))
+            prompts.append(record.get("prompt_id", ""))
+            stamp = record["ts"]
+            datetime.fromisoformat(stamp)  # TypeError/ValueError for a bad one, here
+            ts.append(stamp)
+            forensics, refire = record.get("forensics"), record.get("refire")
+            if forensics is not None or refire is not None:
+                fx[len(bucket) - 1] = forensic_codes(forensics, refire)
+        self.add_part(part(bucket, lat, ttft, prefix, cats, prompts, ts, fx))
+
+    def build(self) -> Columns:
+        return concat_columns(self._parts)
+
+
+def fx_columns(codes: Mapping[int, Codes], n: int) -> dict[str, np.ndarray]:
+    """Forensic code columns for ``n`` rounds; rows missing from ``codes`` have none."""
+    table = np.tile(np.array(NO_CODES, dtype=np.int32), (n, 1))
+    if codes:
+        table[np.fromiter(codes, dtype=np.int64, count=len(codes))] = list(codes.values())
+    return {name: table[:, i].astype(kind) for i, (name, kind) in enumerate(FX_COLUMNS)}
+
+
+def concat_columns(parts: list[Columns]) -> Columns:
+    """Join columns built separately (per block, per file range), re-indexing names."""
+    if len(parts) == 1:
+        return parts[0]
+    categories: dict[str, int] = {}
+    prompts: dict[str, int] = {}
+    cat_parts, prompt_parts = [], []
+    for p in parts:
+        cat_map = np.array([categories.setdefault(c, len(categories)) for c in p.categories]
+                           or [0], dtype=np.int32)
+        prompt_map = np.array([prompts.setdefault(q, len(prompts)) for q in p.prompts]
+                              or [0], dtype=np.int32)
+        cat_parts.append(cat_map[p.category])
+        prompt_parts.append(prompt_map[p.prompt])
+
+    def cat(arrays: list[np.ndarray], kind: Any) -> np.ndarray:
+        return np.concatenate(arrays).astype(kind) if arrays else np.empty(0, dtype=kind)
+
+    return Columns(
+        bucket=cat([p.bucket for p in parts], np.int8),
+        latency={s: cat([p.latency[s] for p in parts], np.float64) for s in SIDES},
+        ttft={s: cat([p.ttft[s] for p in parts], np.float64) for s in SIDES},
+        prefix=cat([p.prefix for p in parts], np.float64),
+        category=cat(cat_parts, np.int32),
+        prompt=cat(prompt_parts, np.int32),
+        ts=cat([p.ts for p in parts], np.float64),
+        categories=list(categories),
+        prompts=list(prompts),
+        extra={name: cat([p.extra[name] for p in parts], kind) for name, kind in FX_COLUMNS},
+    )
+
+
+def epoch_seconds(stamps: list[str]) -> np.ndarray:
+    """ISO-8601 UTC stamps (``…Z`` or ``+00:00``) → float epoch seconds, vectorised."""
+    if not stamps:
+        return np.empty(0, dtype=np.float64)
+    fast = _epoch_seconds_fixed(stamps)
+    if fast is not None:
+        return fast
+    if all(s.endswith("Z") for s in stamps):
+        try:
+            parsed = np.array([s[:-1] for s in stamps]).astype("datetime64[us]")
+            return parsed.astype(np.int64) / 1e6
+        except ValueError:
+            pass
+    return np.array([datetime.fromisoformat(s).timestamp() for s in stamps])
+
+
+_FIXED = b"0000-00-00T00:00:00.000Z"  # the runner's stamp: digits where the zeros are
+_DIGITS = np.frombuffer(_FIXED, dtype=np.uint8) == ord("0")
+
+
+def _epoch_seconds_fixed(stamps: list[str]) -> np.ndarray | None:
+    """The common case, millions of ``YYYY-MM-DDTHH:MM:SS.mmmZ`` stamps, as array arithmetic.
+
+    None when any stamp has another shape (or an impossible date): the caller parses
+    those. Same result as the general path, to the microsecond.
+    """
+    try:
+        raw = np.array(stamps, dtype=f"S{len(_FIXED) + 1}")
+    except UnicodeEncodeError:
+        return None
+    b = raw.view(np.uint8).reshape(len(stamps), len(_FIXED) + 1)
+    seps = np.frombuffer(_FIXED, dtype=np.uint8)[~_DIGITS]
+    digits = b[:, :-1][:, _DIGITS]
+    if (b[:, -1].any() or not (b[:, :-1][:, ~_DIGITS] == seps).all()
+            or ((digits < ord("0")) | (digits > ord("9"))).any()):
+        return None
+    d = digits.astype(np.int32) - ord("0")
+    year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
+    month, day, hour, minute, sec = (d[:, i] * 10 + d[:, i + 1] for i in range(4, 14, 2))
+    millis = d[:, 14] * 100 + d[:, 15] * 10 + d[:, 16]
+    if ((month < 1) | (month > 12) | (day < 1) | (hour > 23) | (minute > 59) | (sec > 59)).any():
+        return None
+    # month start and length from a table over the months present (a few, usually)
+    months = (year - 1970) * 12 + month - 1
+    low = int(months.min())
+    table = np.arange(low, int(months.max()) + 2).astype("datetime64[M]")
+    table = table.astype("datetime64[D]").astype(np.int64)
+    start, length = table[months - low], np.diff(table)[months - low]
+    if (day > length).any():
+        return None
+    seconds = (start + day - 1) * 86400 + hour * 3600 + minute * 60 + sec
+    return (seconds * 1_000_000 + millis * 1000) / 1e6

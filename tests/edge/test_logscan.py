@@ -141,6 +141,8 @@ def test_a_torn_last_line_is_not_a_round(tmp_path: Path) -> None:
      "not a shadow-burnin round record"),
     (b'{"schema": 1, "ts": "2026-11-27T23:00:00.000Z", "bucket": "exact"}',
      "not a shadow-burnin round record (fields)"),
+    (b'{"schema": 1, "ts": "yesterday", "bucket": "exact", "v1": {"text": "a"}, '
+     b'"v2": {"text": "a"}}', "record has no valid 'ts'"),
 ])
 def test_a_bad_line_deep_in_the_log_is_named_by_its_number(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: bytes, message: str) -> None:

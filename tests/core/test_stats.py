@@ -26,8 +26,7 @@ def rec(bucket: str, v1: float | None = 100.0, v2: float | None = 120.0, *,
 
 def summary_of(records: list[dict]):
     b = ColumnBuilder()
-    for i, r in enumerate(records):
-        b.add({**r, "ts": f"2026-01-01T00:00:{i % 60:02d}.000Z"})
+    b.add_all({**r, "ts": f"2026-01-01T00:00:{i % 60:02d}.000Z"} for i, r in enumerate(records))
     return summarise(b.build())
 
 

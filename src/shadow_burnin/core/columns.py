@@ -94,10 +94,6 @@ class ColumnBuilder:
         if len(columns):
             self._parts.append(columns)
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Fold one round (see ``add_all``)."""
-        self.add_all((record,))
-
     def add_all(self, records: Iterable[dict[str, Any]]) -> None:
         """Fold round records (dicts as decoded from the log): the reference fold.
 

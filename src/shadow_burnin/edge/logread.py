@@ -112,8 +112,7 @@ def scan(path: Path, window: Window | None = None) -> LogScan:
     imported = 0
     notes: list[str] = []
     if legacy.is_legacy_log(path):
-        for _number, _t, record in iter_records(path):
-            builder.add(record)
+        builder.add_all(record for _number, _t, record in iter_records(path))
         notes.append(legacy.NOTE)
         columns = builder.build()
     else:

@@ -129,3 +129,46 @@ def test_state_apply_ignores_legacy_cursor() -> None:
     st.apply({**record(1), "source": "legacy", "cursor": None, "seed": None, "setup": None})
     st.apply(record(2, cursor=0))
     assert (st.last_round, st.cursor) == (2, 1)
+
+
+def test_writers_from_two_threads_are_serialised(paths: tuple[Path, Path]) -> None:
+    # the runner commits from a worker thread while the halt watch may append an event
+    # from the loop thread: every line stays whole and the state matches the log
+    import threading
+
+    log, state = paths
+    with Store(log, state) as store:
+        seen: list[State] = []
+
+        def rounds(start: int) -> None:
+            for i in range(start, start + 200, 2):
+                store.append_many([record(i), record(i + 1)])
+
+        def events() -> None:
+            for i in range(100):
+                store.append({"kind": "event", "event": "note", "ts": "x", "n": i})
+                seen.append(store.state)
+
+        workers = [threading.Thread(target=rounds, args=(1,)),
+                   threading.Thread(target=events)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        lines = log.read_bytes().splitlines()
+        assert len(lines) == 300 and all(orjson.loads(line) for line in lines)
+        assert store.state.log_size == log.stat().st_size
+        saved = orjson.loads(state.read_bytes())
+        assert saved["log_size"] == log.stat().st_size and saved["last_round"] == 200
+        # a reader holds a finished state, never one being applied
+        assert all(s.log_size <= log.stat().st_size for s in seen)
+        assert len({id(s) for s in seen}) == len(seen)
+
+
+def test_state_copy_is_independent() -> None:
+    a = State(counts={"exact": 1}, extra={"halt": {"active": True}})
+    b = a.copy()
+    b.apply(record(3, "exact"))
+    b.extra["x"] = 1
+    assert a.counts == {"exact": 1} and a.last_round == 0 and "x" not in a.extra
+    assert b.counts["exact"] == 2 and b.last_round == 3

@@ -1,7 +1,11 @@
 """The log (JSONL, source of truth) and the state (a resumable cache of it).
 
-Every round is one ``write(2)`` of one JSON line to a file opened with ``O_APPEND``,
-then the state file is replaced atomically (temp file, fsync, rename). On open the two
+Every batch of rounds (one round, or the rounds that finished together: group commit) is
+one ``write(2)`` of JSON lines to a file opened with ``O_APPEND`` and one fsync, then the
+state file is replaced atomically (temp file, fsync, rename). ``append_many`` may run in
+a worker thread (the runner keeps its event loop free meanwhile): a lock serialises
+writers, and ``Store.state`` is swapped for the new state only once it is saved, so a
+reader never sees a half-applied batch. On open the two
 are reconciled: a torn last line is moved to ``<log>.torn``; a state behind the log
 (crash between the append and the state write) is caught up from the log; a state ahead
 of the log or missing is rebuilt from the log. A lock file keeps a second writer out.
@@ -13,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +66,11 @@ class State:
                 self.seed = int(record["seed"])
             if record.get("setup") is not None:
                 self.setup = str(record["setup"])
+
+    def copy(self) -> State:
+        """An independent copy (``apply`` on it leaves this one alone)."""
+        return State(self.setup, self.last_round, dict(self.counts), self.cursor, self.seed,
+                     self.started_at, self.last_ts, self.log_size, dict(self.extra))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,8 +177,10 @@ class Store:
         self.log = log
         self.state_path = state_path
         self.state = State()
+        self._tmp = state_path.with_name(state_path.name + ".tmp")
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        self._writing = threading.Lock()  # one writer at a time (loop or worker thread)
 
     # -- opening ------------------------------------------------------------------
     def open(self) -> Recovery:
@@ -315,26 +327,34 @@ class Store:
         """Append records in one write and one fsync, then save the state once.
 
         On a write error the log is cut back to its last complete record and
-        StorageError is raised; the state still describes that record.
+        StorageError is raised; the state still describes that record. Thread-safe:
+        callers are serialised, and ``self.state`` is replaced by the new state after
+        it was saved (or, if only the state write failed, after the log append).
         """
         if self._fd is None:
             raise RuntimeError("store not open")
-        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
-        before = self.state.log_size
-        try:
-            written = os.write(self._fd, data)
-            while written < len(data):
-                written += os.write(self._fd, data[written:])
-            os.fsync(self._fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, before)
-            raise StorageError(f"{self.log}: cannot append round ({_why(exc)}); "
-                               "log and state left at the last complete round") from None
-        for record in records:
-            self.state.apply(record)
-        self.state.log_size = before + len(data)
-        self.save_state()
+        dumps = orjson.dumps
+        data = b"".join([dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records])
+        with self._writing:
+            state = self.state.copy()
+            before = state.log_size
+            try:
+                written = os.write(self._fd, data)
+                while written < len(data):
+                    written += os.write(self._fd, data[written:])
+                os.fsync(self._fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, before)
+                raise StorageError(f"{self.log}: cannot append round ({_why(exc)}); "
+                                   "log and state left at the last complete round") from None
+            for record in records:
+                state.apply(record)
+            state.log_size = before + len(data)
+            try:
+                self._write_state(state)
+            finally:
+                self.state = state  # the log holds these records, whatever the state file
 
     def save_state(self) -> None:
         """Replace the state file atomically: temp file, fsync, rename.
@@ -342,8 +362,12 @@ class Store:
         The directory is not fsynced: if a power cut loses the rename, the previous
         state is still there and is caught up from the log on the next start.
         """
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        data = orjson.dumps(self.state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+        with self._writing:
+            self._write_state(self.state)
+
+    def _write_state(self, state: State) -> None:
+        tmp = self._tmp
+        data = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:

@@ -300,9 +300,12 @@ def test_kill_between_temp_state_and_rename(tmp_path: Path, spawn_scripted: Any)
                           timeout=120)
     assert proc.returncode == -signal.SIGKILL
     run.check(replace_kill=True)
-    assert orjson.loads(run.state.read_bytes())["last_round"] == 2  # 2 renames happened
+    # 2 renames (commits) happened; the 3rd commit's temp file describes the whole log.
+    # A commit may hold 2 rounds even at concurrency 1: the next round is played while
+    # the commit thread writes.
+    renamed = orjson.loads(run.state.read_bytes())["last_round"]
     tmp = orjson.loads(run.tmp.read_bytes())
-    assert tmp["last_round"] == run.fig.rounds == 3
+    assert 2 <= renamed < tmp["last_round"] == run.fig.rounds
     run.clean(1, 2)  # caught up from the log; the stale temp file replaced
     assert run.fig.rounds == tmp["last_round"] + 2
 

@@ -126,10 +126,14 @@ def test_disk_full_real_then_freed(tmp_path: Path, full: Full, spawn_scripted: A
         recount(parse_lines(log.read_bytes()))
 
 
+# Each commit is one log write then one state write. The next round is played while a
+# commit runs (in the runner's commit thread), so even at concurrency 1 a commit may hold
+# two rounds: the 4th commit holds round 4 or a later one, and its state write's lag
+# behind the log is one commit (≥ 1 round).
 @pytest.mark.parametrize(("spec", "path", "lag"), [
-    ("enospc:write:7", "b.jsonl", 0),  # the 4th round's append fails
+    ("enospc:write:7", "b.jsonl", 0),  # the 4th commit's append fails
     ("short:write:7", "b.jsonl", 0),  # ... after writing half of it (cut back)
-    ("enospc:write:8", "b.state", 1),  # the 4th round is logged, its state write fails
+    ("enospc:write:8", "b.state", 1),  # the 4th commit is logged, its state write fails
     ("short:write:8", "b.state", 1),  # ... after writing half of the temp file
 ], ids=["log", "log-partial", "state", "state-partial"])
 def test_injected_enospc(tmp_path: Path, spawn_scripted: Any, spec: str, path: str,
@@ -142,7 +146,8 @@ def test_injected_enospc(tmp_path: Path, spawn_scripted: Any, spec: str, path: s
     line = one_error_line(err)
     assert code == 2 and "disk full" in line and str(tmp_path / path) in line, err
     n, st = check_valid(log, state)
-    assert (n, st["last_round"]) == (3 + lag, 3)
+    assert st["last_round"] >= 3  # three commits went through
+    assert n - st["last_round"] == 0 if lag == 0 else n - st["last_round"] >= lag
     assert not (tmp_path / "b.state.tmp").exists()  # the failed temp file was removed
     committed = log.read_bytes()
     code, err = run_cli(run_argv(CLI, v1, v1, log, prompts, "--rounds", "3"))

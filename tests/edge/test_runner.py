@@ -173,3 +173,113 @@ async def test_concurrency_commits_in_order(tmp_path: Path, scripted_server: Any
     log = await burn(tmp_path, a.url, b.url, rounds=40, concurrency=8)
     assert [r["round"] for r in log] == list(range(1, 41))
     assert [r["cursor"] for r in log] == list(range(40))
+
+
+class SlowStore(Store):
+    """A store whose commits take ``delay`` seconds (a slow disk), recording each batch,
+    the thread it ran on and the rounds already played meanwhile."""
+
+    def __init__(self, *args: Any, delay: float = 0.05, fail_at: int | None = None,
+                 gate: Any = None) -> None:
+        super().__init__(*args)
+        self.delay, self.fail_at, self.gate = delay, fail_at, gate
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        import threading
+        import time
+
+        from shadow_burnin.errors import StorageError
+
+        self.threads.add(threading.current_thread().name)
+        if self.gate is not None:
+            self.gate.wait(10)
+        time.sleep(self.delay)
+        rounds = [r["round"] for r in records if r.get("kind", "round") == "round"]
+        if self.fail_at is not None and self.fail_at in rounds:
+            raise StorageError("disk full (injected)")
+        super().append_many(records)
+        self.batches.append(rounds)
+
+
+class CountingProgress(NullProgress):
+    def __init__(self) -> None:
+        self.shown: list[tuple[int, int]] = []  # (record round, state.last_round)
+
+    def round_done(self, record: dict[str, Any], state: Any) -> None:
+        self.shown.append((record["round"], state.last_round))
+
+
+async def test_commits_run_off_the_event_loop_and_group(tmp_path: Path,
+                                                        scripted_server: Any) -> None:
+    # each commit takes 50 ms; the rounds (instant) keep being played meanwhile, so the
+    # commits group many rounds, in order, and a round is shown only once committed
+    a, b = await scripted_server(), await scripted_server()
+    plan = RunPlan(v1=Endpoint(a.url), v2=Endpoint(b.url), spec=RequestSpec(), setup="s",
+                   seed=3, interval=0.0, rounds=60, concurrency=4)
+    store = SlowStore(tmp_path / "log.jsonl", tmp_path / "log.state", delay=0.05)
+    store.open()
+    progress = CountingProgress()
+    try:
+        outcome = await Runner(plan, PROMPTS, store, progress).run()
+    finally:
+        store.close()
+    assert outcome.rounds == 60
+    assert [n for batch in store.batches for n in batch] == list(range(1, 61))
+    assert len(store.batches) < 30 and max(map(len, store.batches)) > 2
+    assert store.threads == {"shadow-burnin-commit_0"}
+    assert [n for n, _ in progress.shown] == list(range(1, 61))
+    assert all(last >= n for n, last in progress.shown)
+    assert [r["round"] for r in read_log(tmp_path / "log.jsonl")] == list(range(1, 61))
+    state = orjson.loads((tmp_path / "log.state").read_bytes())
+    assert state["last_round"] == 60
+    assert state["log_size"] == (tmp_path / "log.jsonl").stat().st_size
+
+
+async def test_a_stalled_disk_stops_new_rounds(tmp_path: Path, scripted_server: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from shadow_burnin.edge import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "BACKLOG", 8)
+    a, b = await scripted_server(), await scripted_server()
+    plan = RunPlan(v1=Endpoint(a.url), v2=Endpoint(b.url), spec=RequestSpec(), setup="s",
+                   seed=3, interval=0.0, rounds=100, concurrency=2)
+    gate = threading.Event()
+    store = SlowStore(tmp_path / "log.jsonl", tmp_path / "log.state", delay=0.0, gate=gate)
+    store.open()
+    try:
+        task = asyncio.create_task(Runner(plan, PROMPTS, store, NullProgress()).run())
+        await asyncio.sleep(0.5)  # the first commit hangs: at most 8 rounds get played
+        played = a.count
+        assert 1 <= played <= 8 + 2
+        gate.set()
+        outcome = await asyncio.wait_for(task, 30)
+    finally:
+        store.close()
+    assert outcome.rounds == 100
+    assert [r["round"] for r in read_log(tmp_path / "log.jsonl")] == list(range(1, 101))
+
+
+async def test_storage_error_in_the_commit_thread_stops_the_run(tmp_path: Path,
+                                                                scripted_server: Any) -> None:
+    from shadow_burnin.errors import StorageError
+
+    a, b = await scripted_server(), await scripted_server()
+    plan = RunPlan(v1=Endpoint(a.url), v2=Endpoint(b.url), spec=RequestSpec(), setup="s",
+                   seed=3, interval=0.0, rounds=200, concurrency=4)
+    store = SlowStore(tmp_path / "log.jsonl", tmp_path / "log.state", delay=0.005,
+                      fail_at=20)
+    store.open()
+    runner = Runner(plan, PROMPTS, store, NullProgress())
+    try:
+        with pytest.raises(StorageError):
+            await runner.run()
+    finally:
+        store.close()
+    assert runner._reason == "storage error"
+    log = read_log(tmp_path / "log.jsonl")
+    assert [r["round"] for r in log] == list(range(1, len(log) + 1)) and len(log) < 20
+    assert rebuild_state(tmp_path / "log.jsonl").last_round == store.state.last_round

@@ -6,6 +6,13 @@ other, alternating which side goes first; ``concurrent`` sends both at once. Up 
 ``concurrency`` rounds may be in flight; they are committed to the log strictly in
 order, so the log's round numbers never have a gap. The runner knows nothing of
 terminals: it reports to a ``Progress`` object passed in.
+
+Commits (log write + fsync, state temp file + fsync + rename) run in one worker thread,
+one at a time, so the event loop keeps playing rounds during the fsyncs; every round
+that finished meanwhile goes into the next commit (group commit). A round is counted
+and shown only once its commit returned. At most ``BACKLOG`` (or 4 × concurrency)
+launched rounds may be waiting for their commit: a stalled disk stops new rounds
+instead of growing memory.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import math
 import signal
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -85,9 +93,12 @@ class RunOutcome:
     models: dict[str, str | None] = field(default_factory=dict)
 
 
+BACKLOG = 1024  # launched rounds waiting for their commit, at most (or 4 × concurrency)
+
+
 def utc_now_iso() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (milliseconds truncated, like the log always had)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 class Runner:
@@ -113,7 +124,7 @@ class Runner:
         self.schedule = Schedule([p.category for p in self.prompts], plan.seed)
         self._stop = asyncio.Event()
         self._signals = 0
-        self._inflight: list[asyncio.Task[list[dict[str, Any]]]] = []
+        self._inflight: set[asyncio.Task[list[dict[str, Any]]]] = set()  # still playing
         self.models: dict[str, str | None] = {}
 
     # -- signals --------------------------------------------------------------------
@@ -149,6 +160,7 @@ class Runner:
         installed = self._install_signals(loop)
         self._reason = "done"
         outcome = RunOutcome()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="shadow-burnin-commit")
         try:
             async with SideClient(self.plan.v1, self.plan.spec) as c1, \
                     SideClient(self.plan.v2, self.plan.spec) as c2:
@@ -158,6 +170,9 @@ class Runner:
                 self.progress.started(self.store.state, self.plan.rounds)
                 outcome.rounds = await self._loop(loop, c1, c2)
         finally:
+            # a commit still running (the run was cancelled) finishes before the store
+            # can be closed
+            self._io.shutdown(wait=True)
             for sig in installed:
                 loop.remove_signal_handler(sig)
         outcome.reason = self._reason
@@ -169,12 +184,21 @@ class Runner:
         plan = self.plan
         self._pending: deque[asyncio.Task[list[dict[str, Any]]] | None] = deque()
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set after each commit
+        self._closed = 0  # launched rounds committed or abandoned
         committer = asyncio.create_task(self._commit())
         base_round = self.store.state.last_round
         base_cursor = self.store.state.cursor
+        backlog = max(BACKLOG, 4 * plan.concurrency)
         t0 = loop.time()
         deadline = t0 + plan.duration if plan.duration else None
         slots = asyncio.Semaphore(plan.concurrency)
+        inflight = self._inflight
+
+        def done(task: asyncio.Task[list[dict[str, Any]]]) -> None:
+            inflight.discard(task)
+            slots.release()
+
         launched = 0
         k = 0
         try:
@@ -182,6 +206,10 @@ class Runner:
                 if plan.rounds is not None and launched >= plan.rounds:
                     self._reason = f"reached {plan.rounds} rounds"
                     break
+                while launched - self._closed >= backlog and not committer.done() \
+                        and not self._stop.is_set():
+                    self._drained.clear()
+                    await self._drained.wait()  # the disk is behind: wait for a commit
                 await slots.acquire()
                 slot_time = t0 + k * plan.interval
                 late = loop.time() - slot_time
@@ -202,8 +230,8 @@ class Runner:
                 cursor = base_cursor + launched - 1
                 prompt = self.prompts[self.schedule.index(cursor)]
                 task = asyncio.create_task(self._play(number, cursor, prompt, c1, c2))
-                task.add_done_callback(lambda _t: slots.release())
-                self._inflight.append(task)
+                inflight.add(task)
+                task.add_done_callback(done)
                 self._enqueue(task)
         finally:
             self._enqueue(None)
@@ -228,26 +256,33 @@ class Runner:
         behind the head goes in the same write (group commit: one fsync for the batch)."""
         self._committed = 0
         pending = self._pending
-        while True:
-            while not pending:
-                self._wake.clear()
-                await self._wake.wait()
-            head = pending[0]
-            if head is None:
-                return
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([head])
-            batch: list[dict[str, Any]] = []
-            while pending and pending[0] is not None and pending[0].done():
-                task = pending.popleft()
-                assert task is not None
-                self._inflight.remove(task)
-                if task.cancelled():
-                    self._abandon_rest()
-                    break
-                batch.extend(task.result())
-            if batch:
-                self._store_batch(batch)
+        try:
+            while True:
+                while not pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                head = pending[0]
+                if head is None:
+                    return
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([head])
+                batch: list[dict[str, Any]] = []
+                rounds = 0
+                while pending and pending[0] is not None and pending[0].done():
+                    task = pending.popleft()
+                    assert task is not None
+                    if task.cancelled():
+                        self._closed += 1
+                        self._abandon_rest()
+                        break
+                    batch.extend(task.result())
+                    rounds += 1
+                if batch:
+                    await self._store_batch(batch)
+                self._closed += rounds
+                self._drained.set()
+        finally:
+            self._drained.set()
 
     def _abandon_rest(self) -> None:
         """After an abandoned round nothing later may be logged (no gaps)."""
@@ -255,22 +290,30 @@ class Runner:
             task = self._pending.popleft()
             assert task is not None
             task.cancel()
-            if task in self._inflight:
-                self._inflight.remove(task)
+            self._closed += 1
 
-    def _store_batch(self, batch: list[dict[str, Any]]) -> None:
+    async def _store_batch(self, batch: list[dict[str, Any]]) -> None:
+        before = self.store.state
         try:
-            self.store.append_many(batch)
+            await asyncio.get_running_loop().run_in_executor(
+                self._io, self.store.append_many, batch)
         except Exception:
             self._reason = "storage error"
             self._stop.set()
-            for t in self._inflight:
+            for t in list(self._inflight):
                 t.cancel()
             raise
         rounds = [r for r in batch if r.get("kind", "round") == "round"]
         self._committed += len(rounds)
-        for record in rounds:
-            self.progress.round_done(record, self.store.state)
+        state = self.store.state
+        # each round is shown with the state as of that round (the batch is committed)
+        view = before.copy() if len(rounds) > 1 else state
+        for i, record in enumerate(rounds):
+            if i == len(rounds) - 1:
+                view = state
+            else:
+                view.apply(record)
+            self.progress.round_done(record, view)
         for observer in self.observers:
             observer.committed(batch, self.store.state, self.finish)
 

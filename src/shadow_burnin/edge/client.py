@@ -11,6 +11,7 @@ recorded in the round. Codes, with an optional ``": detail"`` after them:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from dataclasses import dataclass, field, replace
@@ -217,38 +218,49 @@ class SideClient:
         logprob_parts: list[Any] = []
         done = False
         finished = False
+        api = self.spec.api
+        want_logprobs = bool(self.spec.logprobs)
+        # closed here, not by the loop's async-generator finaliser after the break
+        stream = sse.batches(resp.content, self.spec.max_reply_bytes)
         try:
-            async for payload in sse.events(resp.content, self.spec.max_reply_bytes):
-                if payload == b"[DONE]":
-                    done = True
-                    break
-                chunk = _decode_json(payload)
-                if "error" in chunk and "choices" not in chunk:
-                    raise ReplyError("bad-shape", f"error event: {str(chunk['error'])[:120]}")
-                tokens = _usage_tokens(chunk)
-                if tokens is not None:
-                    reply.completion_tokens = tokens
-                choices = chunk.get("choices")
-                if not choices:
-                    if choices is None and tokens is None:
-                        raise ReplyError("bad-shape", "stream chunk without choices")
-                    continue
-                choice = _first_choice(chunk)
-                piece = _delta_text(choice, self.spec.api)
-                null_seen = null_seen or (piece is None and _explicit_null(choice))
-                if piece:
-                    if reply.ttft_ms is None:
-                        reply.ttft_ms = round((time.perf_counter() - start) * 1000.0, 3)
-                    parts.append(piece)
-                if self.spec.logprobs and choice.get("logprobs") is not None:
-                    logprob_parts.append(choice["logprobs"])
-                reason = choice.get("finish_reason")
-                if reason:
-                    reply.finish_reason = str(reason)
-                    finished = True
+            async with contextlib.aclosing(stream):
+                async for batch in stream:
+                    for payload in batch:
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        chunk = _decode_json(payload)
+                        if "error" in chunk and "choices" not in chunk:
+                            raise ReplyError("bad-shape",
+                                             f"error event: {str(chunk['error'])[:120]}")
+                        tokens = _usage_tokens(chunk) if "usage" in chunk else None
+                        if tokens is not None:
+                            reply.completion_tokens = tokens
+                        choices = chunk.get("choices")
+                        if not choices:
+                            if choices is None and tokens is None:
+                                raise ReplyError("bad-shape", "stream chunk without choices")
+                            continue
+                        choice = _first_choice(chunk)
+                        piece = _delta_text(choice, api)
+                        if piece:
+                            if reply.ttft_ms is None:
+                                reply.ttft_ms = round((time.perf_counter() - start) * 1000.0,
+                                                      3)
+                            parts.append(piece)
+                        elif piece is None and not null_seen:
+                            null_seen = _explicit_null(choice)
+                        if want_logprobs and choice.get("logprobs") is not None:
+                            logprob_parts.append(choice["logprobs"])
+                        reason = choice.get("finish_reason")
+                        if reason:
+                            reply.finish_reason = str(reason)
+                            finished = True
+                    if done:
+                        break
         finally:
             reply.text = "".join(parts)
-            if self.spec.logprobs:
+            if want_logprobs:
                 _keep_tokens(reply, logprob_parts, reply.text)
         if null_seen and not parts:
             raise ReplyError("bad-shape", "stream content is null and no text arrived")

@@ -67,16 +67,15 @@ def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, A
     ``category``/``prompt`` are names, indexed here; ``fx`` maps a row to its forensic
     codes (rows without are left out).
     """
-    categories: dict[str, int] = {}
-    prompts: dict[str, int] = {}
+    categories = {c: i for i, c in enumerate(dict.fromkeys(category))}  # first-seen order
+    prompts = {p: i for i, p in enumerate(dict.fromkeys(prompt))}
     return Columns(
         bucket=np.asarray(bucket, dtype=np.int8),
         latency={s: np.asarray(latency[s], dtype=np.float64) for s in SIDES},
         ttft={s: np.asarray(ttft[s], dtype=np.float64) for s in SIDES},
         prefix=np.asarray(prefix, dtype=np.float64),
-        category=np.array([categories.setdefault(c, len(categories)) for c in category],
-                          dtype=np.int32),
-        prompt=np.array([prompts.setdefault(p, len(prompts)) for p in prompt], dtype=np.int32),
+        category=np.fromiter(map(categories.__getitem__, category), np.int32, len(category)),
+        prompt=np.fromiter(map(prompts.__getitem__, prompt), np.int32, len(prompt)),
         ts=epoch_seconds(ts),
         categories=list(categories),
         prompts=list(prompts),

@@ -12,6 +12,8 @@ the two paths give the same columns (a test holds them to it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import repeat
+from operator import attrgetter, is_, is_not
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -156,26 +158,37 @@ def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
 
 def _columns(rounds: list[RoundRow]) -> Columns | None:
     """The rows' columns, as ``ColumnBuilder.add_all`` folds the same records; None for a
-    row that is not a round of ours (the line-by-line fold then names it)."""
-    buckets = [BUCKET_CODE.get(r.bucket) for r in rounds]  # type: ignore[arg-type]
-    stamps = [r.ts for r in rounds]
-    if None in buckets or None in stamps or any(r.schema != SCHEMA for r in rounds):
+    row that is not a round of ours (the line-by-line fold then names it).
+
+    Every field is pulled out with ``map`` and ``attrgetter`` (loops in C: this runs once
+    per round of the log); a missing side raises AttributeError through its getter.
+    """
+    n = len(rounds)
+
+    def column(name: str) -> list[Any]:
+        return list(map(attrgetter(name), rounds))
+
+    buckets = list(map(BUCKET_CODE.get, column("bucket")))
+    stamps = column("ts")
+    if None in buckets or None in stamps or column("schema").count(SCHEMA) != n:
         return None
     latency, ttft = {}, {}
-    for side in SIDES:
-        sides = [getattr(r, side) for r in rounds]
-        if None in sides:
-            return None
-        replied = np.fromiter((s.error is None and s.text != _NULL for s in sides), bool,
-                              len(sides))
-        latency[side] = np.where(replied, np.array([s.latency_ms for s in sides], float), NAN)
-        ttft[side] = np.where(replied, np.array([s.ttft_ms for s in sides], float), NAN)
-    fx = {i: forensic_codes(r.forensics, r.refire) for i, r in enumerate(rounds)
-          if r.forensics is not None or r.refire is not None}
+    try:
+        for side in SIDES:
+            replied = (np.fromiter(map(is_, column(f"{side}.error"), repeat(None)), bool, n)
+                       & ~np.fromiter(map(_NULL.__eq__, column(f"{side}.text")), bool, n))
+            latency[side] = np.where(replied, np.array(column(f"{side}.latency_ms"), float), NAN)
+            ttft[side] = np.where(replied, np.array(column(f"{side}.ttft_ms"), float), NAN)
+    except AttributeError:
+        return None  # a round without a side
+    forensics, refires = column("forensics"), column("refire")
+    with_fx = np.flatnonzero(
+        np.fromiter(map(is_not, forensics, repeat(None)), bool, n)
+        | np.fromiter(map(is_not, refires, repeat(None)), bool, n))
+    fx = {int(i): forensic_codes(forensics[i], refires[i]) for i in with_fx}
     return part(buckets, latency, ttft,  # type: ignore[arg-type]
-                np.array([r.prefix_match_chars for r in rounds], float),
-                [r.category for r in rounds], [r.prompt_id for r in rounds],  # type: ignore[misc]
-                stamps, fx)  # type: ignore[arg-type]
+                np.array(column("prefix_match_chars"), float),
+                column("category"), column("prompt_id"), stamps, fx)
 
 
 # what a report reads of an A/A record: not its two replies

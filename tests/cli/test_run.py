@@ -93,6 +93,19 @@ def test_bench_empty_and_missing_log(tmp_path: Path) -> None:
     assert "missing.jsonl" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
+def test_bench_on_a_lone_torn_line_and_on_a_foreign_text(tmp_path: Path) -> None:
+    torn = tmp_path / "torn.jsonl"
+    torn.write_bytes(b'{"schema":1,"round":1,"ts":"2026-11-27T23:00:0')  # a crash mid-write
+    res = invoke("bench", "--log", torn)
+    assert res.exit_code == 0 and res.stdout.strip() == "no rounds"
+    assert "last line is incomplete" in res.stderr
+    foreign = tmp_path / "notes.txt"
+    foreign.write_bytes(b"hello world")  # no newline: it used to pass as "no rounds"
+    res = invoke("bench", "--log", foreign)
+    assert res.exit_code == 2 and "notes.txt: not a shadow-burnin log" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
 def test_second_run_is_locked_out(tmp_path: Path, spawn_scripted, run_proc) -> None:
     v1, _ = spawn_scripted()
     log = tmp_path / "l.jsonl"

@@ -63,6 +63,8 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     elif summary.rounds == 0:
         click.echo("no rounds")
+        for note in summary.notes:
+            click.echo(f"note: {note}", err=True)
     else:
         console = out_console()
         console.print(bench_table(summary))

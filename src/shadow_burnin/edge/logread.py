@@ -117,6 +117,13 @@ def scan(path: Path, window: Window | None = None) -> LogScan:
         columns = builder.build()
     else:
         columns, other, imported = _scan_ours(path)
+        tail = _torn_tail(path)
+        if tail is not None:
+            if not len(columns) and not other and not tail.lstrip().startswith(b'{"'):
+                raise LogError(path, "not a shadow-burnin log (no complete line, and the "
+                               "text is not a JSON record)")
+            notes.append("the last line is incomplete (a run writing it, or a crash; "
+                         "`run` moves it aside on start): not counted")
     if window is not None and (window.since is not None or window.until is not None):
         mask = np.ones(len(columns), dtype=bool)
         if window.since is not None:
@@ -129,6 +136,22 @@ def scan(path: Path, window: Window | None = None) -> LogScan:
         notes.append(f"{imported} round(s) imported from the earlier bash tool: their texts "
                      "hold only the first line of each reply")
     return LogScan(columns=columns, other=other, notes=notes)
+
+
+def _torn_tail(path: Path) -> bytes | None:
+    """The start of what follows the log's last newline (None: it ends with one)."""
+    with open_log(path) as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if not size:
+            return None
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return None
+        back = min(size, 1 << 16)
+        fh.seek(size - back)
+        chunk = fh.read(back)
+    cut = chunk.rfind(b"\n")
+    return chunk[cut + 1:][:64] if cut >= 0 or back == size else b""
 
 
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024

@@ -136,3 +136,25 @@ def test_bench_window_applies_to_aa(log: Path) -> None:
     s = orjson.loads(invoke("bench", "--log", log, "--json", "--until",
                             "2026-04-20T00:00:04Z").stdout)
     assert s["rounds"] == 3 and s["aa"]["records"] == 1
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_run_calibration_starts_from_the_logs_aa_noise(log: Path, calibrate: bool) -> None:
+    from shadow_burnin.cli.divergences import forensics_plan
+    from shadow_burnin.cli.options import load_config
+    from shadow_burnin.cli.run import plan_for
+
+    with log.open("ab") as f:
+        f.write(orjson.dumps({**aa(6, "exact"), "noise": {"moves": [0.2, 0.0],
+                                                          "drifts": [0.1, 0.0]}}) + b"\n")
+    cfg = load_config(None, {"v1": {"url": "http://127.0.0.1:1"},
+                             "v2": {"url": "http://127.0.0.1:2"},
+                             "forensics": {"calibrate": calibrate}}, log_path=log)
+    fplan = forensics_plan(cfg, plan_for(cfg, "s", 1))
+    assert fplan.calibrate is calibrate
+    noise = fplan.aa_noise
+    assert noise is not None
+    if calibrate:
+        assert (noise.swings, noise.moves, noise.drifts) == ([0.04], [0.2, 0.0], [0.1, 0.0])
+    else:
+        assert (noise.swings, noise.moves, noise.drifts) == ([], [], [])

@@ -1,11 +1,25 @@
-"""Divergence forensics on real llama.cpp servers (C++ ``llama-server`` on both sides).
+"""Divergence forensics on real llama.cpp servers (C++ ``llama-server`` on every side).
 
-llama-cpp-python computes logprobs slowly (≈ 7× slower per request here), so both sides
-are ``llama-server`` on the same gguf: v1 with 1 thread and the default batch; v2 either
-on another numeric path (2 threads, batch 8) — the flips must be near ties, never tokens
-outside each other's top-K — or with a deliberately wrong ``--rope-freq-base`` (20000),
-which really changes the distribution — mostly ``regression``. The prompts are built-in
-ones that this pair was measured to flip on (reproducibly: re-fires repeat them).
+llama-cpp-python computes logprobs slowly (≈ 7× slower per request here), so every side is
+``llama-server`` on the same gguf:
+
+- v1: 1 thread, default batch (2048/512);
+- v1b: v1 on v2's numeric path (batch 8): the second copy for the A/A pairs;
+- v2 "numeric": 2 threads, batch 8 — the same model on another numeric path;
+- v2 "rope": batch 8 with a deliberately wrong ``--rope-freq-base`` (20000), which really
+  changes the distribution.
+
+What was measured (README "Divergence forensics", /work/notes/forensics.md) and is asserted
+here: the numeric path's flips are near ties in the vLLM sense (each token in the other
+side's top-5), but their swings (≈ 0.2–0.4 nats) exceed the default τ_tie of 0.1, so at
+the issue's default thresholds most of them are *not* ``near-tie``. v1 against itself is
+bit-for-bit identical (cache_prompt off), so an A/A on v1 alone gives zero noise and
+cannot calibrate anything. With ``--v1b`` (v1 on v2's numeric path) and ``--calibrate``
+the A/A pairs measure that path's noise: after one cycle of prompts the numeric path's
+flips are ``near-tie``, while the wrong rope base, judged with the same calibration,
+still gives mostly ``regression``. The prompts are built-in ones that these pairs were
+measured to flip on (reproducibly: re-fires repeat them); the servers are deterministic,
+so the figures are the same on every run on the same machine.
 """
 
 from __future__ import annotations
@@ -18,6 +32,9 @@ from typing import Any
 import orjson
 import pytest
 
+from shadow_burnin.core.aa import aa_samples
+from shadow_burnin.core.prompt import chat_messages
+from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.edge.servers import LocalServer, ensure_model, llama_server_cpp
 from shadow_burnin.errors import ServerStartError
 from shadow_burnin.prompts import load_builtin
@@ -25,11 +42,18 @@ from tests.cli.conftest import invoke
 
 pytestmark = pytest.mark.e2e
 
-FLIPPING = ("code-explain-01", "definitions-02", "json-output-01", "stories-01",
-            "summarisation-06", "word-problems-07")
-V2_SETUPS = {
-    "numeric": {"threads": 2, "extra_args": ("--batch-size", "8", "--ubatch-size", "8")},
-    "rope": {"threads": 1, "extra_args": ("--rope-freq-base", "20000")},
+FLIPPING = ("code-explain-01", "definitions-02", "json-output-01", "multi-turn-03",
+            "stories-01", "summarisation-06", "word-problems-07")
+# short prompts on which v1 and v1b agree: their matched tokens give the A/A noise samples
+# that --calibrate needs (100 before it moves a threshold; the flips alone give ~35)
+QUIET = ("chat-template-05", "code-python-08", "completion-02", "factual-03", "lists-01",
+         "unicode-10")
+BATCH_8 = ("--batch-size", "8", "--ubatch-size", "8")
+SETUPS = {
+    "v1": {"threads": 1, "extra_args": ()},
+    "v1b": {"threads": 1, "extra_args": BATCH_8},
+    "numeric": {"threads": 2, "extra_args": BATCH_8},
+    "rope": {"threads": 1, "extra_args": (*BATCH_8, "--rope-freq-base", "20000")},
 }
 
 
@@ -41,15 +65,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Loca
     model = ensure_model()
     started: dict[str, LocalServer] = {}
     try:
-        started["v1"] = llama_server_cpp(model, threads=1, name="fx-v1",
-                                         log_path=logs / "v1.log").start()
-        for name, opts in V2_SETUPS.items():
+        for name, opts in SETUPS.items():
             started[name] = llama_server_cpp(model, name=f"fx-{name}",
                                              log_path=logs / f"{name}.log", **opts).start()
     except ServerStartError as exc:
         pytest.fail(f"llama-server did not start: {exc}", pytrace=False)
     finally:
-        if len(started) < 1 + len(V2_SETUPS):
+        if len(started) < len(SETUPS):
             for server in started.values():
                 server.stop()
     try:
@@ -59,60 +81,118 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Loca
             server.stop()
 
 
-@pytest.fixture(scope="module")
-def prompts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("forensics-prompts") / "flip.jsonl"
-    chosen = [p for p in load_builtin() if p.id in FLIPPING]
-    assert len(chosen) == len(FLIPPING)
-    path.write_bytes(b"".join(orjson.dumps({"id": p.id, "category": p.category,
-                                            "prompt": p.prompt}) + b"\n" for p in chosen))
+def write_prompts(path: Path, ids: tuple[str, ...]) -> Path:
+    chosen = [p for p in load_builtin() if p.id in ids]
+    assert len(chosen) == len(ids)
+    lines = []
+    for p in chosen:
+        item: dict[str, Any] = {"id": p.id, "category": p.category}
+        if p.messages is not None:
+            item["messages"] = chat_messages(p)
+        else:
+            item["prompt"] = p.prompt
+        if p.max_tokens is not None:
+            item["max_tokens"] = p.max_tokens
+        lines.append(orjson.dumps(item) + b"\n")
+    path.write_bytes(b"".join(lines))
     return path
 
 
-def burn(servers: dict[str, LocalServer], v2: str, prompts: Path, log: Path,
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_prompts(tmp_path_factory.mktemp("forensics-prompts") / "flip.jsonl", FLIPPING)
+
+
+@pytest.fixture(scope="module")
+def calib_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_prompts(tmp_path_factory.mktemp("forensics-prompts") / "calib.jsonl",
+                         FLIPPING + QUIET)
+
+
+def burn(servers: dict[str, LocalServer], v2: str, prompts: Path, log: Path, rounds: int,
          *extra: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     config = log.with_suffix(".toml")
     config.write_text("[request]\nextra = { cache_prompt = false }\n")
     res = invoke("run", "--config", config, "--v1", servers["v1"].url, "--v2",
                  servers[v2].url, "--api", "completions", "--max-tokens", "16",
-                 "--prompts", prompts, "--rounds", str(len(FLIPPING)), "--interval", "0",
+                 "--prompts", prompts, "--rounds", str(rounds), "--interval", "0",
                  "--seed", "1", "--log", log, "--quiet", *extra)
     assert res.exit_code == 0, res.output
     records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
-    rounds = [r for r in records if r.get("kind", "round") == "round"]
+    rounds_ = [r for r in records if r.get("kind", "round") == "round"]
     summary = orjson.loads(invoke("bench", "--json", "--log", log).stdout)
-    return rounds, [r for r in records if r.get("kind") == "aa"], summary
+    return rounds_, [r for r in records if r.get("kind") == "aa"], summary
 
 
-def test_numeric_path_flips_are_near_ties(servers: dict[str, LocalServer],
-                                          prompts_file: Path, tmp_path: Path) -> None:
+def calibrated(servers: dict[str, LocalServer], v2: str, prompts: Path, log: Path
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Two cycles of the prompts with an A/A pair (v1, v1b) on every round; returns the
+    flips of the second cycle (judged with the whole first cycle's noise), the A/A records
+    and bench's summary."""
+    n = len(FLIPPING + QUIET)
+    rounds, aa, summary = burn(servers, v2, prompts, log, 2 * n, "--v1b",
+                               servers["v1b"].url, "--calibrate", "--aa-every", "1",
+                               "--refire", "0")
+    assert len(aa) == len(rounds) and all(a["target"] == "v1b" and "noise" in a for a in aa)
+    first = aa_samples(aa[:n])
+    assert len(first.tie_samples()) >= 100 and len(first.drifts) >= 100  # enough to calibrate
+    second = [r for r in rounds[n:] if r["bucket"] == "no-match"]
+    return second, aa, summary
+
+
+def test_numeric_path_at_default_thresholds(servers: dict[str, LocalServer],
+                                            prompts_file: Path, tmp_path: Path) -> None:
     rounds, aa, summary = burn(servers, "numeric", prompts_file, tmp_path / "num.jsonl",
-                               "--aa-every", "3")
+                               len(FLIPPING), "--aa-every", "3")
     flips = [r for r in rounds if r["bucket"] == "no-match"]
     assert len(flips) >= len(FLIPPING) // 2, [r["bucket"] for r in rounds]
     for r in flips:
         fx = r["forensics"]
         assert fx["b_in_v1_top"] and fx["a_in_v2_top"], fx  # each in the other's top-5
         assert fx["swing"] < 0.5, fx
+        assert "tau_tie" not in fx  # not calibrated
         assert {t["i"] for t in fx["tokens"]["v1"]} <= set(range(fx["divergence_token"] - 2,
                                                                fx["divergence_token"] + 3))
         assert r["refire"]["outcome"] == "reproducible"  # llama-server is deterministic
+    # measured: swings 0.2–0.4 nats on this path, above τ_tie = 0.1
     verdicts = summary["forensics"]["no_match"]["verdicts"]
-    assert verdicts["regression"] <= len(flips) // 3, verdicts
-    # v1 agrees with itself on the A/A pairs (cache_prompt off)
-    assert len(aa) == 2 and all(a["bucket"] == "exact" for a in aa)
+    assert verdicts["near-tie"] < len(flips) / 2, verdicts
+    # v1 agrees with itself bit for bit: zero noise, nothing for --calibrate to widen
+    assert len(aa) == 2 and all(a["bucket"] == "exact" and a["target"] == "v1" for a in aa)
+    assert all(set(a["noise"]["moves"]) | set(a["noise"]["drifts"]) == {0.0} for a in aa)
     assert summary["aa"]["aa_exact_rate"] == 1.0
+    assert aa_samples(aa).calibrated(Thresholds()) == Thresholds()
+
+
+def test_numeric_path_calibrated_from_v1b(servers: dict[str, LocalServer],
+                                          calib_prompts: Path, tmp_path: Path) -> None:
+    flips, aa, summary = calibrated(servers, "numeric", calib_prompts, tmp_path / "cal.jsonl")
+    assert len(flips) >= len(FLIPPING) // 2
+    # v1 on v2's numeric path disagrees with v1: the A/A pairs flip too, and move margins
+    assert any(a["bucket"] == "no-match" for a in aa)
+    assert summary["aa"]["aa_exact_rate"] < 1.0
+    final = aa_samples(aa).calibrated(Thresholds())
+    assert final.tau_tie > 0.1 and final.tau_drift > 0.05, final
+    for r in flips:
+        fx = r["forensics"]
+        assert fx["tau_tie"] > 0.1 and fx["tau_drift"] >= 0.05, fx
+    verdicts = [r["forensics"]["verdict"] for r in flips]
+    assert verdicts.count("near-tie") >= (2 * len(flips)) // 3, verdicts
+    assert "regression" not in verdicts, verdicts
 
 
 def test_wrong_rope_base_gives_regressions(servers: dict[str, LocalServer],
-                                           prompts_file: Path, tmp_path: Path) -> None:
-    rounds, _, summary = burn(servers, "rope", prompts_file, tmp_path / "rope.jsonl",
-                              "--aa-every", "0")
-    flips = [r for r in rounds if r["bucket"] == "no-match"]
+                                           calib_prompts: Path, tmp_path: Path) -> None:
+    log = tmp_path / "rope.jsonl"
+    flips, _, summary = calibrated(servers, "rope", calib_prompts, log)
     assert len(flips) >= len(FLIPPING) // 2
-    verdicts = summary["forensics"]["no_match"]["verdicts"]
-    assert verdicts["regression"] >= (2 * len(flips)) // 3, verdicts
-    assert verdicts["near-tie"] == 0, verdicts
-    rows = invoke("divergences", "--log", tmp_path / "rope.jsonl", "--json",
+    # the same calibration as the numeric path (same v1, v1b, prompts) ...
+    assert all(r["forensics"]["tau_tie"] > 0.1 for r in flips)
+    verdicts = [r["forensics"]["verdict"] for r in flips]
+    # ... and still mostly regression: swings up to 2+ nats, prefix drift up to 0.6
+    assert verdicts.count("regression") >= (2 * len(flips)) // 3, verdicts
+    assert verdicts.count("near-tie") <= len(flips) // 3, verdicts
+    total = summary["forensics"]["no_match"]["verdicts"]
+    rows = invoke("divergences", "--log", log, "--json",
                   "--verdict", "regression").stdout.splitlines()
-    assert len(rows) == verdicts["regression"]
+    assert len(rows) == total["regression"]

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shadow_burnin.core.aa import NoiseSamples
 from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.edge.client import Endpoint, RequestSpec
@@ -187,19 +188,71 @@ async def test_aa_records_are_not_rounds(tmp_path: Path, serve: Any) -> None:
 
 async def test_aa_goes_to_v1b_and_calibrates(tmp_path: Path, serve: Any) -> None:
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
-    v1b = LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)])))
+    # v1b: another numeric path of v1: the runner-up margins move by 0.3 and 0.1, the
+    # second token's logprob by 0.1, and it flips the third token (swing 0.2)
+    v1b = LogprobServer(lambda n: [("The", -0.1, [("A", -3.3)]), (" cat", -0.3, [(" dog", -2.0)]),
+                                   (" ran", -0.5, [(" sat", -0.6)])])
     v1b_url = await serve(v1b)
-    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
-    log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=1, v1b=Endpoint(v1b_url),
-                           calibrate=True, thresholds=Thresholds(tau_tie=0.1))
+    # v2 flips like v1b (swing 0.2) after a prefix drift of 0.08
+    v2 = await serve(LogprobServer(lambda n: [("The", -0.1, [("A", -3.0)]),
+                                              (" cat", -0.28, [(" dog", -2.0)]),
+                                              (" ran", -0.5, [(" sat", -0.6)])]))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=2, v1b=Endpoint(v1b_url),
+                           calibrate=True, thresholds=Thresholds(tau_tie=0.1), min_samples=1)
+    kinds = [r.get("kind", "round") for r in log]
+    assert kinds == ["round", "round", "aa"]  # the A/A record is logged after its round
     rounds = [r for r in log if r.get("kind", "round") == "round"]
-    aa = [r for r in log if r.get("kind") == "aa"]
-    assert len(v1b.bodies) == 2 and all(r["target"] == "v1b" for r in aa)
-    # round 1 judged before any A/A swing: default τ_tie; round 2 after one of 0.2
+    aa = log[2]
+    assert len(v1b.bodies) == 1 and aa["target"] == "v1b" and aa["round"] == 2
+    assert aa["forensics"]["swing"] == pytest.approx(0.2)
+    assert aa["noise"]["moves"] == pytest.approx([0.3, 0.1])
+    assert aa["noise"]["drifts"] == pytest.approx([0.0, 0.1])
+    # round 1, before any A/A pair: the defaults; swing 0.2 > 0.1
     assert rounds[0]["forensics"]["tau_tie"] == 0.1
+    assert rounds[0]["forensics"]["tau_drift"] == 0.05
     assert rounds[0]["forensics"]["verdict"] == "unexplained"
-    assert rounds[1]["forensics"]["tau_tie"] == pytest.approx(0.2)
-    assert rounds[1]["forensics"]["verdict"] == "near-tie"
+    # round 2 counts its own A/A pair (the A/A step runs first): τ_tie = p99 of
+    # {0.2, 0.3, 0.1}, τ_drift = p99 of {0, 0.1}
+    fx = rounds[1]["forensics"]
+    assert fx["tau_tie"] == pytest.approx(0.298) and fx["tau_drift"] == pytest.approx(0.099)
+    assert fx["swing"] == pytest.approx(0.2) and fx["prefix_drift"] == pytest.approx(0.08)
+    assert fx["verdict"] == "near-tie"
+
+
+async def test_aa_on_one_server_records_zero_noise(tmp_path: Path, serve: Any) -> None:
+    # a deterministic v1 against itself: no flip, every move and drift 0: calibration
+    # keeps the defaults
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=1, calibrate=True,
+                           min_samples=1)
+    aa = [r for r in log if r.get("kind") == "aa"]
+    assert [a["bucket"] for a in aa] == ["exact", "exact"] and "forensics" not in aa[0]
+    assert aa[0]["noise"] == {"moves": [0.0, 0.0, 0.0], "drifts": [0.0, 0.0, 0.0]}
+    rounds = [r for r in log if r.get("kind", "round") == "round"]
+    assert {r["forensics"]["tau_tie"] for r in rounds} == {0.1}
+    assert {r["forensics"]["verdict"] for r in rounds} == {"unexplained"}
+
+
+async def test_calibration_starts_from_the_logs_noise(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+                           aa_noise=NoiseSamples(swings=[0.25], moves=[0.1] * 99,
+                                                 drifts=[0.2] * 100))
+    fx = log[0]["forensics"]
+    assert fx["tau_tie"] == pytest.approx(0.1015) and fx["tau_drift"] == pytest.approx(0.2)
+    assert fx["verdict"] == "unexplained"  # swing 0.2 > 0.1015
+
+
+async def test_calibration_waits_for_enough_samples(tmp_path: Path, serve: Any) -> None:
+    # 99 samples of 0.3: their "p99" would be their maximum; the defaults stay
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+                           aa_noise=NoiseSamples(moves=[0.3] * 99, drifts=[0.3] * 99))
+    fx = log[0]["forensics"]
+    assert (fx["tau_tie"], fx["tau_drift"], fx["verdict"]) == (0.1, 0.05, "unexplained")
 
 
 async def test_side_without_logprobs_is_said_once(tmp_path: Path, serve: Any) -> None:

@@ -10,7 +10,7 @@ import click
 import orjson
 
 from ..config import Config
-from ..core.aa import aa_swings
+from ..core.aa import NoiseSamples, aa_samples
 from ..core.verdict import Thresholds
 from ..edge.client import Endpoint
 from ..edge.forensics import NON_EXACT, ForensicsPlan
@@ -25,19 +25,19 @@ FILTERS = ("near-tie", "regression", "unexplained", "length", "stop")
 
 def forensics_plan(cfg: Config, plan: RunPlan) -> ForensicsPlan:
     """The forensics of a run from ``[forensics]``; ``calibrate`` reads the log's A/A
-    swings so far."""
+    noise samples so far."""
     f = cfg.forensics
     v1b = None
     if f.v1b:
         v1b = Endpoint(f.v1b, plan.v1.model, plan.v1.api_key, plan.v1.insecure)
-    swings: list[float] = []
+    noise = NoiseSamples()
     log = Path(cfg.paths.log)
     if f.calibrate and log.exists():
-        swings = aa_swings(r for _n, _t, r in iter_records(log) if r.get("kind") == "aa")
+        noise = aa_samples(r for _n, _t, r in iter_records(log) if r.get("kind") == "aa")
     return ForensicsPlan(
         logprobs=plan.spec.logprobs, refire=f.refire, aa_every=f.aa_every, v1b=v1b,
         thresholds=Thresholds(f.tau_tie, f.tau_drift, f.tau_regress),
-        calibrate=f.calibrate, aa_swings=tuple(swings), max_slowdown=f.max_slowdown,
+        calibrate=f.calibrate, aa_noise=noise, max_slowdown=f.max_slowdown,
     )
 
 

@@ -8,20 +8,36 @@ copy ``v1b``). Figures:
   interval for a difference of two independent proportions (built from the two Wilson
   intervals; good coverage for rates near 0 or 1 and small samples). An interval that
   holds 0 means the A/B disagreements are within v1's own noise;
-- ``swing_p99``: the 99th percentile of the token swing over A/A no-match records, which
-  ``--calibrate`` uses as the near-tie threshold: τ_tie = max(default, p99).
+- ``swing_p99``: the 99th percentile of the A/A swing, which ``--calibrate`` uses as the
+  near-tie threshold: τ_tie = max(default, p99); ``drift_p99`` likewise for τ_drift. Each
+  only once there are ``MIN_SAMPLES`` (100) samples: a p99 of fewer is their maximum.
+
+The A/A swing has two sources. An A/A pair that flips has a swing like any no-match
+round. But two copies of one server flip rarely (a second copy on the *same* numeric path
+never does: llama-server repeats itself bit for bit), so every A/A pair with logprobs on
+both sides also gives ``noise`` samples at each of its matched tokens (``aa_noise``):
+
+- ``moves``: how far the margin between the chosen token and its runner-up (the best
+  other token of the first copy's top-K, when the second copy lists it too) moved from
+  one copy to the other, |m_a − m_b| — the swing a flip at that token would have had;
+- ``drifts``: |lp_a − lp_b| of the chosen token — what ``prefix_drift`` takes the
+  maximum of in an A/B round.
+
+Measured (Gemma 3 270M Q4_K_M, llama-server, 40 prompts, v1b at batch 8): 527 matched
+tokens gave a p99 move of 0.37 nats, beside 9 flips whose swings were 0.03–0.36.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .stats import wilson
+from .verdict import Thresholds, Token, first_divergence, same_token
 
 
 def newcombe_diff(x1: int, n1: int, x2: int, n2: int
@@ -37,24 +53,94 @@ def newcombe_diff(x1: int, n1: int, x2: int, n2: int
     return round(d, 9), (round(max(-1.0, lo), 9), round(min(1.0, hi), 9))
 
 
-def calibrated_tau_tie(default: float, swings: Iterable[float]) -> float:
-    """max(default, p99 of the finite A/A swings); the default when there are none."""
+MIN_SAMPLES = 100  # below this a "p99" is the sample maximum: the defaults stay
+
+
+def calibrated_tau_tie(default: float, swings: Iterable[float],
+                       min_samples: int = MIN_SAMPLES) -> float:
+    """max(default, p99 of the finite A/A swings); the default while there are fewer than
+    ``min_samples`` of them (a p99 of 16 values is their maximum: measured, one A/A pair
+    of 16 tokens set τ_tie to 0.82 nats where 400 samples later gave 0.36)."""
     values = np.array([s for s in swings if s is not None and math.isfinite(s)],
                       dtype=np.float64)
-    if values.size == 0:
+    if values.size == 0 or values.size < min_samples:
         return default
     return max(default, float(np.percentile(values, 99)))
 
 
+def aa_noise(ta: Sequence[Token], tb: Sequence[Token], digits: int = 4
+             ) -> dict[str, list[float]]:
+    """The noise samples of one A/A pair over its matched tokens (those before the first
+    differing token): ``moves`` (runner-up margin moves) and ``drifts`` (|lp_a − lp_b|);
+    see the module docstring."""
+    d = first_divergence(ta, tb)
+    upto = min(len(ta), len(tb)) if d is None else d
+    moves: list[float] = []
+    drifts: list[float] = []
+    for x, y in zip(ta[:upto], tb[:upto], strict=False):
+        if x.logprob is None or y.logprob is None or x.merged or y.merged:
+            continue
+        drifts.append(round(abs(x.logprob - y.logprob), digits))
+        others = [alt for alt in x.top if not same_token(alt, x)]
+        if not others:
+            continue
+        runner_up = max(others, key=lambda alt: alt.logprob)
+        lp_b = next((alt.logprob for alt in y.top if same_token(alt, runner_up)), None)
+        if lp_b is not None:
+            moves.append(round(abs((x.logprob - runner_up.logprob) - (y.logprob - lp_b)),
+                               digits))
+    return {"moves": moves, "drifts": drifts}
+
+
+@dataclass
+class NoiseSamples:
+    """What ``--calibrate`` reads from A/A records: flip swings, margin moves, drifts."""
+
+    swings: list[float] = field(default_factory=list)
+    moves: list[float] = field(default_factory=list)
+    drifts: list[float] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take the samples of one A/A record (other records are ignored)."""
+        if record.get("kind") != "aa":
+            return
+        fx = record.get("forensics")
+        if isinstance(fx, dict) and _finite(fx.get("swing")):
+            self.swings.append(float(fx["swing"]))
+        noise = record.get("noise")
+        if isinstance(noise, dict):
+            for key in ("moves", "drifts"):
+                values = noise.get(key)
+                if isinstance(values, list):
+                    getattr(self, key).extend(float(v) for v in values if _finite(v))
+
+    def tie_samples(self) -> list[float]:
+        return [*self.swings, *self.moves]
+
+    def calibrated(self, th: Thresholds, min_samples: int = MIN_SAMPLES) -> Thresholds:
+        """τ_tie = max(default, p99 of swings and moves); τ_drift = max(default, p99 of
+        drifts); each only from ``min_samples`` samples on; τ_regress unchanged."""
+        tie = calibrated_tau_tie(th.tau_tie, self.tie_samples(), min_samples)
+        drift = calibrated_tau_tie(th.tau_drift, self.drifts, min_samples)
+        return replace(th, tau_tie=round(tie, 6), tau_drift=round(drift, 6))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def aa_samples(records: Iterable[dict[str, Any]]) -> NoiseSamples:
+    """The noise samples of every A/A record in ``records``."""
+    out = NoiseSamples()
+    for r in records:
+        out.add(r)
+    return out
+
+
 def aa_swings(records: Iterable[dict[str, Any]]) -> list[float]:
     """The swings recorded in A/A records (no-match ones with a computable swing)."""
-    out: list[float] = []
-    for r in records:
-        fx = r.get("forensics")
-        if r.get("kind") == "aa" and isinstance(fx, dict) and isinstance(
-                fx.get("swing"), int | float):
-            out.append(float(fx["swing"]))
-    return out
+    return aa_samples(records).swings
 
 
 @dataclass
@@ -68,7 +154,10 @@ class AASummary:
     ab_minus_aa: float | None
     ab_minus_aa_ci95: tuple[float, float] | None
     verdicts: dict[str, int]
-    swing_p99: float | None
+    swing_p99: float | None  # over flip swings and margin moves (τ_tie with --calibrate)
+    drift_p99: float | None  # over chosen-token drifts (τ_drift with --calibrate)
+    flips: int  # A/A pairs with a flip swing
+    noise_tokens: int  # matched A/A tokens with a margin move
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -85,11 +174,12 @@ def summarise_aa(records: Iterable[dict[str, Any]], ab_exact: int, ab_parity: in
     """The A/A figures from the log's ``kind: aa`` records beside the A/B counts."""
     total = parity = exact = 0
     verdicts: dict[str, int] = {}
-    swings: list[float] = []
+    samples = NoiseSamples()
     for r in records:
         if r.get("kind") != "aa":
             continue
         total += 1
+        samples.add(r)
         bucket = r.get("bucket")
         if bucket not in _PARITY:
             continue
@@ -100,8 +190,6 @@ def summarise_aa(records: Iterable[dict[str, Any]], ab_exact: int, ab_parity: in
             label = fx.get("verdict") or fx.get("cause")
             if isinstance(label, str):
                 verdicts[label] = verdicts.get(label, 0) + 1
-            if isinstance(fx.get("swing"), int | float):
-                swings.append(float(fx["swing"]))
     diff = newcombe_diff(ab_exact, ab_parity, exact, parity)
     return AASummary(
         records=total, parity=parity, exact=exact,
@@ -111,5 +199,10 @@ def summarise_aa(records: Iterable[dict[str, Any]], ab_exact: int, ab_parity: in
         ab_minus_aa=diff[0] if diff else None,
         ab_minus_aa_ci95=diff[1] if diff else None,
         verdicts=dict(sorted(verdicts.items())),
-        swing_p99=round(float(np.percentile(swings, 99)), 6) if swings else None,
+        swing_p99=_p99(samples.tie_samples()), drift_p99=_p99(samples.drifts),
+        flips=len(samples.swings), noise_tokens=len(samples.moves),
     )
+
+
+def _p99(values: list[float]) -> float | None:
+    return round(float(np.percentile(values, 99)), 6) if values else None

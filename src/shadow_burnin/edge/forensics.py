@@ -13,20 +13,22 @@ Each step runs after a round, before it is committed (``edge.runner.RoundStep``)
 - ``RefireStep`` re-sends a non-exact round's prompt to both sides ``n`` times:
   ``record["refire"]`` says ``reproducible`` / ``flaky-v1`` / ``flaky-v2`` / ...
 - ``AAStep`` sends every ``every``-th round's prompt twice to v1 (or v1 and ``v1b``) and
-  returns an ``"kind": "aa"`` record (not a round: it has no number of its own).
+  returns an ``"kind": "aa"`` record (not a round: it has no number of its own), with the
+  pair's noise samples (``core.aa.aa_noise``). It runs first, so that with
+  ``--calibrate`` a round's verdict already uses its own A/A pair.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from ..core.aa import calibrated_tau_tie
+from ..core.aa import MIN_SAMPLES, NoiseSamples, aa_noise
 from ..core.compare import classify
 from ..core.outcomes import prefix_cause, refire_outcome
 from ..core.records import SCHEMA, SIDES, SideReply
@@ -53,17 +55,18 @@ class Notices:
 
 @dataclass
 class NoiseFloor:
-    """A/A swings seen so far; with ``calibrate`` they set τ_tie (max(default, p99))."""
+    """A/A noise seen so far; with ``calibrate`` it sets τ_tie and τ_drift (each
+    max(default, p99), see ``core.aa``)."""
 
     thresholds: Thresholds = field(default_factory=Thresholds)
     calibrate: bool = False
-    swings: list[float] = field(default_factory=list)
+    samples: NoiseSamples = field(default_factory=NoiseSamples)
+    min_samples: int = MIN_SAMPLES
 
     def current(self) -> Thresholds:
         if not self.calibrate:
             return self.thresholds
-        tau = calibrated_tau_tie(self.thresholds.tau_tie, self.swings)
-        return replace(self.thresholds, tau_tie=round(tau, 6))
+        return self.samples.calibrated(self.thresholds, self.min_samples)
 
 
 def analyse(bucket: str, r1: dict[str, Any], r2: dict[str, Any], t1: list[Token] | None,
@@ -82,6 +85,7 @@ def analyse(bucket: str, r1: dict[str, Any], r2: dict[str, Any], t1: list[Token]
     out["k"] = k
     if floor.calibrate:
         out["tau_tie"] = th.tau_tie
+        out["tau_drift"] = th.tau_drift
     if v.divergence_token is not None and t1 and t2:
         out["tokens"] = {"v1": token_window(t1, v.divergence_token),
                          "v2": token_window(t2, v.divergence_token)}
@@ -250,8 +254,9 @@ class AAStep:
         fx = analyse(cmp.bucket, a, b, ta, tb, self.floor, self.k)
         if fx is not None:
             aa["forensics"] = fx
-            if isinstance(fx.get("swing"), float):
-                self.floor.swings.append(fx["swing"])
+        if isinstance(ta, list) and isinstance(tb, list) and ta and tb:
+            aa["noise"] = aa_noise(ta, tb)
+        self.floor.samples.add(aa)
         return [aa]
 
 
@@ -265,7 +270,8 @@ class ForensicsPlan:
     v1b: Endpoint | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     calibrate: bool = False
-    aa_swings: Sequence[float] = ()
+    aa_noise: NoiseSamples | None = None  # samples from the log so far (--calibrate)
+    min_samples: int = MIN_SAMPLES  # per threshold, before calibration changes it
     max_slowdown: float = 3.0
     min_overhead_s: float = 1.0
 
@@ -273,8 +279,13 @@ class ForensicsPlan:
 @contextlib.asynccontextmanager
 async def forensic_steps(plan: ForensicsPlan, spec: RequestSpec,
                          warn: Callable[[str], None]) -> AsyncIterator[list[RoundStep]]:
-    """The steps for a run, in order (verdict, re-fire, A/A); opens the v1b client."""
-    floor = NoiseFloor(plan.thresholds, plan.calibrate, list(plan.aa_swings))
+    """The steps for a run, in order (A/A, verdict, re-fire); opens the v1b client.
+    The A/A step goes first so that a calibrated verdict counts the round's own A/A pair;
+    its record is still logged after the round's."""
+    seed = plan.aa_noise or NoiseSamples()
+    floor = NoiseFloor(plan.thresholds, plan.calibrate,
+                       NoiseSamples(list(seed.swings), list(seed.moves), list(seed.drifts)),
+                       plan.min_samples)
     notices = Notices(warn)
     steps: list[RoundStep] = [LogprobStep(plan.logprobs, floor, notices, plan.max_slowdown,
                                           plan.min_overhead_s)]
@@ -284,7 +295,7 @@ async def forensic_steps(plan: ForensicsPlan, spec: RequestSpec,
         yield steps
         return
     if plan.v1b is None:
-        yield [*steps, AAStep(plan.aa_every, plan.logprobs, floor)]
+        yield [AAStep(plan.aa_every, plan.logprobs, floor), *steps]
         return
     async with SideClient(plan.v1b, spec) as v1b:
-        yield [*steps, AAStep(plan.aa_every, plan.logprobs, floor, v1b)]
+        yield [AAStep(plan.aa_every, plan.logprobs, floor, v1b), *steps]

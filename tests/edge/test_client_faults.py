@@ -269,3 +269,53 @@ async def test_error_texts_are_one_line_json_safe(scripted_server: Any) -> None:
             reply = await faulted(server, client, fault)
             assert reply.error is not None and "\n" not in reply.error
             json.dumps(reply.to_json())
+
+
+async def test_streamed_replies_keep_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of the body after [DONE] is read, so the connection goes back to the pool
+    (aiohttp closes one released mid-body: the next request would connect again). The
+    server here ends each body 5 ms after its [DONE], as a busy server may."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in ("Hello", " there"):
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece},
+                                  "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await resp.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
+        await asyncio.sleep(0.005)
+        await resp.write_eof()
+        return resp
+
+    created: list[int] = []
+    original = aiohttp.TCPConnector._create_connection
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        created.append(1)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", counting)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with SideClient(Endpoint(f"http://127.0.0.1:{port}"), spec()) as client:
+            for _ in range(10):
+                reply = await client.complete(PLAIN)
+                assert reply.error is None and reply.text == "Hello there"
+                # the latency ends at [DONE], not after the wait for the end of the body
+                assert reply.latency_ms is not None and reply.latency_ms < 100
+    finally:
+        await runner.cleanup()
+    assert len(created) == 1

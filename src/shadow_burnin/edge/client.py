@@ -187,7 +187,8 @@ class SideClient:
             reply.error = f"bad-shape: {exc.message}"
         except aiohttp.ClientError as exc:
             reply.error = f"connection-reset: {type(exc).__name__}"
-        reply.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
+        if reply.latency_ms is None or reply.error is not None:
+            reply.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
         if reply.error is not None and not reply.truncated and \
                 not reply.error.startswith("stream-incomplete"):
             reply.text = None
@@ -257,11 +258,14 @@ class SideClient:
                             reply.finish_reason = str(reason)
                             finished = True
                     if done:
+                        reply.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
                         break
         finally:
             reply.text = "".join(parts)
             if want_logprobs:
                 _keep_tokens(reply, logprob_parts, reply.text)
+        if done and not resp.content.at_eof():
+            await _drain(resp.content, self.spec.max_reply_bytes)
         if null_seen and not parts:
             raise ReplyError("bad-shape", "stream content is null and no text arrived")
         if not done:
@@ -278,6 +282,25 @@ def _keep_tokens(reply: SideReply, raw: Any, text: str | None) -> None:
     """Parsed logprobs (``core.verdict.Token`` list, None if the reply had none) under
     ``reply.extra["_tokens"]``; never written to the log as is."""
     reply.extra[TOKENS_KEY] = parse_logprobs(raw, text) if raw else None
+
+
+DRAIN_S = 0.02  # how long to wait for the end of a body after its [DONE]
+
+
+async def _drain(stream: aiohttp.StreamReader, limit: int) -> None:
+    """Read what follows ``[DONE]`` (normally just the end of the chunked body, a moment
+    later) so that the connection goes back to the pool: aiohttp closes a connection
+    released before the end of its body, and the next request then has to connect
+    again. Gives up silently after ``DRAIN_S`` or ``limit`` bytes, or on any error (the
+    reply is complete; the connection is then simply not reused)."""
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+        async with asyncio.timeout(DRAIN_S):
+            total = 0
+            while total <= limit:
+                chunk = await stream.readany()
+                if not chunk:
+                    return
+                total += len(chunk)
 
 
 def _check_status(resp: aiohttp.ClientResponse) -> None:

@@ -4,11 +4,17 @@ Usage: python benchmarks/soak.py [--rounds 100000] [--concurrency 1,8,32] [--eve
                                  [--warmup 30] [--keep DIR] [-- extra run flags]
 
 For each concurrency N: start `shadow-burnin run --interval 0 --concurrency N --rounds R`
-(default forensics settings) against two scripted servers (subprocesses, one per side),
-sample the runner's RSS (/proc/PID/status VmRSS), open fds (/proc/PID/fd) and progress
-(the state file) every --every seconds, then print the samples and: rounds/s, CPU time per
-round (wait4 rusage of the runner), whether RSS stayed within +-10 MB of its first
-post-warm-up sample and whether the fd count stayed flat. Asserts nothing.
+against two scripted servers (subprocesses, one per side), sample the runner's RSS
+(/proc/PID/status VmRSS), open fds (/proc/PID/fd) and progress (the state file) every
+--every seconds, then print the samples and: rounds/s, CPU time per round and per request
+(wait4 rusage of the runner), whether RSS stayed within +-10 MB of its first post-warm-up
+sample and whether the fd count stayed flat. Asserts nothing.
+
+Forensics are at their defaults unless flags after `--` say otherwise (e.g. `-- --aa-every
+0`): every 10th round is an A/A round, i.e. two more requests to v1 and one `aa` record,
+so a round costs 2.2 requests on average; logprobs are asked for (the scripted server
+sends none) and only non-exact rounds are re-fired (none here: both servers echo). The
+requests actually sent (the servers' counters) and the A/A records are printed per run.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -52,6 +59,9 @@ class Result:
     cpu_s: float = 0.0
     max_rss_mb: float = 0.0
     server_cpu_s: float = 0.0
+    requests: int = 0
+    aa_records: int = 0
+    load: tuple[float, float] = (0.0, 0.0)  # 1-min load average at start and end
     exit: int = 0
     samples: list[Sample] = field(default_factory=list)
 
@@ -74,6 +84,17 @@ def last_round(state: Path) -> int:
         return 0
 
 
+def served(url: str) -> int:
+    """The completion requests a scripted server answered so far."""
+    with urllib.request.urlopen(f"{url}/_scripted/state", timeout=10) as resp:
+        return int(orjson.loads(resp.read())["count"])
+
+
+def aa_records(log: Path) -> int:
+    with open(log, "rb") as fh:
+        return sum(1 for line in fh if b'"kind":"aa"' in line)
+
+
 def soak(work: Path, urls: list[str], pids: list[int], n: int, rounds: int, every: float,
          extra: list[str]) -> Result:
     log, state = work / f"soak-c{n}.jsonl", work / f"soak-c{n}.state"
@@ -83,6 +104,8 @@ def soak(work: Path, urls: list[str], pids: list[int], n: int, rounds: int, ever
             "--log", str(log), "--prompts", str(prompts), "--quiet", *extra]
     res = Result(concurrency=n)
     server0 = sum(cpu_s(p) for p in pids)
+    requests0 = sum(served(u) for u in urls)
+    load0 = os.getloadavg()[0]
     t0 = time.monotonic()
     with open(work / f"soak-c{n}.err", "wb") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
@@ -113,16 +136,23 @@ def soak(work: Path, urls: list[str], pids: list[int], n: int, rounds: int, ever
     res.cpu_s = usage.ru_utime + usage.ru_stime
     res.max_rss_mb = usage.ru_maxrss / 1024
     res.server_cpu_s = sum(cpu_s(p) for p in pids) - server0
+    res.requests = sum(served(u) for u in urls) - requests0
+    res.aa_records = aa_records(log) if log.exists() else 0
+    res.load = (load0, os.getloadavg()[0])
     return res
 
 
 def report(res: Result, warmup: float) -> None:
     steady = [s for s in res.samples if s.t >= warmup]
+    rounds = max(1, res.rounds)
     print(f"concurrency {res.concurrency}: {res.rounds} rounds in {res.wall_s:.0f} s "
-          f"(exit {res.exit}) = {res.rounds / res.wall_s:.1f} rounds/s overall")
-    print(f"  runner CPU {res.cpu_s:.1f} s = {1000 * res.cpu_s / max(1, res.rounds):.2f} ms "
-          f"per round; servers' CPU {res.server_cpu_s:.1f} s; runner max RSS "
-          f"{res.max_rss_mb:.1f} MB")
+          f"(exit {res.exit}) = {res.rounds / res.wall_s:.1f} rounds/s overall; load "
+          f"{res.load[0]:.2f} -> {res.load[1]:.2f}")
+    print(f"  {res.requests} requests ({res.requests / rounds:.2f} per round), "
+          f"{res.aa_records} A/A records")
+    print(f"  runner CPU {res.cpu_s:.1f} s = {1000 * res.cpu_s / rounds:.3f} ms per round, "
+          f"{1e6 * res.cpu_s / max(1, res.requests):.0f} us per request; servers' CPU "
+          f"{res.server_cpu_s:.1f} s; runner max RSS {res.max_rss_mb:.1f} MB")
     if len(steady) >= 3:
         rates = [(b.rounds - a.rounds) / (b.t - a.t) for a, b in pairwise(steady)]
         base = steady[0].rss_mb

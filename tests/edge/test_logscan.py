@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shadow_burnin.core.aa import summarise_aa
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns, epoch_seconds
 from shadow_burnin.core.records import BUCKETS
 from shadow_burnin.edge import logscan
@@ -38,7 +39,8 @@ def record(rng: np.random.Generator, n: int, events: bool = True) -> dict[str, A
         return {"kind": "aa", "schema": 1, "round": n, "ts": stamp(n), "prompt_id": "p1",
                 "category": "code", "target": "v1", "bucket": "no-match",
                 "prefix_match_chars": 3, "a": side(rng, True), "b": side(rng, True),
-                "forensics": {"verdict": "near-tie", "swing": 0.03}}
+                "forensics": {"verdict": "near-tie", "swing": float(rng.uniform(0, .2))},
+                "noise": {"moves": [float(rng.uniform(0, .1))], "drifts": [0.01, 0.02]}}
     if roll < 0.1 and events:
         return {"kind": "event", "event": "halt", "ts": stamp(n), "reason": "no-match"}
     bucket = str(rng.choice(BUCKETS))
@@ -87,7 +89,7 @@ def without_replies(record: dict[str, Any]) -> dict[str, Any]:
     """What scans hand on of an A/A record: everything a report reads, not the replies."""
     if record["kind"] != "aa":
         return record
-    drop = ("a", "b", "prefix_match_chars", "divergence_byte", "setup")
+    drop = ("a", "b", "prefix_match_chars", "divergence_byte", "setup")  # the rest is kept
     return {k: v for k, v in record.items() if k not in drop and v is not None}
 
 
@@ -187,3 +189,14 @@ def test_epoch_seconds_other_shapes_still_parse() -> None:
                          "2026-11-27T23:00:01.250Z"])
     base = datetime(2026, 11, 27, 23, 0, 1, tzinfo=UTC).timestamp()
     np.testing.assert_array_equal(got, [base, base + 0.5, base + 0.25])
+
+
+def test_bench_a_a_figures_are_those_of_the_whole_records(tmp_path: Path) -> None:
+    """The A/A records a scan hands on (without replies) give the figures of the full ones."""
+    log = tmp_path / "log.jsonl"
+    lines = write_log(log, 5, 400)
+    full = [r for r in map(orjson.loads, lines) if r.get("kind") == "aa"]
+    scanned = scan(log)
+    assert len(full) > 10
+    assert (summarise_aa(scanned.other, 90, 100).to_json()
+            == summarise_aa(full, 90, 100).to_json())

@@ -58,6 +58,7 @@ class RoundRow(msgspec.Struct, gc=False):
     source: str | None = None
     round: int | None = None  # of an A/A record
     target: str | None = None
+    noise: Any = None
     forensics: Any = None
     refire: Any = None
     v1: SideRow | None = None
@@ -191,9 +192,11 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
                 column("category"), column("prompt_id"), stamps, fx)
 
 
-# what a report reads of an A/A record: not its two replies
+# what reports read of an A/A record (``core.aa``: summarise_aa, NoiseSamples), i.e.
+# all of it but the two replies; each must be a field of RoundRow
 AA_FIELDS = ("kind", "schema", "round", "ts", "prompt_id", "category", "target", "bucket",
-             "forensics")
+             "forensics", "noise")
+assert set(AA_FIELDS) <= set(RoundRow.__struct_fields__)
 
 
 def _other(record: dict[str, Any]) -> dict[str, Any]:

@@ -158,3 +158,14 @@ def test_run_calibration_starts_from_the_logs_aa_noise(log: Path, calibrate: boo
         assert (noise.swings, noise.moves, noise.drifts) == ([0.04], [0.2, 0.0], [0.1, 0.0])
     else:
         assert (noise.swings, noise.moves, noise.drifts) == ([], [], [])
+
+
+def test_bench_shows_the_aa_noise_samples(tmp_path: Path) -> None:
+    records = [rnd(1, "exact", "same", "same"),
+               {**aa(1, "exact"), "noise": {"moves": [0.02, 0.07], "drifts": [0.011, 0.03]}},
+               aa(2, "no-match", 0.04)]
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    out = invoke("bench", "--log", path).stdout
+    assert "(1 flips, 2 matched tokens)" in out
+    assert "A/A drift p99" in out and "0.030 nats" in out

@@ -158,7 +158,9 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
               help="Every Nth round, also send the prompt twice to v1 (A/A); 0: off [10].")
 @click.option("--v1b", "v1b_url", help="A second copy of v1 for the A/A pairs (default: v1).")
 @click.option("--calibrate", is_flag=True, default=None,
-              help="Near-tie threshold = max(tau_tie, p99 of the A/A swing).")
+              help="Thresholds from the A/A noise floor: tau_tie = max(tau_tie, p99 of the "
+                   "A/A swings and margin moves), tau_drift = max(tau_drift, p99 of the A/A "
+                   "logprob drifts), each once 100 samples are in.")
 @click.option("--new-run", is_flag=True, help="Archive the old log/state and start fresh.")
 @click.option("--force", is_flag=True, help="Continue a log written by a different setup.")
 @click.option("--quiet", is_flag=True, help="No progress output.")

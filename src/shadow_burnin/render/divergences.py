@@ -156,5 +156,8 @@ def _aa_table(aa: dict[str, Any]) -> RenderableType:
         t.add_row("A/B − A/A", f"{100 * d:+.2f} pts (95% CI {100 * dci[0]:+.2f} – "
                   f"{100 * dci[1]:+.2f}): {verdict}")
     if aa.get("swing_p99") is not None:
-        t.add_row("A/A swing p99", f"{aa['swing_p99']:.3f} nats")
+        t.add_row("A/A swing p99", f"{aa['swing_p99']:.3f} nats "
+                  f"({aa.get('flips', 0):,} flips, {aa.get('noise_tokens', 0):,} matched tokens)")
+    if aa.get("drift_p99") is not None:
+        t.add_row("A/A drift p99", f"{aa['drift_p99']:.3f} nats")
     return Group(t)

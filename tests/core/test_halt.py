@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 from collections import Counter, deque
 
 from shadow_burnin.core.halt import (
@@ -205,7 +206,9 @@ def test_memory_is_bounded_at_any_round_rate() -> None:
         det.feed({"round": i + 1, "ts": "", "bucket": "no-match" if i % 5 == 0 else "exact",
                   "prompt_id": f"p{i % 16}", "category": "c"}, t)
     assert len(det._slots) <= SLOTS + 2
-    assert max(len(s.prompts) for s in det._slots) <= 16
+    assert max(len(list(s.prompts())) for s in det._slots) <= 16
+    # all but the newest entry hold their per-prompt counts packed (12 bytes a prompt)
+    assert all(isinstance(s.counts, array) for s in list(det._slots)[:-1])
     w = det.window()
     assert 20_000 <= w.parity_rounds <= 20_000 + 20.0 / SLOTS * 1000 + 1
     assert abs(w.no_match - w.parity_rounds / 5) <= 1

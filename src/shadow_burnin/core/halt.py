@@ -12,7 +12,9 @@ Memory is bounded whatever the round rate: the window is kept as at most
 SLOTS`` wide: 1 s for the default hour) share one entry of counters, which leaves the
 window when the newest of its rounds does; a slot's older rounds may so stay up to one
 slot width longer than ``window``. A round alone in its slot (any run slower than one
-round per slot, e.g. the default 2.5 s interval) is exact.
+round per slot, e.g. the default 2.5 s interval) is exact. An entry takes ~0.2 KB plus
+12 bytes per prompt seen in its slot: a full window at 1 000 rounds/s is ~1.4 MB with 16
+prompts, ~5 MB with 100 different prompts per second.
 
 Times are the log's round timestamps (epoch seconds), never the clock, so the same log
 always gives the same halts. The halt and its acknowledgement are logged as event
@@ -22,8 +24,9 @@ records; :func:`halt_status` folds them back.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,9 +38,12 @@ SLOTS = 3600  # grid slots per window: bounds the detector's memory
 
 
 class _Slot:
-    """The parity rounds of one grid slot: counts, and per prompt ``[seen, no_match]``."""
+    """The parity rounds of one grid slot: counts, and per prompt (by its index in the
+    detector) how many rounds and how many no-match. The newest slot keeps those in a
+    dict; an older one packs them into 12 bytes per prompt (it is never added to again).
+    """
 
-    __slots__ = ("first", "key", "last", "n", "no_match", "prompts")
+    __slots__ = ("counts", "first", "key", "last", "n", "no_match")
 
     def __init__(self, key: int, t: float) -> None:
         self.key = key
@@ -45,19 +51,38 @@ class _Slot:
         self.last = t
         self.n = 0
         self.no_match = 0
-        self.prompts: dict[str, list[int]] = {}
+        self.counts: dict[int, list[int]] | array[int] = {}
 
-    def add(self, t: float, nm: bool, prompt_id: str) -> None:
+    def add(self, t: float, nm: bool, index: int) -> None:
         self.first = min(self.first, t)
         self.last = max(self.last, t)
         self.n += 1
         self.no_match += nm
-        counts = self.prompts.get(prompt_id)
-        if counts is None:
-            self.prompts[prompt_id] = [1, int(nm)]
+        counts = self.counts
+        assert isinstance(counts, dict)
+        seen_bad = counts.get(index)
+        if seen_bad is None:
+            counts[index] = [1, int(nm)]
         else:
-            counts[0] += 1
-            counts[1] += nm
+            seen_bad[0] += 1
+            seen_bad[1] += nm
+
+    def pack(self) -> None:
+        if isinstance(self.counts, dict):
+            flat = array("I")
+            for index, (seen, bad) in self.counts.items():
+                flat.extend((index, seen, bad))
+            self.counts = flat
+
+    def prompts(self) -> Iterator[tuple[int, int, int]]:
+        """``(prompt index, rounds, no-match)`` per prompt seen in this slot."""
+        counts = self.counts
+        if isinstance(counts, dict):
+            for index, (seen, bad) in counts.items():
+                yield index, seen, bad
+        else:
+            for i in range(0, len(counts), 3):
+                yield counts[i], counts[i + 1], counts[i + 2]
 
 
 @dataclass(frozen=True)
@@ -131,7 +156,10 @@ class HaltDetector:
         self._slots: deque[_Slot] = deque()
         self._n = 0
         self._no_match = 0
-        self._category: dict[str, str] = {}  # prompt id → category of its latest round
+        # prompt id → index (slots count by index); id and latest category by index
+        self._index: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._categories: list[str] = []
         self._sealed = False  # after an acknowledgement: the next round opens a new entry
 
     def feed(self, record: Mapping[str, Any], t: float | None = None) -> HaltTrigger | None:
@@ -181,36 +209,47 @@ class HaltDetector:
         if slots and slots[-1].key == key and not self._sealed:
             slot = slots[-1]
         else:
+            if slots:
+                slots[-1].pack()
             slot = _Slot(key, t)
             slots.append(slot)
             self._sealed = False
-        slot.add(t, nm, prompt_id)
+        index = self._index.get(prompt_id)
+        if index is None:
+            index = self._index[prompt_id] = len(self._ids)
+            self._ids.append(prompt_id)
+            self._categories.append(category)
+        else:
+            self._categories[index] = category
+        slot.add(t, nm, index)
         self._n += 1
         self._no_match += nm
-        self._category[prompt_id] = category
 
     def _drop(self, slot: _Slot) -> None:
         self._n -= slot.n
         self._no_match -= slot.no_match
+        if not self._slots:  # nothing refers to a prompt index any more
+            self._index.clear()
+            self._ids.clear()
+            self._categories.clear()
 
     def _expire(self, t: float) -> None:
         edge = t - self.config.window_s
         slots = self._slots
         while slots and slots[0].last <= edge:
             self._drop(slots.popleft())
-        if not slots:
-            self._category.clear()
 
     def _worst(self) -> list[dict[str, Any]]:
-        seen: Counter[str] = Counter()
-        bad: Counter[str] = Counter()
+        seen: Counter[int] = Counter()
+        bad: Counter[int] = Counter()
         for slot in self._slots:
-            for pid, (n, nm) in slot.prompts.items():
-                seen[pid] += n
-                bad[pid] += nm
-        ranked = sorted((p for p in bad if bad[p]), key=lambda p: (-bad[p], p))
-        return [{"prompt_id": p, "category": self._category.get(p, ""), "no_match": bad[p],
-                 "parity_rounds": seen[p]} for p in ranked[: self.config.worst]]
+            for index, n, nm in slot.prompts():
+                seen[index] += n
+                bad[index] += nm
+        ids, categories = self._ids, self._categories
+        ranked = sorted((i for i in bad if bad[i]), key=lambda i: (-bad[i], ids[i]))
+        return [{"prompt_id": ids[i], "category": categories[i], "no_match": bad[i],
+                 "parity_rounds": seen[i]} for i in ranked[: self.config.worst]]
 
 
 def detect(records: Iterable[Mapping[str, Any]], config: HaltConfig) -> list[HaltTrigger]:

@@ -231,8 +231,9 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
                              "variable (letters, digits, _); the value given is not shown")
     r = m.get("request", {})
     request = RequestConfig(**r)
-    if request.api not in ("chat", "completions"):
-        raise ValueError(f"request.api must be 'chat' or 'completions', got {request.api!r}")
+    if request.api not in ("chat", "completions", "native"):
+        raise ValueError("request.api must be 'chat', 'completions' or 'native', "
+                         f"got {request.api!r}")
     _positive("request.max_tokens", request.max_tokens)
     _positive("request.timeout", request.timeout)
     _positive("request.max_reply_bytes", request.max_reply_bytes)

@@ -110,11 +110,12 @@ def calib_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def burn(servers: dict[str, LocalServer], v2: str, prompts: Path, log: Path, rounds: int,
-         *extra: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+         *extra: str, api: str = "completions"
+         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     config = log.with_suffix(".toml")
     config.write_text("[request]\nextra = { cache_prompt = false }\n")
     res = invoke("run", "--config", config, "--v1", servers["v1"].url, "--v2",
-                 servers[v2].url, "--api", "completions", "--max-tokens", "16",
+                 servers[v2].url, "--api", api, "--max-tokens", "16",
                  "--prompts", prompts, "--rounds", str(rounds), "--interval", "0",
                  "--seed", "1", "--log", log, "--quiet", *extra)
     assert res.exit_code == 0, res.output
@@ -196,3 +197,30 @@ def test_wrong_rope_base_gives_regressions(servers: dict[str, LocalServer],
     rows = invoke("divergences", "--log", log, "--json",
                   "--verdict", "regression").stdout.splitlines()
     assert len(rows) == total["regression"]
+
+
+def test_native_completion_api_gives_the_same_replies_and_logprobs(
+        servers: dict[str, LocalServer], prompts_file: Path, tmp_path: Path) -> None:
+    """``--api native`` (llama.cpp's /completion with n_probs) against the OpenAI endpoint
+    of the same servers: the same texts, and forensics read from completion_probabilities."""
+    n = len(FLIPPING)
+    quiet = ("--aa-every", "0", "--refire", "0")
+    native, _, summary = burn(servers, "numeric", prompts_file, tmp_path / "native.jsonl", n,
+                              *quiet, api="native")
+    openai, _, _ = burn(servers, "numeric", prompts_file, tmp_path / "openai.jsonl", n,
+                        *quiet, "--logprobs", "0")
+    assert [r["prompt_id"] for r in native] == [r["prompt_id"] for r in openai]
+    for a, b in zip(native, openai, strict=True):
+        for side in ("v1", "v2"):
+            assert a[side]["error"] is None and a[side]["status"] == 200
+            assert a[side]["text"] == b[side]["text"], (a["prompt_id"], side)
+            assert a[side]["finish_reason"] in ("stop", "length")
+            assert a[side]["completion_tokens"] == b[side]["completion_tokens"]
+            assert a[side]["ttft_ms"] is not None  # streamed
+        assert a["bucket"] == b["bucket"]
+    flips = [r for r in native if r["bucket"] == "no-match"]
+    assert len(flips) >= n // 2
+    for r in flips:  # the same verdict inputs as the OpenAI shape gives (first test)
+        fx = r["forensics"]
+        assert fx["b_in_v1_top"] and fx["a_in_v2_top"] and 0 <= fx["swing"] < 0.5, fx
+    assert sum(summary["forensics"]["no_match"]["verdicts"].values()) == len(flips)

@@ -45,7 +45,7 @@ MISSING: Any = object()  # "no override" (None is an override: null content)
 class Reply:
     """Everything needed to render one normal reply in the OpenAI shape."""
 
-    api: str  # "chat" | "completions" | "models" (for models, text is the model id)
+    api: str  # "chat" | "completions" | "native" | "models" (models: text is the model id)
     rid: str
     model: str
     text: str
@@ -66,6 +66,8 @@ class Reply:
         if self.api == "models":
             model = {"id": text, "object": "model", "created": CREATED, "owned_by": "scripted"}
             return {"object": "list", "data": [model]} if choices else {"object": "list"}
+        if self.api == "native":  # llama.cpp's /completion
+            return self.native_end(content=text)
         if self.api == "chat":
             choice: dict[str, Any] = {"index": 0, "finish_reason": self.finish_reason,
                                       "message": {"role": "assistant", "content": text}}
@@ -89,6 +91,10 @@ class Reply:
     def chunk(self, piece: Any = MISSING, finish: str | None = None,
               *, role: bool = False) -> dict[str, Any]:
         """One stream chunk; ``piece`` MISSING means an empty delta (role/finish chunks)."""
+        if self.api == "native":
+            if finish is not None:
+                return self.native_end(content="")
+            return {"index": 0, "content": "" if piece is MISSING else piece, "stop": False}
         if self.api == "chat":
             delta = {"role": "assistant", "content": ""} if role else (
                 {} if piece is MISSING else {"content": piece})
@@ -100,6 +106,12 @@ class Reply:
             kind = "text_completion"
         return {"id": self.rid, "object": kind, "created": CREATED, "model": self.model,
                 "choices": [choice]}
+
+    def native_end(self, content: Any) -> dict[str, Any]:
+        """llama.cpp's last object: ``stop: true`` with why and how many tokens."""
+        return {"index": 0, "content": content, "stop": True, "model": self.model,
+                "stop_type": "limit" if self.finish_reason == "length" else "eos",
+                "tokens_predicted": self.completion_tokens}
 
     @property
     def lead_events(self) -> int:
@@ -259,7 +271,7 @@ def _stream_parts(reply: Reply, fault: str | None) -> list[bytes]:
         parts = [sse(e) for e in reply.events()]
         if fault == "invalid-json":
             parts.insert(min(len(parts), reply.lead_events + 1), BAD_JSON_EVENT)
-    return [*parts, DONE]
+    return parts if reply.api == "native" else [*parts, DONE]  # native: no [DONE]
 
 
 async def _reset(ex: Exchange, fault: str) -> web.StreamResponse:

@@ -52,7 +52,8 @@ OPTIONS: tuple[str, ...] = (  # the plain attributes, also --flags of the CLI
     "drip_interval_s", "record", "models_fault",
 )
 _WORD = re.compile(r"\S+")
-_API_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+_API_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
+              "/completion": "native"}
 _VOCAB = ("alpha", "beta", "gamma", "delta", "café", "naïve", "日本", "語", "🙂", "x",
           "lorem", "ipsum", "dolor", "sit", "amet", "über", "—", "42", "λ", "end.")
 
@@ -246,7 +247,7 @@ class ScriptedServer:
         return text
 
     def _reply(self, api: str, n: int, body: dict[str, Any]) -> Reply:
-        limit = body.get("max_tokens", body.get("max_completion_tokens"))
+        limit = body.get("max_tokens", body.get("max_completion_tokens", body.get("n_predict")))
         limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
         text, tokens, cut = cut_to_tokens(self._text(body, n), limit)
         options = body.get("stream_options")

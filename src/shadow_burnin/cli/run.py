@@ -136,7 +136,9 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
 @click.option("--model", help="Model name for both sides.")
 @click.option("--v1-key-env", help="Name of the environment variable holding v1's API key.")
 @click.option("--v2-key-env", help="Name of the environment variable holding v2's API key.")
-@click.option("--api", type=click.Choice(["chat", "completions"]), help="API [chat].")
+@click.option("--api", type=click.Choice(["chat", "completions", "native"]),
+              help="chat: /v1/chat/completions, completions: /v1/completions, native: "
+                   "llama.cpp's /completion [chat].")
 @click.option("--max-tokens", type=int, help="max_tokens per request [64].")
 @click.option("--stream/--no-stream", default=None, help="Stream (measures TTFT) [stream].")
 @click.option("--timeout", type=float, help="Per-request timeout in seconds [120].")

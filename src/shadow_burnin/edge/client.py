@@ -1,4 +1,9 @@
-"""One side's OpenAI-compatible client: send one request, return one ``SideReply``.
+"""One side's client: send one request, return one ``SideReply``.
+
+APIs (``RequestSpec.api``): ``chat`` (``/v1/chat/completions``), ``completions``
+(``/v1/completions``) and ``native``: llama.cpp's own ``/completion`` (``prompt``,
+``n_predict``, ``n_probs``; a stream of ``{"content", "stop"}`` events that ends with the
+``"stop": true`` event instead of ``[DONE]``).
 
 Server trouble never raises out of ``SideClient.complete``: every failure is mapped here,
 once, to a short error code (``connection-refused``, ``timeout``, ``http-503`` …) that is
@@ -26,7 +31,12 @@ from . import sse
 from .logprobs import parse as parse_logprobs
 from .reply_error import ReplyError
 
-Api = Literal["chat", "completions"]
+Api = Literal["chat", "completions", "native"]
+APIS: tuple[Api, ...] = ("chat", "completions", "native")
+_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
+          "native": "/completion"}
+# llama.cpp's stop_type → the OpenAI finish_reason it stands for
+_NATIVE_FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +72,13 @@ def build_body(spec: RequestSpec, prompt: Prompt, model: str | None) -> dict[str
     else:
         body["prompt"] = completion_text(prompt)
     body["temperature"] = 0
-    body["max_tokens"] = prompt.max_tokens or spec.max_tokens
+    body["n_predict" if spec.api == "native" else "max_tokens"] = (
+        prompt.max_tokens or spec.max_tokens)
     body["stream"] = spec.stream
     if spec.logprobs:
-        if spec.api == "chat":
+        if spec.api == "native":
+            body["n_probs"] = spec.logprobs
+        elif spec.api == "chat":
             body["logprobs"] = True
             body["top_logprobs"] = spec.logprobs
         else:
@@ -81,8 +94,7 @@ class SideClient:
         self.endpoint = endpoint
         self.spec = spec
         self._session: aiohttp.ClientSession | None = None
-        path = "/v1/chat/completions" if spec.api == "chat" else "/v1/completions"
-        self._url = endpoint.url.rstrip("/") + path
+        self._url = endpoint.url.rstrip("/") + _PATHS[spec.api]
         self._headers = {"Content-Type": "application/json"}
         if endpoint.api_key:
             self._headers["Authorization"] = f"Bearer {endpoint.api_key}"
@@ -197,6 +209,8 @@ class SideClient:
     async def _read_whole(self, resp: aiohttp.ClientResponse, reply: SideReply) -> None:
         raw = await _read_capped(resp, self.spec.max_reply_bytes)
         data = _decode_json(raw)
+        if self.spec.api == "native":
+            return self._native_whole(data, reply)
         choice = _first_choice(data)
         if self.spec.api == "chat":
             message = choice.get("message")
@@ -210,6 +224,15 @@ class SideClient:
         reply.completion_tokens = _usage_tokens(data)
         if self.spec.logprobs:
             _keep_tokens(reply, choice.get("logprobs"), text)
+
+    def _native_whole(self, data: dict[str, Any], reply: SideReply) -> None:
+        text = data.get("content")
+        if not isinstance(text, str):
+            raise ReplyError("bad-shape", "reply content is null or not a string")
+        reply.text = text
+        _native_end(data, reply)
+        if self.spec.logprobs:
+            _keep_tokens(reply, data.get("completion_probabilities"), text)
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, reply: SideReply, start: float
@@ -231,6 +254,20 @@ class SideClient:
                             done = True
                             break
                         chunk = _decode_json(payload)
+                        if api == "native":
+                            piece = _native_piece(chunk)
+                            if piece:
+                                if reply.ttft_ms is None:
+                                    reply.ttft_ms = round(
+                                        (time.perf_counter() - start) * 1000.0, 3)
+                                parts.append(piece)
+                            if want_logprobs and chunk.get("completion_probabilities"):
+                                logprob_parts.append(chunk)
+                            if chunk.get("stop") is True:
+                                _native_end(chunk, reply)
+                                done = True
+                                break
+                            continue
                         if "error" in chunk and "choices" not in chunk:
                             raise ReplyError("bad-shape",
                                              f"error event: {str(chunk['error'])[:120]}")
@@ -365,6 +402,27 @@ def _delta_text(choice: dict[str, Any], api: Api) -> str | None:
     if piece is not None and not isinstance(piece, str):
         raise ReplyError("bad-shape", "content is not a string")
     return piece
+
+
+def _native_piece(chunk: dict[str, Any]) -> str | None:
+    """The text of one native stream event (``content``; may be empty)."""
+    if "error" in chunk and "content" not in chunk:
+        raise ReplyError("bad-shape", f"error event: {str(chunk['error'])[:120]}")
+    piece = chunk.get("content")
+    if piece is not None and not isinstance(piece, str):
+        raise ReplyError("bad-shape", "content is not a string")
+    if piece is None and chunk.get("stop") is not True:
+        raise ReplyError("bad-shape", "stream event without content")
+    return piece
+
+
+def _native_end(data: dict[str, Any], reply: SideReply) -> None:
+    """finish_reason and completion_tokens from a native reply's last object."""
+    kind = data.get("stop_type")
+    reply.finish_reason = _NATIVE_FINISH.get(kind, kind) if isinstance(kind, str) else None
+    tokens = data.get("tokens_predicted")
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        reply.completion_tokens = tokens
 
 
 def _explicit_null(choice: dict[str, Any]) -> bool:

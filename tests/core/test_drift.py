@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shadow_burnin.core.drift import DriftTracker, drift, hourly_p95, slope
+from shadow_burnin.core.drift import DriftTracker, drift, group_p95, hourly_p95, slope
 
 T0 = 1_800_000_000.0  # an hour boundary: 1 800 000 000 / 3600 = 500 000
 
@@ -96,3 +100,19 @@ def test_tracker_agrees_with_batch() -> None:
     batch = drift(T0 + np.arange(n), lat(v1, v2))
     assert tracker.relative_drift_ms() == pytest.approx(batch.relative_drift_ms, abs=1e-3)
     assert tracker.slowing() and tracker.count == n
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5),
+                          st.one_of(st.floats(0, 1e4, allow_nan=False), st.just(math.nan))),
+                max_size=80))
+def test_group_p95_equals_numpy_percentile_per_group(rows: list[tuple[int, float]]) -> None:
+    groups = np.array([g for g, _ in rows], dtype=np.int64)
+    values = np.array([v for _, v in rows], dtype=np.float64)
+    keys = np.unique(groups)
+    for key, got in zip(keys, group_p95(groups, values, keys), strict=True):
+        vals = values[(groups == key) & ~np.isnan(values)]
+        if vals.size == 0:
+            assert got is None
+        else:
+            assert got == pytest.approx(float(np.percentile(vals, 95)), rel=1e-12, abs=1e-9)

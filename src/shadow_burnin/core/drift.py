@@ -71,18 +71,30 @@ def hourly_p95(ts: np.ndarray, latency: dict[str, np.ndarray]) -> list[HourP95]:
     if ts.size == 0:
         return []
     hours = np.floor(ts / 3600.0).astype(np.int64)
-    order = np.argsort(hours, kind="stable")
-    keys, starts = np.unique(hours[order], return_index=True)
-    bounds = [*starts[1:], order.size]
-    out = []
-    for key, lo, hi in zip(keys, starts, bounds, strict=True):
-        rows = order[lo:hi]
-        p = {}
-        for side in ("v1", "v2"):
-            vals = latency[side][rows]
-            p[side] = _r(_p95(vals[~np.isnan(vals)]))
-        out.append(HourP95(float(key) * 3600.0, int(rows.size), p["v1"], p["v2"]))
-    return out
+    keys, counts = np.unique(hours, return_counts=True)
+    p = {side: group_p95(hours, latency[side], keys) for side in ("v1", "v2")}
+    return [HourP95(float(key) * 3600.0, int(n), _r(a), _r(b))
+            for key, n, a, b in zip(keys, counts, p["v1"], p["v2"], strict=True)]
+
+
+def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
+              ) -> list[float | None]:
+    """The p95 of ``values`` (NaN skipped) per group in ``keys`` (sorted), all groups at
+    once: ``np.percentile``'s linear interpolation between order statistics; None for a
+    group with no value."""
+    ok = ~np.isnan(values)
+    g, v = groups[ok], values[ok]
+    order = np.lexsort((v, g))
+    g, v = g[order], v[order]
+    first = np.searchsorted(g, keys, side="left")
+    n = np.searchsorted(g, keys, side="right") - first
+    pos = 0.95 * np.maximum(n - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    base = np.minimum(first + lo, max(v.size - 1, 0))
+    top = np.minimum(first + hi, max(v.size - 1, 0))
+    got = v[base] + (v[top] - v[base]) * (pos - lo) if v.size else np.zeros(keys.size)
+    return [float(x) if k else None for x, k in zip(got, n, strict=True)]
 
 
 def slope(diff: np.ndarray) -> tuple[float | None, float | None]:

@@ -84,10 +84,12 @@ def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
     group with no value."""
     ok = ~np.isnan(values)
     g, v = groups[ok], values[ok]
-    order = np.lexsort((v, g))
+    order = np.argsort(g, kind="stable")  # already in order for a log: then cheap
     g, v = g[order], v[order]
     first = np.searchsorted(g, keys, side="left")
     n = np.searchsorted(g, keys, side="right") - first
+    for lo_, n_ in zip(first.tolist(), n.tolist(), strict=True):
+        v[lo_:lo_ + n_].sort()  # each group's values in order, in place (fast sort)
     pos = 0.95 * np.maximum(n - 1, 0)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, np.maximum(n - 1, 0))

@@ -5,8 +5,9 @@ them in order. A part comes either from decoded log records (``add_all``: dicts,
 reference fold) or from ready-made arrays (``add_part`` with ``part``: the fast log
 reader decodes blocks of lines straight into arrays). Both give the same columns:
 
-- ``latency``/``ttft`` per side: NaN where that side did not reply (an ``error``, or no
-  text) or did not report the figure;
+- ``latency``/``ttft`` per side: NaN where that side did not reply or did not report the
+  figure. Whether a side replied is read from the round's bucket (``v2-unreachable``:
+  v1 replied, v2 did not), the classification the round was logged with;
 - ``prefix``: ``prefix_match_chars`` (NaN when null); ``ts``: round start, epoch seconds;
 - ``category``/``prompt``: indexes into ``categories``/``prompts``;
 - ``extra``: forensic codes per round (``FX_COLUMNS``; see ``core.outcomes``).
@@ -29,6 +30,9 @@ EXACT, PREFIX, NOMATCH = (BUCKET_CODE[b] for b in PARITY_BUCKETS)
 FX_COLUMNS = (("verdict", np.int8), ("cause", np.int8), ("refire", np.int8),
               ("div_token", np.int32))
 Codes = tuple[int, int, int, int]
+# per side: did it reply, by bucket code (indexable by a bucket column)
+REPLIED = {side: np.array([b not in (f"{side}-unreachable", "both-unreachable")
+                           for b in BUCKETS]) for side in SIDES}
 
 
 @dataclass
@@ -64,15 +68,21 @@ def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, A
          fx: Mapping[int, Codes]) -> Columns:
     """Columns of consecutive rounds from per-row values (arrays or lists; None → NaN).
 
-    ``category``/``prompt`` are names, indexed here; ``fx`` maps a row to its forensic
-    codes (rows without are left out).
+    ``latency``/``ttft`` are as logged: a side's figures are dropped (NaN) here where its
+    bucket says it did not reply. ``category``/``prompt`` are names, indexed here; ``fx``
+    maps a row to its forensic codes (rows without are left out).
     """
     categories = {c: i for i, c in enumerate(dict.fromkeys(category))}  # first-seen order
     prompts = {p: i for i, p in enumerate(dict.fromkeys(prompt))}
+    codes = np.asarray(bucket, dtype=np.int8)
+
+    def replied(side: str, values: Any) -> np.ndarray:
+        return np.where(REPLIED[side][codes], np.asarray(values, dtype=np.float64), np.nan)
+
     return Columns(
-        bucket=np.asarray(bucket, dtype=np.int8),
-        latency={s: np.asarray(latency[s], dtype=np.float64) for s in SIDES},
-        ttft={s: np.asarray(ttft[s], dtype=np.float64) for s in SIDES},
+        bucket=codes,
+        latency={s: replied(s, latency[s]) for s in SIDES},
+        ttft={s: replied(s, ttft[s]) for s in SIDES},
         prefix=np.asarray(prefix, dtype=np.float64),
         category=np.fromiter(map(categories.__getitem__, category), np.int32, len(category)),
         prompt=np.fromiter(map(prompts.__getitem__, prompt), np.int32, len(prompt)),
@@ -111,9 +121,8 @@ class ColumnBuilder:
             bucket.append(BUCKET_CODE[record["bucket"]])
             for side in SIDES:
                 reply = record[side]
-                replied = reply.get("error") is None and reply.get("text") is not None
-                lat[side].append(reply.get("latency_ms") if replied else None)
-                ttft[side].append(reply.get("ttft_ms") if replied else None)
+                lat[side].append(reply.get("latency_ms"))
+                ttft[side].append(reply.get("ttft_ms"))
             prefix.append(record.get("prefix_match_chars"))
             cats.append(record.get("category", ""))
             prompts.append(record.get("prompt_id", ""))

@@ -2,8 +2,8 @@
 
 The range is read in blocks of whole lines. Each block is decoded in one call by msgspec
 into small row structs holding only the fields a summary needs: the reply texts, by far
-the largest part of a line, are skipped without being decoded (only whether a text is
-``null`` is kept). A block the fast decoder cannot take as it is (a line that is not
+the largest part of a line, are skipped without being decoded (whether a side replied is
+read from the round's bucket, see ``core.columns``). A block the fast decoder cannot take as it is (a line that is not
 JSON, a field of an unexpected type, a record that is not ours) is folded again line by
 line with orjson, which either accepts it or raises a ``LogError`` naming the line:
 the two paths give the same columns (a test holds them to it).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import repeat
-from operator import attrgetter, is_, is_not
+from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,17 +28,14 @@ from ..errors import LogError
 from .store import open_log
 
 BLOCK_BYTES = 8 << 20
-_NULL = msgspec.Raw(b"null")
-NAN = float("nan")
 
 
 class SideRow(msgspec.Struct, gc=False):
-    """One side of a round, as much of it as a summary reads."""
+    """One side of a round, as much of it as a summary reads: its two figures (whether
+    it replied is in the round's bucket; its text is skipped unread)."""
 
     latency_ms: float | None = None
     ttft_ms: float | None = None
-    error: str | None = None
-    text: msgspec.Raw = _NULL
 
 
 class RoundRow(msgspec.Struct, gc=False):
@@ -173,13 +170,9 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
     stamps = column("ts")
     if None in buckets or None in stamps or column("schema").count(SCHEMA) != n:
         return None
-    latency, ttft = {}, {}
     try:
-        for side in SIDES:
-            replied = (np.fromiter(map(is_, column(f"{side}.error"), repeat(None)), bool, n)
-                       & ~np.fromiter(map(_NULL.__eq__, column(f"{side}.text")), bool, n))
-            latency[side] = np.where(replied, np.array(column(f"{side}.latency_ms"), float), NAN)
-            ttft[side] = np.where(replied, np.array(column(f"{side}.ttft_ms"), float), NAN)
+        latency = {side: column(f"{side}.latency_ms") for side in SIDES}
+        ttft = {side: column(f"{side}.ttft_ms") for side in SIDES}
     except AttributeError:
         return None  # a round without a side
     forensics, refires = column("forensics"), column("refire")

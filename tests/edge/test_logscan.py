@@ -200,3 +200,23 @@ def test_bench_a_a_figures_are_those_of_the_whole_records(tmp_path: Path) -> Non
     assert len(full) > 10
     assert (summarise_aa(scanned.other, 90, 100).to_json()
             == summarise_aa(full, 90, 100).to_json())
+
+
+@pytest.mark.parametrize("bucket", ["v2-unreachable", "v1-unreachable", "both-unreachable",
+                                    "no-match"])
+def test_a_sides_figures_count_only_where_its_bucket_says_it_replied(
+        tmp_path: Path, bucket: str) -> None:
+    rec = {"schema": 1, "round": 1, "ts": stamp(1), "prompt_id": "p", "category": "c",
+           "bucket": bucket, "prefix_match_chars": 0,
+           "v1": {"text": "a", "latency_ms": 10.0, "ttft_ms": 1.0, "error": None},
+           "v2": {"text": None, "latency_ms": 20.0, "ttft_ms": 2.0, "error": "timeout"}}
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(orjson.dumps(rec) + b"\n")
+    fast = logscan.scan_range(log, 0, None)[0]
+    ref = ColumnBuilder()
+    ref.add_all([rec])
+    for cols in (fast, ref.build()):
+        for side, latency, ttft in (("v1", 10.0, 1.0), ("v2", 20.0, 2.0)):
+            replied = bucket not in (f"{side}-unreachable", "both-unreachable")
+            got = (cols.latency[side][0], cols.ttft[side][0])
+            assert got == (latency, ttft) if replied else np.isnan(got).all()

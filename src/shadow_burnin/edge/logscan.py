@@ -3,10 +3,11 @@
 The range is read in blocks of whole lines. Each block is decoded in one call by msgspec
 into small row structs holding only the fields a summary needs: the reply texts, by far
 the largest part of a line, are skipped without being decoded (whether a side replied is
-read from the round's bucket, see ``core.columns``). A block the fast decoder cannot take as it is (a line that is not
-JSON, a field of an unexpected type, a record that is not ours) is folded again line by
-line with orjson, which either accepts it or raises a ``LogError`` naming the line:
-the two paths give the same columns (a test holds them to it).
+read from the round's bucket, see ``core.columns``). A block the fast decoder cannot take
+as it is (a line that is not JSON, a field of an unexpected type, a record that is not
+ours) is folded again line by line with orjson, which either accepts it or raises a
+``LogError`` naming the line: the two paths give the same columns (a test holds them to
+it).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
     builder.add_part(columns)
     if len(rounds) < len(rows):
         if all(r.kind == "aa" for r in rows if r.kind is not None and r.kind != "round"):
-            other.extend({k: v for k in AA_FIELDS if (v := getattr(r, k)) not in (None, "")}
+            other.extend(dict(zip(AA_FIELDS, _aa_values(r), strict=True))
                          for r in rows if r.kind == "aa")
         else:  # events: whole, from their lines
             lines = [line for line in buf.split(b"\n") if line.strip()]  # the rows' first
@@ -190,12 +191,14 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
 AA_FIELDS = ("kind", "schema", "round", "ts", "prompt_id", "category", "target", "bucket",
              "forensics", "noise")
 assert set(AA_FIELDS) <= set(RoundRow.__struct_fields__)
+_aa_values = attrgetter(*AA_FIELDS)
+_AA_MISSING = {k: getattr(RoundRow(), k) for k in AA_FIELDS}  # what a missing field reads as
 
 
 def _other(record: dict[str, Any]) -> dict[str, Any]:
     """A non-round record as scans hand it on: events whole, A/A records without replies."""
     if record.get("kind") == "aa":
-        return {k: v for k in AA_FIELDS if (v := record.get(k)) not in (None, "")}
+        return {k: record.get(k, _AA_MISSING[k]) for k in AA_FIELDS}
     return record
 
 

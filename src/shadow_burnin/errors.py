@@ -18,7 +18,9 @@ stderr and exit status 2; nothing else is caught there.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 
 class ShadowBurninError(Exception):
@@ -39,6 +41,10 @@ class InputError(ShadowBurninError):
             where = self.path if line is None else f"{self.path}:{line}"
             where += ": "
         super().__init__(f"{where}{message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable, e.g. raised in a worker process of a parallel log scan
+        return (partial(type(self), line=self.line), (self.path, self.detail))
 
 
 class ConfigError(InputError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from shadow_burnin.core.aa import summarise_aa
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns, epoch_seconds
 from shadow_burnin.core.records import BUCKETS
-from shadow_burnin.edge import logscan
+from shadow_burnin.edge import logread, logscan
 from shadow_burnin.edge.logread import scan
 from shadow_burnin.errors import LogError
 
@@ -148,13 +149,18 @@ def test_a_torn_last_line_is_not_a_round(tmp_path: Path) -> None:
     (b'{"schema": 1, "ts": "yesterday", "bucket": "exact", "v1": {"text": "a"}, '
      b'"v2": {"text": "a"}}', "record has no valid 'ts'"),
 ])
+@pytest.mark.parametrize("parallel", [False, True])
 def test_a_bad_line_deep_in_the_log_is_named_by_its_number(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: bytes, message: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: bytes, message: str,
+        parallel: bool) -> None:
     log = tmp_path / "log.jsonl"
     lines = write_log(log, 2, 200)
     lines[150] = bad
     log.write_bytes(b"\n".join(lines) + b"\n")
     monkeypatch.setattr(logscan, "BLOCK_BYTES", 1000)  # the bad line is blocks away
+    if parallel:  # byte ranges in worker processes: the bad line is in the second one
+        monkeypatch.setattr(logread, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
     with pytest.raises(LogError) as err:
         scan(log)
     assert str(err.value).endswith(f"log.jsonl:151: {message}")

@@ -167,12 +167,10 @@ def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
     if size < PARALLEL_MIN_BYTES or workers < 2:
         return scan_range(path, 0, None)
     bounds = [size * i // workers for i in range(workers)] + [None]
-    try:
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            parts = list(pool.map(scan_range, [path] * workers, bounds[:-1], bounds[1:]))
-    except LogError:
-        return scan_range(path, 0, None)  # again in one pass, for the exact line number
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        # results in range order: a bad line raises the first range's error (exact line)
+        parts = list(pool.map(scan_range, [path] * workers, bounds[:-1], bounds[1:]))
     other = [r for part in parts for r in part[1]]
     return concat_columns([p[0] for p in parts]), other, sum(p[2] for p in parts)
 

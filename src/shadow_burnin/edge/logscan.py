@@ -13,6 +13,7 @@ it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import repeat
 from operator import attrgetter, is_not
 from pathlib import Path
@@ -71,36 +72,28 @@ def scan_range(path: Path, start: int, end: int | None
     """Fold the lines that *start* in [start, end) (``end`` None: to the end of the file).
 
     Returns the columns, the non-round records in order, and how many rounds were
-    imported from the earlier tool. Line numbers in errors count from ``start``; they
-    are the file's own when ``start`` is 0. A torn last line is not a round yet.
+    imported from the earlier tool. A ``LogError`` names the file's own line number,
+    whatever ``start`` is. A torn last line is not a round yet.
     """
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
     imported = 0
     with open_log(path) as fh:
         for offset, buf, n in _blocks(fh, start, end):
-            imported += _fold(path, buf, n, _LinesBefore(path, start, offset), builder, other)
+            imported += _fold(path, buf, n, partial(_lines_before, path, offset), builder, other)
     return builder.build(), other, imported
 
 
-class _LinesBefore:
-    """The number of lines between ``start`` and ``offset``, counted only for an error."""
-
-    def __init__(self, path: Path, start: int, offset: int) -> None:
-        self.path, self.start, self.offset = path, start, offset
-
-    def __call__(self) -> int:
-        with self.path.open("rb") as fh:
-            if self.start:
-                fh.seek(self.start - 1)
-                fh.readline()
-            left, lines = self.offset - fh.tell(), 0
-            while left > 0:
-                chunk = fh.read(min(left, BLOCK_BYTES))
-                if not chunk:
-                    break
-                lines, left = lines + chunk.count(b"\n"), left - len(chunk)
-        return lines
+def _lines_before(path: Path, offset: int) -> int:
+    """How many lines the file has before byte ``offset`` (counted only for an error)."""
+    lines = 0
+    with path.open("rb") as fh:
+        while fh.tell() < offset:
+            chunk = fh.read(min(offset - fh.tell(), BLOCK_BYTES))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+    return lines
 
 
 def _blocks(fh: BinaryIO, start: int, end: int | None) -> Iterator[tuple[int, bytes, int]]:

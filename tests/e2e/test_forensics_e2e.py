@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ from shadow_burnin.core.aa import aa_samples
 from shadow_burnin.core.prompt import chat_messages
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.edge.servers import LocalServer, ensure_model, llama_server_cpp
-from shadow_burnin.errors import ServerStartError
 from shadow_burnin.prompts import load_builtin
 from tests.cli.conftest import invoke
+from tests.e2e.conftest import running
 
 pytestmark = pytest.mark.e2e
 
@@ -63,22 +64,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Loca
         pytest.fail("e2e tests need the [demo] extra: pip install -e '.[demo]'", pytrace=False)
     logs = tmp_path_factory.mktemp("forensics-servers")
     model = ensure_model()
-    started: dict[str, LocalServer] = {}
-    try:
-        for name, opts in SETUPS.items():
-            started[name] = llama_server_cpp(model, name=f"fx-{name}",
-                                             log_path=logs / f"{name}.log", **opts).start()
-    except ServerStartError as exc:
-        pytest.fail(f"llama-server did not start: {exc}", pytrace=False)
-    finally:
-        if len(started) < len(SETUPS):
-            for server in started.values():
-                server.stop()
-    try:
-        yield started
-    finally:
-        for server in started.values():
-            server.stop()
+    with ExitStack() as stack:  # every server started is stopped, also when one fails
+        yield {name: stack.enter_context(running(
+                   llama_server_cpp(model, name=f"fx-{name}", log_path=logs / f"{name}.log",
+                                    **opts), f"llama-server fx-{name}"))
+               for name, opts in SETUPS.items()}
 
 
 def write_prompts(path: Path, ids: tuple[str, ...]) -> Path:

@@ -16,9 +16,8 @@ import orjson
 import pytest
 
 from shadow_burnin.edge.servers import LocalServer, ensure_model, llama_server_cpp
-from shadow_burnin.errors import ServerStartError
 from tests.cli.conftest import invoke
-from tests.e2e.conftest import require_demo_extra
+from tests.e2e.conftest import require_demo_extra, running
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +35,8 @@ def broken_v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
     logs = tmp_path_factory.mktemp("broken-v2")
     server = llama_server_cpp(ensure_model(), name="broken-v2", log_path=logs / "broken.log",
                               extra_args=["--rope-freq-base", "20"])
-    try:
-        server.start(180)
-    except ServerStartError as exc:
-        pytest.fail(f"the broken v2 did not start: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    with running(server, "the broken v2", 180) as started:
+        yield started
 
 
 def ppl_run(v1: str, v2: str, log: Path, window: int) -> dict:

@@ -268,9 +268,7 @@ class SideClient:
                                 done = True
                                 break
                             continue
-                        if "error" in chunk and "choices" not in chunk:
-                            raise ReplyError("bad-shape",
-                                             f"error event: {str(chunk['error'])[:120]}")
+                        _check_error_event(chunk, "choices")
                         tokens = _usage_tokens(chunk) if "usage" in chunk else None
                         if tokens is not None:
                             reply.completion_tokens = tokens
@@ -404,10 +402,15 @@ def _delta_text(choice: dict[str, Any], api: Api) -> str | None:
     return piece
 
 
+def _check_error_event(chunk: dict[str, Any], payload: str) -> None:
+    """A stream event that carries an ``error`` instead of its ``payload`` key."""
+    if "error" in chunk and payload not in chunk:
+        raise ReplyError("bad-shape", f"error event: {str(chunk['error'])[:120]}")
+
+
 def _native_piece(chunk: dict[str, Any]) -> str | None:
     """The text of one native stream event (``content``; may be empty)."""
-    if "error" in chunk and "content" not in chunk:
-        raise ReplyError("bad-shape", f"error event: {str(chunk['error'])[:120]}")
+    _check_error_event(chunk, "content")
     piece = chunk.get("content")
     if piece is not None and not isinstance(piece, str):
         raise ReplyError("bad-shape", "content is not a string")

@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ..core.columns import ColumnBuilder, Columns, concat_columns
 from ..core.records import BUCKETS, SCHEMA
 from ..errors import LogError
 from . import legacy
-from .logscan import scan_range
+from .logscan import decode_line, scan_range
 from .store import open_log
 
 
@@ -86,12 +86,7 @@ def iter_records(path: Path, window: Window | None = None
                 continue
             if not line.endswith(b"\n"):
                 break  # a torn last line (a run in progress or a crash): not a round yet
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise LogError(path, "line is not JSON", line=number) from None
-            if not isinstance(record, dict):
-                raise LogError(path, "line is not a JSON object", line=number)
+            record = decode_line(line, partial(LogError, path, line=number))
             if record.get("kind", "round") == "round" and (
                 record.get("schema") != SCHEMA or record.get("bucket") not in BUCKETS
             ):

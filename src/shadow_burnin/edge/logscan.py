@@ -195,6 +195,17 @@ def _other(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def decode_line(line: bytes, fail: Callable[[str], LogError]) -> dict[str, Any]:
+    """One log line as a JSON object; ``fail(reason)`` makes the error to raise."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise fail("line is not JSON") from None
+    if not isinstance(record, dict):
+        raise fail("line is not a JSON object")
+    return record
+
+
 def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
                builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
     """Line by line, for the exact error: the reference the fast path is held to."""
@@ -206,15 +217,10 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
     def rounds() -> Iterator[dict[str, Any]]:
         for line in block.split(b"\n")[:-1]:
             at[0] += 1
-            try:
-                record = orjson.loads(line)
-                kind = record.get("kind")
-            except orjson.JSONDecodeError:
-                if not line.strip():
-                    continue
-                raise fail("line is not JSON") from None
-            except AttributeError:
-                raise fail("line is not a JSON object") from None
+            if not line.strip():
+                continue
+            record = decode_line(line, fail)
+            kind = record.get("kind")
             if kind is None or kind == "round":
                 if record.get("schema") != SCHEMA:
                     raise fail("not a shadow-burnin round record")

@@ -24,7 +24,7 @@ import orjson
 from tests.conftest import reap_process, spawn_scripted_process
 
 from shadow_burnin.core.prompt import Prompt
-from shadow_burnin.edge.client import Endpoint, RequestSpec, SideClient
+from shadow_burnin.io.http.client import Endpoint, RequestSpec, SideClient
 
 
 async def compare(url: str, stream: bool, requests: int) -> None:

@@ -2,7 +2,7 @@
 
 Usage: python scripts/crash_kills.py [--kills 200] [--seed 1] [--keep DIR]
 
-Same harness as tests/edge/test_crash.py (CrashRun): random-moment kills of the whole
+Same harness as tests/io/log/test_crash.py (CrashRun): random-moment kills of the whole
 process group, kills inside the state write (between the temp file and the rename), in
 fsync and in write, partial lines appended by hand, clean restarts in between. Prints the
 figures; exits 1 at the first failed check (with the reason).
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import reap_process, spawn_scripted_process  # noqa: E402
-from tests.edge.test_crash import CrashRun  # noqa: E402
+from tests.io.log.test_crash import CrashRun  # noqa: E402
 
 
 def main() -> int:

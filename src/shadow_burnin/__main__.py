@@ -1,5 +1,5 @@
 """``python -m shadow_burnin`` = the ``shadow-burnin`` command."""
 
-from .cli import main
+from shadow_burnin.cli import main
 
 main()

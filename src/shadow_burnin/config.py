@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 import orjson
 import platformdirs
 
-from .config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
-from .errors import ConfigError
-from .inputs import read_input
+from shadow_burnin.config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
+from shadow_burnin.errors import ConfigError
+from shadow_burnin.inputs import read_input
 
 DEFAULT_V1 = "http://127.0.0.1:8080"
 DEFAULT_V2 = "http://127.0.0.1:8180"

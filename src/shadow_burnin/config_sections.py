@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .core.gates import DEFAULT_GATES, GateSpec, merge_specs
+from shadow_burnin.core.gates import DEFAULT_GATES, GateSpec, merge_specs
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _gates(raw: dict[str, Any]) -> GatesConfig:
 def _halt(raw: dict[str, Any]) -> HaltConfig:
     raw = dict(raw)
     if "window" in raw:
-        from .config import parse_duration
+        from shadow_burnin.config import parse_duration
 
         raw["window"] = parse_duration(raw["window"], "halt.window")
     cfg = HaltConfig(**raw)
@@ -108,7 +108,7 @@ def positive(name: str, value: float) -> None:
 
 
 def check_url(name: str, url: str) -> None:
-    from .config import _check_url
+    from shadow_burnin.config import _check_url
 
     _check_url(name, url)
 

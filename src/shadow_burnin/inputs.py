@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import InputError
+from shadow_burnin.errors import InputError
 
 
 def open_input(path: str | Path, error: type[InputError], kind: str) -> BinaryIO:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from shadow_burnin.edge.store import Store
+from shadow_burnin.io.log.store import Store
 from tests.cli.conftest import invoke, write_prompts
-from tests.edge.test_store import record
+from tests.io.log.test_store import record
 
 DEAD = "http://127.0.0.1:9"  # nothing listens: a run that got this far ends at once
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2

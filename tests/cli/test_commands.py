@@ -42,7 +42,7 @@ def test_bench_does_not_load_the_http_client(tmp_path: Path) -> None:
     log.write_bytes(b"")
     code = ("import sys; from shadow_burnin.cli import main; sys.argv = ['halo', 'bench', "
             "'--log', sys.argv[1]];\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('aiohttp', 'shadow_burnin.edge.client') "
+            "print(sorted(m for m in ('aiohttp', 'shadow_burnin.io.http.client') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True,
                          text=True, check=True).stdout

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 
 from shadow_burnin.cli import cli
 from shadow_burnin.core.records import BUCKETS
-from shadow_burnin.edge import legacy
-from shadow_burnin.edge.store import Store
+from shadow_burnin.io.log import legacy
+from shadow_burnin.io.log.store import Store
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
 NEW_BUCKETS = {"exact": 2, "prefix-only": 1, "no-match": 3, "v1-unreachable": 1,

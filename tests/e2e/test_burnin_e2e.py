@@ -19,7 +19,7 @@ import pytest
 
 from shadow_burnin.cli.demo import write_demo_prompts
 from shadow_burnin.core.compare import classify
-from shadow_burnin.edge.store import rebuild_state
+from shadow_burnin.io.log.store import rebuild_state
 from tests.cli.conftest import invoke, read_log
 
 pytestmark = pytest.mark.e2e

@@ -36,7 +36,7 @@ import pytest
 from shadow_burnin.core.aa import aa_samples
 from shadow_burnin.core.prompt import chat_messages
 from shadow_burnin.core.verdict import Thresholds
-from shadow_burnin.edge.servers import LocalServer, ensure_model, llama_server_cpp
+from shadow_burnin.io.servers.llama import LocalServer, ensure_model, llama_server_cpp
 from shadow_burnin.prompts import load_builtin
 from tests.cli.conftest import invoke
 from tests.e2e.conftest import running

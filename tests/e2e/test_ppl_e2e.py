@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shadow_burnin.edge.servers import LocalServer, ensure_model, llama_server_cpp
+from shadow_burnin.io.servers.llama import LocalServer, ensure_model, llama_server_cpp
 from tests.cli.conftest import invoke
 from tests.e2e.conftest import require_demo_extra, running
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from ..errors import ShadowBurninError
+from shadow_burnin import __version__
+from shadow_burnin.errors import ShadowBurninError
 
 # command name → the module that defines it: a command's module (and what it imports:
 # aiohttp, the servers, …) is loaded only when that command runs or help lists it.

@@ -16,10 +16,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..config import data_dir
-from .options import load_config, out_console
-from .report import summary_of
-from .run import execute
+from shadow_burnin.cli.options import load_config, out_console
+from shadow_burnin.cli.report import summary_of
+from shadow_burnin.cli.run import execute
+from shadow_burnin.config import data_dir
 
 DEMO_CATEGORIES = ("factual", "completion", "arithmetic", "lists", "code-python", "code-c",
                    "code-bash", "code-sql", "definitions", "unit-conversion", "word-problems",
@@ -30,8 +30,8 @@ def write_demo_prompts(path: Path) -> Path:
     """The built-in completion-style prompts of the demo categories, as a prompts file."""
     import orjson
 
-    from ..core.prompt import prompt_to_dict
-    from ..prompts import load_builtin
+    from shadow_burnin.core.prompt import prompt_to_dict
+    from shadow_burnin.prompts import load_builtin
 
     chosen = [p for p in load_builtin() if p.category in DEMO_CATEGORIES and not p.is_chat]
     path.write_bytes(b"".join(orjson.dumps(prompt_to_dict(p)) + b"\n" for p in chosen))
@@ -69,7 +69,7 @@ def demo(rounds: int, interval: float, max_tokens: int, all_prompts: bool, foren
       shadow-burnin demo
       shadow-burnin demo --rounds 200 --keep-servers
     """
-    from ..edge.servers import DemoPair
+    from shadow_burnin.io.servers.llama import DemoPair
 
     console = out_console()
     err = Console(stderr=True)
@@ -110,7 +110,7 @@ def demo(rounds: int, interval: float, max_tokens: int, all_prompts: bool, foren
         outcome = execute(cfg, new_run=True, console=console)
         minutes = (time.monotonic() - started) / 60
         summary = summary_of(log)
-        from ..render.summary import bench_table
+        from shadow_burnin.render.summary import bench_table
 
         console.print(bench_table(summary))
         rate = outcome.rounds / minutes if minutes else 0.0

@@ -9,16 +9,22 @@ from typing import Any
 import click
 import orjson
 
-from ..config import Config
-from ..core.aa import NoiseSamples, aa_samples
-from ..core.verdict import Thresholds
-from ..edge.client import Endpoint
-from ..edge.forensics import NON_EXACT, ForensicsPlan
-from ..edge.logread import iter_records
-from ..edge.runner import RunPlan
-from ..errors import LogError
-from ..render.divergences import divergences_table, row
-from .options import load_config, make_window, out_console, store_options, window_options
+from shadow_burnin.cli.options import (
+    load_config,
+    make_window,
+    out_console,
+    store_options,
+    window_options,
+)
+from shadow_burnin.config import Config
+from shadow_burnin.core.aa import NoiseSamples, aa_samples
+from shadow_burnin.core.verdict import Thresholds
+from shadow_burnin.errors import LogError
+from shadow_burnin.io.http.client import Endpoint
+from shadow_burnin.io.log.logread import iter_records
+from shadow_burnin.io.run.forensics import NON_EXACT, ForensicsPlan
+from shadow_burnin.io.run.runner import RunPlan
+from shadow_burnin.render.divergences import divergences_table, row
 
 FILTERS = ("near-tie", "regression", "unexplained", "length", "stop")
 

@@ -13,15 +13,21 @@ import click
 import orjson
 from rich.console import Console
 
-from ..config import Config
-from ..core.halt import ack_event, halt_status
-from ..edge.evidence import gather
-from ..edge.haltwatch import HaltWatch, drop_ack_request, log_events, now_iso
-from ..edge.store import Store
-from ..errors import ConfigError, LockedError, LogError, StorageError
-from ..render.cutover import cutover_markdown
-from ..render.gates import gates_table, halt_alert
-from .options import load_config, make_window, out_console, store_options, window_options
+from shadow_burnin.app.evidence import gather
+from shadow_burnin.cli.options import (
+    load_config,
+    make_window,
+    out_console,
+    store_options,
+    window_options,
+)
+from shadow_burnin.config import Config
+from shadow_burnin.core.halt import ack_event, halt_status
+from shadow_burnin.errors import ConfigError, LockedError, LogError, StorageError
+from shadow_burnin.io.log.store import Store
+from shadow_burnin.io.run.haltwatch import HaltWatch, drop_ack_request, log_events, now_iso
+from shadow_burnin.render.cutover import cutover_markdown
+from shadow_burnin.render.gates import gates_table, halt_alert
 
 
 def halt_watch(cfg: Config, store: Store, warn: Callable[[str], None],

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import tomli_w
 
-from ..prompts import categories, load_builtin, load_file
-from .options import load_config, store_options
+from shadow_burnin.cli.options import load_config, store_options
+from shadow_burnin.prompts import categories, load_builtin, load_file
 
 
 @click.command("config")

@@ -9,11 +9,11 @@ from typing import Any
 import click
 import orjson
 
-from ..core.records import BUCKETS
-from ..edge import legacy
-from ..edge.store import Store
-from ..errors import LogError, StateError
-from .options import load_config, store_options
+from shadow_burnin.cli.options import load_config, store_options
+from shadow_burnin.core.records import BUCKETS
+from shadow_burnin.errors import LogError, StateError
+from shadow_burnin.io.log import legacy
+from shadow_burnin.io.log.store import Store
 
 FIRST_LINE_NOTE = ("the earlier tool logged only the first line of each reply: imported "
                    "rounds compare first lines, not whole replies")

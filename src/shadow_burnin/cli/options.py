@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from .. import config as config_mod
-from ..config import Config
-from ..edge.logread import Window, parse_time
-from ..errors import ConfigError
+from shadow_burnin import config as config_mod
+from shadow_burnin.config import Config
+from shadow_burnin.errors import ConfigError
+from shadow_burnin.io.log.logread import Window, parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
 

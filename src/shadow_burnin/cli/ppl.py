@@ -10,13 +10,13 @@ import click
 import orjson
 from rich.console import Console
 
-from ..config_sections import PPL_METHODS
-from ..edge.haltwatch import now_iso
-from ..edge.ppl import PplError, PplSide
-from ..edge.pplrun import append_run, load_text, measure
-from ..render.gates import ppl_section
-from .options import load_config, out_console, store_options
-from .run import api_key
+from shadow_burnin.app.ppl import append_run, load_text, measure
+from shadow_burnin.cli.options import load_config, out_console, store_options
+from shadow_burnin.cli.run import api_key
+from shadow_burnin.config_sections import PPL_METHODS
+from shadow_burnin.io.ppl.scoring import PplError, PplSide
+from shadow_burnin.io.run.haltwatch import now_iso
+from shadow_burnin.render.gates import ppl_section
 
 
 @click.command()

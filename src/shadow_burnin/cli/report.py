@@ -8,15 +8,21 @@ import click
 import orjson
 from rich.console import Console
 
-from ..core.aa import summarise_aa
-from ..core.breakdown import forensics_summary
-from ..core.stats import Summary, summarise
-from ..edge.evidence import judge
-from ..edge.logread import LogScan, Window, find_round, last_rounds, scan
-from ..errors import LogError
-from ..render.gates import drift_section, gates_table
-from ..render.summary import bench_table, recent_table, show_round
-from .options import load_config, make_window, out_console, store_options, window_options
+from shadow_burnin.app.evidence import judge
+from shadow_burnin.cli.options import (
+    load_config,
+    make_window,
+    out_console,
+    store_options,
+    window_options,
+)
+from shadow_burnin.core.aa import summarise_aa
+from shadow_burnin.core.breakdown import forensics_summary
+from shadow_burnin.core.stats import Summary, summarise
+from shadow_burnin.errors import LogError
+from shadow_burnin.io.log.logread import LogScan, Window, find_round, last_rounds, scan
+from shadow_burnin.render.gates import drift_section, gates_table
+from shadow_burnin.render.summary import bench_table, recent_table, show_round
 
 
 def summary_of(log: Path, window: Window | None = None) -> Summary:

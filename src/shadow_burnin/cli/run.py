@@ -12,18 +12,18 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..config import Config, fingerprint
-from ..core.prompt import Prompt, prompts_digest
-from ..edge.client import Endpoint, RequestSpec
-from ..edge.forensics import forensic_steps
-from ..edge.runner import Runner, RunOutcome, RunPlan
-from ..edge.store import Store, archive
-from ..errors import ConfigError, SetupChangedError
-from ..prompts import load_builtin, load_file
-from ..render.progress import make_progress
-from .divergences import forensics_plan
-from .gates import halt_watch
-from .options import load_config, store_options
+from shadow_burnin.cli.divergences import forensics_plan
+from shadow_burnin.cli.gates import halt_watch
+from shadow_burnin.cli.options import load_config, store_options
+from shadow_burnin.config import Config, fingerprint
+from shadow_burnin.core.prompt import Prompt, prompts_digest
+from shadow_burnin.errors import ConfigError, SetupChangedError
+from shadow_burnin.io.http.client import Endpoint, RequestSpec
+from shadow_burnin.io.log.store import Store, archive
+from shadow_burnin.io.run.forensics import forensic_steps
+from shadow_burnin.io.run.runner import Runner, RunOutcome, RunPlan
+from shadow_burnin.prompts import load_builtin, load_file
+from shadow_burnin.render.progress import make_progress
 
 
 def load_prompts(cfg: Config) -> list[Prompt]:
@@ -97,7 +97,7 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
         plan = plan_for(cfg, setup, store.state.seed)
 
         def usr1() -> None:
-            from .report import print_summary
+            from shadow_burnin.cli.report import print_summary
 
             print_summary(Path(cfg.paths.log), err)
 

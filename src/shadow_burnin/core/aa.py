@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .stats import wilson
-from .verdict import Thresholds, Token, first_divergence, same_token
+from shadow_burnin.core.stats import wilson
+from shadow_burnin.core.verdict import Thresholds, Token, first_divergence, same_token
 
 
 def newcombe_diff(x1: int, n1: int, x2: int, n2: int

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .columns import NOMATCH, PREFIX, Columns
-from .outcomes import CAUSES, REFIRE_OUTCOMES
-from .verdict import VERDICTS
+from shadow_burnin.core.columns import NOMATCH, PREFIX, Columns
+from shadow_burnin.core.outcomes import CAUSES, REFIRE_OUTCOMES
+from shadow_burnin.core.verdict import VERDICTS
 
 BIN_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 

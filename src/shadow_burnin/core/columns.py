@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .outcomes import NO_CODES, forensic_codes
-from .records import BUCKETS, PARITY_BUCKETS, SIDES
+from shadow_burnin.core.outcomes import NO_CODES, forensic_codes
+from shadow_burnin.core.records import BUCKETS, PARITY_BUCKETS, SIDES
 
 BUCKET_CODE = {b: i for i, b in enumerate(BUCKETS)}
 EXACT, PREFIX, NOMATCH = (BUCKET_CODE[b] for b in PARITY_BUCKETS)

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .columns import Columns
-from .drift import Drift
-from .gates import Figure
-from .halt import HaltStatus, epoch
-from .stats import Summary
+from shadow_burnin.core.columns import Columns
+from shadow_burnin.core.drift import Drift
+from shadow_burnin.core.gates import Figure
+from shadow_burnin.core.halt import HaltStatus, epoch
+from shadow_burnin.core.stats import Summary
 
 BOOTSTRAP_BUDGET = 50_000_000  # resamples × rounds: keeps the bootstrap to about a second
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .verdict import VERDICTS
+from shadow_burnin.core.verdict import VERDICTS
 
 CAUSES: tuple[str, ...] = ("length", "stop", "unexplained")
 REFIRE_OUTCOMES: tuple[str, ...] = ("reproducible", "flaky-v1", "flaky-v2", "flaky-both",

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .columns import NOMATCH, PREFIX, Columns
-from .records import BUCKETS, SIDES
+from shadow_burnin.core.columns import NOMATCH, PREFIX, Columns
+from shadow_burnin.core.records import BUCKETS, SIDES
 
 
 def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:

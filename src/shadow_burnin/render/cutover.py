@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.drift import Drift
-from ..core.gates import SYMBOL, GateReport
-from ..core.halt import HaltStatus
-from ..core.stats import Summary
-from .gates import VERDICT_TEXT, behind_text, current_text, target_text, when
+from shadow_burnin.core.drift import Drift
+from shadow_burnin.core.gates import SYMBOL, GateReport
+from shadow_burnin.core.halt import HaltStatus
+from shadow_burnin.core.stats import Summary
+from shadow_burnin.render.gates import VERDICT_TEXT, behind_text, current_text, target_text, when
 
 
 def _cell(text: str) -> str:

@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .text import STYLE, fmt_pct, visible
+from shadow_burnin.render.text import STYLE, fmt_pct, visible
 
 CONTEXT = 40
 VERDICT_STYLE = {"near-tie": "green", "regression": "bold red", "unexplained": "yellow",

@@ -10,9 +10,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..core.drift import Drift
-from ..core.gates import FAIL, METRICS, PASS, SYMBOL, GateReport, GateResult, format_value
-from .text import fmt_ms
+from shadow_burnin.core.drift import Drift
+from shadow_burnin.core.gates import (
+    FAIL,
+    METRICS,
+    PASS,
+    SYMBOL,
+    GateReport,
+    GateResult,
+    format_value,
+)
+from shadow_burnin.render.text import fmt_ms
 
 STATE_STYLE = {PASS: "bold green", FAIL: "bold red", "waiting": "bold yellow"}
 VERDICT_TEXT = {PASS: "GO: every gate is green", FAIL: "NO-GO: a gate is red",

@@ -15,8 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..core.records import BUCKETS, SIDES
-from .text import GLYPH, STYLE, fmt_ms, fmt_pct
+from shadow_burnin.core.records import BUCKETS, SIDES
+from shadow_burnin.render.text import GLYPH, STYLE, fmt_ms, fmt_pct
 
 WINDOW = 1000
 

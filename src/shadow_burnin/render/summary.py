@@ -9,11 +9,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..core.compare import classify
-from ..core.records import BUCKETS, SIDES
-from ..core.stats import Summary
-from .divergences import forensics_tables
-from .text import GLYPH, STYLE, char_offset, fmt_ms, fmt_pct, visible
+from shadow_burnin.core.compare import classify
+from shadow_burnin.core.records import BUCKETS, SIDES
+from shadow_burnin.core.stats import Summary
+from shadow_burnin.render.divergences import forensics_tables
+from shadow_burnin.render.text import GLYPH, STYLE, char_offset, fmt_ms, fmt_pct, visible
 
 
 def _when(ts: float | None) -> str:

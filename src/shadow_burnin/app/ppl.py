@@ -1,0 +1,107 @@
+"""A ``ppl`` run: both sides scored on the same windows, one after the other, and the
+``ppl`` JSONL beside the log (one run per line; the gates read the last one)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from shadow_burnin.core.ppl import SidePpl, SideRun, TokenScore, paired, run_record, side_ppl
+from shadow_burnin.errors import ConfigError
+from shadow_burnin.io.log.pplstore import append_run, latest_run
+from shadow_burnin.io.ppl.scoring import PplError, PplSide, ScoringClient, window_texts
+
+DEFAULT_TEXT = "ppl-essay.txt"
+Say = Callable[[str], None]
+
+
+def load_text(path: str | None) -> tuple[str, dict[str, Any]]:
+    """The text to score and its description (name, sha256) for the record."""
+    if path is None:
+        text = resources.files("shadow_burnin").joinpath("data", DEFAULT_TEXT).read_text(
+            encoding="utf-8")
+        name = f"builtin:{DEFAULT_TEXT}"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(path, "no such text file (ppl.text / --text)") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, f"cannot read the text: {type(exc).__name__}") from None
+        name = str(path)
+    if not text.strip():
+        raise ConfigError(path, "the text to score is empty")
+    return text, {"name": name, "sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+@dataclass
+class Measured:
+    record: dict[str, Any]
+    scores: dict[str, list[TokenScore]] = field(default_factory=dict)
+
+
+async def measure(sides: list[PplSide], text: str, text_info: dict[str, Any], *,
+                  window: int, top_k: int, max_windows: int | None, timeout_s: float,
+                  ts: str, say: Say = lambda _m: None) -> Measured:
+    """Score the text on every side, sequentially (no contention between the two)."""
+    clients = [ScoringClient(s, top_k, timeout_s) for s in sides]
+    for c in clients:
+        await c.__aenter__()
+    try:
+        for c in clients:
+            method = await c.detect()
+            say(f"{c.side.name}: method {method} ({c.side.url})")
+        notes: list[str] = []
+        texts: list[str] = []
+        n_tokens = 0
+        if any(c.method != "endpoint" for c in clients):
+            texts, n_tokens, ref = await window_texts(clients, text, window, max_windows)
+            say(f"{n_tokens} tokens ({ref}'s tokenizer): {len(texts)} window(s) of ≤ {window}")
+            if n_tokens < window:
+                notes.append(f"the text has {n_tokens} tokens, less than one window")
+        runs: dict[str, SideRun] = {}
+        scores: dict[str, list[TokenScore]] = {}
+        for c in clients:
+            c.requests = 0
+            start = time.perf_counter()
+            if c.method == "endpoint":
+                answer = await c.endpoint_ppl(text, window)
+                mean = answer.get("mean_nll")
+                result = SidePpl(int(answer.get("tokens") or 0),
+                                 float(mean) if isinstance(mean, int | float) else None,
+                                 float(answer["perplexity"]))
+                notes.append(f"{c.side.name}: custom endpoint: PPL only, nothing to pair")
+            else:
+                got: list[TokenScore] = []
+                for i, chunk in enumerate(texts, 1):
+                    t = time.perf_counter()
+                    got.extend(await c.score(chunk))
+                    say(f"{c.side.name}: window {i}/{len(texts)} scored in "
+                        f"{time.perf_counter() - t:.1f} s")
+                scores[c.side.name] = got
+                result = side_ppl([s.logprob for s in got])
+            runs[c.side.name] = SideRun(c.side.url, c.method, result,
+                                        time.perf_counter() - start, c.requests)
+        pair = None
+        if "v1" in scores and "v2" in scores:
+            pair = paired(scores["v1"], scores["v2"])
+            if pair is None:
+                notes.append("the sides scored different token sequences (another "
+                             "tokenizer?): no paired figures")
+            elif pair.mismatched:
+                notes.append(f"{pair.mismatched} position(s) with different tokens "
+                             "left out of the paired figures")
+        info = dict(text_info, tokens=n_tokens)
+        record = run_record(ts, info, window, top_k, len(texts), runs, pair, notes)
+        return Measured(record, scores)
+    finally:
+        for c in clients:
+            await c.__aexit__(None, None, None)
+
+
+__all__ = ["Measured", "PplError", "append_run", "latest_run", "load_text", "measure"]

@@ -1,0 +1,188 @@
+"""Reading a log for reports: streaming, filtered by time, into columns or records.
+
+The log is read line by line (never whole into memory). Records are filtered by their
+round start time (``ts``), compared as times, not strings. Non-round records (events,
+A/A records) are passed to the caller separately.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
+from shadow_burnin.core.records import BUCKETS, SCHEMA
+from shadow_burnin.errors import LogError
+from shadow_burnin.io.log import legacy
+from shadow_burnin.io.log.logscan import decode_line, scan_range
+from shadow_burnin.io.log.store import open_log
+
+
+def parse_time(text: str, what: str = "time") -> datetime:
+    """ISO-8601 (``Z`` or offset; naive means UTC) → aware datetime; ValueError if bad."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{what}: not an ISO-8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time window [since, until) in epoch seconds (None: unbounded)."""
+
+    since: float | None = None
+    until: float | None = None
+
+    def contains(self, t: float) -> bool:
+        return (self.since is None or t >= self.since) and (self.until is None or t < self.until)
+
+
+@dataclass
+class LogScan:
+    """Round records as columns; ``other``: the rest in log order, events whole and A/A
+    records without their two replies (``logscan.AA_FIELDS``)."""
+
+    columns: Columns
+    other: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _ts(path: Path, number: int, record: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(record["ts"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        raise LogError(path, "record has no valid 'ts'", line=number) from None
+
+
+def iter_records(path: Path, window: Window | None = None
+                 ) -> Iterator[tuple[int, float, dict[str, Any]]]:
+    """Yield ``(line, ts_epoch, record)`` for every record in the window.
+
+    Raises LogError for a line that is not JSON, a record without ``ts``, or a record that
+    is not ours. A legacy log (the earlier bash tool's) is converted on the fly by
+    ``shadow_burnin.io.log.legacy`` (records marked ``source: legacy``).
+    """
+    if legacy.is_legacy_log(path):
+        for number, _line, record in legacy.iter_legacy(path):
+            t = _ts(path, number, record)
+            if window is None or window.contains(t):
+                yield number, t, record
+        return
+    with open_log(path) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if not line.endswith(b"\n"):
+                break  # a torn last line (a run in progress or a crash): not a round yet
+            record = decode_line(line, partial(LogError, path, line=number))
+            if record.get("kind", "round") == "round" and (
+                record.get("schema") != SCHEMA or record.get("bucket") not in BUCKETS
+            ):
+                raise LogError(path, "not a shadow-burnin round record", line=number)
+            t = _ts(path, number, record)
+            if window is None or window.contains(t):
+                yield number, t, record
+
+
+def scan(path: Path, window: Window | None = None) -> LogScan:
+    """One streaming pass: round records into columns, other records kept aside.
+
+    This is ``bench``'s hot loop (millions of lines, see ``logscan``); the time window is
+    applied afterwards on the columns.
+    """
+    builder = ColumnBuilder()
+    other: list[dict[str, Any]] = []
+    imported = 0
+    notes: list[str] = []
+    if legacy.is_legacy_log(path):
+        builder.add_all(record for _number, _t, record in iter_records(path))
+        notes.append(legacy.NOTE)
+        columns = builder.build()
+    else:
+        columns, other, imported = _scan_ours(path)
+        tail = _torn_tail(path)
+        if tail is not None:
+            if not len(columns) and not other and not tail.lstrip().startswith(b'{"'):
+                raise LogError(path, "not a shadow-burnin log (no complete line, and the "
+                               "text is not a JSON record)")
+            notes.append("the last line is incomplete (a run writing it, or a crash; "
+                         "`run` moves it aside on start): not counted")
+    if window is not None and (window.since is not None or window.until is not None):
+        mask = np.ones(len(columns), dtype=bool)
+        if window.since is not None:
+            mask &= columns.ts >= window.since
+        if window.until is not None:
+            mask &= columns.ts < window.until
+        columns = columns.select(mask)
+        other = [r for r in other if window.contains(_ts(path, 0, r))]
+    if imported:
+        notes.append(f"{imported} round(s) imported from the earlier bash tool: their texts "
+                     "hold only the first line of each reply")
+    return LogScan(columns=columns, other=other, notes=notes)
+
+
+def _torn_tail(path: Path) -> bytes | None:
+    """The start of what follows the log's last newline (None: it ends with one)."""
+    with open_log(path) as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if not size:
+            return None
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return None
+        back = min(size, 1 << 16)
+        fh.seek(size - back)
+        chunk = fh.read(back)
+    cut = chunk.rfind(b"\n")
+    return chunk[cut + 1:][:64] if cut >= 0 or back == size else b""
+
+
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+
+
+def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
+    """Scan our own log; a large one in byte ranges on every core, joined in order."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    workers = min(os.cpu_count() or 1, 8)
+    if size < PARALLEL_MIN_BYTES or workers < 2:
+        return scan_range(path, 0, None)
+    bounds = [size * i // workers for i in range(workers)] + [None]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        # results in range order: a bad line raises the first range's error (exact line)
+        parts = list(pool.map(scan_range, [path] * workers, bounds[:-1], bounds[1:]))
+    other = [r for part in parts for r in part[1]]
+    return concat_columns([p[0] for p in parts]), other, sum(p[2] for p in parts)
+
+
+def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` round records (streaming; keeps at most ``n`` in memory)."""
+    from collections import deque
+
+    keep: deque[dict[str, Any]] = deque(maxlen=n)
+    for _number, _t, record in iter_records(path):
+        if record.get("kind", "round") == "round":
+            keep.append(record)
+    return list(keep)
+
+
+def find_round(path: Path, number: int) -> dict[str, Any] | None:
+    for _line, _t, record in iter_records(path):
+        if record.get("kind", "round") == "round" and record.get("round") == number:
+            return record
+    return None

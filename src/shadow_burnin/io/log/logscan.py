@@ -1,0 +1,239 @@
+"""``bench``'s hot path: a byte range of our own log folded into columns.
+
+The range is read in blocks of whole lines. Each block is decoded in one call by msgspec
+into small row structs holding only the fields a summary needs: the reply texts, by far
+the largest part of a line, are skipped without being decoded (whether a side replied is
+read from the round's bucket, see ``core.columns``). A block the fast decoder cannot take
+as it is (a line that is not JSON, a field of an unexpected type, a record that is not
+ours) is folded again line by line with orjson, which either accepts it or raises a
+``LogError`` naming the line: the two paths give the same columns (a test holds them to
+it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import repeat
+from operator import attrgetter, is_not
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+import numpy as np
+import orjson
+
+from shadow_burnin.core.columns import BUCKET_CODE, ColumnBuilder, Columns, part
+from shadow_burnin.core.outcomes import forensic_codes
+from shadow_burnin.core.records import SCHEMA, SIDES
+from shadow_burnin.errors import LogError
+from shadow_burnin.io.log.store import open_log
+
+BLOCK_BYTES = 8 << 20
+
+
+class SideRow(msgspec.Struct, gc=False):
+    """One side of a round, as much of it as a summary reads: its two figures (whether
+    it replied is in the round's bucket; its text is skipped unread)."""
+
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+
+
+class RoundRow(msgspec.Struct, gc=False):
+    """A log record, as much of it as a summary reads (an event is re-read whole).
+
+    Untracked by the garbage collector (``gc=False``: the rows hold no cycles), which
+    matters when a block decodes into thousands of them.
+    """
+
+    kind: str | None = None
+    schema: int | None = None
+    ts: str | None = None
+    bucket: str | None = None
+    category: str | None = ""
+    prompt_id: str | None = ""
+    prefix_match_chars: float | None = None
+    source: str | None = None
+    round: int | None = None  # of an A/A record
+    target: str | None = None
+    noise: Any = None
+    forensics: Any = None
+    refire: Any = None
+    v1: SideRow | None = None
+    v2: SideRow | None = None
+
+
+_DECODER = msgspec.json.Decoder(RoundRow)
+
+
+def scan_range(path: Path, start: int, end: int | None
+               ) -> tuple[Columns, list[dict[str, Any]], int]:
+    """Fold the lines that *start* in [start, end) (``end`` None: to the end of the file).
+
+    Returns the columns, the non-round records in order, and how many rounds were
+    imported from the earlier tool. A ``LogError`` names the file's own line number,
+    whatever ``start`` is. A torn last line is not a round yet.
+    """
+    builder = ColumnBuilder()
+    other: list[dict[str, Any]] = []
+    imported = 0
+    with open_log(path) as fh:
+        for offset, buf, n in _blocks(fh, start, end):
+            imported += _fold(path, buf, n, partial(_lines_before, path, offset), builder, other)
+    return builder.build(), other, imported
+
+
+def _lines_before(path: Path, offset: int) -> int:
+    """How many lines the file has before byte ``offset`` (counted only for an error)."""
+    lines = 0
+    with path.open("rb") as fh:
+        while fh.tell() < offset:
+            chunk = fh.read(min(offset - fh.tell(), BLOCK_BYTES))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+    return lines
+
+
+def _blocks(fh: BinaryIO, start: int, end: int | None) -> Iterator[tuple[int, bytes, int]]:
+    """``(offset, buf, n)``: ``buf[:n]`` is a block of whole lines at ``offset`` in the file.
+
+    Each read starts at the first byte not yet yielded (no copying of partial lines); a
+    line longer than a block doubles the read.
+    """
+    if start:
+        fh.seek(start - 1)
+        start = start - 1 + len(fh.readline())  # the line that began before us is not ours
+    pos, size = start, BLOCK_BYTES
+    while end is None or pos < end:
+        fh.seek(pos)
+        buf = fh.read(size)
+        at_eof = len(buf) < size
+        if end is not None and pos + len(buf) >= end:
+            # lines that start before ``end`` are ours, the last one up to its newline
+            cut = buf.find(b"\n", end - pos - 1)
+            if cut >= 0:
+                yield pos, buf, cut + 1
+                return
+        cut = buf.rfind(b"\n") + 1
+        if cut:
+            yield pos, buf, cut
+            pos, size = pos + cut, BLOCK_BYTES
+        elif at_eof:
+            return  # what is left after the last newline is a torn line, not a round
+        else:
+            size *= 2
+
+
+def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
+          builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
+    try:
+        rows = _DECODER.decode_lines(memoryview(buf)[:n])
+        rounds = [r for r in rows if r.kind is None or r.kind == "round"]
+        columns = _columns(rounds)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        columns = None
+    if columns is None:
+        return _fold_slow(path, buf[:n], first_line, builder, other)
+    builder.add_part(columns)
+    if len(rounds) < len(rows):
+        if all(r.kind == "aa" for r in rows if r.kind is not None and r.kind != "round"):
+            other.extend(dict(zip(AA_FIELDS, _aa_values(r), strict=True))
+                         for r in rows if r.kind == "aa")
+        else:  # events: whole, from their lines
+            lines = [line for line in buf.split(b"\n") if line.strip()]  # the rows' first
+            other.extend(_other(orjson.loads(line)) for line, r in zip(lines, rows, strict=False)
+                         if r.kind is not None and r.kind != "round")
+    return sum(r.source == "legacy" for r in rounds if r.source is not None)
+
+
+def _columns(rounds: list[RoundRow]) -> Columns | None:
+    """The rows' columns, as ``ColumnBuilder.add_all`` folds the same records; None for a
+    row that is not a round of ours (the line-by-line fold then names it).
+
+    Every field is pulled out with ``map`` and ``attrgetter`` (loops in C: this runs once
+    per round of the log); a missing side raises AttributeError through its getter.
+    """
+    n = len(rounds)
+
+    def column(name: str) -> list[Any]:
+        return list(map(attrgetter(name), rounds))
+
+    buckets = list(map(BUCKET_CODE.get, column("bucket")))
+    stamps = column("ts")
+    if None in buckets or None in stamps or column("schema").count(SCHEMA) != n:
+        return None
+    try:
+        latency = {side: column(f"{side}.latency_ms") for side in SIDES}
+        ttft = {side: column(f"{side}.ttft_ms") for side in SIDES}
+    except AttributeError:
+        return None  # a round without a side
+    forensics, refires = column("forensics"), column("refire")
+    with_fx = np.flatnonzero(
+        np.fromiter(map(is_not, forensics, repeat(None)), bool, n)
+        | np.fromiter(map(is_not, refires, repeat(None)), bool, n))
+    fx = {int(i): forensic_codes(forensics[i], refires[i]) for i in with_fx}
+    return part(buckets, latency, ttft,  # type: ignore[arg-type]
+                np.array(column("prefix_match_chars"), float),
+                column("category"), column("prompt_id"), stamps, fx)
+
+
+# what reports read of an A/A record (``core.aa``: summarise_aa, NoiseSamples), i.e.
+# all of it but the two replies; each must be a field of RoundRow
+AA_FIELDS = ("kind", "schema", "round", "ts", "prompt_id", "category", "target", "bucket",
+             "forensics", "noise")
+assert set(AA_FIELDS) <= set(RoundRow.__struct_fields__)
+_aa_values = attrgetter(*AA_FIELDS)
+_AA_MISSING = {k: getattr(RoundRow(), k) for k in AA_FIELDS}  # what a missing field reads as
+
+
+def _other(record: dict[str, Any]) -> dict[str, Any]:
+    """A non-round record as scans hand it on: events whole, A/A records without replies."""
+    if record.get("kind") == "aa":
+        return {k: record.get(k, _AA_MISSING[k]) for k in AA_FIELDS}
+    return record
+
+
+def decode_line(line: bytes, fail: Callable[[str], LogError]) -> dict[str, Any]:
+    """One log line as a JSON object; ``fail(reason)`` makes the error to raise."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise fail("line is not JSON") from None
+    if not isinstance(record, dict):
+        raise fail("line is not a JSON object")
+    return record
+
+
+def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
+               builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
+    """Line by line, for the exact error: the reference the fast path is held to."""
+    at = [0, 0]  # [line number in the block, imported legacy rounds]
+
+    def fail(reason: str) -> LogError:
+        return LogError(path, reason, line=first_line() + at[0])
+
+    def rounds() -> Iterator[dict[str, Any]]:
+        for line in block.split(b"\n")[:-1]:
+            at[0] += 1
+            if not line.strip():
+                continue
+            record = decode_line(line, fail)
+            kind = record.get("kind")
+            if kind is None or kind == "round":
+                if record.get("schema") != SCHEMA:
+                    raise fail("not a shadow-burnin round record")
+                if "source" in record:
+                    at[1] += record["source"] == "legacy"
+                yield record
+            else:
+                other.append(_other(record))
+
+    try:
+        builder.add_all(rounds())
+    except (KeyError, TypeError, AttributeError):
+        raise fail("not a shadow-burnin round record (fields)") from None
+    except ValueError:
+        raise fail("record has no valid 'ts'") from None
+    return at[1]

@@ -1,0 +1,174 @@
+"""Log/state: append, torn line, crash between append and state write, lock, rebuild."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shadow_burnin.errors import LockedError, LogError, StateError
+from shadow_burnin.io.log.store import State, Store, rebuild_state
+
+
+def record(n: int, bucket: str = "exact", cursor: int | None = None) -> dict:
+    side = {"text": "t", "latency_ms": 1.0, "ttft_ms": None, "status": 200,
+            "finish_reason": "stop", "completion_tokens": 1, "error": None}
+    return {"schema": 1, "round": n, "ts": f"2026-11-27T00:00:{n % 60:02d}.000Z",
+            "prompt_id": f"p{n}", "category": "c", "bucket": bucket, "divergence_byte": None,
+            "prefix_match_chars": 1, "v1": side, "v2": side, "setup": "abc", "seed": 9,
+            "cursor": n - 1 if cursor is None else cursor}
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "run.jsonl", tmp_path / "run.state"
+
+
+def write_rounds(log: Path, state: Path, n: int) -> None:
+    with Store(log, state) as store:
+        for i in range(1, n + 1):
+            store.append(record(i, "no-match" if i % 3 == 0 else "exact"))
+
+
+def test_append_and_reopen(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    write_rounds(log, state, 5)
+    assert len(log.read_bytes().splitlines()) == 5
+    saved = orjson.loads(state.read_bytes())
+    assert saved["last_round"] == 5 and saved["cursor"] == 5 and saved["seed"] == 9
+    assert saved["counts"]["no-match"] == 1 and saved["counts"]["exact"] == 4
+    store = Store(log, state)
+    assert store.open().warnings == []
+    assert store.state.last_round == 5
+    store.close()
+
+
+def test_torn_last_line_moved_aside(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    write_rounds(log, state, 3)
+    torn = orjson.dumps(record(4))[:37]
+    with open(log, "ab") as fh:
+        fh.write(torn)
+    store = Store(log, state)
+    warnings = store.open().warnings
+    assert any("torn" in w for w in warnings)
+    assert log.read_bytes().endswith(b"\n")
+    assert len(log.read_bytes().splitlines()) == 3
+    assert (log.parent / "run.jsonl.torn").read_bytes() == torn + b"\n"
+    store.append(record(4))
+    store.close()
+    assert [orjson.loads(x)["round"] for x in log.read_bytes().splitlines()] == [1, 2, 3, 4]
+
+
+def test_crash_between_append_and_state_write(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    write_rounds(log, state, 4)
+    with open(log, "ab") as fh:  # round 5 reached the log, the state write never happened
+        fh.write(orjson.dumps(record(5, "no-match")) + b"\n")
+    store = Store(log, state)
+    warnings = store.open().warnings
+    assert any("caught up" in w for w in warnings)
+    assert store.state.last_round == 5
+    assert store.state.counts == rebuild_state(log).counts
+    assert store.state.cursor == 5
+    store.close()
+
+
+def test_state_ahead_of_log_is_rebuilt(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    write_rounds(log, state, 4)
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:2]))  # the log lost rounds 3-4 (e.g. restored backup)
+    store = Store(log, state)
+    assert any("rebuilt" in w for w in store.open().warnings)
+    assert store.state.last_round == 2
+    store.close()
+
+
+def test_missing_state_is_rebuilt(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    write_rounds(log, state, 6)
+    state.unlink()
+    store = Store(log, state)
+    store.open()
+    assert (store.state.last_round, store.state.cursor, store.state.seed) == (6, 6, 9)
+    assert store.state.setup == "abc"
+    store.close()
+
+
+def test_second_writer_is_locked_out(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    first = Store(log, state)
+    first.open()
+    with pytest.raises(LockedError, match="another shadow-burnin run"):
+        Store(log, state).open()
+    first.close()
+    Store(log, state).open()
+
+
+def test_corrupt_state_refused_and_kept(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    write_rounds(log, state, 2)
+    state.write_bytes(b"{not json")
+    with pytest.raises(StateError, match="corrupt state"):
+        Store(log, state).open()
+    assert state.read_bytes() == b"{not json"
+
+
+def test_foreign_log_refused(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    log.write_bytes(b'{"hello": "world"}\n')
+    with pytest.raises(LogError, match="not a shadow-burnin"):
+        Store(log, state).open()
+    assert log.read_bytes() == b'{"hello": "world"}\n'
+
+
+def test_state_apply_ignores_legacy_cursor() -> None:
+    st = State()
+    st.apply({**record(1), "source": "legacy", "cursor": None, "seed": None, "setup": None})
+    st.apply(record(2, cursor=0))
+    assert (st.last_round, st.cursor) == (2, 1)
+
+
+def test_writers_from_two_threads_are_serialised(paths: tuple[Path, Path]) -> None:
+    # the runner commits from a worker thread while the halt watch may append an event
+    # from the loop thread: every line stays whole and the state matches the log
+    import threading
+
+    log, state = paths
+    with Store(log, state) as store:
+        seen: list[State] = []
+
+        def rounds(start: int) -> None:
+            for i in range(start, start + 200, 2):
+                store.append_many([record(i), record(i + 1)])
+
+        def events() -> None:
+            for i in range(100):
+                store.append({"kind": "event", "event": "note", "ts": "x", "n": i})
+                seen.append(store.state)
+
+        workers = [threading.Thread(target=rounds, args=(1,)),
+                   threading.Thread(target=events)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        lines = log.read_bytes().splitlines()
+        assert len(lines) == 300 and all(orjson.loads(line) for line in lines)
+        assert store.state.log_size == log.stat().st_size
+        saved = orjson.loads(state.read_bytes())
+        assert saved["log_size"] == log.stat().st_size and saved["last_round"] == 200
+        # a reader holds a finished state, never one being applied
+        assert all(s.log_size <= log.stat().st_size for s in seen)
+        assert len({id(s) for s in seen}) == len(seen)
+
+
+def test_state_copy_is_independent() -> None:
+    a = State(counts={"exact": 1}, extra={"halt": {"active": True}})
+    b = a.copy()
+    b.apply(record(3, "exact"))
+    b.extra["x"] = 1
+    assert a.counts == {"exact": 1} and a.last_round == 0 and "x" not in a.extra
+    assert b.counts["exact"] == 2 and b.last_round == 3

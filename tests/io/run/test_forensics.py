@@ -1,0 +1,301 @@
+"""Forensics steps in a real run loop, against small in-process servers that send logprobs
+in llama-server's shape (content[] on /v1/completions), streamed or not."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from shadow_burnin.core.aa import NoiseSamples
+from shadow_burnin.core.prompt import Prompt
+from shadow_burnin.core.verdict import Thresholds
+from shadow_burnin.io.http.client import Endpoint, RequestSpec
+from shadow_burnin.io.log.store import Store
+from shadow_burnin.io.run.forensics import ForensicsPlan, forensic_steps
+from shadow_burnin.io.run.runner import Runner, RunPlan
+from shadow_burnin.render.progress import NullProgress
+
+# a reply: [(token, logprob, [(alternative, logprob), ...]), ...]
+Reply = list[tuple[str, float, list[tuple[str, float]]]]
+PROMPTS = [Prompt(id=f"p{i}", category="c", prompt=f"prompt {i}") for i in range(4)]
+SAME: Reply = [("The", -0.1, [("A", -3.0)]), (" cat", -0.2, [(" dog", -2.0)])]
+
+
+def reply(*tokens: tuple[str, float, list[tuple[str, float]]]) -> Reply:
+    return [*SAME, *tokens]
+
+
+class LogprobServer:
+    """Answers /v1/completions with ``script(n)`` (n = request number from 1)."""
+
+    def __init__(self, script: Callable[[int], Reply], *, logprobs: bool = True,
+                 reject_logprobs: bool = False, finish: str = "stop",
+                 slow_logprobs_s: float = 0.0) -> None:
+        self.script, self.logprobs, self.reject = script, logprobs, reject_logprobs
+        self.finish, self.slow = finish, slow_logprobs_s
+        self.bodies: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/v1/models":
+            return web.json_response({"data": [{"id": "m"}]})
+        body = await request.json()
+        self.bodies.append(body)
+        if self.reject and "logprobs" in body:
+            return web.json_response({"error": "logprobs not supported"}, status=400)
+        if "logprobs" in body and self.slow:
+            await asyncio.sleep(self.slow)
+        toks = self.script(len(self.bodies))
+        entries = [{"token": t, "bytes": list(t.encode()), "logprob": lp,
+                    "top_logprobs": [{"token": a, "bytes": list(a.encode()), "logprob": alp}
+                                     for a, alp in sorted([(t, lp), *alts],
+                                                          key=lambda x: -x[1])]}
+                   for t, lp, alts in toks]
+        text = "".join(t for t, _lp, _a in toks)
+        want = self.logprobs and "logprobs" in body
+        if not body.get("stream"):
+            choice = {"text": text, "finish_reason": self.finish,
+                      "logprobs": {"content": entries} if want else None}
+            return web.json_response({"choices": [choice]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for (t, _lp, _a), entry in zip(toks, entries, strict=True):
+            choice = {"text": t, "finish_reason": None,
+                      "logprobs": {"content": [entry]} if want else None}
+            await resp.write(b"data: " + orjson.dumps({"choices": [choice]}) + b"\n\n")
+        end = {"choices": [{"text": "", "finish_reason": self.finish}]}
+        await resp.write(b"data: " + orjson.dumps(end) + b"\n\ndata: [DONE]\n\n")
+        return resp
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[LogprobServer], Any]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(server: LogprobServer) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", server.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def burn(tmp_path: Path, v1: str, v2: str, *, rounds: int = 2, stream: bool = False,
+               **forensics: Any) -> tuple[list[dict[str, Any]], list[str], Store]:
+    spec = RequestSpec(api="completions", stream=stream, max_tokens=8,
+                       logprobs=forensics.pop("logprobs", 5))
+    plan = RunPlan(v1=Endpoint(v1), v2=Endpoint(v2), spec=spec, setup="s", seed=1,
+                   interval=0, rounds=rounds)
+    fplan = ForensicsPlan(logprobs=spec.logprobs,
+                          **{"refire": 0, "aa_every": 0, "max_slowdown": 0, **forensics})
+    store = Store(tmp_path / "log.jsonl", tmp_path / "log.state")
+    store.open()
+    warnings: list[str] = []
+    try:
+        async with forensic_steps(fplan, spec, warnings.append) as steps:
+            await Runner(plan, PROMPTS, store, NullProgress(), steps=steps).run()
+    finally:
+        store.close()
+    lines = (tmp_path / "log.jsonl").read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines], warnings, store
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_near_tie_verdict_is_logged_compactly(tmp_path: Path, serve: Any,
+                                                    stream: bool) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.70, [(" ran", -0.72)]),
+                                                   (".", -0.1, []))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.69, [(" sat", -0.70)]),
+                                                   ("!", -0.1, []))))
+    log, warnings, _ = await burn(tmp_path, v1, v2, stream=stream)
+    assert warnings == []
+    for r in log:
+        assert r["bucket"] == "no-match"
+        fx = r["forensics"]
+        assert fx["verdict"] == "near-tie" and fx["divergence_token"] == 2
+        assert (fx["a"], fx["b"]) == (" sat", " ran")
+        assert fx["swing"] == pytest.approx(0.03) and fx["k"] == 5
+        assert [t["i"] for t in fx["tokens"]["v1"]] == [0, 1, 2, 3]
+        assert fx["tokens"]["v2"][2]["top"][1] == [" sat", -0.7]
+        assert "_tokens" not in r["v1"] and "logprobs_raw" not in r["v1"]
+
+
+async def test_regression_and_exact_rounds(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.1, [(" ran", -3.0)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" sat", -0.1, []))
+                                   if n % 2 else reply((" flew", -0.2, [(" sat", -2.5)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=2)
+    assert log[0]["bucket"] == "exact" and "forensics" not in log[0]
+    assert log[1]["forensics"]["verdict"] == "regression"
+    assert "not in v1's top-2" in log[1]["forensics"]["reason"]
+
+
+async def test_prefix_only_cause(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: SAME, finish="stop"))
+    v2 = await serve(LogprobServer(lambda n: reply((" sat", -0.1, [])), finish="length"))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1)
+    assert log[0]["bucket"] == "prefix-only"
+    assert log[0]["forensics"] == {"cause": "stop", "shorter": "v1", "reason":
+                                   "v1 stopped earlier (finish_reason stop); v2 finished "
+                                   "with length"}
+
+
+async def test_refire_finds_a_flaky_side(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    # v2 answers differently on every other request: its re-fire changes
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))
+                                   if n % 2 else SAME))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=2, refire=1)
+    assert log[0]["refire"] == {"outcome": "flaky-v2", "n": 1, "v1_same": 1, "v2_same": 0,
+                                "pair_exact": 0, "texts": {"v2": ["The cat"]}}
+    assert log[1]["bucket"] == "no-match" and log[1]["refire"]["outcome"] == "flaky-v2"
+
+
+async def test_refire_reproducible(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, refire=2)
+    assert log[0]["refire"] == {"outcome": "reproducible", "n": 2, "v1_same": 2,
+                                "v2_same": 2, "pair_exact": 0}
+
+
+async def test_aa_records_are_not_rounds(tmp_path: Path, serve: Any) -> None:
+    # v1 disagrees with itself on every other request
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.52)]))
+                                   if n % 2 else reply((" ran", -0.51, [(" sat", -0.52)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, []))))
+    log, _, store = await burn(tmp_path, v1, v2, rounds=4, aa_every=2)
+    kinds = [r.get("kind", "round") for r in log]
+    assert kinds == ["round", "round", "aa", "round", "round", "aa"]
+    assert store.state.last_round == 4
+    aa = log[2]
+    assert aa["round"] == 2 and aa["target"] == "v1" and aa["bucket"] == "no-match"
+    assert aa["a"]["text"] != aa["b"]["text"]
+    assert aa["forensics"]["verdict"] == "near-tie"
+
+
+async def test_aa_goes_to_v1b_and_calibrates(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    # v1b: another numeric path of v1: the runner-up margins move by 0.3 and 0.1, the
+    # second token's logprob by 0.1, and it flips the third token (swing 0.2)
+    v1b = LogprobServer(lambda n: [("The", -0.1, [("A", -3.3)]), (" cat", -0.3, [(" dog", -2.0)]),
+                                   (" ran", -0.5, [(" sat", -0.6)])])
+    v1b_url = await serve(v1b)
+    # v2 flips like v1b (swing 0.2) after a prefix drift of 0.08
+    v2 = await serve(LogprobServer(lambda n: [("The", -0.1, [("A", -3.0)]),
+                                              (" cat", -0.28, [(" dog", -2.0)]),
+                                              (" ran", -0.5, [(" sat", -0.6)])]))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=2, v1b=Endpoint(v1b_url),
+                           calibrate=True, thresholds=Thresholds(tau_tie=0.1), min_samples=1)
+    kinds = [r.get("kind", "round") for r in log]
+    assert kinds == ["round", "round", "aa"]  # the A/A record is logged after its round
+    rounds = [r for r in log if r.get("kind", "round") == "round"]
+    aa = log[2]
+    assert len(v1b.bodies) == 1 and aa["target"] == "v1b" and aa["round"] == 2
+    assert aa["forensics"]["swing"] == pytest.approx(0.2)
+    assert aa["noise"]["moves"] == pytest.approx([0.3, 0.1])
+    assert aa["noise"]["drifts"] == pytest.approx([0.0, 0.1])
+    # round 1, before any A/A pair: the defaults; swing 0.2 > 0.1
+    assert rounds[0]["forensics"]["tau_tie"] == 0.1
+    assert rounds[0]["forensics"]["tau_drift"] == 0.05
+    assert rounds[0]["forensics"]["verdict"] == "unexplained"
+    # round 2 counts its own A/A pair (the A/A step runs first): τ_tie = p99 of
+    # {0.2, 0.3, 0.1}, τ_drift = p99 of {0, 0.1}
+    fx = rounds[1]["forensics"]
+    assert fx["tau_tie"] == pytest.approx(0.298) and fx["tau_drift"] == pytest.approx(0.099)
+    assert fx["swing"] == pytest.approx(0.2) and fx["prefix_drift"] == pytest.approx(0.08)
+    assert fx["verdict"] == "near-tie"
+
+
+async def test_aa_on_one_server_records_zero_noise(tmp_path: Path, serve: Any) -> None:
+    # a deterministic v1 against itself: no flip, every move and drift 0: calibration
+    # keeps the defaults
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=1, calibrate=True,
+                           min_samples=1)
+    aa = [r for r in log if r.get("kind") == "aa"]
+    assert [a["bucket"] for a in aa] == ["exact", "exact"] and "forensics" not in aa[0]
+    assert aa[0]["noise"] == {"moves": [0.0, 0.0, 0.0], "drifts": [0.0, 0.0, 0.0]}
+    rounds = [r for r in log if r.get("kind", "round") == "round"]
+    assert {r["forensics"]["tau_tie"] for r in rounds} == {0.1}
+    assert {r["forensics"]["verdict"] for r in rounds} == {"unexplained"}
+
+
+async def test_calibration_starts_from_the_logs_noise(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+                           aa_noise=NoiseSamples(swings=[0.25], moves=[0.1] * 99,
+                                                 drifts=[0.2] * 100))
+    fx = log[0]["forensics"]
+    assert fx["tau_tie"] == pytest.approx(0.1015) and fx["tau_drift"] == pytest.approx(0.2)
+    assert fx["verdict"] == "unexplained"  # swing 0.2 > 0.1015
+
+
+async def test_calibration_waits_for_enough_samples(tmp_path: Path, serve: Any) -> None:
+    # 99 samples of 0.3: their "p99" would be their maximum; the defaults stay
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+                           aa_noise=NoiseSamples(moves=[0.3] * 99, drifts=[0.3] * 99))
+    fx = log[0]["forensics"]
+    assert (fx["tau_tie"], fx["tau_drift"], fx["verdict"]) == (0.1, 0.05, "unexplained")
+
+
+async def test_side_without_logprobs_is_said_once(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [])), logprobs=False))
+    log, warnings, _ = await burn(tmp_path, v1, v2, rounds=3)
+    assert len(warnings) == 1 and warnings[0].startswith("v2 (http://127.0.0.1:")
+    assert "sends no logprobs" in warnings[0]
+    assert all(r["forensics"]["reason"] == "no logprobs from v2" for r in log)
+
+
+async def test_side_rejecting_logprobs_is_asked_without(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    strict = LogprobServer(lambda n: reply((" ran", -0.5, [])), reject_logprobs=True)
+    v2 = await serve(strict)
+    log, warnings, _ = await burn(tmp_path, v1, v2, rounds=3)
+    assert len(warnings) == 1 and "rejects requests with logprobs (http-400" in warnings[0]
+    assert [r["bucket"] for r in log] == ["no-match"] * 3  # not v2-unreachable
+    assert log[0]["v2"]["resent_without_logprobs"] is True
+    assert "resent_without_logprobs" not in log[1]["v2"]
+    assert ["logprobs" in b for b in strict.bodies] == [True, False, False, False]
+    assert log[2]["forensics"]["verdict"] == "unexplained"
+
+
+async def test_logprobs_off(tmp_path: Path, serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, []))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, []))))
+    log, warnings, _ = await burn(tmp_path, v1, v2, rounds=1, logprobs=0)
+    assert warnings == []
+    assert log[0]["forensics"]["reason"] == "logprobs off (--logprobs 0)"
+
+
+async def test_side_with_slow_logprobs_is_not_asked_for_them(tmp_path: Path,
+                                                             serve: Any) -> None:
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    slow = LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)])),
+                         slow_logprobs_s=0.3)
+    v2 = await serve(slow)
+    log, warnings, _ = await burn(tmp_path, v1, v2, rounds=3, max_slowdown=3.0,
+                                  min_overhead_s=0.2)
+    assert len(warnings) == 1 and warnings[0].startswith("v2 (") and "as long with" in \
+        warnings[0]
+    # round 1, then the cost probe (without, with), then rounds 2 and 3 without logprobs
+    assert ["logprobs" in b for b in slow.bodies] == [True, False, True, False, False]
+    assert log[0]["forensics"]["swing"] == pytest.approx(0.2)  # round 1 had logprobs
+    assert log[2]["forensics"]["reason"] == "no logprobs from v2"

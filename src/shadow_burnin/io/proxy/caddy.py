@@ -344,12 +344,12 @@ def legacy_route(route: dict[str, Any], prefix: str, legacy_path: str,
         m["path"] = [legacy_path]
     new["match"] = matches
     rewrite = {"handler": "rewrite",
-               "path_regexp": [{"find": "^" + _re_escape(legacy_prefix), "replace": prefix}]}
+               "path_regexp": [{"find": "^" + re_escape(legacy_prefix), "replace": prefix}]}
     new["handle"] = [rewrite, *(new.get("handle") or [])]
     return new
 
 
-def _re_escape(text: str) -> str:
+def re_escape(text: str) -> str:
     return "".join("\\" + c if c in ".^$*+?()[]{}|\\" else c for c in text)
 
 

@@ -74,7 +74,7 @@ class CutoverConfig:
     @property
     def legacy_route(self) -> str:
         """``/v1/*`` → ``/v1-legacy/*``."""
-        return self.route[:-3] + "-legacy/*"
+        return self.route[:-2] + "-legacy/*"
 
     @property
     def legacy_prefix(self) -> str:
@@ -94,6 +94,8 @@ def check_upstream(value: str, where: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port or "/" in value or any(c.isspace() for c in value):
         raise ValueError(f"{where} must be a dial address like 127.0.0.1:8080, got {value!r}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{where}: the port must be 1..65535, got {value!r}")
     return value
 
 

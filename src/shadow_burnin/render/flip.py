@@ -10,6 +10,7 @@ from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.text import Text
 
+from shadow_burnin.core.flip import FlipStatus, flip_line
 from shadow_burnin.render import escape
 
 CODE_STYLE = {0: "bold green", 1: "bold red", 2: "bold red", 3: "bold yellow", 4: "bold red",
@@ -52,3 +53,12 @@ def result_view(result: Any) -> RenderableType:
     else:
         parts.append(headline)
     return Group(*parts)
+
+
+def flip_text(status: FlipStatus | None) -> Text | None:
+    """The ``gates``/``bench`` line saying when the cutover (or rollback) happened."""
+    line = flip_line(status) if status is not None else None
+    if line is None:
+        return None
+    style = "bold cyan" if status is not None and status.on == "v2" else "yellow"
+    return Text(escape.term(line), style=style)

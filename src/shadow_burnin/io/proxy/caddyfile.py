@@ -64,7 +64,7 @@ def _block_end(lines: list[str], start: int) -> int:
     for i in range(start, len(lines)):
         text = re.sub(r'"(?:\\.|[^"\\])*"', '""', lines[i].split("#", 1)[0])
         depth += text.count("{") - text.count("}")
-        if depth <= 0 and i > start or (depth == 0 and i == start and "{" in text):
+        if (depth <= 0 and i > start) or (depth == 0 and i == start and "{" in text):
             return i
     raise ProxyError("the Caddyfile has an unclosed block")
 

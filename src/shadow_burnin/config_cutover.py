@@ -18,7 +18,8 @@ Self-contained (types in :data:`SCHEMA`, values checked by :func:`build`), hooke
     probe_rate = 2.0                  # probes per second through Caddy during the watch
     check_every = 10.0                # seconds between two checks (each logged)
     max_error_rate = 0.05             # v2 error share through the proxy that rolls back
-    max_p95_ratio = 1.5               # v2 p95 / v1 p95 (probes) that rolls back
+    max_p95_ratio = 1.5               # v2 p95 / v1 p95 (probes) that rolls back ...
+    min_p95_gap_ms = 50.0             # ... when v2's p95 is also this much above v1's
     min_probes = 10                   # probes per side before the two limits apply
     rollback_on_halt = true           # a no-match halt during the watch rolls back
     caddyfile = "/etc/caddy/Caddyfile"    # also rewrite the Caddyfile (also --caddyfile)
@@ -37,7 +38,8 @@ SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "caddy": _STR, "route": _STR, "proxy": _STR, "v1_upstream": _STR, "v2_upstream": _STR,
     "webhook": _STR, "on_cutover": _STR, "announce_timeout": _NUM,
     "watch": ((int, float, str), "a duration"), "probe_rate": _NUM, "check_every": _NUM,
-    "max_error_rate": _NUM, "max_p95_ratio": _NUM, "min_probes": ((int,), "an integer"),
+    "max_error_rate": _NUM, "max_p95_ratio": _NUM, "min_p95_gap_ms": _NUM,
+    "min_probes": ((int,), "an integer"),
     "rollback_on_halt": ((bool,), "true or false"), "probe_timeout": _NUM, "caddyfile": _STR,
 }
 
@@ -61,6 +63,7 @@ class CutoverConfig:
     check_every: float = 10.0
     max_error_rate: float = 0.05
     max_p95_ratio: float = 1.5
+    min_p95_gap_ms: float = 50.0
     min_probes: int = 10
     rollback_on_halt: bool = True
     probe_timeout: float = 10.0
@@ -118,7 +121,7 @@ def build(raw: dict[str, Any]) -> CutoverConfig:
 
         raw["watch"] = parse_duration(raw["watch"], "cutover.watch")
     for key in ("announce_timeout", "probe_rate", "check_every", "max_error_rate",
-                "max_p95_ratio", "probe_timeout"):
+                "max_p95_ratio", "min_p95_gap_ms", "probe_timeout"):
         if key in raw:
             raw[key] = float(raw[key])
     cfg = CutoverConfig(**raw)
@@ -136,6 +139,8 @@ def build(raw: dict[str, Any]) -> CutoverConfig:
                 "probe_timeout"):
         _positive(f"cutover.{key}", getattr(cfg, key))
     _positive("cutover.min_probes", cfg.min_probes)
+    if not math.isfinite(cfg.min_p95_gap_ms) or cfg.min_p95_gap_ms < 0:
+        raise ValueError(f"cutover.min_p95_gap_ms must be >= 0, got {cfg.min_p95_gap_ms}")
     if not 0 <= cfg.max_error_rate < 1:
         raise ValueError(f"cutover.max_error_rate must be in [0, 1), got {cfg.max_error_rate}")
     return cfg

@@ -446,10 +446,32 @@ async def test_watch_rolls_back_by_itself_when_v2_fails(tmp_path: Path, pair: An
     assert res.code == 4, res.headline
     events = kit.read_events(log)
     last_check = [e for e in events if e["event"] == "cutover-check"][-1]
-    assert last_check["decision"] == "rollback" and "error rate" in last_check["reasons"][0]
+    assert last_check["decision"] == "rollback"
+    assert any("v2 error rate through the proxy" in r for r in last_check["reasons"])
     assert events[-1]["event"] == "rollback" and events[-1]["automatic"] is True
     status, text, _ = await ask(caddy.proxy_url, "/v1/chat/completions")
     assert status == 200 and not text.endswith(kit.SALT)
+
+
+async def test_watch_rolls_back_when_v2_gets_slow(tmp_path: Path, pair: Any,
+                                                  caddy_cf: CaddyProcess) -> None:
+    cfg = make_cfg(tmp_path, pair, caddy_cf.admin_url,
+                   cut={"probe_rate": 10.0, "check_every": 0.3, "min_probes": 3,
+                        "max_p95_ratio": 2.0, "min_p95_gap_ms": 100.0})
+    log = cfg_log(cfg)
+    task = asyncio.create_task(app.cutover(cfg, app.Options(watch=600.0), Said()))
+    for _ in range(400):
+        if any(e["event"] == "cutover-check" for e in kit.read_events(log)) or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert not task.done()
+    pair[1].delay_ms = 400.0  # v2 answers, but slowly
+    res = await asyncio.wait_for(task, 120)
+    assert res.code == 4, res.headline
+    last_check = [e for e in kit.read_events(log) if e["event"] == "cutover-check"][-1]
+    assert last_check["decision"] == "rollback"
+    assert any("p95" in r for r in last_check["reasons"]), last_check["reasons"]
+    assert last_check["figures"]["v2"]["errors"] == 0
 
 
 async def test_watch_rolls_back_on_a_halt_of_the_running_burn_in(

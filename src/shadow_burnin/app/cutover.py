@@ -48,7 +48,6 @@ from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.errors import ConfigError, ProxyError, ShadowBurninError
 from shadow_burnin.io.http.client import Api, RequestSpec, build_body
 from shadow_burnin.io.log.events import append_event, iter_event_file
-from shadow_burnin.io.log.logread import last_rounds
 from shadow_burnin.io.log.sidecars import CADDY_BEFORE, LogFiles, events_path, write_atomic
 from shadow_burnin.io.proxy import caddyfile as cfile
 from shadow_burnin.io.proxy.announce import announce
@@ -76,7 +75,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (4, "flipped, then rolled back (verification failed, or the watch rolled back)"),
     (5, "Caddy's state is unknown: a restore could not be verified (see the message)"),
 )
-TELL_APART_ROUNDS = 2000  # how many of the log's last rounds to look for such a prompt
+TELL_APART_BYTES = 8 * 1024 * 1024  # how much of the log's tail to look for such a prompt
 VERIFY_TRIES = 3
 
 Say = Callable[[str], None]
@@ -138,6 +137,13 @@ class Target:
                               "[cutover] v1_upstream / v2_upstream")
         return cls(cfg, cut, Path(cfg.paths.log), v1, v2,
                    CaddyAdmin(cut.caddy, timeout=cut.probe_timeout))
+
+    def tls(self, side: str) -> bool | None:
+        """Whether Caddy must speak HTTPS to ``side`` (from its URL; None when the
+        upstream address is configured apart and the transport is left as it is)."""
+        if getattr(self.cut, f"{side}_upstream"):
+            return None
+        return str(getattr(self.cfg, side).url).startswith("https://")
 
     def base(self, ref: RouteRef) -> tuple[str, str | None]:
         if self.cut.proxy:
@@ -282,12 +288,34 @@ async def _dial_check(p: Prober, prefix: str, side: str, want: str, name: str) -
     return Check(name, False, f"{detail}, expected {want}")
 
 
+def _tail_records(log: Path, size: int) -> list[dict[str, Any]]:
+    """The round records in the last ``size`` bytes of the log (whole lines only), so a
+    long burn-in's log is not read whole; lines that are not JSON objects are skipped."""
+    try:
+        with open(log, "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, end - size))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if end > size:
+        lines = lines[1:]  # the first one is cut
+    out = []
+    for line in lines:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            obj = orjson.loads(line) if line.strip() else None
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
+
+
 def find_tell_apart(t: Target) -> tuple[TellApart, Prompt] | None:
     """A prompt of the log the two sides answer differently and reproducibly, and the
     prompt itself from the prompts in use; None when there is none."""
     if not t.log.exists():
         return None
-    found = tell_apart(last_rounds(t.log, TELL_APART_ROUNDS))
+    found = tell_apart(_tail_records(t.log, TELL_APART_BYTES))
     if found is None:
         return None
     from shadow_burnin.prompts import load_builtin, load_file
@@ -447,7 +475,8 @@ async def cutover(cfg: Config, opts: Options, say: Say) -> Result:
                          f"at v1: {list_routes(snap.config)}; remove it first")
     c = t.cut
     new = plan_cutover(snap.config, ref, v1=t.v1, v2=t.v2, prefix=c.prefix,
-                       legacy_path=c.legacy_route, legacy_prefix=c.legacy_prefix)
+                       legacy_path=c.legacy_route, legacy_prefix=c.legacy_prefix,
+                       v2_tls=t.tls("v2"))
     edit = _caddyfile_edit(t, opts.caddyfile, cut=True)
     res = Result(EXIT_DONE, "", evidence=ev, diff=routes_diff(snap.config, new, ref.server),
                  caddyfile_diff=edit.diff if edit else None)
@@ -605,7 +634,8 @@ async def _rollback(t: Target, *, reason: str | None, by: str | None, say: Say,
         if data is not None and config_digest(data) == last.get("config_before"):
             saved = data
     mode = "restore" if saved is not None else "repoint"
-    new = saved if saved is not None else plan_rollback(snap.config, ref, legacy, v1=t.v1)
+    new = saved if saved is not None else plan_rollback(snap.config, ref, legacy, v1=t.v1,
+                                                        v1_tls=t.tls("v1"))
     edit = _caddyfile_edit(t, caddyfile, cut=False)
     started = time.perf_counter()
     await t.admin.replace_config(new, snap)
@@ -721,9 +751,11 @@ def decide(cut: CutoverConfig, fig: dict[str, Any]) -> list[str]:
                    f"({v2['errors']}/{v2['probes']}) > {100 * cut.max_error_rate:g} %")
     if v2["probes"] >= cut.min_probes and v1["probes"] >= cut.min_probes and \
             v1["p95_ms"] and v2["p95_ms"] is not None and \
-            v2["p95_ms"] / v1["p95_ms"] > cut.max_p95_ratio:
+            v2["p95_ms"] / v1["p95_ms"] > cut.max_p95_ratio and \
+            v2["p95_ms"] - v1["p95_ms"] > cut.min_p95_gap_ms:
         why.append(f"v2 p95 {v2['p95_ms']:.1f} ms is {v2['p95_ms'] / v1['p95_ms']:.2f}× v1's "
-                   f"{v1['p95_ms']:.1f} ms > {cut.max_p95_ratio:g}×")
+                   f"{v1['p95_ms']:.1f} ms > {cut.max_p95_ratio:g}× (and "
+                   f"> +{cut.min_p95_gap_ms:g} ms)")
     r = fig["rounds"]
     if r["rounds"] >= cut.min_probes and r["v2_failed"] / r["rounds"] > cut.max_error_rate:
         why.append(f"the running burn-in sees v2 fail in {r['v2_failed']}/{r['rounds']} "

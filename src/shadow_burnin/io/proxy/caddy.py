@@ -324,10 +324,17 @@ def get_at(config: Any, ptr: Pointer) -> Any:
     return node
 
 
-def _set_upstream(route: dict[str, Any], dial: str) -> None:
+def _set_upstream(route: dict[str, Any], dial: str, tls: bool | None = None) -> None:
+    """Every reverse_proxy of ``route`` to ``dial``; ``tls`` True/False: the upstream
+    speaks HTTPS or plain HTTP (the transport follows), None: transport left as is."""
     for h in _handlers(route.get("handle")):
         if h.get("handler") == "reverse_proxy":
             h["upstreams"] = [{"dial": dial}]
+            if tls:
+                transport = h.setdefault("transport", {"protocol": "http"})
+                transport.setdefault("tls", {})
+            elif tls is False and isinstance(h.get("transport"), dict):
+                h["transport"].pop("tls", None)
             headers = h.setdefault("headers", {})
             response = headers.setdefault("response", {})
             response.setdefault("set", {})[UPSTREAM_HEADER] = [UPSTREAM_PLACEHOLDER]
@@ -354,7 +361,8 @@ def re_escape(text: str) -> str:
 
 
 def plan_cutover(config: dict[str, Any], ref: RouteRef, *, v1: str, v2: str, prefix: str,
-                 legacy_path: str, legacy_prefix: str) -> dict[str, Any]:
+                 legacy_path: str, legacy_prefix: str, v2_tls: bool | None = None
+                 ) -> dict[str, Any]:
     """The config with ``ref`` pointing at ``v2`` and a legacy route to ``v1`` before it."""
     new = copy.deepcopy(config)
     parent: list[Any] = get_at(new, ref.pointer[:-1])
@@ -363,16 +371,16 @@ def plan_cutover(config: dict[str, Any], ref: RouteRef, *, v1: str, v2: str, pre
     original = parent[index]
     old = copy.deepcopy(original)
     _set_upstream(old, v1)
-    _set_upstream(original, v2)
+    _set_upstream(original, v2, v2_tls)
     parent.insert(index, legacy_route(old, prefix, legacy_path, legacy_prefix))
     return new
 
 
 def plan_rollback(config: dict[str, Any], ref: RouteRef, legacy: RouteRef | None, *,
-                  v1: str) -> dict[str, Any]:
+                  v1: str, v1_tls: bool | None = None) -> dict[str, Any]:
     """The config with ``ref`` pointing back at ``v1`` and the legacy route removed."""
     new = copy.deepcopy(config)
-    _set_upstream(get_at(new, ref.pointer), v1)
+    _set_upstream(get_at(new, ref.pointer), v1, v1_tls)
     if legacy is not None:
         parent: list[Any] = get_at(new, legacy.pointer[:-1])
         index = legacy.pointer[-1]

@@ -71,8 +71,10 @@ def test_cutover_and_rollback_show_in_gates_and_bench(tmp_path: Path, servers: t
     assert r.exit_code == 0, r.output
     assert "cut over: /v1/* → v2" in r.output and "✓ /v1/… → v2" in r.output
     assert "reload caddy" in r.output  # started from a Caddyfile: warned
-    g = invoke("gates", "--config", cfg)
+    g = invoke("gates", "--config", cfg, "--write", tmp_path / "CUTOVER.md")
     assert g.exit_code == 0 and "cut over at" in g.output
+    md = (tmp_path / "CUTOVER.md").read_text()
+    assert "## Cutover" in md and "cut over at" in md and "points at v2 now" in md
     j = orjson.loads(invoke("gates", "--config", cfg, "--json").output)
     assert j["cutover"]["on"] == "v2"
     assert "cut over at" in invoke("bench", "--config", cfg).output

@@ -62,3 +62,13 @@ def flip_text(status: FlipStatus | None) -> Text | None:
         return None
     style = "bold cyan" if status is not None and status.on == "v2" else "yellow"
     return Text(escape.term(line), style=style)
+
+
+def flip_markdown(status: FlipStatus | None) -> str:
+    """A "Cutover" section for CUTOVER.md when the route was flipped (or rolled back)."""
+    line = flip_line(status) if status is not None else None
+    if line is None:
+        return ""
+    assert status is not None
+    return (f"\n## Cutover\n\n- {escape.markdown(line)}\n- cutovers {status.cutovers}, "
+            f"rollbacks {status.rollbacks}; the route points at {status.on} now\n")

@@ -9,7 +9,9 @@
      ├── LockedError             another `run` holds the log/state lock (exit 2)
      ├── SetupChangedError       restart with a different setup fingerprint (exit 2)
      ├── StorageError            the log/state could not be written (disk full …) (exit 2)
-     └── ServerStartError        a local demo/test server did not come up (exit 2)
+     ├── ServerStartError        a local demo/test server did not come up (exit 2)
+     └── ProxyError              Caddy's admin API unreachable, refusing or rejecting a
+                                 change, the route missing/ambiguous (exit 2, nothing changed)
 
 Errors from a *server* are never exceptions here: they are outcomes recorded in the
 round (``SideReply.error``). The CLI maps every ShadowBurninError to one line on
@@ -77,3 +79,8 @@ class StorageError(ShadowBurninError):
 
 class ServerStartError(ShadowBurninError):
     """A local server (demo, tests) failed to start; the message ends with its log tail."""
+
+
+class ProxyError(ShadowBurninError):
+    """Caddy's admin API could not be used, or its config is not what a cutover expects;
+    raised before anything was changed (or when Caddy refused the change)."""

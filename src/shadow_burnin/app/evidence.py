@@ -12,10 +12,12 @@ import numpy as np
 from shadow_burnin.config import Config
 from shadow_burnin.core.drift import Drift, drift
 from shadow_burnin.core.figures import drift_figures, halt_figures, log_figures, ppl_figures
+from shadow_burnin.core.flip import FlipStatus, flip_status
 from shadow_burnin.core.gates import GateReport, evaluate
 from shadow_burnin.core.halt import HaltStatus, halt_status
 from shadow_burnin.core.stats import Summary, summarise
 from shadow_burnin.errors import LogError
+from shadow_burnin.io.log.events import read_events
 from shadow_burnin.io.log.logread import LogScan, Window, scan
 from shadow_burnin.io.log.pplstore import latest_run
 
@@ -29,6 +31,7 @@ class Evidence:
     ppl: dict[str, Any] | None
     scan: LogScan
     notes: list[str] = field(default_factory=list)
+    flip: FlipStatus | None = None  # where the route points after cutover/rollback events
 
 
 def judge(cfg: Config, summary: Summary, result: LogScan) -> Evidence:
@@ -48,7 +51,9 @@ def judge(cfg: Config, summary: Summary, result: LogScan) -> Evidence:
         notes.append(f"no ppl run yet ({cfg.ppl_log()}): run `shadow-burnin ppl`")
     report = evaluate(g.specs, figures, statistical=g.statistical, rounds=summary.rounds,
                       as_of=summary.last_ts, notes=notes)
-    return Evidence(summary, report, d, halt, ppl, result, notes)
+    inline = [r for r in result.other if r.get("kind") == "event"]
+    flip = flip_status(read_events(Path(cfg.paths.log), inline))
+    return Evidence(summary, report, d, halt, ppl, result, notes, flip)
 
 
 def gather(cfg: Config, window: Window | None = None) -> Evidence:

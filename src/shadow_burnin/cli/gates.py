@@ -27,6 +27,7 @@ from shadow_burnin.errors import ConfigError, LockedError, LogError, StorageErro
 from shadow_burnin.io.log.store import Store
 from shadow_burnin.io.run.haltwatch import HaltWatch, drop_ack_request, log_events, now_iso
 from shadow_burnin.render.cutover import cutover_markdown
+from shadow_burnin.render.flip import flip_markdown, flip_text
 from shadow_burnin.render.gates import gates_table, halt_alert
 
 
@@ -84,15 +85,21 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
     ev = gather(cfg, make_window(since, until))
     if write_path is not None:
         write_atomically(write_path, cutover_markdown(
-            ev.report, ev.summary, ev.drift, ev.halt, ev.ppl, log=cfg.paths.log))
+            ev.report, ev.summary, ev.drift, ev.halt, ev.ppl, log=cfg.paths.log)
+            + flip_markdown(ev.flip))
     if as_json:
         out = ev.report.to_json()
         out["halt"] = ev.halt.to_json()
         out["drift"] = ev.drift.to_json()
+        if ev.flip is not None:
+            out["cutover"] = ev.flip.to_json()
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
         console = out_console()
         console.print(gates_table(ev.report))
+        flip = flip_text(ev.flip)
+        if flip is not None:
+            console.print(flip)
         if write_path is not None:
             console.print(f"wrote {write_path}", highlight=False)
     sys.exit(ev.report.exit_code)

@@ -21,6 +21,7 @@ from shadow_burnin.core.breakdown import forensics_summary
 from shadow_burnin.core.stats import Summary, summarise
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log.logread import LogScan, Window, find_round, last_rounds, scan
+from shadow_burnin.render.flip import flip_text
 from shadow_burnin.render.gates import drift_section, gates_table
 from shadow_burnin.render.summary import bench_table, recent_table, show_round
 
@@ -66,6 +67,8 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         out = summary.to_json()
         out["gates"] = cutover.report.to_json()
         out["drift"] = cutover.drift.to_json()
+        if cutover.flip is not None:
+            out["cutover"] = cutover.flip.to_json()
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     elif summary.rounds == 0:
         click.echo("no rounds")
@@ -75,6 +78,9 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         console = out_console()
         console.print(bench_table(summary))
         console.print(gates_table(cutover.report))
+        flip = flip_text(cutover.flip)
+        if flip is not None:
+            console.print(flip)
         console.print(drift_section(cutover.drift))
 
 

@@ -21,7 +21,7 @@ import platformdirs
 
 from shadow_burnin.config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
 from shadow_burnin.errors import ConfigError
-from shadow_burnin.inputs import read_input
+from shadow_burnin.inputs import CONFIG_MAX_BYTES, read_input
 
 DEFAULT_V1 = "http://127.0.0.1:8080"
 DEFAULT_V2 = "http://127.0.0.1:8180"
@@ -180,7 +180,7 @@ def parse_duration(value: str | float | int, where: str = "duration") -> float:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    raw = read_input(p, ConfigError, "config")
+    raw = read_input(p, ConfigError, "config", max_bytes=CONFIG_MAX_BYTES)
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

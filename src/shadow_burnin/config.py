@@ -237,8 +237,9 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
 
 
 def _forensics(raw: dict[str, Any]) -> ForensicsConfig:
-    f = ForensicsConfig(**{k: float(v) if k.startswith("tau_") or k == "max_slowdown" else v
-                           for k, v in raw.items()})
+    values: dict[str, Any] = {k: float(v) if k.startswith("tau_") or k == "max_slowdown"
+                              else v for k, v in raw.items()}
+    f = ForensicsConfig(**values)
     in_bounds("forensics.logprobs", f.logprobs, limits.LOGPROBS)
     in_bounds("forensics.refire", f.refire, limits.REFIRE)
     in_bounds("forensics.aa_every", f.aa_every, limits.AA_EVERY)

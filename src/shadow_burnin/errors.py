@@ -9,7 +9,9 @@
      ├── LockedError             another `run` holds the log/state lock (exit 2)
      ├── SetupChangedError       restart with a different setup fingerprint (exit 2)
      ├── StorageError            the log/state could not be written (disk full …) (exit 2)
-     └── ServerStartError        a local demo/test server did not come up (exit 2)
+     ├── ServerStartError        a local demo/test server did not come up (exit 2)
+     └── PplError                a server could not be scored by ``ppl`` (exit 2;
+                                 defined in ``io.ppl.scoring``)
 
 Errors from a *server* are never exceptions here: they are outcomes recorded in the
 round (``SideReply.error``). The CLI maps every ShadowBurninError to one line on

@@ -22,7 +22,6 @@ from shadow_burnin.io.log.events import append_event, events_path
 from tests.cli.conftest import invoke, write_prompts
 from tests.cli.test_bad_input import assert_untouched, one_line, run_args
 
-
 HUGE = "99999999999999999999"
 
 
@@ -333,7 +332,10 @@ def test_one_round_is_singular_and_no_negative_zero(tmp_path: Path) -> None:
 
 def test_run_prints_its_final_line_once(tmp_path: Path) -> None:
     p = write_prompts(tmp_path / "p.jsonl")
-    res = invoke(*run_args(tmp_path, "--prompts", p, "--log", tmp_path / "b.jsonl"))
+    argv = [a for a in run_args(tmp_path, "--prompts", p, "--log", tmp_path / "b.jsonl")
+            if a != "--quiet"]
+    res = invoke(*argv)
     assert res.exit_code == 0, res.output
-    finals = [ln for ln in res.stderr.splitlines() if "logged to" in ln]
-    assert finals == [f"1 round logged to {tmp_path / 'b.jsonl'} (done)"] or len(finals) == 1
+    said = (res.stdout + res.stderr).splitlines()
+    assert [ln for ln in said if "reached 1 round" in ln] == [
+        f"1 round logged to {tmp_path / 'b.jsonl'} (reached 1 round)"]

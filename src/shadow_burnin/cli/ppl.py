@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -68,7 +69,7 @@ def ppl(config_path: Path | None, log_path: Path | None, state_path: Path | None
       shadow-burnin ppl --v1 http://127.0.0.1:8080 --v2 http://127.0.0.1:8180
       shadow-burnin ppl --window 256 --max-windows 2 --json
     """
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "v1": {"url": v1_url}, "v2": {"url": v2_url},
         "ppl": {"text": text_path, "window": window, "top_k": top_k,
                 "max_windows": max_windows, "v1_method": v1_method, "v2_method": v2_method,

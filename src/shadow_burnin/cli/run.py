@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -97,7 +98,7 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
       shadow-burnin run --v1 http://127.0.0.1:8080 --v2 http://127.0.0.1:8180 \\
           --api completions --rounds 500 --interval 1
     """
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "v1": {"url": v1_url, "model": v1_model or model, "api_key_env": v1_key_env},
         "v2": {"url": v2_url, "model": v2_model or model, "api_key_env": v2_key_env},
         "request": {"api": api, "max_tokens": max_tokens, "stream": stream, "timeout": timeout},

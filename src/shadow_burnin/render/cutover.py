@@ -106,7 +106,8 @@ def _ppl(run: dict[str, Any] | None) -> list[str]:
     out = ["## Perplexity", ""]
     if not run:
         return [*out, "No `shadow-burnin ppl` run yet.", ""]
-    text = run.get("text") if isinstance(run.get("text"), dict) else {}
+    raw_text = run.get("text")
+    text: dict[str, Any] = raw_text if isinstance(raw_text, dict) else {}
     out.append(f"Latest run {md(run.get('ts'))} on {md(text.get('name'))} "
                f"({md(run.get('windows'))} window(s) of {md(run.get('window'))} tokens, "
                f"top-{md(run.get('top_k'))}).")

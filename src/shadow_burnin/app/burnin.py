@@ -95,7 +95,7 @@ def _aa_records(log: Path) -> list[dict[str, Any]]:
         if r.get("kind") == "aa":
             out.append(r)
         elif r.get("kind", "round") == "round" and isinstance(r.get("aa"), dict):
-            out.append(r["aa"])
+            out.append({"kind": "aa", **r["aa"]})  # the same fields as an old A/A line
     return out
 
 

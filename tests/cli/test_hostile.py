@@ -339,3 +339,14 @@ def test_run_prints_its_final_line_once(tmp_path: Path) -> None:
     said = (res.stdout + res.stderr).splitlines()
     assert [ln for ln in said if "reached 1 round" in ln] == [
         f"1 round logged to {tmp_path / 'b.jsonl'} (reached 1 round)"]
+
+
+def test_echoed_bearer_token_redacted_in_recent_and_show(tmp_path: Path) -> None:
+    """A log written before the client redacted server echoes still shows no key."""
+    rec = rnd(1, "v2-unreachable")
+    rec["v2"] = {**rec["v2"], "text": None, "error": "http-429: retry-after Bearer sk-live-XYZ9"}
+    log = write_log(tmp_path / "b.jsonl", [rec])
+    for argv in (["recent"], ["show", "1"]):
+        res = invoke(*argv, "--log", log, env={"K": "sk-live-XYZ9"})
+        assert res.exit_code == 0, res.output
+        assert "sk-live-XYZ9" not in res.stdout and "[redacted]" in res.stdout

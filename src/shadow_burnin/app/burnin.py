@@ -73,6 +73,17 @@ def known_secrets(cfg: Config) -> list[str]:
     return out
 
 
+def redact_errors(record: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """A round with each side's ``error`` redacted (``secrets.redact``) for display: a
+    log written before servers' echoes were redacted may still hold a key."""
+    out = dict(record)
+    for side in ("v1", "v2"):
+        reply = out.get(side)
+        if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+            out[side] = {**reply, "error": redact(reply["error"], keys)}
+    return out
+
+
 def plan_for(cfg: Config, setup: str, seed: int) -> RunPlan:
     r = cfg.request
     spec = RequestSpec(api=cast(Api, r.api), max_tokens=r.max_tokens, stream=r.stream,

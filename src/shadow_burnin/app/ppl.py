@@ -12,7 +12,7 @@ from typing import Any
 
 from shadow_burnin.core.ppl import SidePpl, SideRun, TokenScore, paired, run_record, side_ppl
 from shadow_burnin.errors import ConfigError
-from shadow_burnin.inputs import TEXT_MAX_BYTES, read_input
+from shadow_burnin.inputs import TEXT_MAX_BYTES, check_input, read_input
 from shadow_burnin.io.log.pplstore import append_run, latest_run
 from shadow_burnin.io.ppl.scoring import PplError, PplSide, ScoringClient, window_texts
 
@@ -27,8 +27,9 @@ def load_text(path: str | None) -> tuple[str, dict[str, Any]]:
             encoding="utf-8")
         name = f"builtin:{DEFAULT_TEXT}"
     else:
-        raw = read_input(path, ConfigError, "text (ppl.text / --text)",
-                         max_bytes=TEXT_MAX_BYTES)
+        if not check_input(path, ConfigError, "text"):
+            raise ConfigError(path, "no such text file (ppl.text / --text)")
+        raw = read_input(path, ConfigError, "text", max_bytes=TEXT_MAX_BYTES)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

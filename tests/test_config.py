@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shadow_burnin.config import default_state_for, fingerprint, load, parse_duration
+from shadow_burnin.config import default_state_for, fingerprint, load
 from shadow_burnin.errors import ConfigError
+from shadow_burnin.values import parse_duration
 from tests.cli.conftest import invoke
 
 
@@ -59,7 +60,19 @@ interval = 1
     ("[v2]\nurl = '127.0.0.1:8180'\n", "v2.url must be an http:// or https:// URL"),
     ("[request]\napi = 'grpc'\n", "request.api must be 'chat', 'completions' or 'native'"),
     ("[run]\nduration = 'forever'\n", "run.duration: expected a duration"),
-    ("[request]\nmax_tokens = 0\n", "request.max_tokens must be positive"),
+    ("[request]\nmax_tokens = 0\n", "request.max_tokens must be in 1..1_000_000"),
+    ("[request]\nmax_tokens = 9223372036854775807\n", "request.max_tokens must be in"),
+    ("[run]\nrounds = 9223372036854775807\n", "run.rounds must be in"),
+    ("[run]\nconcurrency = 100000\n", "run.concurrency must be in"),
+    ("[v1]\nurl = 'http://127.0.0.1:99999'\n", "v1.url: invalid port"),
+    ("[v1]\nurl = 'http://127.0.0.1:8080garbage'\n", "v1.url: invalid port"),
+    ("[v1]\nurl = 'http://:8080'\n", "v1.url: no valid host"),
+    ("[v1]\nurl = 'http://'\n", "v1.url must be an http:// or https:// URL"),
+    ("[v1]\nurl = 'http://127.0.0.1:8080/v1?x=1'\n", "v1.url: a base URL takes no query"),
+    ("[v1]\nurl = 'http://a b:8080'\n", "v1.url: the URL contains whitespace"),
+    ("[forensics]\nv1b = 'http://h:0'\n", "forensics.v1b: port must be 1..65535"),
+    ("[halt]\nwebhook = 'http://h:65536/x'\n", "halt.webhook: invalid port"),
+    ("[run]\nduration = '99999999d'\n", "run.duration: at most"),
     ("[v1\nurl=", "invalid TOML"),
 ])
 def test_bad_config(tmp_path: Path, text: str, message: str) -> None:
@@ -115,3 +128,41 @@ def test_key_pasted_as_env_name_is_refused_and_not_echoed(tmp_path: Path) -> Non
     res = invoke("config", "--config", p)
     assert res.exit_code == 2 and secret not in res.stdout + res.stderr
     assert load(None, {"v1": {"api_key_env": "V1_API_KEY"}}).v1.api_key_env == "V1_API_KEY"
+
+
+@pytest.mark.parametrize("where", ["[v1]\nurl", "[v2]\nurl", "[forensics]\nv1b",
+                                   "[halt]\nwebhook"])
+def test_credentials_in_urls_refused_and_never_shown(tmp_path: Path, where: str) -> None:
+    p = write(tmp_path, f"{where} = 'http://admin:hunter2pass@127.0.0.1:8080/'\n")
+    res = invoke("config", "--config", p)
+    assert res.exit_code == 2
+    assert "hunter2pass" not in res.stdout + res.stderr
+    assert "api_key_env" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_credentials_in_url_flag_refused_with_api_key_env(tmp_path: Path) -> None:
+    """The crash of the issue: a credentialed URL combined with api_key_env."""
+    res = invoke("run", "--v1", "http://u:s3cr3tpw@127.0.0.1:9", "--v1-key-env", "K",
+                 "--log", tmp_path / "b.jsonl", "--rounds", "1", env={"K": "abcdef"})
+    assert res.exit_code == 2
+    assert "s3cr3tpw" not in res.stdout + res.stderr
+    assert res.stderr.startswith("shadow-burnin: error: command line: v1.url: credentials")
+    assert not (tmp_path / "b.jsonl").exists()
+
+
+def test_good_urls_accepted() -> None:
+    for url in ("http://127.0.0.1:8080", "https://api.example.com/v1", "http://[::1]:8080/",
+                "http://localhost"):
+        assert load(None, {"v1": {"url": url}}).v1.url == url
+    cfg = load(None, {"halt": {"webhook": "https://hooks.example.com/x?token=abc"}})
+    assert cfg.halt.webhook is not None
+
+
+def test_no_import_cycle_between_config_modules() -> None:
+    import ast
+
+    import shadow_burnin.config_sections as sections
+
+    tree = ast.parse(Path(sections.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "shadow_burnin.config" not in imported

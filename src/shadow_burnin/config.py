@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import platformdirs
@@ -22,14 +20,18 @@ import platformdirs
 from shadow_burnin import config_cutover
 from shadow_burnin.config_cutover import CutoverConfig
 from shadow_burnin.config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
+from shadow_burnin.core import limits
 from shadow_burnin.errors import ConfigError
-from shadow_burnin.inputs import read_input
+from shadow_burnin.inputs import CONFIG_MAX_BYTES, read_input
+from shadow_burnin.io.log.sidecars import default_ppl, default_state
+from shadow_burnin.values import check_env_name, check_url, in_bounds, parse_duration, positive
 
 DEFAULT_V1 = "http://127.0.0.1:8080"
 DEFAULT_V2 = "http://127.0.0.1:8180"
 
 
 def data_dir() -> Path:
+    """Where logs, state, models and server logs live by default (the one definition)."""
     return Path(platformdirs.user_data_dir("shadow-burnin"))
 
 
@@ -111,9 +113,7 @@ class Config:
         """The ``ppl`` JSONL beside the log: ``x.jsonl`` → ``x.ppl.jsonl``."""
         if self.ppl.log:
             return self.ppl.log
-        path = Path(self.paths.log)
-        stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
-        return str(path.with_name(stem + ".ppl.jsonl"))
+        return str(default_ppl(Path(self.paths.log)))
 
     def fingerprint_fields(self, prompts_digest: str) -> dict[str, Any]:
         """What must not change under a running burn-in (secrets excluded)."""
@@ -163,28 +163,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
 }
 
 
-def parse_duration(value: str | float | int, where: str = "duration") -> float:
-    """``72h``, ``30m``, ``90s``, ``2d``, ``1h30m`` or seconds → seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: expected a duration like 72h, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = value.strip().lower()
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
-                             r"(?:(\d+(?:\.\d+)?)s?)?", text)
-        if not text or parts is None:
-            raise ValueError(f"{where}: expected a duration like 72h, 30m or 90s, got {value!r}")
-        d, h, m, s = (float(g) if g else 0.0 for g in parts.groups())
-        seconds = d * 86400 + h * 3600 + m * 60 + s
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{where}: must be positive, got {value!r}")
-    return seconds
-
-
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    raw = read_input(p, ConfigError, "config")
+    raw = read_input(p, ConfigError, "config", max_bytes=CONFIG_MAX_BYTES)
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -229,49 +210,46 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
     v2 = SideConfig(url=m.get("v2", {}).get("url", DEFAULT_V2), model=m.get("v2", {}).get("model"),
                     api_key_env=m.get("v2", {}).get("api_key_env"))
     for side, sc in (("v1", v1), ("v2", v2)):
-        _check_url(f"{side}.url", sc.url)
-        if sc.api_key_env is not None and not _ENV_NAME.fullmatch(sc.api_key_env):
+        check_url(f"{side}.url", sc.url)
+        if sc.api_key_env is not None:
             # never echo it: a key pasted here by mistake must not reach a terminal or log
-            raise ValueError(f"{side}.api_key_env must be the NAME of an environment "
-                             "variable (letters, digits, _); the value given is not shown")
+            check_env_name(f"{side}.api_key_env", sc.api_key_env)
     r = m.get("request", {})
     request = RequestConfig(**r)
     if request.api not in ("chat", "completions", "native"):
         raise ValueError("request.api must be 'chat', 'completions' or 'native', "
                          f"got {request.api!r}")
-    _positive("request.max_tokens", request.max_tokens)
-    _positive("request.timeout", request.timeout)
-    _positive("request.max_reply_bytes", request.max_reply_bytes)
-    if request.logprobs < 0 or request.logprobs > 20:
-        raise ValueError(f"request.logprobs must be 0..20, got {request.logprobs}")
+    in_bounds("request.max_tokens", request.max_tokens, limits.MAX_TOKENS)
+    positive("request.timeout", request.timeout)
+    in_bounds("request.timeout", request.timeout, limits.TIMEOUT_S)
+    in_bounds("request.max_reply_bytes", request.max_reply_bytes, limits.MAX_REPLY_BYTES)
+    in_bounds("request.logprobs", request.logprobs, limits.LOGPROBS)
     run_raw = dict(m.get("run", {}))
     if "duration" in run_raw:
         run_raw["duration"] = parse_duration(run_raw["duration"], "run.duration")
     run = RunConfig(**run_raw)
-    if run.interval < 0 or not math.isfinite(run.interval):
-        raise ValueError(f"run.interval must be >= 0, got {run.interval}")
+    in_bounds("run.interval", run.interval, limits.INTERVAL_S)
     if run.rounds is not None:
-        _positive("run.rounds", run.rounds)
-    _positive("run.concurrency", run.concurrency)
+        in_bounds("run.rounds", run.rounds, limits.ROUNDS)
+    in_bounds("run.concurrency", run.concurrency, limits.CONCURRENCY)
+    if run.seed is not None:
+        in_bounds("run.seed", run.seed, limits.SEED)
     p = m.get("paths", {})
-    base = data_dir()
-    log = p.get("log", str(base / "shadow-burnin.jsonl"))
+    log = p.get("log", str(data_dir() / "shadow-burnin.jsonl"))
     paths = PathsConfig(log=log, state=p.get("state", default_state_for(log)))
     return Config(v1=v1, v2=v2, request=request, run=run, paths=paths, source=src,
                   **build_sections(m))
 
 
 def _forensics(raw: dict[str, Any]) -> ForensicsConfig:
-    f = ForensicsConfig(**{k: float(v) if k.startswith("tau_") or k == "max_slowdown" else v
-                           for k, v in raw.items()})
-    if not 0 <= f.logprobs <= 20:
-        raise ValueError(f"forensics.logprobs must be 0..20, got {f.logprobs}")
-    if not 0 <= f.refire <= 10:
-        raise ValueError(f"forensics.refire must be 0..10, got {f.refire}")
-    if f.aa_every < 0:
-        raise ValueError(f"forensics.aa_every must be >= 0 (0: off), got {f.aa_every}")
+    values: dict[str, Any] = {k: float(v) if k.startswith("tau_") or k == "max_slowdown"
+                              else v for k, v in raw.items()}
+    f = ForensicsConfig(**values)
+    in_bounds("forensics.logprobs", f.logprobs, limits.LOGPROBS)
+    in_bounds("forensics.refire", f.refire, limits.REFIRE)
+    in_bounds("forensics.aa_every", f.aa_every, limits.AA_EVERY)
     if f.v1b is not None:
-        _check_url("forensics.v1b", f.v1b)
+        check_url("forensics.v1b", f.v1b)
     if not math.isfinite(f.max_slowdown) or f.max_slowdown < 0:
         raise ValueError(f"forensics.max_slowdown must be >= 0 (0: never), got "
                          f"{f.max_slowdown}")
@@ -284,23 +262,7 @@ def _forensics(raw: dict[str, Any]) -> ForensicsConfig:
 
 def default_state_for(log: str) -> str:
     """The state lives beside its log: ``x.jsonl`` → ``x.state``."""
-    path = Path(log)
-    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
-    return str(path.with_name(stem + ".state"))
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-
-
-def _check_url(name: str, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{name} must be an http:// or https:// URL, got {url!r}")
+    return str(default_state(Path(log)))
 
 
 def _drop_none(obj: Any) -> Any:

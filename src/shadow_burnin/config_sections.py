@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shadow_burnin.core import limits
 from shadow_burnin.core.gates import DEFAULT_GATES, GateSpec, merge_specs
+from shadow_burnin.values import check_url, in_bounds, parse_duration, positive
 
 
 @dataclass(frozen=True)
@@ -60,35 +62,33 @@ def _gates(raw: dict[str, Any]) -> GatesConfig:
     options = {k: v for k, v in raw.items() if k in ("statistical", "bootstrap", "seed")}
     tables = {k: v for k, v in raw.items() if k not in options}
     cfg = GatesConfig(**options, specs=tuple(merge_specs(tables)))
-    positive("gates.bootstrap", cfg.bootstrap)
+    in_bounds("gates.bootstrap", cfg.bootstrap, limits.BOOTSTRAP)
+    in_bounds("gates.seed", cfg.seed, limits.SEED)
     return cfg
 
 
 def _halt(raw: dict[str, Any]) -> HaltConfig:
     raw = dict(raw)
     if "window" in raw:
-        from shadow_burnin.config import parse_duration
-
         raw["window"] = parse_duration(raw["window"], "halt.window")
     cfg = HaltConfig(**raw)
-    positive("halt.min_rounds", cfg.min_rounds)
+    in_bounds("halt.min_rounds", cfg.min_rounds, limits.HALT_MIN_ROUNDS)
     positive("halt.webhook_timeout", cfg.webhook_timeout)
-    positive("halt.worst", cfg.worst)
+    in_bounds("halt.webhook_timeout", cfg.webhook_timeout, limits.TIMEOUT_S)
+    in_bounds("halt.worst", cfg.worst, limits.HALT_WORST)
     if not 0 <= cfg.threshold < 1:
         raise ValueError(f"halt.threshold must be in [0, 1), got {cfg.threshold}")
     if cfg.action not in ("flag", "stop"):
         raise ValueError(f"halt.action must be 'flag' or 'stop', got {cfg.action!r}")
     if cfg.webhook is not None:
-        check_url("halt.webhook", cfg.webhook)
+        check_url("halt.webhook", cfg.webhook, allow_query=True)
     return cfg
 
 
 def _ppl(raw: dict[str, Any]) -> PplConfig:
     cfg = PplConfig(**raw)
-    if cfg.window < 2:
-        raise ValueError(f"ppl.window must be at least 2 tokens, got {cfg.window}")
-    if not 1 <= cfg.top_k <= 100:
-        raise ValueError(f"ppl.top_k must be 1..100, got {cfg.top_k}")
+    in_bounds("ppl.window", cfg.window, limits.PPL_WINDOW)
+    in_bounds("ppl.top_k", cfg.top_k, limits.PPL_TOP_K)
     for side in ("v1", "v2"):
         method = getattr(cfg, f"{side}_method")
         if method not in PPL_METHODS:
@@ -97,20 +97,10 @@ def _ppl(raw: dict[str, Any]) -> PplConfig:
         if not getattr(cfg, f"{side}_endpoint").startswith("/"):
             raise ValueError(f"ppl.{side}_endpoint must be a path starting with /")
     if cfg.max_windows is not None:
-        positive("ppl.max_windows", cfg.max_windows)
+        in_bounds("ppl.max_windows", cfg.max_windows, limits.PPL_MAX_WINDOWS)
     positive("ppl.timeout", cfg.timeout)
+    in_bounds("ppl.timeout", cfg.timeout, limits.TIMEOUT_S)
     return cfg
-
-
-def positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-
-
-def check_url(name: str, url: str) -> None:
-    from shadow_burnin.config import _check_url
-
-    _check_url(name, url)
 
 
 def build_sections(m: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -10,8 +10,10 @@
      ├── SetupChangedError       restart with a different setup fingerprint (exit 2)
      ├── StorageError            the log/state could not be written (disk full …) (exit 2)
      ├── ServerStartError        a local demo/test server did not come up (exit 2)
-     └── ProxyError              Caddy's admin API unreachable, refusing or rejecting a
-                                 change, the route missing/ambiguous (exit 2, nothing changed)
+     ├── ProxyError              Caddy's admin API unreachable, refusing or rejecting a
+     │                           change, the route missing/ambiguous (exit 2, nothing changed)
+     └── PplError                a server could not be scored by ``ppl`` (exit 2;
+                                 defined in ``io.ppl.scoring``)
 
 Errors from a *server* are never exceptions here: they are outcomes recorded in the
 round (``SideReply.error``). The CLI maps every ShadowBurninError to one line on

@@ -66,7 +66,7 @@ def test_divergences_rows(log: Path) -> None:
     res = invoke("divergences", "--log", log)
     assert res.exit_code == 0, res.output
     out = res.stdout
-    assert "4 non-exact round(s)" in out
+    assert "4 non-exact rounds" in out
     assert "near-tie" in out and "regression" in out and "prefix stop" in out
     assert "⟦c⟧at→sat" in out and "⟦d⟧og→sat" in out  # highlighted, tab shown
     assert "v1 … word word" in out  # left context cut to 40 characters
@@ -128,7 +128,10 @@ def test_bench_json_has_forensics_and_aa(log: Path) -> None:
 def test_bench_text_shows_forensics(log: Path) -> None:
     out = invoke("bench", "--log", log).stdout
     assert "divergence forensics" in out and "near-tie 1" in out
-    assert "first differing token" in out and "top prompts by divergences" in out
+    assert "first differing token" in out
+    # one "top divergent prompts" table, with the forensics verdict counts in it
+    assert out.count("top divergent prompts") == 1 and "top prompts by" not in out
+    assert "regression" in out.split("top divergent prompts")[1].split("\n")[2]
     assert "A/A noise floor" in out and "A/B − A/A" in out
 
 
@@ -140,9 +143,8 @@ def test_bench_window_applies_to_aa(log: Path) -> None:
 
 @pytest.mark.parametrize("calibrate", [True, False])
 def test_run_calibration_starts_from_the_logs_aa_noise(log: Path, calibrate: bool) -> None:
-    from shadow_burnin.cli.divergences import forensics_plan
+    from shadow_burnin.app.burnin import forensics_plan, plan_for
     from shadow_burnin.cli.options import load_config
-    from shadow_burnin.cli.run import plan_for
 
     with log.open("ab") as f:
         f.write(orjson.dumps({**aa(6, "exact"), "noise": {"moves": [0.2, 0.0],

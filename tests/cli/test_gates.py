@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -111,7 +112,10 @@ def test_write_cutover_md_and_table(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "cutover gates" in res.stdout and "✓ pass" in res.stdout and "GO" in res.stdout
     md = out.read_text()
-    assert md.startswith("# Cutover: v1 → v2") and "| exact_match | ≥ 90.00 % |" in md
+    first_line, body = md.split("\n", 1)
+    assert first_line == "<!-- shadow-burnin:cutover -->"  # the marker: ours to overwrite
+    shown = re.sub(r"\\(.)", r"\1", body)  # as rendered: every data cell is escaped
+    assert body.startswith("# Cutover: v1 → v2") and "| exact_match | ≥ 90.00 % |" in shown
     assert "**Verdict: GO: every gate is green.**" in md and "## Perplexity" in md
     first = md
     invoke("gates", "--log", log, "--config", tmp_path / "c.toml", "--write", out)
@@ -164,21 +168,23 @@ def test_ppl_command_feeds_the_gate(tmp_path: Path) -> None:
     assert len((tmp_path / "b.ppl.jsonl").read_bytes().splitlines()) == 2
     dead = invoke("ppl", "--v1", "http://127.0.0.1:9", "--v2", "http://127.0.0.1:9",
                   "--log", log, "--text", text)
-    assert dead.exit_code == 1 and "ppl failed: v1: /props" in dead.stderr
+    # PplError is in the error tree: one line, exit 2
+    assert dead.exit_code == 2 and "ppl failed: v1: /props" in dead.stderr
+    assert len(dead.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize(("toml", "message"), [
     ('[halt]\naction = "pause"\n', "halt.action must be 'flag' or 'stop'"),
     ("[halt]\nthreshold = 1.5\n", "halt.threshold must be in [0, 1)"),
     ('[halt]\nwindow = "soon"\n', "halt.window: expected a duration"),
-    ("[halt]\nmin_rounds = 0\n", "halt.min_rounds must be positive"),
+    ("[halt]\nmin_rounds = 0\n", "halt.min_rounds must be in 1.."),
     ('[halt]\nwebhook = "hooks.example"\n', "halt.webhook must be an http:// or https:// URL"),
     ("[halt]\nhalt_action = 'stop'\n", "unknown key halt.halt_action"),
     ('[ppl]\nv2_method = "magic"\n', "ppl.v2_method must be one of auto, echo, llama, endpoint"),
-    ("[ppl]\nwindow = 1\n", "ppl.window must be at least 2 tokens"),
+    ("[ppl]\nwindow = 1\n", "ppl.window must be in 2.."),
     ('[ppl]\nv1_endpoint = "ppl"\n', "ppl.v1_endpoint must be a path starting with /"),
     ("[gates]\nstatistical = 1\n", "gates.statistical must be true or false"),
-    ("[gates]\nbootstrap = 0\n", "gates.bootstrap must be positive"),
+    ("[gates]\nbootstrap = 0\n", "gates.bootstrap must be in 1.."),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
     cfg = tmp_path / "c.toml"

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from shadow_burnin.io.log.events import iter_event_file, read_events
 from tests.cli.conftest import invoke, read_log, write_prompts
 
 DIVERGE_AFTER = 40  # v2 prepends a salt from request 41 on: every round is no-match
@@ -68,8 +69,10 @@ def config(path: Path, **halt: object) -> Path:
 
 
 def events(log: Path, name: str | None = None) -> list[dict]:
-    return [r for r in read_log(log) if r.get("kind") == "event"
-            and (name is None or r["event"] == name)]
+    """Events in either place: inline in the log (older layout) or <log>.events.jsonl."""
+    inline = [r for r in read_log(log) if r.get("kind") == "event"]
+    return [r for r in read_events(log, inline)
+            if r.get("kind") == "event" and (name is None or r["event"] == name)]
 
 
 def gate_state(log: Path, gate: str = "halt") -> tuple[int, str]:
@@ -143,16 +146,18 @@ def test_ack_while_run_holds_the_log(tmp_path: Path, spawn_scripted, run_proc) -
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (log.exists() and b'"halt"' in log.read_bytes()):
         time.sleep(0.05)
-    res = invoke("ack-halt", "--log", log, "--reason", "seen it", "--wait", 20)
-    assert res.exit_code == 0 and "logged by the running burn-in" in res.stdout, res.output
+    # the new protocol: the ack is appended to <log>.events.jsonl at once, run or no run
+    res = invoke("ack-halt", "--log", log, "--reason", "seen it")
+    assert res.exit_code == 0, res.output
+    assert "acknowledged the halt at round 51" in res.stdout
+    assert "the running burn-in reads it at its next commit" in res.stdout
+    (ack,) = [e for e in iter_event_file(log) if e["event"] == "ack-halt"]
+    assert ack["reason"] == "seen it" and ack["halt_round"] == 51
     proc.wait(60)
     assert proc.returncode == 0
     seq = [(e["event"], e.get("round") or e.get("halt_round")) for e in events(log)
            if e["event"] in ("halt", "ack-halt")]
     assert seq[:2] == [("halt", 51), ("ack-halt", 51)]
-    records = read_log(log)
-    ack_at = next(i for i, r in enumerate(records) if r.get("event") == "ack-halt")
-    after = [r for r in records[ack_at:] if r.get("kind", "round") == "round"]
     if len(seq) > 2:  # v2 still diverges: a new halt needs 30 rounds after the ack
-        assert seq[2][0] == "halt" and len(after) >= 30
-    assert not list(tmp_path.glob("r.jsonl.ack-halt.*"))
+        assert seq[2][0] == "halt" and seq[2][1] >= 51 + 30
+    assert not list(tmp_path.glob("r.jsonl.ack-halt.*"))  # no request files any more

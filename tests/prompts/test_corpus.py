@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shadow_burnin import inputs
 from shadow_burnin.core.prompt import Prompt, completion_text, parse_prompt, prompt_to_dict
 from shadow_burnin.errors import InputError, PromptFileError
 from shadow_burnin.prompts import builtin_files, categories, load_builtin, load_file
@@ -288,7 +289,7 @@ def test_categories_counts_in_first_seen_order() -> None:
     ("exc", "needle"),
     [
         (PermissionError(13, "Permission denied"), "permission denied"),
-        (OSError(5, "Input/output error"), "cannot read: Input/output error"),
+        (OSError(5, "Input/output error"), "cannot open: Input/output error"),
     ],
 )
 def test_read_errors(
@@ -296,10 +297,10 @@ def test_read_errors(
 ) -> None:
     path = _write(tmp_path / "p.jsonl", [GOOD])
 
-    def boom(self: Path) -> bytes:
+    def boom(*_args: object) -> int:
         raise exc
 
-    monkeypatch.setattr(Path, "read_bytes", boom)
+    monkeypatch.setattr(inputs.os, "open", boom)  # every input is opened in inputs.py
     with pytest.raises(PromptFileError, match=needle) as info:
         load_file(path)
     assert str(info.value) == f"{path}: {needle}"

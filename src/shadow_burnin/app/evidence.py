@@ -1,22 +1,26 @@
 """Everything the gates judge, read once: the log (rounds and events) and the latest
-``ppl`` run. Used by ``gates`` and ``bench``; the judging itself is pure (``core``)."""
+``ppl`` run. Used by ``gates``, ``bench``, the demo, the dashboard and reports; the
+judging itself is pure (``core``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shadow_burnin.app.files import require_log
 from shadow_burnin.config import Config
+from shadow_burnin.core.aa import summarise_aa
+from shadow_burnin.core.breakdown import forensics_summary
 from shadow_burnin.core.drift import Drift, drift
 from shadow_burnin.core.figures import drift_figures, halt_figures, log_figures, ppl_figures
 from shadow_burnin.core.flip import FlipStatus, flip_status
 from shadow_burnin.core.gates import GateReport, evaluate
 from shadow_burnin.core.halt import HaltStatus, halt_status
 from shadow_burnin.core.stats import Summary, summarise
-from shadow_burnin.errors import LogError
 from shadow_burnin.io.log.events import read_events
 from shadow_burnin.io.log.logread import LogScan, Window, scan
 from shadow_burnin.io.log.pplstore import latest_run
@@ -34,10 +38,34 @@ class Evidence:
     flip: FlipStatus | None = None  # where the route points after cutover/rollback events
 
 
-def judge(cfg: Config, summary: Summary, result: LogScan) -> Evidence:
+def events_of(log: Path, result: LogScan, window: Window | None = None
+              ) -> list[dict[str, Any]]:
+    """The log's events in time order: inline ones (older logs) and
+    ``<log>.events.jsonl``, the latter filtered by the same window as the rounds."""
+    inline = [r for r in result.other if r.get("kind") == "event"]
+    seen = {id(r) for r in inline}
+    out = []
+    for e in read_events(log, inline):
+        if id(e) not in seen and window is not None and not _inside(e, window):
+            continue
+        out.append(e)
+    return out
+
+
+def _inside(event: dict[str, Any], window: Window) -> bool:
+    try:
+        t = datetime.fromisoformat(str(event.get("ts"))).timestamp()
+    except ValueError:
+        return False
+    return window.contains(t)
+
+
+def judge(cfg: Config, summary: Summary, result: LogScan,
+          window: Window | None = None) -> Evidence:
     """Gates and drift for rounds already scanned and summarised."""
     cols = result.columns
-    halt = halt_status(result.other)
+    events = events_of(Path(cfg.paths.log), result, window)
+    halt = halt_status(events)
     d = drift(cols.ts, cols.latency)
     ppl = latest_run(Path(cfg.ppl_log()))
     g = cfg.gates
@@ -51,17 +79,29 @@ def judge(cfg: Config, summary: Summary, result: LogScan) -> Evidence:
         notes.append(f"no ppl run yet ({cfg.ppl_log()}): run `shadow-burnin ppl`")
     report = evaluate(g.specs, figures, statistical=g.statistical, rounds=summary.rounds,
                       as_of=summary.last_ts, notes=notes)
-    inline = [r for r in result.other if r.get("kind") == "event"]
-    flip = flip_status(read_events(Path(cfg.paths.log), inline))
+    flip = flip_status(events)
     return Evidence(summary, report, d, halt, ppl, result, notes, flip)
 
 
 def gather(cfg: Config, window: Window | None = None) -> Evidence:
     """Scan the log once and judge it (``window``: only rounds and events inside it)."""
-    log = Path(cfg.paths.log)
-    if not log.exists():
-        raise LogError(log, "no such log file (run `shadow-burnin run` first, or pass --log)")
+    log = require_log(cfg.paths.log)
     result = scan(log, window)
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
-    return judge(cfg, summary, result)
+    return judge(cfg, summary, result, window)
+
+
+def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogScan]:
+    """``bench``'s summary (with forensics and A/A) and the scan it came from (one pass)."""
+    result = scan(require_log(log), window)
+    summary = summarise(result.columns)
+    summary.notes.extend(result.notes)
+    summary.forensics = forensics_summary(result.columns)
+    summary.aa = summarise_aa(result.other, summary.counts["exact"],
+                              summary.parity_rounds).to_json()
+    return summary, result
+
+
+def summary_of(log: Path, window: Window | None = None) -> Summary:
+    return scan_summary(log, window)[0]

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from shadow_burnin.core.ppl import SidePpl, SideRun, TokenScore, paired, run_record, side_ppl
 from shadow_burnin.errors import ConfigError
+from shadow_burnin.inputs import TEXT_MAX_BYTES, check_input, read_input
 from shadow_burnin.io.log.pplstore import append_run, latest_run
 from shadow_burnin.io.ppl.scoring import PplError, PplSide, ScoringClient, window_texts
 
@@ -27,12 +27,13 @@ def load_text(path: str | None) -> tuple[str, dict[str, Any]]:
             encoding="utf-8")
         name = f"builtin:{DEFAULT_TEXT}"
     else:
+        if not check_input(path, ConfigError, "text"):
+            raise ConfigError(path, "no such text file (ppl.text / --text)")
+        raw = read_input(path, ConfigError, "text", max_bytes=TEXT_MAX_BYTES)
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(path, "no such text file (ppl.text / --text)") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-            raise ConfigError(path, f"cannot read the text: {type(exc).__name__}") from None
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(path, "the text to score is not UTF-8") from None
         name = str(path)
     if not text.strip():
         raise ConfigError(path, "the text to score is empty")

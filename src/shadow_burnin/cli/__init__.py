@@ -14,6 +14,7 @@ import click
 
 from shadow_burnin import __version__
 from shadow_burnin.errors import ShadowBurninError
+from shadow_burnin.render.escape import term
 
 # command name → the module that defines it: a command's module (and what it imports:
 # aiohttp, the servers, …) is loaded only when that command runs or help lists it.
@@ -42,8 +43,15 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except ShadowBurninError as exc:
-            click.echo(f"shadow-burnin: error: {exc}", err=True)
+            # the message may quote a path or value from the user or a file: escaped here,
+            # once, so no escape sequence reaches the terminal
+            click.echo(f"shadow-burnin: error: {term(exc)}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:  # a bad flag value: one line too, exit 2
+            if isinstance(exc, click.NoSuchOption):
+                raise
+            click.echo(f"shadow-burnin: error: {term(exc.format_message())}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

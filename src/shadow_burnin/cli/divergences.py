@@ -1,50 +1,23 @@
-"""``divergences``: one row per non-exact round, with its verdict; forensics wiring of run."""
+"""``divergences``: one row per non-exact round, with its verdict (``app.divergences``)."""
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
-from typing import Any
 
 import click
-import orjson
 
+from shadow_burnin.app.divergences import FILTERS, divergence_rows
 from shadow_burnin.cli.options import (
+    bounded,
     load_config,
     make_window,
     out_console,
     store_options,
     window_options,
 )
-from shadow_burnin.config import Config
-from shadow_burnin.core.aa import NoiseSamples, aa_samples
-from shadow_burnin.core.verdict import Thresholds
-from shadow_burnin.errors import LogError
-from shadow_burnin.io.http.client import Endpoint
-from shadow_burnin.io.log.logread import iter_records
-from shadow_burnin.io.run.forensics import NON_EXACT, ForensicsPlan
-from shadow_burnin.io.run.runner import RunPlan
-from shadow_burnin.render.divergences import divergences_table, row
-
-FILTERS = ("near-tie", "regression", "unexplained", "length", "stop")
-
-
-def forensics_plan(cfg: Config, plan: RunPlan) -> ForensicsPlan:
-    """The forensics of a run from ``[forensics]``; ``calibrate`` reads the log's A/A
-    noise samples so far."""
-    f = cfg.forensics
-    v1b = None
-    if f.v1b:
-        v1b = Endpoint(f.v1b, plan.v1.model, plan.v1.api_key, plan.v1.insecure)
-    noise = NoiseSamples()
-    log = Path(cfg.paths.log)
-    if f.calibrate and log.exists():
-        noise = aa_samples(r for _n, _t, r in iter_records(log) if r.get("kind") == "aa")
-    return ForensicsPlan(
-        logprobs=plan.spec.logprobs, refire=f.refire, aa_every=f.aa_every, v1b=v1b,
-        thresholds=Thresholds(f.tau_tie, f.tau_drift, f.tau_regress),
-        calibrate=f.calibrate, aa_noise=noise, max_slowdown=f.max_slowdown,
-    )
+from shadow_burnin.core import limits
+from shadow_burnin.render.divergences import divergences_table
+from shadow_burnin.render.escape import json_bytes
 
 
 @click.command()
@@ -53,7 +26,7 @@ def forensics_plan(cfg: Config, plan: RunPlan) -> ForensicsPlan:
 @click.option("--verdict", type=click.Choice(FILTERS),
               help="Only rounds with this verdict (no-match) or cause (prefix-only).")
 @click.option("--category", help="Only rounds of this prompt category.")
-@click.option("--limit", type=click.IntRange(1), help="Only the last N rows.")
+@click.option("--limit", type=bounded(limits.COUNT), help="Only the last N rows.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row (JSON lines).")
 def divergences(config_path: Path | None, log_path: Path | None, state_path: Path | None,
                 since: str | None, until: str | None, verdict: str | None,
@@ -73,26 +46,15 @@ def divergences(config_path: Path | None, log_path: Path | None, state_path: Pat
       shadow-burnin divergences --since 2026-04-20T00:00:00Z --category code --json
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    log = Path(cfg.paths.log)
-    if not log.exists():
-        raise LogError(log, "no such log file (run `shadow-burnin run` first, or pass --log)")
-    rows: deque[dict[str, Any]] = deque(maxlen=limit)
-    for _n, _t, record in iter_records(log, make_window(since, until)):
-        if record.get("kind", "round") != "round" or record.get("bucket") not in NON_EXACT:
-            continue
-        if category is not None and record.get("category") != category:
-            continue
-        r = row(record)
-        if verdict is not None and r["verdict"] != verdict:
-            continue
-        rows.append(r)
+    rows = divergence_rows(cfg.paths.log, make_window(since, until), verdict=verdict,
+                           category=category, limit=limit)
     if as_json:
         for r in rows:
-            click.echo(orjson.dumps(r).decode())
+            click.echo(json_bytes(r).decode())
     elif not rows:
         click.echo("no non-exact rounds")
     else:
-        out_console().print(divergences_table(list(rows)))
+        out_console().print(divergences_table(rows))
 
 
 COMMANDS = [divergences]

@@ -1,18 +1,15 @@
-"""``gates`` (the scriptable cutover verdict) and ``ack-halt``; the halt watch for ``run``."""
+"""``gates`` (the scriptable cutover verdict) and ``ack-halt``: thin shells over
+``app.evidence`` and ``app.ack``."""
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
-import orjson
-from rich.console import Console
 
+from shadow_burnin.app import files
+from shadow_burnin.app.ack import acknowledge
 from shadow_burnin.app.evidence import gather
 from shadow_burnin.cli.options import (
     load_config,
@@ -21,46 +18,21 @@ from shadow_burnin.cli.options import (
     store_options,
     window_options,
 )
-from shadow_burnin.config import Config
-from shadow_burnin.core.halt import ack_event, halt_status
-from shadow_burnin.errors import ConfigError, LockedError, LogError, StorageError
-from shadow_burnin.io.log.store import Store
-from shadow_burnin.io.run.haltwatch import HaltWatch, drop_ack_request, log_events, now_iso
 from shadow_burnin.render.cutover import cutover_markdown
+from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.flip import flip_markdown, flip_text
-from shadow_burnin.render.gates import gates_table, halt_alert
+from shadow_burnin.render.gates import gates_table
 
-
-def halt_watch(cfg: Config, store: Store, warn: Callable[[str], None],
-               err: Console) -> HaltWatch | None:
-    """The ``run`` observer for ``[halt]`` (None when ``halt.enabled = false``)."""
-    if not cfg.halt.enabled:
-        return None
-
-    def loud(message: str) -> None:
-        err.print(halt_alert(message), soft_wrap=False)  # the box wraps its own text
-
-    context = {"log": cfg.paths.log, "v1": cfg.v1.url, "v2": cfg.v2.url}
-    watch = HaltWatch(cfg.halt, store, loud=loud, warn=warn, context=context)
-    watch.prime()
-    return watch
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"{path}: cannot write ({exc.strerror})") from None
+CUTOVER_KIND = "cutover"  # the marker of a CUTOVER.md this command wrote
 
 
 @click.command()
 @store_options
 @window_options
 @click.option("--write", "write_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also write the cutover document (Markdown), e.g. CUTOVER.md.")
+              help="Also write the cutover document (Markdown), e.g. CUTOVER.md. Refused: the "
+                   "log, its state/lock/events/any side file, an input, or an existing file "
+                   "this command did not write (its first line is a shadow-burnin marker).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.option("--statistical/--no-statistical", default=None,
               help="Wilson lower bound for exact match, bootstrap interval for the p95 gap "
@@ -82,18 +54,21 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
     """
     cfg = load_config(config_path, {"gates": {"statistical": statistical}}, log_path,
                       state_path)
-    ev = gather(cfg, make_window(since, until))
+    window = make_window(since, until)
+    if write_path is not None:  # refused before the (long) scan, and again at the write
+        files.guard(cfg, write_path, kind=CUTOVER_KIND, medium="markdown")
+    ev = gather(cfg, window)
     if write_path is not None:
-        write_atomically(write_path, cutover_markdown(
+        files.write(cfg, write_path, cutover_markdown(
             ev.report, ev.summary, ev.drift, ev.halt, ev.ppl, log=cfg.paths.log)
-            + flip_markdown(ev.flip))
+            + flip_markdown(ev.flip), kind=CUTOVER_KIND, medium="markdown")
     if as_json:
         out = ev.report.to_json()
         out["halt"] = ev.halt.to_json()
         out["drift"] = ev.drift.to_json()
         if ev.flip is not None:
             out["cutover"] = ev.flip.to_json()
-        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        click.echo(json_bytes(out, indent=True).decode())
     else:
         console = out_console()
         console.print(gates_table(ev.report))
@@ -101,7 +76,7 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
         if flip is not None:
             console.print(flip)
         if write_path is not None:
-            console.print(f"wrote {write_path}", highlight=False)
+            console.print(f"wrote {term(write_path)}", highlight=False, markup=False)
     sys.exit(ev.report.exit_code)
 
 
@@ -109,59 +84,26 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
 @store_options
 @click.option("--reason", required=True, help="Why the halt is forgiven (logged).")
 @click.option("--by", help="Who acknowledges it [$USER].")
-@click.option("--wait", "wait_s", type=click.FloatRange(0), default=30.0, show_default=True,
-              help="Seconds to wait for a running burn-in to log the acknowledgement.")
 def ack_halt(config_path: Path | None, log_path: Path | None, state_path: Path | None,
-             reason: str, by: str | None, wait_s: float) -> None:
+             reason: str, by: str | None) -> None:
     """Acknowledge the active no-match halt; `gates` stops being red for it.
 
-    The reason is logged as an `ack-halt` event. If a `run` holds the log, the request
-    is handed to it and it logs the event at its next round.
+    The reason is appended as an `ack-halt` event to <log>.events.jsonl at once, whether
+    or not a `run` holds the log; a running burn-in reads it at its next commit.
 
     \b
     Example:
-      shadow-burnin ack-halt --reason "v2 rebuilt with the tokenizer fix (PR 812)"
+      shadow-burnin ack-halt --log burnin.jsonl --reason "v2 rebuilt with the tokenizer fix"
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    reason = reason.strip()
-    if not reason:
-        raise ConfigError(None, "--reason must say why the halt is acknowledged")
-    by = by or _user()
-    log = Path(cfg.paths.log)
-    if not log.exists():
-        raise LogError(log, "no such log file (run `shadow-burnin run` first, or pass --log)")
-    status = halt_status(log_events(log))
-    if not status.active:
+    result = acknowledge(cfg.paths.log, reason, by)
+    log = term(cfg.paths.log)
+    if not result.acknowledged:
         click.echo(f"no active halt in {log}; nothing to acknowledge")
         return
-    halt = status.halt or {}
-    store = Store(log, Path(cfg.paths.state))
-    try:
-        store.open()
-    except LockedError:
-        request = drop_ack_request(log, reason, by, now_iso())
-        deadline = time.monotonic() + wait_s
-        while request.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if request.exists():
-            click.echo(f"queued: the running burn-in logs the acknowledgement of the halt at "
-                       f"round {halt.get('round')} at its next round ({request.name})")
-        else:
-            click.echo(f"acknowledged the halt at round {halt.get('round')} (logged by the "
-                       "running burn-in)")
-        return
-    try:
-        store.append(ack_event(now_iso(), reason, halt, by))
-    finally:
-        store.close()
-    click.echo(f"acknowledged the halt at round {halt.get('round')}: {reason}")
-
-
-def _user() -> str | None:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return None
+    where = " (the running burn-in reads it at its next commit)" if result.running else ""
+    click.echo(f"acknowledged the halt at round {term(result.halt.get('round'))} in {log}: "
+               f"{term(result.reason)}{where}")
 
 
 COMMANDS = [gates, ack_halt]

@@ -9,6 +9,7 @@ import tomli_w
 
 from shadow_burnin.cli.options import load_config, store_options
 from shadow_burnin.prompts import categories, load_builtin, load_file
+from shadow_burnin.render.escape import term
 
 
 @click.command("config")
@@ -21,7 +22,8 @@ def config_cmd(config_path: Path | None, log_path: Path | None, state_path: Path
       shadow-burnin config --config burnin.toml
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    click.echo(tomli_w.dumps(cfg.to_dict()), nl=False)
+    # TOML escapes control characters in strings itself; term() is the terminal's guard
+    click.echo(term(tomli_w.dumps(cfg.to_dict())), nl=False)
 
 
 @click.command()
@@ -36,7 +38,7 @@ def prompts(prompts_file: Path | None) -> None:
       shadow-burnin prompts --prompts my-prompts.jsonl
     """
     items = load_file(prompts_file) if prompts_file else load_builtin()
-    cats = categories(items)
+    cats = {term(name): n for name, n in categories(items).items()}
     width = max(len(c) for c in cats)
     for name, count in sorted(cats.items()):
         click.echo(f"{name:<{width}}  {count}")

@@ -9,11 +9,15 @@ from typing import Any
 import click
 import orjson
 
+from shadow_burnin.app.files import check_store_paths, inputs_of
 from shadow_burnin.cli.options import load_config, store_options
 from shadow_burnin.core.records import BUCKETS
-from shadow_burnin.errors import LogError, StateError
+from shadow_burnin.errors import ConfigError, LogError, StateError
+from shadow_burnin.inputs import STATE_MAX_BYTES, check_input, read_input
 from shadow_burnin.io.log import legacy
+from shadow_burnin.io.log.sidecars import LogFiles
 from shadow_burnin.io.log.store import Store
+from shadow_burnin.render.escape import json_bytes, term
 
 FIRST_LINE_NOTE = ("the earlier tool logged only the first line of each reply: imported "
                    "rounds compare first lines, not whole replies")
@@ -24,9 +28,9 @@ def _refuse_legacy_as_ours(state_path: Path) -> None:
     if not state_path.is_file():
         return
     try:
-        orjson.loads(state_path.read_bytes())
+        orjson.loads(read_input(state_path, StateError, "state", max_bytes=STATE_MAX_BYTES))
         return
-    except (orjson.JSONDecodeError, OSError):
+    except (orjson.JSONDecodeError, StateError):
         pass
     try:
         legacy.read_legacy_state(state_path)
@@ -118,19 +122,28 @@ def import_legacy(config_path: Path | None, log_path: Path | None, state_path: P
     """
     cfg = load_config(config_path, None, log_path, state_path)
     log, state = Path(cfg.paths.log), Path(cfg.paths.state)
-    if not source.is_file():
+    if not check_input(source, LogError, "legacy log"):
         raise LogError(source, "no such legacy log file")
     if not legacy.is_legacy_log(source):
         raise LogError(source, "not a log of the earlier bash tool (its first line has no "
                        "prompt_idx/full_match/v1_unreachable key, or has a schema key)")
     if _same_file(source, log) or (legacy_state and _same_file(legacy_state, state)):
         raise LogError(source, "the legacy files and shadow-burnin's --log/--state must differ")
+    # the target log/state: not each other's side files, not an input (the legacy log,
+    # the legacy state, the config), not a side file of the legacy log
+    check_store_paths(log, state, [*inputs_of(cfg), source, *([legacy_state] if legacy_state
+                                                                else [])])
+    check_input(log, LogError, "log")
+    check_input(state, StateError, "state")
     _refuse_legacy_as_ours(state)
+    for target in (log, state):
+        if LogFiles(source).owns(target):
+            raise ConfigError(target, f"refusing to write a side file of {source}")
     old_state = legacy.read_legacy_state(legacy_state) if legacy_state else None
     tally = legacy.tally(source)  # validates every line before anything is written
     store = Store(log, state)
     for message in store.open().warnings:
-        click.echo(f"warning: {message}", err=True)
+        click.echo(f"warning: {term(message)}", err=True)
     try:
         first, last = import_rounds(source, store, tally.rounds, append=append)
     finally:
@@ -145,9 +158,9 @@ def import_legacy(config_path: Path | None, log_path: Path | None, state_path: P
         "notes": [FIRST_LINE_NOTE],
     }
     if as_json:
-        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        click.echo(json_bytes(out, indent=True).decode())
     else:
-        click.echo("\n".join(report_lines(out)))
+        click.echo(term("\n".join(report_lines(out))))
 
 
 COMMANDS = [import_legacy]

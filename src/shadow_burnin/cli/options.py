@@ -1,4 +1,5 @@
-"""Options shared by commands, and the one place a Config is made from flags."""
+"""Options shared by commands, the bounded number types, and the one place a Config is
+made from flags. Help strings read their defaults from the config dataclasses."""
 
 from __future__ import annotations
 
@@ -17,11 +18,25 @@ from shadow_burnin.io.log.logread import Window, parse_time
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def bounded(bounds: tuple[int, int]) -> click.IntRange:
+    """A click integer type for ``core.limits`` bounds (one definition of each bound)."""
+    return click.IntRange(bounds[0], bounds[1])
+
+
+def seconds(bounds: tuple[float, float], *, zero_ok: bool) -> click.FloatRange:
+    """A click float type in seconds, finite, within ``core.limits`` bounds."""
+    return click.FloatRange(bounds[0], bounds[1], min_open=not zero_ok)
+
+
+def default(value: object) -> str:
+    """``[64]``: a default as shown in help strings (read from the config dataclasses)."""
+    return f"[{value}]"
+
+
 def store_options(fn: F) -> F:
     """``--config``, ``--log``, ``--state``: same defaults as ``run``."""
     fn = click.option("--state", "state_path", type=click.Path(path_type=Path, readable=False),
-                      help="State file (default: $XDG_DATA_HOME/shadow-burnin/"
-                           "shadow-burnin.state).")(fn)
+                      help="State file (default: beside the log, x.jsonl → x.state).")(fn)
     fn = click.option("--log", "log_path", type=click.Path(path_type=Path, readable=False),
                       help="JSONL log (default: $XDG_DATA_HOME/shadow-burnin/"
                            "shadow-burnin.jsonl).")(fn)
@@ -38,13 +53,19 @@ def window_options(fn: F) -> F:
 
 
 def make_window(since: str | None, until: str | None) -> Window:
+    """The ``--since``/``--until`` window; an empty value or an empty window (since at
+    or after until) is refused rather than silently matching everything or nothing."""
+    for flag, value in (("--since", since), ("--until", until)):
+        if value is not None and not value.strip():
+            raise ConfigError(None, f"{flag}: empty; give an ISO-8601 time or leave it out")
     try:
-        return Window(
-            since=parse_time(since, "--since").timestamp() if since else None,
-            until=parse_time(until, "--until").timestamp() if until else None,
-        )
+        lo = parse_time(since, "--since").timestamp() if since else None
+        hi = parse_time(until, "--until").timestamp() if until else None
     except ValueError as exc:
         raise ConfigError(None, str(exc)) from None
+    if lo is not None and hi is not None and lo >= hi:
+        raise ConfigError(None, "--since must be before --until (the window is empty)")
+    return Window(since=lo, until=hi)
 
 
 def load_config(config_path: Path | None, overrides: dict[str, dict[str, Any]] | None = None,

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
+from typing import Any
 
 import click
-import orjson
 from rich.console import Console
 
+from shadow_burnin.app.burnin import api_key, known_secrets
+from shadow_burnin.app.clock import now_iso
+from shadow_burnin.app.files import check_ppl_log
 from shadow_burnin.app.ppl import append_run, load_text, measure
-from shadow_burnin.cli.options import load_config, out_console, store_options
-from shadow_burnin.cli.run import api_key
-from shadow_burnin.config_sections import PPL_METHODS
+from shadow_burnin.cli.options import (
+    bounded,
+    default,
+    load_config,
+    out_console,
+    seconds,
+    store_options,
+)
+from shadow_burnin.config_sections import PPL_METHODS, PplConfig
+from shadow_burnin.core import limits
 from shadow_burnin.io.ppl.scoring import PplError, PplSide
-from shadow_burnin.io.run.haltwatch import now_iso
+from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.gates import ppl_section
+from shadow_burnin.secrets import redact
+
+P = PplConfig  # help defaults read from it
 
 
 @click.command()
@@ -24,12 +36,18 @@ from shadow_burnin.render.gates import ppl_section
 @click.option("--v1", "v1_url", help="v1 base URL [http://127.0.0.1:8080].")
 @click.option("--v2", "v2_url", help="v2 base URL [http://127.0.0.1:8180].")
 @click.option("--text", "text_path", help="UTF-8 text to score [the built-in essay].")
-@click.option("--window", type=int, help="Window size in tokens [1024].")
-@click.option("--top-k", type=int, help="Top-K log probabilities per position [10].")
-@click.option("--max-windows", type=int, help="Score at most this many windows [all].")
-@click.option("--v1-method", type=click.Choice(PPL_METHODS), help="How to score v1 [auto].")
-@click.option("--v2-method", type=click.Choice(PPL_METHODS), help="How to score v2 [auto].")
-@click.option("--timeout", type=float, help="Per-request timeout in seconds [3600].")
+@click.option("--window", type=bounded(limits.PPL_WINDOW),
+              help=f"Window size in tokens {default(P.window)}.")
+@click.option("--top-k", type=bounded(limits.PPL_TOP_K),
+              help=f"Top-K log probabilities per position {default(P.top_k)}.")
+@click.option("--max-windows", type=bounded(limits.PPL_MAX_WINDOWS),
+              help="Score at most this many windows [all].")
+@click.option("--v1-method", type=click.Choice(PPL_METHODS),
+              help=f"How to score v1 {default(P.v1_method)}.")
+@click.option("--v2-method", type=click.Choice(PPL_METHODS),
+              help=f"How to score v2 {default(P.v2_method)}.")
+@click.option("--timeout", type=seconds(limits.TIMEOUT_S, zero_ok=False),
+              help=f"Per-request timeout in seconds {default(P.timeout)}.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not append the run to the ppl JSONL.")
 def ppl(config_path: Path | None, log_path: Path | None, state_path: Path | None,
@@ -51,39 +69,42 @@ def ppl(config_path: Path | None, log_path: Path | None, state_path: Path | None
       shadow-burnin ppl --v1 http://127.0.0.1:8080 --v2 http://127.0.0.1:8180
       shadow-burnin ppl --window 256 --max-windows 2 --json
     """
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "v1": {"url": v1_url}, "v2": {"url": v2_url},
         "ppl": {"text": text_path, "window": window, "top_k": top_k,
                 "max_windows": max_windows, "v1_method": v1_method, "v2_method": v2_method,
                 "timeout": timeout},
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
+    ppl_log = check_ppl_log(cfg) if not no_save else None  # refused before any request
     p = cfg.ppl
     text, info = load_text(p.text)
     sides = [PplSide(name, sc.url, getattr(p, f"{name}_method"), getattr(p, f"{name}_endpoint"),
                      sc.model, api_key(sc.api_key_env, name), cfg.run.insecure)
              for name, sc in (("v1", cfg.v1), ("v2", cfg.v2))]
     err = Console(stderr=True)
+    keys = known_secrets(cfg)
 
     def say(message: str) -> None:
-        err.print(f"ppl: {message}", markup=False, highlight=False)
+        err.print(f"ppl: {term(redact(message, keys))}", markup=False, highlight=False)
 
+    # a server that cannot be scored is a PplError: one line, exit 2 (the error tree),
+    # with anything the server echoed redacted against the keys in use
     try:
         measured = asyncio.run(measure(sides, text, info, window=p.window, top_k=p.top_k,
                                        max_windows=p.max_windows, timeout_s=p.timeout,
                                        ts=now_iso(), say=say))
     except PplError as exc:
-        err.print(f"shadow-burnin: ppl failed: {exc}", markup=False, highlight=False)
-        sys.exit(1)
+        raise PplError(redact(exc.detail, keys)) from None
     record = measured.record
-    if not no_save:
-        append_run(Path(cfg.ppl_log()), record)
+    if ppl_log is not None:
+        append_run(ppl_log, record)
     if as_json:
-        click.echo(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+        click.echo(json_bytes(record, indent=True).decode())
     else:
         out_console().print(ppl_section(record))
-        if not no_save:
-            click.echo(f"appended to {cfg.ppl_log()}")
+        if ppl_log is not None:
+            click.echo(f"appended to {term(ppl_log)}")
 
 
 COMMANDS = [ppl]

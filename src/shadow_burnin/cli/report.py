@@ -5,46 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import orjson
-from rich.console import Console
 
-from shadow_burnin.app.evidence import judge
+from shadow_burnin.app.burnin import known_secrets, redact_errors
+from shadow_burnin.app.evidence import judge, scan_summary, summary_of
+from shadow_burnin.app.files import require_log
 from shadow_burnin.cli.options import (
+    bounded,
     load_config,
     make_window,
     out_console,
     store_options,
     window_options,
 )
-from shadow_burnin.core.aa import summarise_aa
-from shadow_burnin.core.breakdown import forensics_summary
-from shadow_burnin.core.stats import Summary, summarise
+from shadow_burnin.core import limits
 from shadow_burnin.errors import LogError
-from shadow_burnin.io.log.logread import LogScan, Window, find_round, last_rounds, scan
+from shadow_burnin.io.log.logread import find_round, last_rounds
+from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.flip import flip_text
 from shadow_burnin.render.gates import drift_section, gates_table
 from shadow_burnin.render.summary import bench_table, recent_table, show_round
 
-
-def summary_of(log: Path, window: Window | None = None) -> Summary:
-    return scan_summary(log, window)[0]
-
-
-def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogScan]:
-    """The summary and the scan it came from (one pass over the log)."""
-    if not log.exists():
-        raise LogError(log, "no such log file (run `shadow-burnin run` first, or pass --log)")
-    result = scan(log, window)
-    summary = summarise(result.columns)
-    summary.notes.extend(result.notes)
-    summary.forensics = forensics_summary(result.columns)
-    summary.aa = summarise_aa(result.other, summary.counts["exact"],
-                              summary.parity_rounds).to_json()
-    return summary, result
-
-
-def print_summary(log: Path, console: Console) -> None:
-    console.print(bench_table(summary_of(log)))
+__all__ = ["bench", "recent", "show", "summary_of"]  # summary_of: for the demo command
 
 
 @click.command()
@@ -61,19 +42,20 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
       halo bench
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    summary, result = scan_summary(Path(cfg.paths.log), make_window(since, until))
-    cutover = judge(cfg, summary, result)  # gates and drift over the same rounds
+    window = make_window(since, until)
+    summary, result = scan_summary(Path(cfg.paths.log), window)
+    cutover = judge(cfg, summary, result, window)  # gates and drift over the same rounds
     if as_json:
         out = summary.to_json()
         out["gates"] = cutover.report.to_json()
         out["drift"] = cutover.drift.to_json()
         if cutover.flip is not None:
             out["cutover"] = cutover.flip.to_json()
-        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        click.echo(json_bytes(out, indent=True).decode())
     elif summary.rounds == 0:
         click.echo("no rounds")
         for note in summary.notes:
-            click.echo(f"note: {note}", err=True)
+            click.echo(f"note: {term(note)}", err=True)
     else:
         console = out_console()
         console.print(bench_table(summary))
@@ -86,7 +68,7 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
 
 @click.command()
 @store_options
-@click.option("-n", "count", type=click.IntRange(1), default=20, show_default=True,
+@click.option("-n", "count", type=bounded(limits.COUNT), default=20, show_default=True,
               help="How many rounds.")
 def recent(config_path: Path | None, log_path: Path | None, state_path: Path | None,
            count: int) -> None:
@@ -97,7 +79,8 @@ def recent(config_path: Path | None, log_path: Path | None, state_path: Path | N
       shadow-burnin recent -n 50
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    records = last_rounds(Path(cfg.paths.log), count)
+    keys = known_secrets(cfg)
+    records = [redact_errors(r, keys) for r in last_rounds(require_log(cfg.paths.log), count)]
     if not records:
         click.echo("no rounds")
         return
@@ -106,7 +89,7 @@ def recent(config_path: Path | None, log_path: Path | None, state_path: Path | N
 
 @click.command()
 @store_options
-@click.argument("round_number", metavar="ROUND", type=int)
+@click.argument("round_number", metavar="ROUND", type=bounded(limits.ROUND_NUMBER))
 def show(config_path: Path | None, log_path: Path | None, state_path: Path | None,
          round_number: int) -> None:
     """Both replies of one round in full, the first divergence marked.
@@ -118,10 +101,10 @@ def show(config_path: Path | None, log_path: Path | None, state_path: Path | Non
       shadow-burnin show 17
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    record = find_round(Path(cfg.paths.log), round_number)
+    record = find_round(require_log(cfg.paths.log), round_number)
     if record is None:
         raise LogError(cfg.paths.log, f"no round {round_number} in this log")
-    out_console().print(show_round(record))
+    out_console().print(show_round(redact_errors(record, known_secrets(cfg))))
 
 
 COMMANDS = [bench, recent, show]

@@ -1,136 +1,33 @@
-"""``shadow-burnin run``: the burn-in loop."""
+"""``shadow-burnin run``: flags → config → ``app.burnin.execute`` → one final line."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
 
-from shadow_burnin.cli.divergences import forensics_plan
-from shadow_burnin.cli.gates import halt_watch
-from shadow_burnin.cli.options import load_config, store_options
-from shadow_burnin.config import Config, fingerprint
-from shadow_burnin.core.prompt import Prompt, prompts_digest
-from shadow_burnin.errors import ConfigError, SetupChangedError
-from shadow_burnin.io.http.client import Endpoint, RequestSpec
-from shadow_burnin.io.log.store import Store, archive
-from shadow_burnin.io.run.forensics import forensic_steps
-from shadow_burnin.io.run.runner import Runner, RunOutcome, RunPlan
-from shadow_burnin.prompts import load_builtin, load_file
-from shadow_burnin.render.progress import make_progress
+from shadow_burnin.app.burnin import execute
+from shadow_burnin.cli.options import bounded, default, load_config, seconds, store_options
+from shadow_burnin.config import (
+    DEFAULT_V1,
+    DEFAULT_V2,
+    ForensicsConfig,
+    RequestConfig,
+    RunConfig,
+)
+from shadow_burnin.core import limits
+from shadow_burnin.render.escape import term
+from shadow_burnin.render.text import plural
 
-
-def load_prompts(cfg: Config) -> list[Prompt]:
-    return load_file(cfg.run.prompts) if cfg.run.prompts else load_builtin()
-
-
-def api_key(env_name: str | None, side: str) -> str | None:
-    if not env_name:
-        return None
-    value = os.environ.get(env_name)
-    if not value:
-        raise ConfigError(None, f"{side}.api_key_env: environment variable {env_name} is not set")
-    return value
-
-
-def plan_for(cfg: Config, setup: str, seed: int) -> RunPlan:
-    spec = RequestSpec(api=cfg.request.api, max_tokens=cfg.request.max_tokens,  # type: ignore[arg-type]
-                       stream=cfg.request.stream, timeout_s=cfg.request.timeout,
-                       extra=dict(cfg.request.extra), max_reply_bytes=cfg.request.max_reply_bytes,
-                       logprobs=cfg.request.logprobs or cfg.forensics.logprobs)
-    return RunPlan(
-        v1=Endpoint(cfg.v1.url, cfg.v1.model, api_key(cfg.v1.api_key_env, "v1"), cfg.run.insecure),
-        v2=Endpoint(cfg.v2.url, cfg.v2.model, api_key(cfg.v2.api_key_env, "v2"), cfg.run.insecure),
-        spec=spec, setup=setup, seed=seed, interval=cfg.run.interval, rounds=cfg.run.rounds,
-        duration=cfg.run.duration, concurrent=cfg.run.concurrent,
-        concurrency=cfg.run.concurrency,
-    )
-
-
-def open_store(cfg: Config, setup: str, *, new_run: bool, force: bool,
-               warn: Console) -> Store:
-    """Open (and repair) the log/state; refuse a different setup unless told."""
-    log, state = Path(cfg.paths.log), Path(cfg.paths.state)
-    store = Store(log, state)
-    for message in store.open().warnings:
-        warn.print(f"warning: {message}", markup=False, highlight=False)
-    old = store.state.setup
-    if store.state.last_round and old is not None and old != setup:
-        if new_run:
-            store.close()
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            archive([log, state], stamp, lambda a, b: warn.print(
-                f"archived {a} → {b}", markup=False, highlight=False))
-            store = Store(log, state)
-            store.open()
-        elif not force:
-            store.close()
-            raise SetupChangedError(
-                f"{state}: written by a different setup ({old}, now {setup}): URLs, models, "
-                "API, request parameters or prompts changed; use --new-run to archive the "
-                "old log and start fresh, or --force to continue this log"
-            )
-    return store
-
-
-def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: bool = False,
-            console: Console | None = None) -> RunOutcome:
-    """Run a burn-in with this config (used by ``run`` and ``demo``)."""
-    out = console or Console(soft_wrap=True)  # off a terminal: one line per message,
-    err = Console(stderr=True, soft_wrap=True)  # never cut at 80 columns
-    prompts = load_prompts(cfg)
-    setup = fingerprint(cfg.fingerprint_fields(prompts_digest(prompts)))
-    for side in ("v1", "v2"):  # a missing key variable is refused before any file is made
-        api_key(getattr(cfg, side).api_key_env, side)
-    store = open_store(cfg, setup, new_run=new_run, force=force, warn=err)
-    try:
-        if store.state.seed is None:
-            store.state.seed = cfg.run.seed if cfg.run.seed is not None else \
-                secrets.randbelow(2**31)
-        store.state.setup = setup
-        plan = plan_for(cfg, setup, store.state.seed)
-
-        def usr1() -> None:
-            from shadow_burnin.cli.report import print_summary
-
-            print_summary(Path(cfg.paths.log), err)
-
-        progress = make_progress(out, quiet=quiet)
-        fplan = forensics_plan(cfg, plan)
-
-        def notice(message: str) -> None:
-            if quiet:
-                err.print(f"warning: {message}", markup=False, highlight=False)
-            else:
-                progress.warn(message)
-
-        watch = halt_watch(cfg, store, notice, err)
-
-        async def go() -> RunOutcome:
-            async with forensic_steps(fplan, plan.spec, notice) as steps:
-                runner = Runner(plan, prompts, store, progress, on_usr1=usr1, steps=steps,
-                                observers=[watch] if watch else [])
-                try:
-                    return await runner.run()
-                finally:
-                    if watch is not None:
-                        await watch.drain()  # halt alerts still in flight
-
-        return asyncio.run(go())
-    finally:
-        store.close()
+REQ, RUN, FX = RequestConfig, RunConfig, ForensicsConfig  # help defaults read from these
+__all__ = ["execute", "run"]  # ``execute`` kept importable here for the demo command
 
 
 @click.command()
 @store_options
-@click.option("--v1", "v1_url", help="v1 (production) base URL [http://127.0.0.1:8080].")
-@click.option("--v2", "v2_url", help="v2 (candidate) base URL [http://127.0.0.1:8180].")
+@click.option("--v1", "v1_url", help=f"v1 (production) base URL {default(DEFAULT_V1)}.")
+@click.option("--v2", "v2_url", help=f"v2 (candidate) base URL {default(DEFAULT_V2)}.")
 @click.option("--v1-model", help="Model for v1 (default: first id at GET /v1/models).")
 @click.option("--v2-model", help="Model for v2 (default: first id at GET /v1/models).")
 @click.option("--model", help="Model name for both sides.")
@@ -138,26 +35,36 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
 @click.option("--v2-key-env", help="Name of the environment variable holding v2's API key.")
 @click.option("--api", type=click.Choice(["chat", "completions", "native"]),
               help="chat: /v1/chat/completions, completions: /v1/completions, native: "
-                   "llama.cpp's /completion [chat].")
-@click.option("--max-tokens", type=int, help="max_tokens per request [64].")
-@click.option("--stream/--no-stream", default=None, help="Stream (measures TTFT) [stream].")
-@click.option("--timeout", type=float, help="Per-request timeout in seconds [120].")
-@click.option("--interval", type=float, help="Seconds between round starts [2.5].")
-@click.option("--rounds", type=int, help="Stop after N rounds of this invocation.")
+                   f"llama.cpp's /completion {default(REQ.api)}.")
+@click.option("--max-tokens", type=bounded(limits.MAX_TOKENS),
+              help=f"max_tokens per request {default(REQ.max_tokens)}.")
+@click.option("--stream/--no-stream", default=None,
+              help=f"Stream (measures TTFT) {default('stream' if REQ.stream else 'no-stream')}.")
+@click.option("--timeout", type=seconds(limits.TIMEOUT_S, zero_ok=False),
+              help=f"Per-request timeout in seconds {default(REQ.timeout)}.")
+@click.option("--interval", type=seconds(limits.INTERVAL_S, zero_ok=True),
+              help=f"Seconds between round starts {default(RUN.interval)}.")
+@click.option("--rounds", type=bounded(limits.ROUNDS),
+              help="Stop after N rounds of this invocation.")
 @click.option("--duration", help="Stop after this long (e.g. 72h, 30m).")
 @click.option("--concurrent", is_flag=True, default=None,
               help="Send both requests of a round at once (default: one after the other, "
                    "alternating which side goes first).")
-@click.option("--concurrency", type=int, help="Rounds in flight at once [1].")
-@click.option("--seed", type=int, help="Prompt shuffle seed for a new run [random].")
+@click.option("--concurrency", type=bounded(limits.CONCURRENCY),
+              help=f"Rounds in flight at once {default(RUN.concurrency)}.")
+@click.option("--seed", type=bounded(limits.SEED),
+              help="Prompt shuffle seed for a new run [random].")
 @click.option("--prompts", "prompts_file", help="JSONL prompts file (replaces the built-in set).")
 @click.option("--insecure", is_flag=True, default=None, help="Do not verify TLS for https.")
-@click.option("--logprobs", "logprobs", type=click.IntRange(0, 20),
-              help="Top-K logprobs per token for divergence verdicts; 0: off [5].")
-@click.option("--refire", type=click.IntRange(0, 10),
-              help="Re-send each non-exact round's prompt N times to both sides [1].")
-@click.option("--aa-every", type=click.IntRange(0),
-              help="Every Nth round, also send the prompt twice to v1 (A/A); 0: off [10].")
+@click.option("--logprobs", "logprobs", type=bounded(limits.LOGPROBS),
+              help="Top-K logprobs per token for divergence verdicts; 0: off "
+                   f"{default(FX.logprobs)}.")
+@click.option("--refire", type=bounded(limits.REFIRE),
+              help="Re-send each non-exact round's prompt N times to both sides "
+                   f"{default(FX.refire)}.")
+@click.option("--aa-every", type=bounded(limits.AA_EVERY),
+              help="Every Nth round, also send the prompt twice to v1 (A/A); 0: off "
+                   f"{default(FX.aa_every)}.")
 @click.option("--v1b", "v1b_url", help="A second copy of v1 for the A/A pairs (default: v1).")
 @click.option("--calibrate", is_flag=True, default=None,
               help="Thresholds from the A/A noise floor: tau_tie = max(tau_tie, p99 of the "
@@ -182,7 +89,8 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
 
     Forensics: every differing round gets a verdict from token logprobs (near-tie,
     regression, unexplained) and is re-sent (--refire) to tell flaky servers apart;
-    every --aa-every-th prompt also goes twice to v1 ("kind": "aa" records, not rounds).
+    every --aa-every-th prompt also goes twice to v1 (its result is stored inside the
+    round's record, key "aa").
     See `shadow-burnin divergences`.
 
     \b
@@ -190,7 +98,7 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
       shadow-burnin run --v1 http://127.0.0.1:8080 --v2 http://127.0.0.1:8180 \\
           --api completions --rounds 500 --interval 1
     """
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "v1": {"url": v1_url, "model": v1_model or model, "api_key_env": v1_key_env},
         "v2": {"url": v2_url, "model": v2_model or model, "api_key_env": v2_key_env},
         "request": {"api": api, "max_tokens": max_tokens, "stream": stream, "timeout": timeout},
@@ -202,9 +110,9 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
     outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet)
-    click.echo(f"{outcome.rounds} rounds logged to {cfg.paths.log} ({outcome.reason})",
-               err=True)
-    sys.exit(0)
+    # the one final line (the progress display's own last line says where it stopped)
+    click.echo(f"{plural(outcome.rounds, 'round')} logged to {term(cfg.paths.log)} "
+               f"({term(outcome.reason)})", err=True)
 
 
 COMMANDS = [run]

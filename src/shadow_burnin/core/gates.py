@@ -21,8 +21,9 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
+
+from shadow_burnin.core.timefmt import iso_ms
 
 PASS, FAIL, WAIT = "pass", "fail", "waiting"
 SYMBOL = {PASS: "✓", FAIL: "✗", WAIT: "⌛"}
@@ -178,7 +179,8 @@ def format_value(metric: str, value: float | None) -> str:
     if unit == "ratio":
         return f"{100 * value:.{3 if abs(value) < 0.01 else 2}f} %"
     if unit == "ms":
-        return f"{value:+,.1f} ms"
+        text = f"{value:+,.1f}"
+        return f"{'0.0' if round(value, 1) == 0 else text} ms"  # never "-0.0 ms"
     if unit == "h":
         return f"{value:,.1f} h"
     if unit == "chars":
@@ -192,10 +194,7 @@ def format_value(metric: str, value: float | None) -> str:
 
 def _iso(t: float | None) -> str | None:
     """Epoch seconds → the log's ISO-8601 form (``…Z``)."""
-    if t is None:
-        return None
-    d = datetime.fromtimestamp(t, UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    return None if t is None else iso_ms(t)
 
 
 def _finite(value: float | None) -> float | None:

@@ -28,8 +28,10 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from shadow_burnin.core.timefmt import iso_ms
 
 HALT_EVENT = "halt"
 ACK_EVENT = "ack-halt"
@@ -130,8 +132,7 @@ class HaltTrigger:
 
 def iso(t: float) -> str:
     """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (the log's timestamp format)."""
-    d = datetime.fromtimestamp(t, UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    return iso_ms(t)
 
 
 def epoch(ts: str) -> float:

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shadow_burnin.core.limits import MAX_TOKENS
+
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 FIELDS: tuple[str, ...] = ("id", "category", "prompt", "messages", "max_tokens")
 _ROLE_LABELS: dict[str, str] = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -176,8 +178,9 @@ def _parse_messages(value: object) -> tuple[Message, ...]:
 def _parse_max_tokens(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"max_tokens: must be a positive integer, got {_short(value)}")
-    if value <= 0:
-        raise ValueError(f"max_tokens: must be a positive integer, got {value}")
+    lo, hi = MAX_TOKENS
+    if not lo <= value <= hi:
+        raise ValueError(f"max_tokens: must be an integer in {lo}..{hi:_}, got {_short(value)}")
     return value
 
 

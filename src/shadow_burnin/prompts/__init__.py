@@ -24,6 +24,7 @@ from typing import Any
 
 from shadow_burnin.core.prompt import Prompt, parse_prompt
 from shadow_burnin.errors import PromptFileError
+from shadow_burnin.inputs import PROMPTS_MAX_BYTES, read_input
 
 __all__ = ["builtin_files", "categories", "load_builtin", "load_file", "parse_jsonl"]
 
@@ -97,17 +98,10 @@ def load_file(path: str | Path) -> list[Prompt]:
     """Load a user prompts file, in file order. Raises PromptFileError on any problem."""
     name = str(path)
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise PromptFileError(name, "file not found") from None
-    except IsADirectoryError:
-        raise PromptFileError(name, "is a directory, not a prompts file") from None
-    except PermissionError:
-        raise PromptFileError(name, "permission denied") from None
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise PromptFileError(name, f"cannot read: {reason}") from None
+    if not p.exists() and not p.is_symlink():
+        raise PromptFileError(name, "file not found")
+    # one check for every input: regular file only (no FIFO, device, directory), capped
+    data = read_input(p, PromptFileError, "prompts", max_bytes=PROMPTS_MAX_BYTES)
     return parse_jsonl(name, _decode(name, data))
 
 

@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from shadow_burnin.render.text import STYLE, fmt_pct, visible
+from shadow_burnin.render.text import STYLE, data, fmt_pct, plural, visible
 
 CONTEXT = 40
 VERDICT_STYLE = {"near-tie": "green", "regression": "bold red", "unexplained": "yellow",
@@ -75,29 +75,30 @@ def context_text(ctx: dict[str, Any], side: str) -> Text:
 
 
 def _swing(r: dict[str, Any]) -> str:
-    if r.get("swing") is not None:
-        return f"{r['swing']:.3f}"
-    if r.get("swing_min") is not None:
-        return f"≥{r['swing_min']:.2f}"
+    swing, low = r.get("swing"), r.get("swing_min")
+    if isinstance(swing, int | float) and not isinstance(swing, bool):
+        return f"{swing:.3f}"
+    if isinstance(low, int | float) and not isinstance(low, bool):
+        return f"≥{low:.2f}"
     return "—"
 
 
 def divergences_table(rows: list[dict[str, Any]]) -> RenderableType:
-    table = Table(title=f"{len(rows)} non-exact round(s)", title_justify="left")
+    table = Table(title=f"{plural(len(rows), 'non-exact round')}", title_justify="left")
     for col in ("round", "prompt", "category", "tok", "verdict", "swing", "re-fire",
                 "texts at the first difference"):
         table.add_column(col, justify="right" if col in ("round", "tok", "swing") else "left",
                          no_wrap=col != "texts at the first difference")
     for r in rows:
         verdict = r["verdict"] or "—"
-        label = Text(verdict, style=VERDICT_STYLE.get(verdict, ""))
+        label = data(verdict, style=VERDICT_STYLE.get(str(verdict), ""))
         if r["bucket"] == "prefix-only":
             label = Text.assemble(("prefix ", STYLE["prefix-only"]), label)
         tok = "—" if r["divergence_token"] is None else str(r["divergence_token"])
         texts = Text("\n").join([context_text(r["context"], "v1"),
                                  context_text(r["context"], "v2")])
-        table.add_row(str(r["round"]), r["prompt_id"], r["category"], tok, label, _swing(r),
-                      r["refire"] or "—", texts)
+        table.add_row(data(r["round"]), data(r["prompt_id"]), data(r["category"]), data(tok),
+                      label, _swing(r), data(r["refire"] or "—"), texts)
     return table
 
 
@@ -121,15 +122,8 @@ def forensics_tables(fx: dict[str, Any], aa: dict[str, Any] | None) -> list[Rend
             bar = "█" * max(1 if b["rounds"] else 0, round(30 * b["rounds"] / peak))
             ht.add_row(b["range"], str(b["rounds"]), bar)
         parts.append(ht)
-    if fx["top_prompts"]:
-        tp = Table(title="top prompts by divergences", title_justify="left")
-        for col in ("prompt", "category", "non-exact", "near-tie", "regression",
-                    "unexplained", "flaky"):
-            tp.add_column(col, justify="left" if col in ("prompt", "category") else "right")
-        for p in fx["top_prompts"]:
-            tp.add_row(p["prompt_id"], p["category"], str(p["divergent"]), str(p["near-tie"]),
-                       str(p["regression"]), str(p["unexplained"]), str(p["flaky"]))
-        parts.append(tp)
+    # the per-prompt verdict counts (fx["top_prompts"]) are part of bench's one
+    # "top divergent prompts" table (render.summary.top_prompts_table)
     if aa and aa.get("records"):
         parts.append(_aa_table(aa))
     return parts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import shlex
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -20,17 +20,13 @@ from shadow_burnin.core.gates import (
     GateResult,
     format_value,
 )
-from shadow_burnin.render.text import fmt_ms
+from shadow_burnin.core.timefmt import human as when
+from shadow_burnin.render.escape import term
+from shadow_burnin.render.text import data, fmt_ms, signed
 
 STATE_STYLE = {PASS: "bold green", FAIL: "bold red", "waiting": "bold yellow"}
 VERDICT_TEXT = {PASS: "GO: every gate is green", FAIL: "NO-GO: a gate is red",
                 "waiting": "WAITING: no gate is red, some need more rounds or time"}
-
-
-def when(t: float | None) -> str:
-    if t is None:
-        return "—"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def target_text(r: GateResult) -> str:
@@ -76,16 +72,16 @@ def gates_table(report: GateReport) -> RenderableType:
     for col in ("gate", "target", "current", "state", "behind", "as of"):
         table.add_column(col, justify="right" if col == "behind" else "left")
     for r in report.results:
-        table.add_row(r.spec.name, target_text(r), current_text(r),
+        table.add_row(data(r.spec.name), data(target_text(r)), data(current_text(r)),
                       Text(f"{SYMBOL[r.state]} {r.state}", style=STATE_STYLE[r.state]),
-                      behind_text(r), when(r.figure.as_of))
+                      data(behind_text(r)), when(r.figure.as_of))
     verdict = Text(VERDICT_TEXT[report.verdict], style=STATE_STYLE[report.verdict])
     parts: list[RenderableType] = [table, verdict]
     for r in report.results:
         if r.state != PASS:
-            parts.append(Text(f"  {SYMBOL[r.state]} {r.spec.name}: {r.reason}", style="dim"))
+            parts.append(data(f"  {SYMBOL[r.state]} {r.spec.name}: {r.reason}", style="dim"))
     for note in report.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
+        parts.append(data(f"note: {note}", style="yellow"))
     return Group(*parts)
 
 
@@ -100,13 +96,13 @@ def drift_section(d: Drift) -> RenderableType:
         verdict = Text("v2 slows down relative to v1", style="bold red") if d.slowing \
             else Text("no relative slow-down", style="green")
         head.add_row(f"gap v2 − v1 p95, first → last {d.n}",
-                     f"{d.gap_first_p95:+.1f} → {d.gap_last_p95:+.1f} ms "
-                     f"(drift {d.relative_drift_ms:+.1f} ms)")
+                     f"{signed(d.gap_first_p95 or 0.0)} → {signed(d.gap_last_p95 or 0.0)} ms "
+                     f"(drift {signed(d.relative_drift_ms)} ms)")
         head.add_row("trend of v2 − v1", Text.assemble(
             f"{d.slope_ms_per_1k:+.2f} ± {d.slope_se:.2f} ms per 1 000 completions  ",
             verdict))
     if d.note:
-        head.add_row("note", d.note)
+        head.add_row("note", data(d.note))
     parts: list[RenderableType] = [head]
     if len(d.hourly) > 1:
         hours = Table(title="p95 per hour", title_justify="left")
@@ -118,9 +114,16 @@ def drift_section(d: Drift) -> RenderableType:
     return Group(*parts)
 
 
-def halt_alert(message: str) -> RenderableType:
-    """The loud alert ``run`` prints when it raises a halt."""
-    body = Text(message + "\n\nGates stay red until: shadow-burnin ack-halt --reason \"…\"")
+def ack_command(log: str | None) -> str:
+    """The ``ack-halt`` command line for this log, quoted for a POSIX shell."""
+    where = f" --log {shlex.quote(str(log))}" if log else ""
+    return f"shadow-burnin ack-halt{where} --reason \"…\""
+
+
+def halt_alert(message: str, log: str | None = None) -> RenderableType:
+    """The loud alert ``run`` prints when it raises a halt; it names the log in use so the
+    suggested ``ack-halt`` command acknowledges the right one."""
+    body = Text(term(message) + "\n\nGates stay red until: " + term(ack_command(log)))
     return Panel(body, title="⛔ NO-MATCH HALT", border_style="bold red", style="bold")
 
 
@@ -134,7 +137,8 @@ def ppl_section(record: dict[str, Any]) -> RenderableType:
         s = record.get(side)
         if not s:
             continue
-        table.add_row(side, s["method"], _num(s.get("ppl"), 4), _num(s.get("mean_nll"), 5),
+        table.add_row(side, data(s["method"]), _num(s.get("ppl"), 4),
+                      _num(s.get("mean_nll"), 5),
                       f"{s['tokens']:,}", f"{s['seconds']:.1f}", str(s["requests"]))
     parts: list[RenderableType] = [table]
     p = record.get("paired")
@@ -154,7 +158,7 @@ def ppl_section(record: dict[str, Any]) -> RenderableType:
                      + (f" ({p['mismatched']} left out)" if p["mismatched"] else ""))
         parts.append(rows)
     for note in record.get("notes", []):
-        parts.append(Text(f"note: {note}", style="yellow"))
+        parts.append(data(f"note: {note}", style="yellow"))
     return Group(*parts)
 
 

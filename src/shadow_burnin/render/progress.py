@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shadow_burnin.core.records import BUCKETS, SIDES
+from shadow_burnin.render.escape import term
 from shadow_burnin.render.text import GLYPH, STYLE, fmt_ms, fmt_pct
 
 WINDOW = 1000
@@ -66,10 +67,11 @@ class PlainProgress:
             self.console.print(line(state, self.tally), highlight=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", highlight=False, markup=False)
+        self.console.print(f"warning: {term(message)}", highlight=False, markup=False)
 
     def stopped(self, reason: str, state: Any) -> None:
-        self.console.print(f"{line(state, self.tally)} — stopped: {reason}", highlight=False)
+        # the tally at the end; why it stopped is the caller's one final line
+        self.console.print(line(state, self.tally), highlight=False)
 
 
 def line(state: Any, tally: _Tally) -> str:
@@ -102,11 +104,12 @@ class LiveProgress:
         self.live.update(self._panel())
 
     def warn(self, message: str) -> None:
-        self.console.print(Text(f"warning: {message}", style="yellow"))
+        self.console.print(Text(f"warning: {term(message)}", style="yellow"))
 
     def stopped(self, reason: str, state: Any) -> None:
+        # the final panel; why it stopped is the caller's one final line
         self.state = state
-        self.live.update(self._panel(footer=f"stopped: {reason}"))
+        self.live.update(self._panel())
         self.live.stop()
 
     def _panel(self, footer: str = "") -> Panel:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -12,14 +11,23 @@ from rich.text import Text
 from shadow_burnin.core.compare import classify
 from shadow_burnin.core.records import BUCKETS, SIDES
 from shadow_burnin.core.stats import Summary
+from shadow_burnin.core.timefmt import human as _when
 from shadow_burnin.render.divergences import forensics_tables
-from shadow_burnin.render.text import GLYPH, STYLE, char_offset, fmt_ms, fmt_pct, visible
+from shadow_burnin.render.escape import term
+from shadow_burnin.render.text import (
+    GLYPH,
+    STYLE,
+    char_offset,
+    data,
+    fmt_ms,
+    fmt_pct,
+    plural,
+    signed,
+    visible,
+)
 
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "—"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+# Every string read from the log (prompt ids, categories, timestamps, errors, notes) goes
+# into a table as ``data(...)``: a Text with control characters shown, never markup.
 
 
 def bench_table(s: Summary) -> RenderableType:
@@ -32,7 +40,7 @@ def bench_table(s: Summary) -> RenderableType:
                  f"parity rounds{ci_text}")
     head.add_row("unreachable", f"v1 {fmt_pct(s.unreachable_rate['v1'], 2)}   "
                  f"v2 {fmt_pct(s.unreachable_rate['v2'], 2)}")
-    gap = "—" if s.p95_gap_ms is None else f"{s.p95_gap_ms:+,.1f} ms (positive: v2 slower)"
+    gap = "—" if s.p95_gap_ms is None else f"{signed(s.p95_gap_ms)} ms (positive: v2 slower)"
     head.add_row("p95 gap", gap)
     mp = s.median_prefix_match_chars
     head.add_row("median prefix match", "—" if mp is None else f"{mp:,.0f} chars (non-exact)")
@@ -63,53 +71,76 @@ def bench_table(s: Summary) -> RenderableType:
     for name, row in s.by_category.items():
         c = row["counts"]
         unreach = c["v1-unreachable"] + c["v2-unreachable"] + c["both-unreachable"]
-        cats.add_row(name, str(row["rounds"]), str(c["exact"]), str(c["prefix-only"]),
+        cats.add_row(data(name), str(row["rounds"]), str(c["exact"]), str(c["prefix-only"]),
                      str(c["no-match"]), str(unreach), fmt_pct(row["exact_match_rate"]))
     parts: list[RenderableType] = [head, counts, lat, cats]
-    if s.top_divergent_prompts:
-        top = Table(title="top divergent prompts", title_justify="left")
-        for col in ("prompt", "category", "divergent", "parity rounds"):
-            top.add_column(col)
-        for row in s.top_divergent_prompts:
-            top.add_row(row["prompt_id"], row["category"], str(row["divergent"]),
-                        str(row["parity_rounds"]))
-        parts.append(top)
     fx = s.forensics
+    if s.top_divergent_prompts:
+        parts.append(top_prompts_table(s.top_divergent_prompts,
+                                       (fx or {}).get("top_prompts") or []))
     if fx and (fx["no_match"]["rounds"] or fx["prefix_only"]["rounds"] or
                (s.aa or {}).get("records")):
         parts.extend(forensics_tables(fx, s.aa))
     for note in s.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
+        parts.append(data(f"note: {note}", style="yellow"))
     return Group(*parts)
 
 
+VERDICT_COLUMNS = ("near-tie", "regression", "unexplained", "flaky")
+
+
+def top_prompts_table(top: list[dict[str, Any]],
+                      forensics: list[dict[str, Any]]) -> RenderableType:
+    """The one "top divergent prompts" table: divergent / parity rounds per prompt, with
+    the forensics verdict counts beside them when the rounds carry forensics."""
+    by_id = {str(p.get("prompt_id")): p for p in forensics}
+    table = Table(title="top divergent prompts", title_justify="left")
+    cols = ["prompt", "category", "divergent", "parity rounds"]
+    if by_id:
+        cols += list(VERDICT_COLUMNS)
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("prompt", "category") else "right")
+    for row in top:
+        cells: list[Any] = [data(row["prompt_id"]), data(row["category"]),
+                            str(row["divergent"]), str(row["parity_rounds"])]
+        if by_id:
+            fx = by_id.get(str(row["prompt_id"]), {})
+            cells += [str(fx.get(c, "—")) for c in VERDICT_COLUMNS]
+        table.add_row(*cells)
+    return table
+
+
 def recent_table(records: list[dict[str, Any]]) -> RenderableType:
-    table = Table(title=f"last {len(records)} rounds", title_justify="left")
+    table = Table(title=f"last {plural(len(records), 'round')}", title_justify="left")
     for col in ("round", "ts", "", "bucket", "prompt", "div. byte", "v1", "v2"):
         table.add_column(col, justify="right" if col in ("round", "div. byte") else "left")
     for r in records:
         b = r["bucket"]
         table.add_row(
-            str(r["round"]), r["ts"], Text(GLYPH[b], style=STYLE[b]), Text(b, style=STYLE[b]),
-            r["prompt_id"],
-            "—" if r.get("divergence_byte") is None else str(r["divergence_byte"]),
+            data(r["round"]), data(r["ts"]), Text(GLYPH[b], style=STYLE[b]),
+            Text(b, style=STYLE[b]), data(r["prompt_id"]),
+            "—" if r.get("divergence_byte") is None else data(r["divergence_byte"]),
             _side_cell(r["v1"]), _side_cell(r["v2"]),
         )
     return table
 
 
-def _side_cell(reply: dict[str, Any]) -> str:
+def _side_cell(reply: dict[str, Any]) -> Text:
     if reply.get("error"):
-        return str(reply["error"])[:40]
-    return fmt_ms(reply.get("latency_ms"))
+        return data(str(reply["error"])[:40])
+    return Text(fmt_ms(reply.get("latency_ms")))
+
+
+def _or_dash(value: Any) -> str:
+    return "—" if value is None else term(value)
 
 
 def show_round(r: dict[str, Any]) -> RenderableType:
     """Both replies in full; the first divergence marked; invisible characters shown."""
     b = r["bucket"]
     head = Text.assemble(
-        (f"round {r['round']}", "bold"), f"  {r['ts']}  prompt {r['prompt_id']} ",
-        (f"({r['category']})  ", "dim"), (b, STYLE[b]),
+        (f"round {term(r['round'])}", "bold"), f"  {term(r['ts'])}  prompt "
+        f"{term(r['prompt_id'])} ", (f"({term(r['category'])})  ", "dim"), (b, STYLE[b]),
     )
     parts: list[RenderableType] = [head]
     if r.get("divergence_byte") is not None:
@@ -120,12 +151,13 @@ def show_round(r: dict[str, Any]) -> RenderableType:
                    v2t if not r["v2"].get("error") else None)
     for side in SIDES:
         reply = r[side]
-        meta = (f"status {reply.get('status')}  latency {fmt_ms(reply.get('latency_ms'))}  "
-                f"ttft {fmt_ms(reply.get('ttft_ms'))}  finish {reply.get('finish_reason')}  "
-                f"tokens {reply.get('completion_tokens')}")
+        meta = (f"status {_or_dash(reply.get('status'))}  latency "
+                f"{fmt_ms(reply.get('latency_ms'))}  ttft {fmt_ms(reply.get('ttft_ms'))}  "
+                f"finish {_or_dash(reply.get('finish_reason'))}  "
+                f"tokens {_or_dash(reply.get('completion_tokens'))}")
         parts.append(Text(f"── {side} ── {meta}", style="bold cyan"))
         if reply.get("error"):
-            parts.append(Text(f"error: {reply['error']}", style="red"))
+            parts.append(data(f"error: {reply['error']}", style="red"))
         text = reply.get("text")
         if text is None:
             continue

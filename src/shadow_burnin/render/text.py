@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import unicodedata
 
+from rich.text import Text
+
+from shadow_burnin.render.escape import term
+
 GLYPH = {
     "exact": "=",
     "prefix-only": "~",
@@ -41,6 +45,24 @@ def visible(text: str, *, spaces: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def data(value: object, style: str = "") -> Text:
+    """A string that came from data (log, prompts, server, flags) as a rich cell: a
+    ``Text`` (never parsed as markup) with control characters shown (``escape.term``)."""
+    return Text(term("—" if value is None else value), style=style)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 round``, ``2 rounds``, ``1,000 rounds``."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """``+1.2``/``-1.2`` with thousands separators; a value that rounds to zero is
+    ``0.0``, never ``-0.0``."""
+    text = f"{value:+,.{digits}f}"
+    return text[1:] if float(text.replace(",", "")) == 0 else text
 
 
 def fmt_ms(value: float | None) -> str:

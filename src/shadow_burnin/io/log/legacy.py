@@ -22,8 +22,8 @@ import orjson
 
 from shadow_burnin.core.compare import classify
 from shadow_burnin.core.records import BUCKETS, Round, SideReply
-from shadow_burnin.errors import LogError, StateError
-from shadow_burnin.inputs import read_input
+from shadow_burnin.errors import InputError, LogError, StateError
+from shadow_burnin.inputs import LEGACY_STATE_MAX_BYTES, open_input, read_input
 from shadow_burnin.io.log.store import open_log
 
 LEGACY_KEYS = ("prompt_idx", "full_match", "v1_unreachable")
@@ -57,14 +57,14 @@ def is_legacy_record(obj: Any) -> bool:
 def is_legacy_log(path: Path) -> bool:
     """True when the first non-blank line of ``path`` is a legacy record (False if unreadable)."""
     try:
-        with open(path, "rb") as fh:
-            for line in fh:
+        with open_input(path, LogError, "log") as fh:
+            while line := fh.readline(1 << 20):  # bounded: a line is read at most 1 MiB
                 if line.strip():
                     try:
                         return is_legacy_record(orjson.loads(line))
                     except orjson.JSONDecodeError:
                         return False
-    except OSError:
+    except (OSError, InputError):
         return False
     return False
 
@@ -183,7 +183,8 @@ def iter_legacy(path: Path, first_round: int = 1
 def read_legacy_state(path: Path) -> dict[str, int | str]:
     """The old state file as a dict (counters as int); StateError on a bad line."""
     try:
-        text = read_input(path, StateError, "legacy state").decode("utf-8")
+        text = read_input(path, StateError, "legacy state",
+                          max_bytes=LEGACY_STATE_MAX_BYTES).decode("utf-8")
     except UnicodeDecodeError:
         raise StateError(path, "legacy state file is not UTF-8 text") from None
     out: dict[str, int | str] = {}

@@ -12,6 +12,9 @@ from typing import Any
 import orjson
 
 from shadow_burnin.errors import LogError, StorageError
+from shadow_burnin.inputs import check_input, read_input
+
+PPL_RUNS_MAX_BYTES = 256 * 1024 * 1024
 
 
 def append_run(path: Path, record: dict[str, Any]) -> None:
@@ -30,12 +33,9 @@ def append_run(path: Path, record: dict[str, Any]) -> None:
 
 def latest_run(path: Path) -> dict[str, Any] | None:
     """The last complete run in the ``ppl`` JSONL (None: no file or no run)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    if not check_input(path, LogError, "ppl runs"):
         return None
-    except OSError as exc:
-        raise LogError(path, f"cannot read ({exc.strerror})") from None
+    raw = read_input(path, LogError, "ppl runs", max_bytes=PPL_RUNS_MAX_BYTES)
     lines = raw.split(b"\n")
     for number in range(len(lines) - 2, -1, -1):  # the last element follows the last \n
         line = lines[number].strip()

@@ -27,7 +27,7 @@ import orjson
 
 from shadow_burnin.core.records import BUCKETS, SCHEMA
 from shadow_burnin.errors import LockedError, LogError, StateError, StorageError
-from shadow_burnin.inputs import open_input
+from shadow_burnin.inputs import STATE_MAX_BYTES, check_input, open_input, read_input
 
 STATE_SCHEMA = 1
 
@@ -185,10 +185,9 @@ class Store:
     # -- opening ------------------------------------------------------------------
     def open(self) -> Recovery:
         """Lock, repair and reconcile; afterwards ``self.state`` matches the log."""
-        for p in (self.log, self.state_path):
-            if p.is_dir():
-                raise StateError(p, "is a directory, not a file") if p == self.state_path \
-                    else LogError(p, "is a directory, not a file")
+        # validated before any side file (lock, directory) is created next to them
+        check_input(self.log, LogError, "log")
+        check_input(self.state_path, StateError, "state")
         for p, error in ((self.log, LogError), (self.state_path, StateError)):
             try:
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -303,12 +302,9 @@ class Store:
         return rebuilt
 
     def _read_state(self) -> State | None:
-        try:
-            raw = self.state_path.read_bytes()
-        except FileNotFoundError:
+        if not check_input(self.state_path, StateError, "state"):
             return None
-        except PermissionError:
-            raise StateError(self.state_path, "permission denied") from None
+        raw = read_input(self.state_path, StateError, "state", max_bytes=STATE_MAX_BYTES)
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:

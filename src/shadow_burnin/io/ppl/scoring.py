@@ -31,12 +31,18 @@ import aiohttp
 import orjson
 
 from shadow_burnin.core.ppl import TokenScore, windows
+from shadow_burnin.errors import ShadowBurninError
 
 FORCE_BIAS = 100.0
 
 
-class PplError(Exception):
-    """A server could not be scored (unreachable, refused, unexpected answer)."""
+class PplError(ShadowBurninError):
+    """A server could not be scored (unreachable, refused, unexpected answer): one line,
+    exit 2, like every error the harness raises."""
+
+    def __init__(self, message: str) -> None:
+        self.detail = message
+        super().__init__(f"ppl failed: {message}")
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ class Runner:
         try:
             while not self._stop.is_set():
                 if plan.rounds is not None and launched >= plan.rounds:
-                    self._reason = f"reached {plan.rounds} rounds"
+                    self._reason = f"reached {plan.rounds} round{'' if plan.rounds == 1 else 's'}"
                     break
                 while launched - self._closed >= backlog and not committer.done() \
                         and not self._stop.is_set():

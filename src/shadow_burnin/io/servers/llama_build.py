@@ -55,8 +55,10 @@ def cache_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """Per-user data dir (``$XDG_DATA_HOME/shadow-burnin`` on Linux); created if missing."""
-    path = Path(platformdirs.user_data_dir("shadow-burnin"))
+    """``config.data_dir()`` (the one definition), created if missing."""
+    from shadow_burnin.config import data_dir as configured
+
+    path = configured()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -186,7 +186,7 @@ class Dashboard:
         self.snapshot()
         return ":".join(map(str, self._key or ()))
 
-    def _cached(self, name: str, make: Callable[[Snapshot], Any]) -> Any:
+    def cached(self, name: str, make: Callable[[Snapshot], Any]) -> Any:
         with self._lock:
             snap = self.snapshot()
             if name not in self._cache:
@@ -196,7 +196,7 @@ class Dashboard:
     # -- overview ----------------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:
-        return dict(self._cached("overview", self._overview))
+        return dict(self.cached("overview", self._overview))
 
     def _overview(self, snap: Snapshot) -> dict[str, Any]:
         cols = snap.columns
@@ -230,7 +230,7 @@ class Dashboard:
                                  for c, v in by_cat.items()]
             return out
 
-        return dict(self._cached("series", make))
+        return dict(self.cached("series", make))
 
     # -- divergences -------------------------------------------------------------------
 

@@ -314,16 +314,20 @@ def status(view: Dashboard, now: float, window_s: float = 600.0) -> dict[str, An
     for g in ov["gates"]["gates"]:
         if g["state"] != "waiting":
             continue
-        eta = None
+        eta, why = None, "does not grow with time"
         current = g["current"]
-        if g["metric"] == "rounds" and rpm > 0:
+        if g["metric"] == "rounds":
             need = max(0.0, g["target"] - (current or 0))
-            eta = now + need / rpm * 60.0
+            if rpm > 0:
+                eta, why = now + need / rpm * 60.0, ""
+            else:
+                why = f"no round in the last {window_s / 60:g} min"
         elif g["metric"] == "wall_time_h" and ov["rounds"]:
             need = max(0.0, g["target"] - (current or 0)) * 3600.0
-            eta = now + need
+            eta, why = now + need, ""
         etas.append({"gate": g["gate"], "label": g["label"], "current": current,
-                     "target": g["target"], "eta": iso(eta) if eta else None})
+                     "target": g["target"], "eta": iso(eta) if eta else None,
+                     "why": why})
     return {"log": str(view.log), "rounds": ov["rounds"], "rounds_per_minute": round(rpm, 2),
             "window_s": window_s, "last_round_ts": iso(last),
             "last_round_age_s": round(now - last, 1) if last is not None else None,

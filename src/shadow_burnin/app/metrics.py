@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from shadow_burnin.app.dashboard import Dashboard
 from shadow_burnin.config import Config
 from shadow_burnin.core.records import BUCKETS, SIDES
+from shadow_burnin.errors import ShadowBurninError
 
 # seconds; the last bucket (+Inf) is added by the histogram
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -46,7 +47,17 @@ class LogCollector(Collector):
         self.view = view
 
     def collect(self) -> Iterator[Metric]:
-        yield from self.view.cached("metrics", lambda _snap: list(self._families()))
+        readable = GaugeMetricFamily("shadow_burnin_log_readable",
+                                     "1 when the log could be read at this scrape")
+        try:
+            families = self.view.cached("metrics", lambda _snap: list(self._families()))
+        except ShadowBurninError:  # no log yet (a run starting), or not ours
+            readable.add_metric([], 0.0)
+            yield readable
+            return
+        readable.add_metric([], 1.0)
+        yield readable
+        yield from families
 
     def _families(self) -> Iterator[Metric]:
         snap = self.view.snapshot()

@@ -13,12 +13,25 @@ from urllib.parse import urlencode
 
 import orjson
 
+from shadow_burnin.core.gates import format_value
 from shadow_burnin.core.records import BUCKETS, SIDES
 from shadow_burnin.render.escape import html as esc
 from shadow_burnin.render.svg import Band, Chart, Series, bar_chart, line_chart
 from shadow_burnin.render.text import char_offset, visible
 
 SYMBOL = {"pass": "✓", "fail": "✗", "waiting": "⌛"}
+# fonts without an emoji face draw ⌛ as a box: an SVG hourglass is drawn and the
+# character kept in the text (screen readers, copy and paste, tests)
+HOURGLASS = ('<svg class="icon" viewBox="0 0 12 16" aria-hidden="true" '
+             'xmlns="http://www.w3.org/2000/svg"><path d="M1 1h10M1 15h10M2 1c0 5 8 5 8 7'
+             's-8 2-8 7M10 1c0 5-8 5-8 7s8 2 8 7"/></svg>')
+
+
+def symbol(state: str) -> str:
+    glyph = SYMBOL.get(state, "?")
+    if state == "waiting":
+        return f'{HOURGLASS}<span class="sr">{glyph}</span>'
+    return esc(glyph)
 
 
 def stylesheet() -> str:
@@ -45,9 +58,12 @@ def num(v: Any) -> str:
     return str(v)
 
 
-def _card(label: str, value: str, sub: str = "", key: str = "", css: str = "") -> str:
+def _card(label: str, value: str, sub: str = "", key: str = "", css: str = "",
+          icon: str = "") -> str:
+    icon = f'<span class="icon-wrap">{icon}</span>' if icon else ""
     return (f'<div class="card {esc(css)}"><div class="label">{esc(label)}</div>'
-            f'<div class="value" data-figure="{esc(key)}">{esc(value)}</div>'
+            f'<div class="value">{icon}<span data-figure="{esc(key)}">{esc(value)}</span>'
+            "</div>"
             f'<div class="sub">{esc(sub)}</div></div>')
 
 
@@ -66,9 +82,9 @@ def overview(ov: Mapping[str, Any]) -> str:
         _card("p95 latency v1 / v2",
               f"{ms((lat['v1'] or {}).get('p95'))} / {ms((lat['v2'] or {}).get('p95'))}",
               f"p95 gap {ms(ov['p95_gap_ms'])}", "p95"),
-        _card("cutover verdict", f"{SYMBOL.get(verdict, '?')} {verdict}",
+        _card("cutover verdict", verdict,
               f"{sum(g['state'] == 'pass' for g in gates['gates'])}/{len(gates['gates'])} "
-              "gates pass", "verdict", f"state-{verdict}"),
+              "gates pass", "verdict", f"state-{verdict}", symbol(verdict)),
         _card("halt", "ACTIVE" if halt["active"] else "none",
               f"{halt['halts']} halt(s), {halt['acks']} ack(s)", "halt",
               "state-fail" if halt["active"] else "state-pass"),
@@ -115,11 +131,12 @@ def gate_table(gates: Mapping[str, Any]) -> str:
     rows = []
     for g in gates["gates"]:
         interval = g.get("interval")
-        cur = num(g["current"])
+        cur = format_value(g["metric"], g["current"])
         if interval:
-            cur += f" [{num(interval[0])}, {num(interval[1])}]"
+            cur += (f" [{format_value(g['metric'], interval[0])}, "
+                    f"{format_value(g['metric'], interval[1])}]")
         rows.append(f'<tr class="state-{esc(g["state"])}" data-gate="{esc(g["gate"])}">'
-                    f'<td class="sym">{esc(g["symbol"])}</td><td>{esc(g["label"])}</td>'
+                    f'<td class="sym">{symbol(g["state"])}</td><td>{esc(g["label"])}</td>'
                     f'<td class="num">{esc(cur)}</td><td class="reason">{esc(g["reason"])}'
                     "</td></tr>")
     return ('<table class="t gates"><thead><tr><th></th><th>gate</th><th class="num">'

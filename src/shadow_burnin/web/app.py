@@ -48,8 +48,9 @@ def page(title: str, body: str, current: str, version: str = "", live: bool = Tr
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} · shadow-burnin</title>"
-        '<link rel="stylesheet" href="/static/style.css">'
-        '<script src="/static/app.js" defer></script></head><body>'
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/style.css">'
+        + ('<script src="/static/app.js" defer></script>' if live else "") +
+        "</head><body>"
         '<header class="top"><div class="brand">shadow-burnin<small>v1 → v2 burn-in</small></div>'
         f"<nav>{hv.nav(current)}</nav>"
         + (f'<div class="live" id="live"><span class="pulse"></span>live · '
@@ -93,7 +94,7 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def auth_middleware(token: str) -> Callable[..., Any]:
     sessions: set[str] = set()
-    open_paths = {"/login", "/static/style.css"}
+    open_paths = {"/login", "/static/style.css", "/static/app.js"}  # no data in those
 
     def ok_bearer(request: web.Request) -> bool:
         got = request.headers.get("Authorization", "")

@@ -167,7 +167,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], tries: int = 200) -> None
 
     for _ in range(tries):
         if proc.poll() is not None:
-            raise AssertionError(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise AssertionError(f"serve exited: {err}")
         try:
             with urllib.request.urlopen(url + "/static/style.css", timeout=2):
                 return

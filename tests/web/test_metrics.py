@@ -119,7 +119,7 @@ def test_run_metrics_port_scraped_while_run_goes(tmp_path: Path, spawn_scripted:
             time.sleep(0.1)
         assert len({s for s in seen if 0 < s < 60}) >= 2, seen  # scraped mid-run, growing
         assert seen == sorted(seen)
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
     finally:
         if proc.poll() is None:

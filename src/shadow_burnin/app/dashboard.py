@@ -308,7 +308,7 @@ def status(view: Dashboard, now: float, window_s: float = 600.0) -> dict[str, An
     ov = view.overview()
     ts = snap.columns.ts
     last = float(ts.max()) if ts.size else None
-    recent = int(np.count_nonzero(ts >= now - window_s)) if ts.size else 0
+    recent = int(np.count_nonzero(ts > now - window_s)) if ts.size else 0
     rpm = recent / (window_s / 60.0)
     etas = []
     for g in ov["gates"]["gates"]:

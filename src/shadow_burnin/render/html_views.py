@@ -11,11 +11,10 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
-
 from shadow_burnin.core.gates import format_value
 from shadow_burnin.core.records import BUCKETS, SIDES
 from shadow_burnin.render.escape import html as esc
+from shadow_burnin.render.escape import json_bytes as escape_json
 from shadow_burnin.render.svg import Band, Chart, Series, bar_chart, line_chart
 from shadow_burnin.render.text import char_offset, visible
 
@@ -148,14 +147,14 @@ def state_block(ov: Mapping[str, Any]) -> str:
     halt = ov["halt"]
     h = halt.get("halt") or {}
     out = ['<h2>Halt and cutover</h2><dl class="kv">']
-    out.append(f"<dt>halt</dt><dd>{'active since ' + esc(h.get('ts')) if halt['active'] else 'none active'}"
-               "</dd>")
+    active = "active since " + esc(h.get("ts")) if halt["active"] else "none active"
+    out.append(f"<dt>halt</dt><dd>{active}</dd>")
     if halt.get("last_ack"):
         a = halt["last_ack"]
         out.append(f"<dt>last ack</dt><dd>{esc(a.get('ts'))}: {esc(a.get('reason'))}</dd>")
     c = ov.get("cutover")
-    out.append(f"<dt>cutover</dt><dd>{esc(c.get('event')) + ' at ' + esc(c.get('ts')) if c else 'not cut over'}"
-               "</dd>")
+    state = esc(c.get("event")) + " at " + esc(c.get("ts")) if c else "not cut over"
+    out.append(f"<dt>cutover</dt><dd>{state}</dd>")
     out.append(f"<dt>log</dt><dd class='mono'>{esc(ov['log'])}</dd>")
     out.append(f"<dt>time span</dt><dd>{esc(ov.get('first_ts') or '—')} → "
                f"{esc(ov.get('last_ts') or '—')}</dd></dl>")
@@ -299,23 +298,28 @@ def round_detail(r: Mapping[str, Any]) -> str:
             rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(num(v))}</dd>" for k, v in obj.items()
                            if not isinstance(v, (dict, list)))
             nested = {k: v for k, v in obj.items() if isinstance(v, (dict, list))}
-            block = (f"<pre class='json'>{esc(orjson.dumps(nested, option=orjson.OPT_INDENT_2).decode())}"
-                     "</pre>") if nested else ""
+            block = f"<pre class='json'>{esc(_json(nested))}</pre>" if nested else ""
             out.append(f'<div><h3>{esc(title)}</h3><dl class="kv">{rows}</dl>{block}</div>')
         out.append("</div>")
     aa = r.get("aa")
     if isinstance(aa, dict):
-        out.append(f"<h2>A/A</h2><pre class='json'>{esc(orjson.dumps(aa, option=orjson.OPT_INDENT_2).decode())}</pre>")
+        out.append(f"<h2>A/A</h2><pre class='json'>{esc(_json(aa))}</pre>")
     out.append("</section>")
     return "".join(out)
 
 
+def _json(obj: Any) -> str:
+    return escape_json(obj, indent=True).decode("utf-8", "replace")
+
+
 def worst_prompts(items: list[dict[str, Any]]) -> str:
+    def share(p: dict[str, Any]) -> str:
+        return pct(p["divergent"] / p["parity_rounds"] if p["parity_rounds"] else None, 1)
+
     rows = "".join(
         f"<tr><td class='mono'>{esc(p['prompt_id'])}</td><td>{esc(p['category'])}</td>"
         f"<td class='num'>{p['divergent']:,}</td><td class='num'>{p['parity_rounds']:,}</td>"
-        f"<td class='num'>{pct(p['divergent'] / p['parity_rounds'] if p['parity_rounds'] else None, 1)}</td></tr>"
-        for p in items)
+        f"<td class='num'>{share(p)}</td></tr>" for p in items)
     return ("<table class='t'><thead><tr><th>prompt</th><th>category</th>"
             "<th class='num'>divergent</th><th class='num'>parity rounds</th>"
             "<th class='num'>share</th></tr></thead><tbody>" + rows + "</tbody></table>")

@@ -81,7 +81,7 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp = message("The log cannot be shown", str(exc))
     except web.HTTPException as exc:
         resp = exc
-    except Exception as exc:  # noqa: BLE001 - a page, never a traceback
+    except Exception as exc:
         resp = message("Internal error", f"{type(exc).__name__}: the page could not be built",
                        500)
     resp.headers["Content-Security-Policy"] = CSP

@@ -48,6 +48,20 @@ class LiveSide(SideRow, gc=False):
 class LiveRow(RoundRow, gc=False):
     v1: LiveSide | None = None
     v2: LiveSide | None = None
+    aa: Any = None  # an A/A result kept inside its round (the newer layout)
+
+
+def embedded_aa(record: Any) -> dict[str, Any] | None:
+    """A round's ``"aa"`` result as the ``kind: aa`` record older logs carried."""
+    aa = record.get("aa") if isinstance(record, dict) else getattr(record, "aa", None)
+    if not isinstance(aa, dict):
+        return None
+    get = record.get if isinstance(record, dict) else (lambda k: getattr(record, k, None))
+    out = {"kind": "aa", "schema": SCHEMA, "round": get("round"), "ts": get("ts"),
+           "prompt_id": get("prompt_id"), "category": get("category")}
+    out.update(aa)
+    out["kind"] = "aa"
+    return out
 
 
 _DECODER = msgspec.json.Decoder(LiveRow)
@@ -88,6 +102,7 @@ class LiveLog:
     _errors: dict[str, Counter[str]] = field(
         default_factory=lambda: {s: Counter() for s in SIDES})
     _version: int = 0
+    bytes_read: int = 0  # what refreshes have read so far (tests, benchmark)
     _legacy: bool = False
     _notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -147,27 +162,29 @@ class LiveLog:
         self._offset = size
 
     def _read_new(self) -> None:
+        """Read from the offset to the end once; fold whole lines; a torn tail stays
+        unread (re-read by the next refresh, once complete)."""
         with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            pending = b""
             while True:
-                fh.seek(self._offset)
-                buf = fh.read(BLOCK_BYTES)
-                if not buf:
+                chunk = fh.read(BLOCK_BYTES)
+                self.bytes_read += len(chunk)
+                if not chunk:
                     break
+                buf = pending + chunk if pending else chunk
                 n = buf.rfind(b"\n") + 1
                 if not n:
-                    if len(buf) < BLOCK_BYTES:
-                        if self._offset == 0 and not buf.lstrip().startswith(b"{"):
-                            raise LogError(self.path, "not a shadow-burnin log (no complete "
-                                           "line, and the text is not a JSON record)")
-                        break  # a torn last line: not a round yet
-                    buf += fh.read()  # a line longer than a block
-                    n = buf.rfind(b"\n") + 1
-                    if not n:
-                        break
+                    pending = buf  # a line longer than a block, or a torn tail
+                    continue
                 self._fold(buf, n, self._offset)
                 self._offset += n
+                pending = buf[n:]
                 self._columns = None
                 self._version += 1
+        if pending and self._offset == 0 and not pending.lstrip().startswith(b"{"):
+            raise LogError(self.path, "not a shadow-burnin log (no complete line, and the "
+                           "text is not a JSON record)")
 
     def _fold(self, buf: bytes, n: int, base: int) -> None:
         block = memoryview(buf)[:n]
@@ -197,6 +214,10 @@ class LiveLog:
         for r, code in zip(rounds, columns.bucket, strict=True):
             if code >= 3:
                 self._count_errors(BUCKETS[code], r.v1, r.v2)
+            if r.aa is not None:
+                aa = embedded_aa(r)
+                if aa is not None:
+                    self._other.append(aa)
         if not mask.all():
             for i in np.flatnonzero(~mask):
                 line = bytes(block[starts[i]:]).split(b"\n", 1)[0]
@@ -228,6 +249,9 @@ class LiveLog:
                 offs.append(base + here)
                 if rec["bucket"] in BUCKETS[3:]:
                     self._count_errors(rec["bucket"], rec.get("v1"), rec.get("v2"))
+                aa = embedded_aa(rec)
+                if aa is not None:
+                    other.append(aa)
         self._parts.append(columns)
         self._other.extend(other)
         self._rounds.append(np.array(nums, np.int64))

@@ -133,6 +133,11 @@ def exposition(registry: CollectorRegistry) -> bytes:
 def start_metrics_server(cfg: Config, port: int, host: str = "127.0.0.1") -> Any:
     """``run --metrics-port``: serve ``/metrics`` for ``cfg``'s log from a daemon thread
     (prometheus-client's own HTTP server). Returns the server (``.shutdown()`` stops it)."""
-    server, thread = start_http_server(port, addr=host, registry=registry_for(Dashboard(cfg)))
+    view = Dashboard(cfg)
+    try:  # the first read of a large log forks workers: here, in the caller's thread
+        view.snapshot()
+    except ShadowBurninError:
+        pass  # no log yet: the run is about to create it
+    server, thread = start_http_server(port, addr=host, registry=registry_for(view))
     assert isinstance(thread, threading.Thread)
     return server

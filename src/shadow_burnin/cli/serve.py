@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from shadow_burnin.cli.options import load_config, store_options
-from shadow_burnin.errors import ConfigError
+from shadow_burnin.errors import ConfigError, ShadowBurninError
 from shadow_burnin.render.escape import term
 
 
@@ -30,6 +31,24 @@ def token_from_env(var: str | None) -> str | None:
         raise ConfigError(None, f"--auth-token-env {var}: the environment variable is unset "
                           "or empty")
     return value
+
+
+def preload(app: Any) -> None:
+    """Read the log once before listening (a large log's first read forks workers: done
+    here, in the main thread); a log that cannot be read yet is shown by the pages."""
+    import time
+
+    from shadow_burnin.web.app import DASH
+
+    started = time.perf_counter()
+    try:
+        snap = app[DASH].snapshot()
+        app[DASH].overview()
+    except ShadowBurninError as exc:
+        click.echo(f"note: {term(exc)}", err=True)
+        return
+    click.echo(f"read {len(snap.columns):,} rounds in {time.perf_counter() - started:.1f} s",
+               err=True)
 
 
 @click.command()
@@ -62,6 +81,7 @@ def serve(config_path: Path | None, log_path: Path | None, state_path: Path | No
                    + ("" if token else " WITHOUT authentication (use --auth-token-env VAR, "
                       "or keep 127.0.0.1 and an SSH tunnel)"), err=True)
     app = make_app(cfg, token)
+    preload(app)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"serving {term(cfg.paths.log)} on http://{term(shown)}:{port}/ "
                "(Ctrl-C to stop)", err=True)

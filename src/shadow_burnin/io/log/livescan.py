@@ -13,11 +13,14 @@ This is the one place a later columnar index replaces: callers see ``columns``,
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,10 @@ from shadow_burnin.core.records import BUCKETS, SCHEMA, SIDES
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.logscan import (
+    AA_FIELDS,
     RoundRow,
     SideRow,
+    _aa_values,
     _columns,
     _fold_slow,
     _other,
@@ -39,6 +44,7 @@ from shadow_burnin.io.log.logscan import (
 )
 
 BLOCK_BYTES = 8 << 20
+PARALLEL_MIN_BYTES = 64 << 20
 
 
 class LiveSide(SideRow, gc=False):
@@ -130,9 +136,40 @@ class LiveLog:
                 self._legacy = st.st_size > 0 and legacy.is_legacy_log(self.path)
             if self._legacy:
                 self._fold_legacy(st.st_size)
+            elif self._offset == 0 and st.st_size >= PARALLEL_MIN_BYTES:
+                self._read_parallel(st.st_size)
             elif st.st_size > self._offset:
                 self._read_new()
             return self.snapshot()
+
+    def _read_parallel(self, size: int) -> None:
+        """A large log's first read: line-aligned byte ranges folded on every core (as
+        ``bench`` does), joined in order; later refreshes read only new bytes."""
+        workers = min(os.cpu_count() or 1, 8)
+        if workers < 2:
+            self._read_new()
+            return
+        bounds = [0]
+        with open(self.path, "rb") as fh:
+            for i in range(1, workers):
+                fh.seek(max(bounds[-1], size * i // workers - 1))
+                fh.readline()
+                bounds.append(min(fh.tell(), size))
+        ends: list[int | None] = [*bounds[1:], None]
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            parts = list(pool.map(_fold_part, [self.path] * workers, bounds, ends))
+        for cols, other, rounds, offsets, errors, offset, nbytes in parts:
+            self._parts.extend(cols)
+            self._other.extend(other)
+            self._rounds.extend(rounds)
+            self._offsets.extend(offsets)
+            for side in SIDES:
+                self._errors[side].update(errors[side])
+            self._offset = offset
+            self.bytes_read += nbytes
+        self._columns = None
+        self._version += 1
 
     def snapshot(self) -> Snapshot:
         if self._columns is None:
@@ -161,14 +198,16 @@ class LiveLog:
         self._notes.append(legacy.NOTE)
         self._offset = size
 
-    def _read_new(self) -> None:
-        """Read from the offset to the end once; fold whole lines; a torn tail stays
-        unread (re-read by the next refresh, once complete)."""
+    def _read_new(self, end: int | None = None) -> None:
+        """Read from the offset to ``end`` (None: the end) once; fold whole lines; a torn
+        tail stays unread (re-read by the next refresh, once complete)."""
         with open(self.path, "rb") as fh:
             fh.seek(self._offset)
             pending = b""
-            while True:
-                chunk = fh.read(BLOCK_BYTES)
+            pos = self._offset
+            while end is None or pos < end:
+                chunk = fh.read(BLOCK_BYTES if end is None else min(BLOCK_BYTES, end - pos))
+                pos += len(chunk)
                 self.bytes_read += len(chunk)
                 if not chunk:
                     break
@@ -190,17 +229,18 @@ class LiveLog:
         block = memoryview(buf)[:n]
         arr = np.frombuffer(block, dtype=np.uint8)
         ends = np.flatnonzero(arr == 10)
-        starts = np.concatenate(([0], ends[:-1] + 1))
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
         blank = (ends - starts) == 0
-        if blank.any():  # lines of only whitespace are skipped by the decoder too
-            nonblank = [i for i in range(len(starts)) if bytes(block[starts[i]:ends[i]]).strip()]
-            keep = np.zeros(len(starts), bool)
-            keep[nonblank] = True
-            starts = starts[keep]
+        if blank.any():  # empty lines are skipped by the decoder (a line of only spaces
+            # makes the counts differ: the line-by-line fold takes that block)
+            keep = np.array([bool(bytes(block[a:b]).strip()) for a, b in zip(starts, ends,
+                                                                             strict=True)],
+                            dtype=bool)
+            starts, ends = starts[keep], ends[keep]
         try:
             rows = _DECODER.decode_lines(block)
             is_round = [r.kind is None or r.kind == "round" for r in rows]
-            rounds = [r for r, k in zip(rows, is_round, strict=True) if k]
+            rounds = list(compress(rows, is_round))
             columns = _columns(rounds)  # type: ignore[arg-type]
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             columns = None
@@ -209,19 +249,24 @@ class LiveLog:
             return
         mask = np.array(is_round, bool)
         self._parts.append(columns)
-        self._rounds.append(np.array([r.round or 0 for r in rounds], np.int64))
-        self._offsets.append(base + starts[mask].astype(np.int64))
-        for r, code in zip(rounds, columns.bucket, strict=True):
-            if code >= 3:
-                self._count_errors(BUCKETS[code], r.v1, r.v2)
+        self._rounds.append(np.fromiter((r.round or 0 for r in rounds), np.int64,
+                                        len(rounds)))
+        self._offsets.append(base + starts[mask])
+        for i in np.flatnonzero(columns.bucket >= 3):
+            r = rounds[i]
+            self._count_errors(BUCKETS[columns.bucket[i]], r.v1, r.v2)
+        for r in rounds:
             if r.aa is not None:
                 aa = embedded_aa(r)
                 if aa is not None:
                     self._other.append(aa)
         if not mask.all():
             for i in np.flatnonzero(~mask):
-                line = bytes(block[starts[i]:]).split(b"\n", 1)[0]
-                self._other.append(_other(orjson.loads(line)))
+                row = rows[i]
+                if row.kind == "aa":
+                    self._other.append(dict(zip(AA_FIELDS, _aa_values(row), strict=True)))
+                else:  # an event (older logs carried them inline): whole
+                    self._other.append(_other(orjson.loads(bytes(block[starts[i]:ends[i]]))))
 
     def _count_errors(self, bucket: str, v1: Any, v2: Any) -> None:
         for side, reply in (("v1", v1), ("v2", v2)):
@@ -283,3 +328,11 @@ class LiveLog:
             line = fh.readline()
         return decode_line(line, partial(LogError, self.path))
 
+
+def _fold_part(path: Path, start: int, end: int | None) -> tuple[Any, ...]:
+    """A worker's share of a first read: the lines that start in [start, end)."""
+    live = LiveLog(path)
+    live._offset = start
+    live._read_new(end)
+    return (live._parts, live._other, live._rounds, live._offsets, live._errors,
+            live._offset, live.bytes_read)

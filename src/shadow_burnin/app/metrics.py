@@ -8,6 +8,7 @@ same values for the same log.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -134,10 +135,10 @@ def start_metrics_server(cfg: Config, port: int, host: str = "127.0.0.1") -> Any
     """``run --metrics-port``: serve ``/metrics`` for ``cfg``'s log from a daemon thread
     (prometheus-client's own HTTP server). Returns the server (``.shutdown()`` stops it)."""
     view = Dashboard(cfg)
-    try:  # the first read of a large log forks workers: here, in the caller's thread
+    # the first read of a large log forks workers: here, in the caller's thread (no log
+    # yet is fine: the run is about to create it)
+    with contextlib.suppress(ShadowBurninError):
         view.snapshot()
-    except ShadowBurninError:
-        pass  # no log yet: the run is about to create it
     server, thread = start_http_server(port, addr=host, registry=registry_for(view))
     assert isinstance(thread, threading.Thread)
     return server

@@ -143,3 +143,21 @@ def test_status_rate_age_and_eta(tmp_path: Path) -> None:
     stalled = status(d, now=last + 7200, window_s=600)
     assert stalled["rounds_per_minute"] == 0
     assert {g["gate"]: g for g in stalled["waiting"]}["rounds"]["eta"] is None
+
+
+def test_first_read_on_every_core_equals_the_serial_read(tmp_path: Path,
+                                                         monkeypatch) -> None:  # noqa: ANN001
+    known = build_known_log(tmp_path / "b.jsonl")
+    with open(known.path, "ab") as fh:
+        fh.write(b'{"schema": 1, "rou')  # a torn tail stays unread
+    serial = LiveLog(known.path).refresh()
+    monkeypatch.setattr(livescan, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(livescan.os, "cpu_count", lambda: 3)
+    live = LiveLog(known.path)
+    par = live.refresh()
+    same_columns(par.columns, serial.columns)
+    assert list(par.rounds) == list(serial.rounds)
+    assert list(par.offsets) == list(serial.offsets)
+    assert par.other == serial.other and par.errors == serial.errors
+    assert par.size == serial.size < known.path.stat().st_size
+    assert live.read_round(77) == next(r for r in known.rounds() if r["round"] == 77)

@@ -136,7 +136,10 @@ class LiveLog:
                 self._legacy = st.st_size > 0 and legacy.is_legacy_log(self.path)
             if self._legacy:
                 self._fold_legacy(st.st_size)
-            elif self._offset == 0 and st.st_size >= PARALLEL_MIN_BYTES:
+            elif (self._offset == 0 and st.st_size >= PARALLEL_MIN_BYTES
+                  and threading.current_thread() is threading.main_thread()):
+                # forking is safe only from the main thread (a server's worker thread
+                # reads serially)
                 self._read_parallel(st.st_size)
             elif st.st_size > self._offset:
                 self._read_new()

@@ -146,7 +146,7 @@ def test_status_rate_age_and_eta(tmp_path: Path) -> None:
 
 
 def test_first_read_on_every_core_equals_the_serial_read(tmp_path: Path,
-                                                         monkeypatch) -> None:  # noqa: ANN001
+                                                         monkeypatch) -> None:
     known = build_known_log(tmp_path / "b.jsonl")
     with open(known.path, "ab") as fh:
         fh.write(b'{"schema": 1, "rou')  # a torn tail stays unread

@@ -161,3 +161,44 @@ def test_first_read_on_every_core_equals_the_serial_read(tmp_path: Path,
     assert par.other == serial.other and par.errors == serial.errors
     assert par.size == serial.size < known.path.stat().st_size
     assert live.read_round(77) == next(r for r in known.rounds() if r["round"] == 77)
+
+
+def test_liveness_stall_and_unreachable_spike(tmp_path: Path) -> None:
+    from shadow_burnin.app.dashboard import liveness
+
+    known = build_known_log(tmp_path / "b.jsonl")
+    cols = scan(known.path).columns
+    last = T0 + 30 * 120
+    assert liveness(cols, last + 60, 600, 600) == []
+    stalled = liveness(cols, last + 601, 600, 600)
+    assert [a["kind"] for a in stalled] == ["stall"] and "10 min" in stalled[0]["text"]
+    # v2 down for the last 10 minutes: a spike on v2 only
+    known.append([round_record(n, "v2-unreachable", "a", None, t=T0 + 30 * n, category="c")
+                  for n in range(121, 141)])
+    cols = scan(known.path).columns
+    spikes = liveness(cols, T0 + 30 * 140, 600, 600)
+    assert [(a["kind"], a["side"]) for a in spikes] == [("unreachable-spike", "v2")]
+    assert spikes[0]["rate"] == 1.0
+
+
+def test_status_cli_alerts_through_the_halt_channel(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from shadow_burnin.cli import cli
+
+    known = build_known_log(tmp_path / "b.jsonl")
+    got = tmp_path / "alert.json"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[halt]\non_halt = "cat > {got}"\n')
+    out = CliRunner().invoke(cli, ["status", "--config", str(cfg), "--log", str(known.path),
+                                   "--alert", "--json"])
+    assert out.exit_code == 1, out.output  # the log's last round is long ago: stalled
+    st = orjson.loads(out.stdout)
+    assert st["rounds"] == 120 and [a["kind"] for a in st["alerts"]] == ["stall"]
+    body = orjson.loads(got.read_bytes())
+    assert body["event"] == "stall" and "STALLED" in body["text"]
+    assert "alert stall: command: sent" in out.stderr
+    human = CliRunner().invoke(cli, ["status", "--log", str(known.path), "--stall", "100000d"])
+    assert human.exit_code == 0 and "rounds ≥ 50 000" in human.stdout
+    bad = CliRunner().invoke(cli, ["status", "--log", str(known.path), "--stall", "soon"])
+    assert bad.exit_code == 2 and "--stall" in bad.stderr

@@ -301,9 +301,42 @@ def _in_window(w: Window | None, record: dict[str, Any]) -> bool:
     return w.contains(t)
 
 
-def status(view: Dashboard, now: float, window_s: float = 600.0) -> dict[str, Any]:
+SPIKE_MIN_ROUNDS = 20
+SPIKE_FLOOR = 0.05  # a side's unreachable share in the window that is a spike at least
+
+
+def liveness(cols: Columns, now: float, window_s: float, stall_s: float
+             ) -> list[dict[str, Any]]:
+    """What the halt does not cover: no round committed for ``stall_s``, or a side's
+    unreachable share in the last ``window_s`` above max(5 %, 3 × its share overall)."""
+    out: list[dict[str, Any]] = []
+    if not len(cols):
+        return out
+    last = float(cols.ts.max())
+    if now - last >= stall_s:
+        out.append({"kind": "stall", "text": f"shadow-burnin STALLED: no round committed "
+                    f"for {(now - last) / 60:.0f} min (last at {iso(last)})"})
+    recent = cols.ts > now - window_s
+    n = int(np.count_nonzero(recent))
+    if n >= SPIKE_MIN_ROUNDS:
+        for side in SIDES:
+            down = (cols.bucket == BUCKETS.index(f"{side}-unreachable")) | (
+                cols.bucket == BUCKETS.index("both-unreachable"))
+            rate = int(np.count_nonzero(down & recent)) / n
+            overall = int(np.count_nonzero(down)) / len(cols)
+            if rate > max(SPIKE_FLOOR, 3 * overall):
+                out.append({"kind": "unreachable-spike", "side": side, "rate": rate,
+                            "overall": overall,
+                            "text": f"shadow-burnin: {side} unreachable in {100 * rate:.1f} % "
+                                    f"of the last {n} rounds ({100 * overall:.2f} % overall)"})
+    return out
+
+
+def status(view: Dashboard, now: float, window_s: float = 600.0,
+           stall_s: float = 600.0) -> dict[str, Any]:
     """``status``: rate over the last ``window_s`` of log time before ``now``, age of the
-    last round, the halt, and an ETA for each waiting gate that grows with time."""
+    last round, the halt, an ETA for each waiting gate that grows with time, and the
+    liveness alerts (``liveness``)."""
     snap = view.snapshot()
     ov = view.overview()
     ts = snap.columns.ts
@@ -329,6 +362,7 @@ def status(view: Dashboard, now: float, window_s: float = 600.0) -> dict[str, An
                      "target": g["target"], "eta": iso(eta) if eta else None,
                      "why": why})
     return {"log": str(view.log), "rounds": ov["rounds"], "rounds_per_minute": round(rpm, 2),
+            "alerts": liveness(snap.columns, now, window_s, stall_s),
             "window_s": window_s, "last_round_ts": iso(last),
             "last_round_age_s": round(now - last, 1) if last is not None else None,
             "halt": ov["halt"], "verdict": ov["gates"]["verdict"], "waiting": etas}

@@ -35,6 +35,8 @@ def status_text(st: Mapping[str, Any]) -> RenderableType:
                             else "[green]none[/]"),
         f"[bold]verdict[/] {markup(st['verdict'])}",
     ]
+    for alert in st.get("alerts", []):
+        lines.append(f"[bold red]ALERT[/] {markup(alert['text'])}")
     parts: list[RenderableType] = [Text.from_markup("\n".join(lines))]
     if st["waiting"]:
         t = Table(title="waiting gates", title_justify="left")

@@ -210,8 +210,10 @@ def serve(known_log: KnownLog) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stop(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread
+    while it is open, which later tests that call ``asyncio.run`` must not inherit."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -114,8 +114,16 @@ def build_known_log(path: Path) -> KnownLog:
             i = len(log.hostile_rounds) % len(HOSTILE)
             rec = round_record(n, "no-match", base, HOSTILE[i], t=t, category=cat,
                                lat1=lat1, lat2=lat2,
-                               forensics={"verdict": "regression", "divergence_token": 3,
-                                          "swing": 0.7, "a": "Answer", "b": HOSTILE[i]},
+                               forensics={"verdict": "regression", "divergence_token": 1,
+                                          "swing": 0.7, "a": "Answer", "b": HOSTILE[i],
+                                          "tokens": {
+                                              "v1": [{"i": 0, "t": "", "lp": -0.01,
+                                                      "top": []},
+                                                     {"i": 1, "t": "Answer", "lp": -0.2,
+                                                      "top": [["Answer", -0.2],
+                                                              [HOSTILE[i], -1.9]]}],
+                                              "v2": [{"i": 1, "t": HOSTILE[i], "lp": -0.1,
+                                                      "top": [[HOSTILE[i], -0.1]]}]}},
                                refire={"outcome": "reproducible", "n": 1})
             log.hostile_rounds.append(n)
         elif n % 7 == 0:

@@ -11,6 +11,7 @@ import pytest
 
 from shadow_burnin.render.escape import term
 from shadow_burnin.render.html_views import pct
+from shadow_burnin.render.text import visible
 from tests.web.conftest import HOSTILE, KnownLog, Watched, page_of, start_serve, stop
 
 pytestmark = pytest.mark.timeout(300)
@@ -131,6 +132,10 @@ def test_round_page_shows_both_texts_exactly(serve: tuple[str, Any], known_log: 
             assert got == term(rec[side]["text"])
         assert w.page.locator("mark.div").count() == 2
         assert "regression" in w.page.locator("main").inner_text()
+        # the tokens around the divergence, the hostile one shown as text
+        v2_tokens = w.page.locator("[data-tokens=v2] tr.at code")
+        assert v2_tokens.first.text_content() == visible(rec["v2"]["text"], spaces=True)
+        assert w.page.locator("[data-tokens=v1] tbody tr").count() == 2
         no_injection(w)
         if rec["v2"]["text"] == HOSTILE[0]:
             w.page.screenshot(path=str(shots / "round-hostile.png"), full_page=True)

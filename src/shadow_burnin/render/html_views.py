@@ -297,10 +297,13 @@ def round_detail(r: Mapping[str, Any]) -> str:
                 continue
             rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(num(v))}</dd>" for k, v in obj.items()
                            if not isinstance(v, (dict, list)))
-            nested = {k: v for k, v in obj.items() if isinstance(v, (dict, list))}
+            nested = {k: v for k, v in obj.items() if isinstance(v, (dict, list))
+                      and k != "tokens"}
             block = f"<pre class='json'>{esc(_json(nested))}</pre>" if nested else ""
             out.append(f'<div><h3>{esc(title)}</h3><dl class="kv">{rows}</dl>{block}</div>')
         out.append("</div>")
+        if isinstance(fx, dict) and isinstance(fx.get("tokens"), dict):
+            out.append(token_tables(fx["tokens"], fx.get("divergence_token")))
     aa = r.get("aa")
     if isinstance(aa, dict):
         out.append(f"<h2>A/A</h2><pre class='json'>{esc(_json(aa))}</pre>")
@@ -310,6 +313,31 @@ def round_detail(r: Mapping[str, Any]) -> str:
 
 def _json(obj: Any) -> str:
     return escape_json(obj, indent=True).decode("utf-8", "replace")
+
+
+def token_tables(tokens: Mapping[str, Any], at: Any) -> str:
+    """Each side's tokens around the first differing one, with its top-K alternatives."""
+    out = ['<h3>Tokens around the divergence (logprob, top-K)</h3><div class="sides">']
+    for side in SIDES:
+        rows = []
+        for t in tokens.get(side) or []:
+            if not isinstance(t, dict):
+                continue
+            top = t.get("top") if isinstance(t.get("top"), list) else []
+            alts = " ".join(
+                f'<span class="alt"><code>{esc(visible(str(a[0]), spaces=True))}</code> '
+                f'{esc(num(a[1]))}</span>' for a in top
+                if isinstance(a, list) and len(a) == 2)
+            here = ' class="at"' if t.get("i") == at else ""
+            rows.append(f"<tr{here}><td class='num'>{esc(t.get('i'))}</td>"
+                        f"<td><code>{esc(visible(str(t.get('t', '')), spaces=True))}</code>"
+                        f"</td><td class='num'>{esc(num(t.get('lp')))}</td><td>{alts}</td></tr>")
+        out.append(f'<div class="side" data-tokens="{side}"><h3>{side}</h3>'
+                   "<table class='t tokens'><thead><tr><th class='num'>#</th><th>token</th>"
+                   "<th class='num'>logprob</th><th>top-K</th></tr></thead><tbody>" +
+                   "".join(rows) + "</tbody></table></div>")
+    out.append("</div>")
+    return "".join(out)
 
 
 def worst_prompts(items: list[dict[str, Any]]) -> str:

@@ -323,7 +323,7 @@ def token_tables(tokens: Mapping[str, Any], at: Any) -> str:
         for t in tokens.get(side) or []:
             if not isinstance(t, dict):
                 continue
-            top = t.get("top") if isinstance(t.get("top"), list) else []
+            top: list[Any] = t["top"] if isinstance(t.get("top"), list) else []
             alts = " ".join(
                 f'<span class="alt"><code>{esc(visible(str(a[0]), spaces=True))}</code> '
                 f'{esc(num(a[1]))}</span>' for a in top

@@ -61,6 +61,10 @@ def start_xllama(model: Path, *extra: str) -> tuple[str, subprocess.Popen[bytes]
 
 @pytest.fixture(scope="module")
 def xpair() -> Iterator[tuple[str, str]]:
+    import importlib.util
+
+    if importlib.util.find_spec("xllamacpp") is None:  # fail, never skip
+        pytest.fail("this e2e test needs xllamacpp (pip install xllamacpp)", pytrace=False)
     model = ensure_model()
     v1, p1 = start_xllama(model)
     try:

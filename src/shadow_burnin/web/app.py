@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from importlib.resources import files
@@ -54,7 +55,7 @@ def page(title: str, body: str, current: str, version: str = "", live: bool = Tr
         '<header class="top"><div class="brand">shadow-burnin<small>v1 → v2 burn-in</small></div>'
         f"<nav>{hv.nav(current)}</nav>"
         + (f'<div class="live" id="live"><span class="pulse"></span>live · '
-           f'<span id="updated">updated {esc(iso(__import__("time").time()))}</span></div>'
+           f'<span id="updated">updated {esc(iso(time.time()))}</span></div>'
            if live else "")
         + f'</header><main id="main" data-version="{esc(version)}">{body}</main>'
         "<footer>shadow-burnin · figures from the log, the same reader as "

@@ -23,6 +23,7 @@ COMMAND_MODULES = {
     "config": "info", "prompts": "info", "import-legacy": "legacy", "demo": "demo",
     "divergences": "divergences", "gates": "gates", "ack-halt": "gates", "ppl": "ppl",
     "cutover": "cutover", "rollback": "cutover",
+    "serve": "serve", "status": "status", "report": "report_html",
 }
 
 

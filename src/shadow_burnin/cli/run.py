@@ -73,6 +73,8 @@ __all__ = ["execute", "run"]  # ``execute`` kept importable here for the demo co
 @click.option("--new-run", is_flag=True, help="Archive the old log/state and start fresh.")
 @click.option("--force", is_flag=True, help="Continue a log written by a different setup.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve Prometheus /metrics (figures from the log) on 127.0.0.1:PORT.")
 def run(config_path: Path | None, log_path: Path | None, state_path: Path | None,
         v1_url: str | None, v2_url: str | None, v1_model: str | None, v2_model: str | None,
         model: str | None, v1_key_env: str | None, v2_key_env: str | None, api: str | None,
@@ -81,7 +83,8 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         concurrent: bool | None, concurrency: int | None, seed: int | None,
         prompts_file: str | None, insecure: bool | None, logprobs: int | None,
         refire: int | None, aa_every: int | None, v1b_url: str | None,
-        calibrate: bool | None, new_run: bool, force: bool, quiet: bool) -> None:
+        calibrate: bool | None, new_run: bool, force: bool, quiet: bool,
+        metrics_port: int | None) -> None:
     """Fire every prompt at v1 and v2, bucket the replies, log every round.
 
     Runs until --rounds/--duration or SIGINT/SIGTERM (the round in flight is finished and
@@ -109,7 +112,16 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
                       "v1b": v1b_url, "calibrate": calibrate},
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
-    outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet)
+    metrics = None
+    if metrics_port is not None:
+        from shadow_burnin.app.metrics import start_metrics_server
+
+        metrics = start_metrics_server(cfg, metrics_port)
+    try:
+        outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet)
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
     # the one final line (the progress display's own last line says where it stopped)
     click.echo(f"{plural(outcome.rounds, 'round')} logged to {term(cfg.paths.log)} "
                f"({term(outcome.reason)})", err=True)

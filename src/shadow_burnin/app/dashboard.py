@@ -1,0 +1,368 @@
+"""View models for the dashboard, the HTML report, ``status`` and ``/metrics``.
+
+``Dashboard`` wraps one log's incremental reader (``io.log.livescan.LiveLog``: later
+refreshes read only the new bytes) and turns what it folded into plain dicts: the
+overview (``bench``'s summary and ``app.evidence``'s gate report over the same rounds,
+halt and cutover state from ``<log>.events.jsonl``, the A/A noise floor), time series per
+adaptive bin, the divergence list with its filters, and one round in full. Figures are
+cached per version of the log, so a page view or a scrape costs nothing when no round
+arrived.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shadow_burnin.app.evidence import judge
+from shadow_burnin.config import Config
+from shadow_burnin.core.aa import summarise_aa
+from shadow_burnin.core.breakdown import forensics_summary
+from shadow_burnin.core.columns import EXACT, NOMATCH, PREFIX, Columns
+from shadow_burnin.core.outcomes import REFIRE_OUTCOMES
+from shadow_burnin.core.records import BUCKETS, SIDES
+from shadow_burnin.core.stats import summarise, wilson
+from shadow_burnin.core.verdict import VERDICTS
+from shadow_burnin.io.log.events import read_events
+from shadow_burnin.io.log.livescan import LiveLog, Snapshot
+from shadow_burnin.io.log.logread import LogScan, Window
+
+CUTOVER_EVENTS = ("cutover", "rollback", "cutover-check")
+# bin widths the time axis may use (seconds): the smallest giving at most MAX_BINS bins
+BIN_WIDTHS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600,
+              86400, 7 * 86400)
+MAX_BINS = 120
+CDF_POINTS = 101
+
+
+def iso(t: float | None) -> str | None:
+    if t is None or not math.isfinite(t):
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _f(x: Any) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), 3)
+
+
+def bin_width(span: float) -> int:
+    for w in BIN_WIDTHS:
+        if span / w <= MAX_BINS:
+            return w
+    return BIN_WIDTHS[-1]
+
+
+def series(cols: Columns) -> dict[str, Any]:
+    """Per-bin figures over time: what the plots draw (pure, from the columns)."""
+    n = len(cols)
+    if not n:
+        return {"width": 0, "bins": [], "cdf": {s: [] for s in SIDES}, "categories": []}
+    ts = cols.ts
+    t0 = math.floor(float(ts.min()))
+    width = bin_width(float(ts.max()) - t0)
+    idx = ((ts - t0) // width).astype(np.int64)
+    order = np.argsort(idx, kind="stable")
+    sidx = idx[order]
+    uniq, starts = np.unique(sidx, return_index=True)
+    ends = np.append(starts[1:], n)
+    bucket = cols.bucket[order]
+    lat = {s: cols.latency[s][order] for s in SIDES}
+    bins = []
+    for b, lo, hi in zip(uniq, starts, ends, strict=True):
+        bk = np.bincount(bucket[lo:hi].astype(np.int64), minlength=len(BUCKETS))
+        parity = int(bk[EXACT] + bk[PREFIX] + bk[NOMATCH])
+        ci = wilson(int(bk[EXACT]), parity)
+        row: dict[str, Any] = {
+            "t": t0 + int(b) * width, "rounds": int(hi - lo), "parity": parity,
+            "exact": int(bk[EXACT]), "no_match": int(bk[NOMATCH]),
+            "prefix_only": int(bk[PREFIX]),
+            "unreachable": {"v1": int(bk[3] + bk[5]), "v2": int(bk[4] + bk[5])},
+            "exact_rate": int(bk[EXACT]) / parity if parity else None,
+            "ci": list(ci) if ci else None,
+        }
+        p95 = {}
+        for s in SIDES:
+            v = lat[s][lo:hi]
+            v = v[~np.isnan(v)]
+            q = np.percentile(v, [50, 95]) if v.size else [np.nan, np.nan]
+            row[f"{s}_p50"], row[f"{s}_p95"] = _f(q[0]), _f(q[1])
+            p95[s] = q[1]
+        row["gap_p95"] = _f(p95["v2"] - p95["v1"])
+        bins.append(row)
+    cdf = {}
+    for s in SIDES:
+        v = cols.latency[s][~np.isnan(cols.latency[s])]
+        if v.size:
+            qs = np.linspace(0, 100, CDF_POINTS)
+            cdf[s] = [[_f(x), round(q / 100, 3)] for x, q in zip(np.percentile(v, qs), qs,
+                                                                   strict=True)]
+        else:
+            cdf[s] = []
+    return {"width": width, "bins": bins, "cdf": cdf}
+
+
+def _code_name(names: tuple[str, ...], code: int) -> str | None:
+    return names[code - 1] if 0 < code <= len(names) else None
+
+
+@dataclass(frozen=True)
+class Filters:
+    bucket: str | None = None
+    verdict: str | None = None
+    category: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 200
+
+    @classmethod
+    def parse(cls, q: dict[str, str], parse_time: Callable[[str], float]) -> Filters:
+        def opt(k: str) -> str | None:
+            v = (q.get(k) or "").strip()
+            return v or None
+
+        since, until = opt("since"), opt("until")
+        try:
+            limit = max(1, min(int(q.get("limit") or 200), 5000))
+        except ValueError:
+            limit = 200
+        return cls(opt("bucket"), opt("verdict"), opt("category"),
+                   parse_time(since) if since else None, parse_time(until) if until else None,
+                   limit)
+
+
+@dataclass
+class Dashboard:
+    """One log, read incrementally; figures cached per version."""
+
+    cfg: Config
+    window: Window | None = None
+    log: Path = field(init=False)
+    live: LiveLog = field(init=False)
+    _cache: dict[str, Any] = field(default_factory=dict)
+    _key: tuple[int, int, int] | None = None
+    _windowed: Any = None
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        self.log = Path(self.cfg.paths.log)
+        self.live = LiveLog(self.log)
+
+    def snapshot(self) -> Snapshot:
+        """Fold new bytes (LogError for a missing/foreign log); resets the cache on change."""
+        with self._lock:
+            snap = self.live.refresh()
+            try:
+                ev = self.log.with_name(self.log.name + ".events.jsonl").stat().st_size
+            except OSError:
+                ev = -1
+            key = (snap.version, snap.size, ev)
+            if key != self._key:
+                self._cache, self._key = {}, key
+                self._windowed = self._apply_window(snap)
+            return self._windowed
+
+    def _apply_window(self, snap: Snapshot) -> Snapshot:
+        w = self.window
+        if w is None or (w.since is None and w.until is None):
+            return snap
+        ts = snap.columns.ts
+        mask = np.ones(len(ts), dtype=bool)
+        if w.since is not None:
+            mask &= ts >= w.since
+        if w.until is not None:
+            mask &= ts < w.until
+        other = [r for r in snap.other if _in_window(w, r)]
+        return Snapshot(snap.columns.select(mask), other, snap.rounds[mask],
+                        snap.offsets[mask], snap.errors, snap.notes, snap.version, snap.size)
+
+    def version(self) -> str:
+        self.snapshot()
+        return ":".join(map(str, self._key or ()))
+
+    def cached(self, name: str, make: Callable[[Snapshot], Any]) -> Any:
+        with self._lock:
+            snap = self.snapshot()
+            if name not in self._cache:
+                self._cache[name] = make(snap)
+            return self._cache[name]
+
+    # -- overview ----------------------------------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        return dict(self.cached("overview", self._overview))
+
+    def _overview(self, snap: Snapshot) -> dict[str, Any]:
+        cols = snap.columns
+        summary = summarise(cols)
+        summary.notes.extend(snap.notes)
+        summary.forensics = forensics_summary(cols)
+        aa_records = [r for r in snap.other if r.get("kind") == "aa"]
+        summary.aa = summarise_aa(aa_records, summary.counts["exact"],
+                                  summary.parity_rounds).to_json()
+        inline = [r for r in snap.other if r.get("kind") == "event"]
+        events = [e for e in read_events(self.log, inline) if _in_window(self.window, e)]
+        ev = judge(self.cfg, summary, LogScan(cols, aa_records + events, []))
+        cutover = [e for e in events if e.get("event") in CUTOVER_EVENTS]
+        out = summary.to_json()
+        out.update(
+            first_ts=iso(summary.first_ts), last_ts=iso(summary.last_ts),
+            last_epoch=summary.last_ts, gates=ev.report.to_json(), halt=ev.halt.to_json(),
+            cutover=cutover[-1] if cutover else None, cutover_events=len(cutover),
+            events=len(events), log=str(self.log), notes=summary.notes + ev.notes,
+        )
+        return out
+
+    # -- plots -------------------------------------------------------------------------
+
+    def series(self) -> dict[str, Any]:
+        def make(snap: Snapshot) -> dict[str, Any]:
+            out = series(snap.columns)
+            by_cat = self.overview()["by_category"]
+            out["categories"] = [{"category": c, "exact_rate": v["exact_match_rate"],
+                                  "parity": v["parity_rounds"], "rounds": v["rounds"]}
+                                 for c, v in by_cat.items()]
+            return out
+
+        return dict(self.cached("series", make))
+
+    # -- divergences -------------------------------------------------------------------
+
+    def divergences(self, f: Filters) -> dict[str, Any]:
+        snap = self.snapshot()
+        cols = snap.columns
+        mask = cols.bucket != EXACT
+        if f.bucket:
+            mask &= cols.bucket == (BUCKETS.index(f.bucket) if f.bucket in BUCKETS else -1)
+        if f.verdict:
+            code = VERDICTS.index(f.verdict) + 1 if f.verdict in VERDICTS else -9
+            mask &= cols.extra["verdict"] == code
+        if f.category:
+            cat = cols.categories.index(f.category) if f.category in cols.categories else -9
+            mask &= cols.category == cat
+        if f.since is not None:
+            mask &= cols.ts >= f.since
+        if f.until is not None:
+            mask &= cols.ts < f.until
+        rows = np.flatnonzero(mask)
+        total = int(rows.size)
+        shown = rows[:f.limit]
+        items = []
+        for i in shown:
+            items.append({
+                "round": int(snap.rounds[i]), "ts": iso(float(cols.ts[i])),
+                "category": cols.categories[int(cols.category[i])],
+                "prompt_id": cols.prompts[int(cols.prompt[i])],
+                "bucket": BUCKETS[int(cols.bucket[i])],
+                "verdict": _code_name(VERDICTS, int(cols.extra["verdict"][i])),
+                "refire": _code_name(REFIRE_OUTCOMES, int(cols.extra["refire"][i])),
+                "prefix_chars": _f(cols.prefix[i]),
+                "latency": {s: _f(cols.latency[s][i]) for s in SIDES},
+            })
+        return {"total": total, "shown": len(items), "items": items,
+                "categories": sorted(cols.categories), "buckets": list(BUCKETS[1:]),
+                "verdicts": list(VERDICTS), "filters": f.__dict__}
+
+    # -- one round ---------------------------------------------------------------------
+
+    def round(self, number: int) -> dict[str, Any] | None:
+        self.snapshot()
+        return self.live.read_round(number)
+
+    def worst_prompts(self) -> list[dict[str, Any]]:
+        return list(self.overview()["top_divergent_prompts"])
+
+    def first_divergences(self, n: int) -> list[dict[str, Any]]:
+        """The first ``n`` non-exact parity rounds, records in full."""
+        snap = self.snapshot()
+        cols = snap.columns
+        rows = np.flatnonzero((cols.bucket == PREFIX) | (cols.bucket == NOMATCH))[:n]
+        out = []
+        for i in rows:
+            rec = self.live.read_round(int(snap.rounds[i]))
+            if rec is not None:
+                out.append(rec)
+        return out
+
+
+def _in_window(w: Window | None, record: dict[str, Any]) -> bool:
+    if w is None:
+        return True
+    try:
+        t = datetime.fromisoformat(str(record.get("ts"))).timestamp()
+    except ValueError:
+        return True
+    return w.contains(t)
+
+
+SPIKE_MIN_ROUNDS = 20
+SPIKE_FLOOR = 0.05  # a side's unreachable share in the window that is a spike at least
+
+
+def liveness(cols: Columns, now: float, window_s: float, stall_s: float
+             ) -> list[dict[str, Any]]:
+    """What the halt does not cover: no round committed for ``stall_s``, or a side's
+    unreachable share in the last ``window_s`` above max(5 %, 3 × its share overall)."""
+    out: list[dict[str, Any]] = []
+    if not len(cols):
+        return out
+    last = float(cols.ts.max())
+    if now - last >= stall_s:
+        out.append({"kind": "stall", "text": f"shadow-burnin STALLED: no round committed "
+                    f"for {(now - last) / 60:.0f} min (last at {iso(last)})"})
+    recent = cols.ts > now - window_s
+    n = int(np.count_nonzero(recent))
+    if n >= SPIKE_MIN_ROUNDS:
+        for side in SIDES:
+            down = (cols.bucket == BUCKETS.index(f"{side}-unreachable")) | (
+                cols.bucket == BUCKETS.index("both-unreachable"))
+            rate = int(np.count_nonzero(down & recent)) / n
+            overall = int(np.count_nonzero(down)) / len(cols)
+            if rate > max(SPIKE_FLOOR, 3 * overall):
+                out.append({"kind": "unreachable-spike", "side": side, "rate": rate,
+                            "overall": overall,
+                            "text": f"shadow-burnin: {side} unreachable in {100 * rate:.1f} % "
+                                    f"of the last {n} rounds ({100 * overall:.2f} % overall)"})
+    return out
+
+
+def status(view: Dashboard, now: float, window_s: float = 600.0,
+           stall_s: float = 600.0) -> dict[str, Any]:
+    """``status``: rate over the last ``window_s`` of log time before ``now``, age of the
+    last round, the halt, an ETA for each waiting gate that grows with time, and the
+    liveness alerts (``liveness``)."""
+    snap = view.snapshot()
+    ov = view.overview()
+    ts = snap.columns.ts
+    last = float(ts.max()) if ts.size else None
+    recent = int(np.count_nonzero(ts > now - window_s)) if ts.size else 0
+    rpm = recent / (window_s / 60.0)
+    etas = []
+    for g in ov["gates"]["gates"]:
+        if g["state"] != "waiting":
+            continue
+        eta, why = None, "does not grow with time"
+        current = g["current"]
+        if g["metric"] == "rounds":
+            need = max(0.0, g["target"] - (current or 0))
+            if rpm > 0:
+                eta, why = now + need / rpm * 60.0, ""
+            else:
+                why = f"no round in the last {window_s / 60:g} min"
+        elif g["metric"] == "wall_time_h" and ov["rounds"]:
+            need = max(0.0, g["target"] - (current or 0)) * 3600.0
+            eta, why = now + need, ""
+        etas.append({"gate": g["gate"], "label": g["label"], "current": current,
+                     "target": g["target"], "eta": iso(eta) if eta else None,
+                     "why": why})
+    return {"log": str(view.log), "rounds": ov["rounds"], "rounds_per_minute": round(rpm, 2),
+            "alerts": liveness(snap.columns, now, window_s, stall_s),
+            "window_s": window_s, "last_round_ts": iso(last),
+            "last_round_age_s": round(now - last, 1) if last is not None else None,
+            "halt": ov["halt"], "verdict": ov["gates"]["verdict"], "waiting": etas}

@@ -1,0 +1,50 @@
+"""``report --html``: the log (in a time window) → one self-contained HTML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shadow_burnin.app.dashboard import Dashboard, Filters, iso
+from shadow_burnin.config import Config
+from shadow_burnin.io.log.logread import Window
+from shadow_burnin.io.log.sidecars import LogFiles, guard_output, write_output
+from shadow_burnin.render.html_report import report
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    bytes: int
+    rounds: int
+    divergences: int
+
+
+def _log_files(cfg: Config) -> LogFiles:
+    return LogFiles(Path(cfg.paths.log), state=Path(cfg.paths.state) if cfg.paths.state
+                    else None, ppl=Path(cfg.ppl_log()))
+
+
+def build(cfg: Config, window: Window | None = None, first: int = 20, listed: int = 500,
+          now: datetime | None = None) -> tuple[str, int, int]:
+    """The report's HTML, its rounds and its divergences (no file written)."""
+    view = Dashboard(cfg, window)
+    ov = view.overview()
+    divs = view.divergences(Filters(limit=listed))
+    w = window or Window()
+    span = (f"rounds from {iso(w.since) or 'the start'} until {iso(w.until) or 'the end'}")
+    generated = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = report(ov, view.series(), divs, view.first_divergences(first),
+                  generated=generated, window=span)
+    return text, ov["rounds"], divs["total"]
+
+
+def write(cfg: Config, target: Path, window: Window | None = None, first: int = 20) -> Written:
+    """Guard the target first (never the log or a side file, never a file we did not
+    write), then build and write it atomically with the report marker."""
+    files = _log_files(cfg)
+    guard_output(target, [files], kind="report", medium="html")
+    text, rounds, divs = build(cfg, window, first)
+    write_output(target, text, [files], kind="report", medium="html")
+    return Written(target, target.stat().st_size, rounds, divs)

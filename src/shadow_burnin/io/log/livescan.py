@@ -1,0 +1,341 @@
+"""A log read incrementally: the dashboard's and ``/metrics``' one reader.
+
+``LiveLog.refresh()`` reads only the bytes appended since the last call, folds the new
+complete lines into the same columns ``bench`` computes (``logscan``'s decoder and
+column fold), and keeps what the web pages need beyond them: each round's number and
+byte offset (to open a round page in one seek) and each side's error codes. A torn last
+line (a ``run`` writing it) is left for the next refresh. A log that shrank or was
+replaced is read again from the start.
+
+This is the one place a later columnar index replaces: callers see ``columns``,
+``other``, ``rounds``/``offsets`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import compress
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
+from shadow_burnin.core.records import BUCKETS, SCHEMA, SIDES
+from shadow_burnin.errors import LogError
+from shadow_burnin.io.log import legacy
+from shadow_burnin.io.log.logscan import (
+    AA_FIELDS,
+    RoundRow,
+    SideRow,
+    _aa_values,
+    _columns,
+    _fold_slow,
+    _other,
+    decode_line,
+)
+
+BLOCK_BYTES = 8 << 20
+PARALLEL_MIN_BYTES = 64 << 20
+
+
+class LiveSide(SideRow, gc=False):
+    error: str | None = None
+
+
+class LiveRow(RoundRow, gc=False):
+    v1: LiveSide | None = None
+    v2: LiveSide | None = None
+    aa: Any = None  # an A/A result kept inside its round (the newer layout)
+
+
+def embedded_aa(record: Any) -> dict[str, Any] | None:
+    """A round's ``"aa"`` result as the ``kind: aa`` record older logs carried."""
+    aa = record.get("aa") if isinstance(record, dict) else getattr(record, "aa", None)
+    if not isinstance(aa, dict):
+        return None
+    get = record.get if isinstance(record, dict) else (lambda k: getattr(record, k, None))
+    out = {"kind": "aa", "schema": SCHEMA, "round": get("round"), "ts": get("ts"),
+           "prompt_id": get("prompt_id"), "category": get("category")}
+    out.update(aa)
+    out["kind"] = "aa"
+    return out
+
+
+_DECODER = msgspec.json.Decoder(LiveRow)
+
+
+def error_code(error: str | None) -> str:
+    """``"connection-refused: Connection refused"`` → ``"connection-refused"``."""
+    if not error:
+        return "unknown"
+    head = error.split(":", 1)[0].strip()
+    return head[:40] or "unknown"
+
+
+@dataclass
+class Snapshot:
+    """What a reader has folded so far (shared, read-only for the caller)."""
+
+    columns: Columns
+    other: list[dict[str, Any]]
+    rounds: np.ndarray  # round number per column row
+    offsets: np.ndarray  # byte offset of that round's line
+    errors: dict[str, Counter[str]]
+    notes: list[str]
+    version: int
+    size: int
+
+
+@dataclass
+class LiveLog:
+    path: Path
+    _offset: int = 0
+    _ino: int | None = None
+    _parts: list[Columns] = field(default_factory=list)
+    _columns: Columns | None = None
+    _other: list[dict[str, Any]] = field(default_factory=list)
+    _rounds: list[np.ndarray] = field(default_factory=list)
+    _offsets: list[np.ndarray] = field(default_factory=list)
+    _errors: dict[str, Counter[str]] = field(
+        default_factory=lambda: {s: Counter() for s in SIDES})
+    _version: int = 0
+    bytes_read: int = 0  # what refreshes have read so far (tests, benchmark)
+    _legacy: bool = False
+    _notes: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _reset(self) -> None:
+        self._offset, self._parts, self._columns, self._other = 0, [], None, []
+        self._rounds, self._offsets = [], []
+        self._errors = {s: Counter() for s in SIDES}
+        self._notes = []
+        self._version += 1
+
+    def refresh(self) -> Snapshot:
+        """Fold what was appended since the last call; LogError if missing/foreign."""
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                raise LogError(self.path, "no such log file (run `shadow-burnin run` "
+                               "first, or pass --log)") from None
+            except OSError as exc:
+                raise LogError(self.path, f"cannot read: {exc.strerror}") from None
+            if st.st_ino != self._ino or st.st_size < self._offset:
+                self._reset()
+                self._ino = st.st_ino
+                self._legacy = st.st_size > 0 and legacy.is_legacy_log(self.path)
+            if self._legacy:
+                self._fold_legacy(st.st_size)
+            elif (self._offset == 0 and st.st_size >= PARALLEL_MIN_BYTES
+                  and threading.current_thread() is threading.main_thread()):
+                # forking is safe only from the main thread (a server's worker thread
+                # reads serially)
+                self._read_parallel(st.st_size)
+            elif st.st_size > self._offset:
+                self._read_new()
+            return self.snapshot()
+
+    def _read_parallel(self, size: int) -> None:
+        """A large log's first read: line-aligned byte ranges folded on every core (as
+        ``bench`` does), joined in order; later refreshes read only new bytes."""
+        workers = min(os.cpu_count() or 1, 8)
+        if workers < 2:
+            self._read_new()
+            return
+        bounds = [0]
+        with open(self.path, "rb") as fh:
+            for i in range(1, workers):
+                fh.seek(max(bounds[-1], size * i // workers - 1))
+                fh.readline()
+                bounds.append(min(fh.tell(), size))
+        ends: list[int | None] = [*bounds[1:], None]
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            parts = list(pool.map(_fold_part, [self.path] * workers, bounds, ends))
+        for cols, other, rounds, offsets, errors, offset, nbytes in parts:
+            self._parts.extend(cols)
+            self._other.extend(other)
+            self._rounds.extend(rounds)
+            self._offsets.extend(offsets)
+            for side in SIDES:
+                self._errors[side].update(errors[side])
+            self._offset = offset
+            self.bytes_read += nbytes
+        self._columns = None
+        self._version += 1
+
+    def snapshot(self) -> Snapshot:
+        if self._columns is None:
+            self._columns = concat_columns(self._parts)
+            self._parts = [self._columns] if len(self._columns) else []
+            self._rounds = [np.concatenate(self._rounds)] if self._rounds else []
+            self._offsets = [np.concatenate(self._offsets)] if self._offsets else []
+        rounds = self._rounds[0] if self._rounds else np.empty(0, np.int64)
+        offsets = self._offsets[0] if self._offsets else np.empty(0, np.int64)
+        return Snapshot(self._columns, self._other, rounds, offsets,
+                        {s: Counter(c) for s, c in self._errors.items()}, list(self._notes),
+                        self._version, self._offset)
+
+    def _fold_legacy(self, size: int) -> None:
+        if size == self._offset:
+            return
+        from shadow_burnin.io.log.logread import iter_records
+
+        self._reset()
+        builder = ColumnBuilder()
+        records = [r for _n, _t, r in iter_records(self.path)]
+        builder.add_all(records)
+        self._parts = [builder.build()]
+        self._rounds = [np.array([r.get("round", 0) for r in records], np.int64)]
+        self._offsets = [np.full(len(records), -1, np.int64)]
+        self._notes.append(legacy.NOTE)
+        self._offset = size
+
+    def _read_new(self, end: int | None = None) -> None:
+        """Read from the offset to ``end`` (None: the end) once; fold whole lines; a torn
+        tail stays unread (re-read by the next refresh, once complete)."""
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            pending = b""
+            pos = self._offset
+            while end is None or pos < end:
+                chunk = fh.read(BLOCK_BYTES if end is None else min(BLOCK_BYTES, end - pos))
+                pos += len(chunk)
+                self.bytes_read += len(chunk)
+                if not chunk:
+                    break
+                buf = pending + chunk if pending else chunk
+                n = buf.rfind(b"\n") + 1
+                if not n:
+                    pending = buf  # a line longer than a block, or a torn tail
+                    continue
+                self._fold(buf, n, self._offset)
+                self._offset += n
+                pending = buf[n:]
+                self._columns = None
+                self._version += 1
+        if pending and self._offset == 0 and not pending.lstrip().startswith(b"{"):
+            raise LogError(self.path, "not a shadow-burnin log (no complete line, and the "
+                           "text is not a JSON record)")
+
+    def _fold(self, buf: bytes, n: int, base: int) -> None:
+        block = memoryview(buf)[:n]
+        arr = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(arr == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        blank = (ends - starts) == 0
+        if blank.any():  # empty lines are skipped by the decoder (a line of only spaces
+            # makes the counts differ: the line-by-line fold takes that block)
+            keep = np.array([bool(bytes(block[a:b]).strip()) for a, b in zip(starts, ends,
+                                                                             strict=True)],
+                            dtype=bool)
+            starts, ends = starts[keep], ends[keep]
+        try:
+            rows = _DECODER.decode_lines(block)
+            is_round = [r.kind is None or r.kind == "round" for r in rows]
+            rounds = list(compress(rows, is_round))
+            columns = _columns(rounds)  # type: ignore[arg-type]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            columns = None
+        if columns is None or len(rows) != len(starts):
+            self._fold_slowly(buf, n, base)
+            return
+        mask = np.array(is_round, bool)
+        self._parts.append(columns)
+        self._rounds.append(np.fromiter((r.round or 0 for r in rounds), np.int64,
+                                        len(rounds)))
+        self._offsets.append(base + starts[mask])
+        for i in np.flatnonzero(columns.bucket >= 3):
+            r = rounds[i]
+            self._count_errors(BUCKETS[columns.bucket[i]], r.v1, r.v2)
+        for r in rounds:
+            if r.aa is not None:
+                aa = embedded_aa(r)
+                if aa is not None:
+                    self._other.append(aa)
+        if not mask.all():
+            for i in np.flatnonzero(~mask):
+                row = rows[i]
+                if row.kind == "aa":
+                    self._other.append(dict(zip(AA_FIELDS, _aa_values(row), strict=True)))
+                else:  # an event (older logs carried them inline): whole
+                    self._other.append(_other(orjson.loads(bytes(block[starts[i]:ends[i]]))))
+
+    def _count_errors(self, bucket: str, v1: Any, v2: Any) -> None:
+        for side, reply in (("v1", v1), ("v2", v2)):
+            if bucket in (f"{side}-unreachable", "both-unreachable"):
+                err = reply.get("error") if isinstance(reply, dict) else \
+                    getattr(reply, "error", None)
+                self._errors[side][error_code(err)] += 1
+
+    def _fold_slowly(self, buf: bytes, n: int, base: int) -> None:
+        """Line by line: names a bad line (LogError), else the same columns."""
+        before = self._lines_before(base)
+        builder = ColumnBuilder()
+        other: list[dict[str, Any]] = []
+        _fold_slow(self.path, buf[:n], lambda: before, builder, other)
+        columns = builder.build()
+        nums, offs = [], []
+        pos = 0
+        for raw in buf[:n].split(b"\n")[:-1]:
+            here, pos = pos, pos + len(raw) + 1
+            if not raw.strip():
+                continue
+            rec = decode_line(raw, partial(LogError, self.path))
+            if rec.get("kind") in (None, "round") and rec.get("schema") == SCHEMA:
+                nums.append(int(rec.get("round") or 0))
+                offs.append(base + here)
+                if rec["bucket"] in BUCKETS[3:]:
+                    self._count_errors(rec["bucket"], rec.get("v1"), rec.get("v2"))
+                aa = embedded_aa(rec)
+                if aa is not None:
+                    other.append(aa)
+        self._parts.append(columns)
+        self._other.extend(other)
+        self._rounds.append(np.array(nums, np.int64))
+        self._offsets.append(np.array(offs, np.int64))
+
+    def _lines_before(self, offset: int) -> int:
+        lines = 0
+        with open(self.path, "rb") as fh:
+            while fh.tell() < offset:
+                chunk = fh.read(min(offset - fh.tell(), BLOCK_BYTES))
+                if not chunk:
+                    break
+                lines += chunk.count(b"\n")
+        return lines
+
+    def read_round(self, number: int) -> dict[str, Any] | None:
+        """The whole record of round ``number`` (one seek), None if there is none."""
+        snap = self.snapshot()
+        hits = np.flatnonzero(snap.rounds == number)
+        if not hits.size:
+            return None
+        off = int(snap.offsets[hits[-1]])
+        if off < 0:  # legacy log: no offsets
+            from shadow_burnin.io.log.logread import find_round
+
+            return find_round(self.path, number)
+        with open(self.path, "rb") as fh:
+            fh.seek(off)
+            line = fh.readline()
+        return decode_line(line, partial(LogError, self.path))
+
+
+def _fold_part(path: Path, start: int, end: int | None) -> tuple[Any, ...]:
+    """A worker's share of a first read: the lines that start in [start, end)."""
+    live = LiveLog(path)
+    live._offset = start
+    live._read_new(end)
+    return (live._parts, live._other, live._rounds, live._offsets, live._errors,
+            live._offset, live.bytes_read)

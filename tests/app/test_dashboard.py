@@ -198,7 +198,7 @@ def test_status_cli_alerts_through_the_halt_channel(tmp_path: Path) -> None:
     body = orjson.loads(got.read_bytes())
     assert body["event"] == "stall" and "STALLED" in body["text"]
     assert "alert stall: command: sent" in out.stderr
-    human = CliRunner().invoke(cli, ["status", "--log", str(known.path), "--stall", "100000d"])
+    human = CliRunner().invoke(cli, ["status", "--log", str(known.path), "--stall", "3000d"])
     assert human.exit_code == 0 and "rounds ≥ 50 000" in human.stdout
     bad = CliRunner().invoke(cli, ["status", "--log", str(known.path), "--stall", "soon"])
     assert bad.exit_code == 2 and "--stall" in bad.stderr

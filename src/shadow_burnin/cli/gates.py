@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,9 +22,12 @@ from shadow_burnin.cli.options import (
 )
 from shadow_burnin.config import Config
 from shadow_burnin.core.halt import ack_event, halt_status
-from shadow_burnin.errors import ConfigError, LockedError, LogError, StorageError
+from shadow_burnin.errors import ConfigError, LogError, StorageError
+from shadow_burnin.io.clock import now_iso
+from shadow_burnin.io.log.events import append_event
+from shadow_burnin.io.log.logread import log_events
 from shadow_burnin.io.log.store import Store
-from shadow_burnin.io.run.haltwatch import HaltWatch, drop_ack_request, log_events, now_iso
+from shadow_burnin.io.run.haltwatch import HaltWatch
 from shadow_burnin.render.cutover import cutover_markdown
 from shadow_burnin.render.gates import gates_table, halt_alert
 
@@ -102,14 +104,14 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
 @store_options
 @click.option("--reason", required=True, help="Why the halt is forgiven (logged).")
 @click.option("--by", help="Who acknowledges it [$USER].")
-@click.option("--wait", "wait_s", type=click.FloatRange(0), default=30.0, show_default=True,
-              help="Seconds to wait for a running burn-in to log the acknowledgement.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=0.0, hidden=True,
+              help="Ignored (kept for old scripts): the acknowledgement is logged at once.")
 def ack_halt(config_path: Path | None, log_path: Path | None, state_path: Path | None,
              reason: str, by: str | None, wait_s: float) -> None:
     """Acknowledge the active no-match halt; `gates` stops being red for it.
 
-    The reason is logged as an `ack-halt` event. If a `run` holds the log, the request
-    is handed to it and it logs the event at its next round.
+    The reason is logged as an `ack-halt` event in <log>.events.jsonl at once, whether
+    or not a `run` holds the log (a running burn-in picks it up at its next round).
 
     \b
     Example:
@@ -128,25 +130,7 @@ def ack_halt(config_path: Path | None, log_path: Path | None, state_path: Path |
         click.echo(f"no active halt in {log}; nothing to acknowledge")
         return
     halt = status.halt or {}
-    store = Store(log, Path(cfg.paths.state))
-    try:
-        store.open()
-    except LockedError:
-        request = drop_ack_request(log, reason, by, now_iso())
-        deadline = time.monotonic() + wait_s
-        while request.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if request.exists():
-            click.echo(f"queued: the running burn-in logs the acknowledgement of the halt at "
-                       f"round {halt.get('round')} at its next round ({request.name})")
-        else:
-            click.echo(f"acknowledged the halt at round {halt.get('round')} (logged by the "
-                       "running burn-in)")
-        return
-    try:
-        store.append(ack_event(now_iso(), reason, halt, by))
-    finally:
-        store.close()
+    append_event(log, ack_event(now_iso(), reason, halt, by))  # one O_APPEND write + fsync
     click.echo(f"acknowledged the halt at round {halt.get('round')}: {reason}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -11,13 +12,29 @@ import orjson
 from tests.cli.conftest import digest_tree, invoke, read_log, write_prompts
 
 
-def wait_for_lines(path: Path, n: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_lines(path: Path, n: int, tries: int = 400) -> None:
+    """Poll (a bounded number of times) until the log has ``n`` lines."""
+    for _ in range(tries):
         if path.exists() and len(path.read_bytes().splitlines()) >= n:
             return
         time.sleep(0.05)
     raise AssertionError(f"{path} did not reach {n} lines")
+
+
+def server_state(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/_scripted/state", timeout=5) as resp:
+        return orjson.loads(resp.read())
+
+
+def wait_in_flight(url: str, count: int, tries: int = 400) -> None:
+    """Poll until the scripted server has received ``count`` requests and one is being
+    answered right now (a round is in flight)."""
+    for _ in range(tries):
+        state = server_state(url)
+        if state["count"] >= count and state["active"] - 1 >= 1:  # - this state request
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no request in flight at {url}")
 
 
 def test_run_then_bench_agrees_with_recount(tmp_path: Path, spawn_scripted) -> None:
@@ -126,7 +143,7 @@ def test_sigint_finishes_the_round_in_flight(tmp_path: Path, spawn_scripted, run
     proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log,
                     "--prompts", write_prompts(tmp_path / "p.jsonl"))
     wait_for_lines(log, 1)
-    time.sleep(0.5)  # round 2 is in flight (each side takes 1.5 s)
+    wait_in_flight(v1, 3)  # round 2 is in flight (its first request; each takes 1.5 s)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(15) == 0
     records = read_log(log)
@@ -135,17 +152,46 @@ def test_sigint_finishes_the_round_in_flight(tmp_path: Path, spawn_scripted, run
 
 
 def test_second_signal_abandons_the_round(tmp_path: Path, spawn_scripted, run_proc) -> None:
-    v1, _ = spawn_scripted(delay_ms=3000)
+    v1, _ = spawn_scripted(delay_ms=600_000)  # a round that cannot finish by itself
     log = tmp_path / "a.jsonl"
-    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log)
-    time.sleep(1.5)
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log,
+                    "--model", "m")  # no /v1/models request (it would wait too)
+    wait_in_flight(v1, 1)  # round 1 has started (the test is void otherwise)
+    # two different signals (two SIGINTs sent at once may merge into one)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    t0 = time.monotonic()
-    proc.wait(10)
-    assert time.monotonic() - t0 < 3
-    assert not log.exists() or log.read_bytes() == b""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert not log.exists() or log.read_bytes() == b""  # abandoned, not finished
+
+
+def test_sigterm_ends_an_interval_0_run(tmp_path: Path, spawn_scripted, run_proc) -> None:
+    """Defect 2's sibling: with interval 0 and no limit SIGTERM still ends the run, and
+    every launched round is finished and logged without a gap."""
+    v1, _ = spawn_scripted()
+    log = tmp_path / "t.jsonl"
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--concurrency", 8,
+                    "--log", log, "--quiet", "--aa-every", 0, "--refire", 0)
+    wait_for_lines(log, 20)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    rounds = [r["round"] for r in read_log(log)]
+    assert rounds == list(range(1, len(rounds) + 1)) and len(rounds) >= 20
+    assert f"{len(rounds)} rounds logged".encode() in err and b"SIGTERM" in err
+
+
+def test_interval_0_duration_ends(tmp_path: Path, spawn_scripted) -> None:
+    """Defect 2: `--interval 0 --duration 1s` used to run forever (the slot time stayed
+    at t0). A logical check: the command returns, naming the duration as its reason."""
+    v1, _ = spawn_scripted()
+    log = tmp_path / "d.jsonl"
+    for concurrency in (1, 8):
+        res = invoke("run", "--v1", v1, "--v2", v1, "--interval", 0, "--duration", "1s",
+                     "--concurrency", concurrency, "--log", log, "--quiet", "--force")
+        assert res.exit_code == 0, res.output
+        assert "(reached the duration)" in res.stderr
+    rounds = [r["round"] for r in read_log(log)]
+    assert rounds == list(range(1, len(rounds) + 1))
 
 
 def test_sigusr1_prints_summary_and_keeps_going(tmp_path: Path, spawn_scripted,

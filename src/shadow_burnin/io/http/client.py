@@ -314,7 +314,7 @@ class SideClient:
             if acc.finished:
                 raise ReplyError("stream-incomplete", "stream ended without [DONE]")
             if not events and not _is_sse(resp):
-                ctype = resp.headers.get("Content-Type", "none")[:40]
+                ctype = resp.content_type[:40] or "none"
                 raise ReplyError("not-a-stream", f"content-type {ctype}, no SSE events")
             reply.truncated = bool(acc.parts)
             raise ReplyError("stream-cut", f"stream ended after {len(reply.text)} characters")

@@ -33,7 +33,7 @@ import contextlib
 import math
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -128,6 +128,7 @@ class Runner:
         steps: Sequence[RoundStep] = (),
         observers: Sequence[CommitObserver] = (),
         clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.plan = plan
         self.prompts = list(prompts)
@@ -142,6 +143,7 @@ class Runner:
         self._inflight: set[asyncio.Task[dict[str, Any]]] = set()  # still playing
         self.models: dict[str, str | None] = {}
         self._clock = clock  # seconds, monotonic (default: the event loop's clock)
+        self._sleep = sleep  # waits on that clock (default: real time, cut by a stop)
 
     # -- signals --------------------------------------------------------------------
     def finish(self, reason: str) -> None:
@@ -263,6 +265,9 @@ class Runner:
         delay = when - self._now()
         if delay <= 0:
             await asyncio.sleep(0)  # let signals and finished rounds in (interval 0)
+            return self._stop.is_set()
+        if self._sleep is not None:
+            await self._sleep(delay)
             return self._stop.is_set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay)

@@ -77,11 +77,11 @@ def _ts(path: Path, number: int, record: dict[str, Any]) -> float:
         raise LogError(path, "record has no valid 'ts'", line=number) from None
 
 
-def iter_records(path: Path, window: Window | None = None
+def iter_records(path: Path, window: Window | None = None, *, split_aa: bool = True
                  ) -> Iterator[tuple[int, float, dict[str, Any]]]:
     """Yield ``(line, ts_epoch, record)`` for every record in the window; a round that
     carries an A/A pair is followed by that pair as a ``"kind": "aa"`` record (same
-    line number), so both layouts read alike.
+    line number), so both layouts read alike (``split_aa=False``: the lines as they are).
 
     Raises LogError for a line that is not JSON, a record without ``ts``, or a record that
     is not ours. A legacy log (the earlier bash tool's) is converted on the fly by
@@ -108,7 +108,7 @@ def iter_records(path: Path, window: Window | None = None
             t = _ts(path, number, record)
             if window is None or window.contains(t):
                 yield number, t, record
-                aa = aa_record(record) if kind is RecordKind.ROUND else None
+                aa = aa_record(record) if split_aa and kind is RecordKind.ROUND else None
                 if aa is not None:
                     yield number, t, aa
 

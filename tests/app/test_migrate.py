@@ -117,5 +117,8 @@ def test_migrate_command(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "migrated 40 rounds (4 A/A pairs inside their round, 2 events" in res.stdout
     assert len(new.read_bytes().splitlines()) == 40
+    human = invoke("bench", "--log", new).stdout
+    # 4 A/A pairs: bench says so instead of a verdict (defect 8)
+    assert "too few A/A pairs to judge (4 < 30)" in human and "own noise" not in human
     again = invoke("migrate", old, "--log", new)
     assert again.exit_code == 2 and "exists" in again.stderr

@@ -192,7 +192,8 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
         np.fromiter(map(is_not, forensics, repeat(None)), bool, n)
         | np.fromiter(map(is_not, refires, repeat(None)), bool, n))
     fx = {int(i): forensic_codes(forensics[i], refires[i]) for i in with_fx}
-    return part(buckets, latency, ttft,  # type: ignore[arg-type]
+    codes = [b for b in buckets if b is not None]  # all are (checked above)
+    return part(codes, latency, ttft,
                 np.array(column("prefix_match_chars"), float),
                 column("category"), column("prompt_id"), stamps, fx)
 

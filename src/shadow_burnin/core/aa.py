@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from shadow_burnin.core.records import RecordKind, record_kind
 from shadow_burnin.core.stats import wilson
 from shadow_burnin.core.verdict import Thresholds, Token, first_divergence, same_token
 
@@ -120,7 +121,7 @@ class NoiseSamples:
 
     def add(self, record: dict[str, Any]) -> None:
         """Take the samples of one A/A record (other records are ignored)."""
-        if record.get("kind") != "aa":
+        if record_kind(record) is not RecordKind.AA:
             return
         fx = record.get("forensics")
         if isinstance(fx, dict) and _finite(fx.get("swing")):
@@ -195,7 +196,7 @@ def summarise_aa(records: Iterable[dict[str, Any]], ab_exact: int, ab_parity: in
     verdicts: dict[str, int] = {}
     samples = NoiseSamples()
     for r in records:
-        if r.get("kind") != "aa":
+        if record_kind(r) is not RecordKind.AA:
             continue
         total += 1
         samples.add(r)

@@ -25,7 +25,7 @@ import orjson
 
 from shadow_burnin.core.columns import BUCKET_CODE, ColumnBuilder, Columns, part
 from shadow_burnin.core.outcomes import forensic_codes
-from shadow_burnin.core.records import SCHEMA, SIDES, aa_record
+from shadow_burnin.core.records import SCHEMA, SIDES, RecordKind, aa_record, record_kind
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log.store import open_log
 
@@ -218,7 +218,7 @@ def _embedded(row: RoundRow) -> dict[str, Any]:
 
 def _other(record: dict[str, Any]) -> dict[str, Any]:
     """A non-round record as scans hand it on: events whole, A/A records without replies."""
-    if record.get("kind") == "aa":
+    if record_kind(record) is RecordKind.AA:
         return {k: record.get(k, _AA_MISSING[k]) for k in AA_FIELDS}
     return record
 
@@ -248,8 +248,7 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
             if not line.strip():
                 continue
             record = decode_line(line, fail)
-            kind = record.get("kind")
-            if kind is None or kind == "round":
+            if record_kind(record) is RecordKind.ROUND:
                 if record.get("schema") != SCHEMA:
                     raise fail("not a shadow-burnin round record")
                 if "source" in record:

@@ -45,8 +45,9 @@ def test_run_then_bench_agrees_with_recount(tmp_path: Path, spawn_scripted) -> N
     res = invoke("run", "--v1", v1, "--v2", v2, "--prompts", prompts, "--rounds", 10,
                  "--interval", 0, "--log", log)
     assert res.exit_code == 0, res.output
-    records = [r for r in read_log(log) if r.get("kind", "round") == "round"]  # not A/A
+    records = read_log(log)  # one line per round (round 10's A/A pair is inside it)
     assert [r["round"] for r in records] == list(range(1, 11))
+    assert all("kind" not in r for r in records) and "aa" in records[9]
     assert (tmp_path / "b.state").exists()  # the state lives beside its log by default
     summary = orjson.loads(invoke("bench", "--log", log, "--json").stdout)
     assert summary["rounds"] == 10

@@ -8,11 +8,11 @@ import math
 import pytest
 
 from shadow_burnin.core.aa import (
+    MIN_AA_PAIRS,
     NoiseSamples,
     aa_noise,
     aa_samples,
     aa_swings,
-    MIN_AA_PAIRS,
     calibrated_tau_tie,
     newcombe_diff,
     summarise_aa,

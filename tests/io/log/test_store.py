@@ -232,3 +232,18 @@ def test_events_from_another_process_are_polled(paths: tuple[Path, Path]) -> Non
         assert store.state.extra["halt"]["ack"]["reason"] == "seen"
         assert store.state.extra["halt"]["active"] is False
     assert rebuild_state(log).extra["halt"]["active"] is False
+
+
+def test_a_line_over_the_cap_is_refused_not_read_whole(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line reader goes through io.log.lines, which bounds a line."""
+    from shadow_burnin.io.log import lines
+    from shadow_burnin.io.log.logread import iter_records
+
+    monkeypatch.setattr(lines, "MAX_LINE", 1024)
+    log = tmp_path / "big.jsonl"
+    log.write_bytes(orjson.dumps(record(1)) + b"\n" + b'{"x":"' + b"y" * 5000)
+    with pytest.raises(LogError, match="line is over"):
+        list(iter_records(log))
+    with pytest.raises(LogError, match="line is over"):
+        rebuild_state(log)

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ from shadow_burnin.core.records import BUCKETS, SCHEMA, RecordKind, aa_record, r
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.events import iter_event_file, read_events
-from shadow_burnin.io.log.logscan import decode_line, scan_range
-from shadow_burnin.io.log.store import open_log
+from shadow_burnin.io.log.lines import iter_lines, open_log
+from shadow_burnin.io.log.logscan import scan_range
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -93,24 +92,18 @@ def iter_records(path: Path, window: Window | None = None, *, split_aa: bool = T
             if window is None or window.contains(t):
                 yield number, t, record
         return
-    with open_log(path) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if not line.endswith(b"\n"):
-                break  # a torn last line (a run in progress or a crash): not a round yet
-            record = decode_line(line, partial(LogError, path, line=number))
-            kind = record_kind(record)
-            if kind is RecordKind.ROUND and (
-                record.get("schema") != SCHEMA or record.get("bucket") not in BUCKETS
-            ):
-                raise LogError(path, "not a shadow-burnin round record", line=number)
-            t = _ts(path, number, record)
-            if window is None or window.contains(t):
-                yield number, t, record
-                aa = aa_record(record) if split_aa and kind is RecordKind.ROUND else None
-                if aa is not None:
-                    yield number, t, aa
+    for number, record in iter_lines(path):  # a torn last line is not a round yet
+        kind = record_kind(record)
+        if kind is RecordKind.ROUND and (
+            record.get("schema") != SCHEMA or record.get("bucket") not in BUCKETS
+        ):
+            raise LogError(path, "not a shadow-burnin round record", line=number)
+        t = _ts(path, number, record)
+        if window is None or window.contains(t):
+            yield number, t, record
+            aa = aa_record(record) if split_aa and kind is RecordKind.ROUND else None
+            if aa is not None:
+                yield number, t, aa
 
 
 def iter_rounds(path: Path, window: Window | None = None

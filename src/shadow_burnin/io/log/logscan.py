@@ -27,7 +27,7 @@ from shadow_burnin.core.columns import BUCKET_CODE, ColumnBuilder, Columns, part
 from shadow_burnin.core.outcomes import forensic_codes
 from shadow_burnin.core.records import SCHEMA, SIDES, RecordKind, aa_record, record_kind
 from shadow_burnin.errors import LogError
-from shadow_burnin.io.log.store import open_log
+from shadow_burnin.io.log.lines import decode_line, open_log
 
 BLOCK_BYTES = 8 << 20
 
@@ -220,17 +220,6 @@ def _other(record: dict[str, Any]) -> dict[str, Any]:
     """A non-round record as scans hand it on: events whole, A/A records without replies."""
     if record_kind(record) is RecordKind.AA:
         return {k: record.get(k, _AA_MISSING[k]) for k in AA_FIELDS}
-    return record
-
-
-def decode_line(line: bytes, fail: Callable[[str], LogError]) -> dict[str, Any]:
-    """One log line as a JSON object; ``fail(reason)`` makes the error to raise."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise fail("line is not JSON") from None
-    if not isinstance(record, dict):
-        raise fail("line is not a JSON object")
     return record
 
 

@@ -27,7 +27,7 @@ import errno
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,11 +37,12 @@ import orjson
 from shadow_burnin.core.records import SCHEMA, RecordKind, loggable, record_kind
 from shadow_burnin.core.state import STATE_SCHEMA, State, head_digest
 from shadow_burnin.errors import LockedError, LogError, StateError, StorageError
-from shadow_burnin.inputs import open_input
 from shadow_burnin.io.log.events import append_events, events_size, read_event_lines
+from shadow_burnin.io.log.lines import iter_lines, open_log
 from shadow_burnin.io.log.sidecars import events_path, lock_path, torn_path
 
-__all__ = ["STATE_SCHEMA", "Recovery", "State", "Store", "rebuild_state"]
+__all__ = ["STATE_SCHEMA", "Recovery", "State", "Store", "iter_log", "open_log",
+           "rebuild_state"]
 
 
 def state_from_json(path: Path, obj: Any) -> State:
@@ -51,30 +52,7 @@ def state_from_json(path: Path, obj: Any) -> State:
         raise StateError(path, str(exc)) from None
 
 
-def open_log(path: Path) -> BinaryIO:
-    """Open a log for reading; a missing, directory or unreadable path is a LogError."""
-    return open_input(path, LogError, "log")
-
-
-def iter_log(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` for each line from byte offset ``start``.
-
-    Line numbers count from 1 at ``start``. A line that is not a JSON object raises
-    LogError naming the file and line.
-    """
-    fh = open_log(path)
-    with fh:
-        fh.seek(start)
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise LogError(path, "line is not JSON", line=number) from None
-            if not isinstance(record, dict):
-                raise LogError(path, "line is not a JSON object", line=number)
-            yield number, record
+iter_log = iter_lines  # the one line reader (``io.log.lines``)
 
 
 def check_round_record(path: Path, number: int, record: dict[str, Any]) -> None:

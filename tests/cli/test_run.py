@@ -237,3 +237,23 @@ def test_non_tty_progress_prints_plain_lines(tmp_path: Path, spawn_scripted) -> 
     assert any(x.startswith("round 50:") for x in lines)
     assert any(x.startswith("round 100:") for x in lines)
     assert "\x1b[" not in res.stdout  # no terminal control codes off a TTY
+
+
+def test_state_of_another_log_is_refused(tmp_path: Path, spawn_scripted) -> None:
+    """Defect 11: `run --log b.jsonl --state a.state` used to warn and overwrite a.state."""
+    v1, _ = spawn_scripted()
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for log in (a, b):
+        res = invoke("run", "--v1", v1, "--v2", v1, "--prompts", prompts, "--rounds", 2,
+                     "--interval", 0, "--log", log, "--quiet")
+        assert res.exit_code == 0, res.output
+    before = digest_tree(tmp_path)
+    res = invoke("run", "--v1", v1, "--v2", v1, "--prompts", prompts, "--rounds", 2,
+                 "--interval", 0, "--log", b, "--state", tmp_path / "a.state", "--quiet")
+    assert res.exit_code == 2 and "a.state: belongs to another log" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert digest_tree(tmp_path) == before  # nothing written, no lock left behind
+    res = invoke("run", "--v1", v1, "--v2", v1, "--prompts", prompts, "--rounds", 1,
+                 "--interval", 0, "--log", b, "--quiet")
+    assert res.exit_code == 0  # its own state still works (the refusal held no lock)

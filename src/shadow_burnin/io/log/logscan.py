@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import repeat
+from itertools import compress, repeat
 from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -150,8 +150,11 @@ def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
     if columns is None:
         return _fold_slow(path, buf[:n], first_line, builder, other)
     builder.add_part(columns)
-    has_pairs = any(map(is_not, map(_get_aa, rounds), repeat(None)))
-    if has_pairs or len(rounds) < len(rows):  # A/A pairs or events: kept in log order
+    with_pair = list(map(is_not, map(_get_aa, rounds), repeat(None)))
+    if len(rounds) == len(rows):  # this version's layout: pairs inside their rounds
+        if any(with_pair):
+            other.extend(map(_embedded, compress(rounds, with_pair)))
+    else:  # inline A/A lines or events (an older log): kept in log order
         needs_lines = any(r.kind is not None and r.kind not in ("round", "aa") for r in rows)
         lines = [line for line in buf[:n].split(b"\n") if line.strip()] if needs_lines \
             else []

@@ -323,7 +323,7 @@ class Runner:
             at = screen(batch if cut is None else batch[:cut + 1])
             if at is not None and (cut is None or at < cut):
                 cut = at
-                self._reason = observer.stop_reason or "stopped"
+                self._reason = getattr(observer, "stop_reason", None) or "stopped"
         if cut is not None:
             self._stop.set()
             self._abandon_rest()

@@ -11,9 +11,10 @@ against two scripted servers (subprocesses, one per side), sample the runner's R
 sample and whether the fd count stayed flat. Asserts nothing.
 
 Forensics are at their defaults unless flags after `--` say otherwise (e.g. `-- --aa-every
-0`): every 10th round is an A/A round, i.e. two more requests to v1 and one `aa` record,
-so a round costs 2.2 requests on average; logprobs are asked for (the scripted server
-sends none) and only non-exact rounds are re-fired (none here: both servers echo). The
+0`): every 10th round is an A/A round, i.e. two more requests to v1 and an `aa` pair
+inside the round, so a round costs 2.2 requests on average; logprobs are asked for in the
+first round only (the scripted server sends none, so neither side is asked again) and
+only non-exact rounds are re-fired (none here: both servers echo). The
 requests actually sent (the servers' counters) and the A/A records are printed per run.
 """
 
@@ -91,8 +92,9 @@ def served(url: str) -> int:
 
 
 def aa_records(log: Path) -> int:
+    """A/A pairs in the log: inside their round (``"aa":{``), or old-layout lines."""
     with open(log, "rb") as fh:
-        return sum(1 for line in fh if b'"kind":"aa"' in line)
+        return sum(1 for line in fh if b'"aa":{' in line or b'"kind":"aa"' in line)
 
 
 def soak(work: Path, urls: list[str], pids: list[int], n: int, rounds: int, every: float,

@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from shadow_burnin.io.log.events import iter_event_file, read_events
+from shadow_burnin.core.halt import epoch
+from shadow_burnin.io.log.sidecars import events_path
 from tests.cli.conftest import invoke, read_log, write_prompts
 
 DIVERGE_AFTER = 40  # v2 prepends a salt from request 41 on: every round is no-match
@@ -69,10 +70,11 @@ def config(path: Path, **halt: object) -> Path:
 
 
 def events(log: Path, name: str | None = None) -> list[dict]:
-    """Events in either place: inline in the log (older layout) or <log>.events.jsonl."""
-    inline = [r for r in read_log(log) if r.get("kind") == "event"]
-    return [r for r in read_events(log, inline)
-            if r.get("kind") == "event" and (name is None or r["event"] == name)]
+    """The events of a log: in <log>.events.jsonl, never in the log itself."""
+    assert all("kind" not in r for r in read_log(log))  # the log: rounds only
+    path = events_path(log)
+    found = read_log(path) if path.exists() else []
+    return [r for r in found if r.get("kind") == "event" and (name is None or r["event"] == name)]
 
 
 def gate_state(log: Path, gate: str = "halt") -> tuple[int, str]:
@@ -129,8 +131,8 @@ def test_halt_action_stop(tmp_path: Path, spawn_scripted) -> None:
                  "--log", log, "--quiet")
     assert res.exit_code == 0, res.output
     assert "halted at round 51" in res.stderr
-    rounds = [r for r in read_log(log) if r.get("kind", "round") == "round"]
-    assert 51 <= len(rounds) <= 53  # only the rounds already in flight after the halt
+    # the round that trips the halt is the last one logged (none in flight after it)
+    assert [r["round"] for r in read_log(log)] == list(range(1, 52))
     assert orjson.loads(marker.read_bytes())["halt"]["action"] == "stop"
     assert [e["ok"] for e in events(log, "halt-alert")] == [True]
 
@@ -143,21 +145,30 @@ def test_ack_while_run_holds_the_log(tmp_path: Path, spawn_scripted, run_proc) -
     proc = run_proc("run", "--config", cfg, "--v1", v1, "--v2", v2, "--prompts",
                     write_prompts(tmp_path / "p.jsonl"), "--rounds", 100, "--interval", 0.05,
                     "--log", log, "--quiet")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (log.exists() and b'"halt"' in log.read_bytes()):
+    halted = False
+    for _ in range(600):  # a bounded poll of the condition (the halt is at round 51)
+        path = events_path(log)
+        if path.exists() and b'"event":"halt"' in path.read_bytes():
+            halted = True
+            break
+        if proc.poll() is not None:
+            break
         time.sleep(0.05)
-    # the new protocol: the ack is appended to <log>.events.jsonl at once, run or no run
+    assert halted, proc.communicate()[1][-2000:]
     res = invoke("ack-halt", "--log", log, "--reason", "seen it")
-    assert res.exit_code == 0, res.output
-    assert "acknowledged the halt at round 51" in res.stdout
+    assert res.exit_code == 0 and "acknowledged the halt at round 51" in res.stdout, res.output
     assert "the running burn-in reads it at its next commit" in res.stdout
-    (ack,) = [e for e in iter_event_file(log) if e["event"] == "ack-halt"]
-    assert ack["reason"] == "seen it" and ack["halt_round"] == 51
-    proc.wait(60)
-    assert proc.returncode == 0
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert b"halt acknowledged: seen it" in err  # the running burn-in picked it up
     seq = [(e["event"], e.get("round") or e.get("halt_round")) for e in events(log)
            if e["event"] in ("halt", "ack-halt")]
     assert seq[:2] == [("halt", 51), ("ack-halt", 51)]
+    ack = events(log, "ack-halt")[0]
+    rounds = read_log(log)
+    assert [r["round"] for r in rounds] == list(range(1, 101))  # wc -l == rounds
     if len(seq) > 2:  # v2 still diverges: a new halt needs 30 rounds after the ack
-        assert seq[2][0] == "halt" and seq[2][1] >= 51 + 30
-    assert not list(tmp_path.glob("r.jsonl.ack-halt.*"))  # no request files any more
+        second = seq[2][1]
+        after = [r for r in rounds if epoch(r["ts"]) >= epoch(ack["ts"]) and r["round"] <= second]
+        assert seq[2][0] == "halt" and len(after) >= 30
+    assert not list(tmp_path.glob("r.jsonl.ack-halt.*"))

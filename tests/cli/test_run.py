@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -11,13 +12,29 @@ import orjson
 from tests.cli.conftest import digest_tree, invoke, read_log, write_prompts
 
 
-def wait_for_lines(path: Path, n: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_lines(path: Path, n: int, tries: int = 400) -> None:
+    """Poll (a bounded number of times) until the log has ``n`` lines."""
+    for _ in range(tries):
         if path.exists() and len(path.read_bytes().splitlines()) >= n:
             return
         time.sleep(0.05)
     raise AssertionError(f"{path} did not reach {n} lines")
+
+
+def server_state(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/_scripted/state", timeout=5) as resp:
+        return orjson.loads(resp.read())
+
+
+def wait_in_flight(url: str, count: int, tries: int = 400) -> None:
+    """Poll until the scripted server has received ``count`` requests and one is being
+    answered right now (a round is in flight)."""
+    for _ in range(tries):
+        state = server_state(url)
+        if state["count"] >= count and state["active"] - 1 >= 1:  # - this state request
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no request in flight at {url}")
 
 
 def test_run_then_bench_agrees_with_recount(tmp_path: Path, spawn_scripted) -> None:
@@ -28,8 +45,9 @@ def test_run_then_bench_agrees_with_recount(tmp_path: Path, spawn_scripted) -> N
     res = invoke("run", "--v1", v1, "--v2", v2, "--prompts", prompts, "--rounds", 10,
                  "--interval", 0, "--log", log)
     assert res.exit_code == 0, res.output
-    records = [r for r in read_log(log) if r.get("kind", "round") == "round"]  # not A/A
+    records = read_log(log)  # one line per round (round 10's A/A pair is inside it)
     assert [r["round"] for r in records] == list(range(1, 11))
+    assert all("kind" not in r for r in records) and "aa" in records[9]
     assert (tmp_path / "b.state").exists()  # the state lives beside its log by default
     summary = orjson.loads(invoke("bench", "--log", log, "--json").stdout)
     assert summary["rounds"] == 10
@@ -126,7 +144,7 @@ def test_sigint_finishes_the_round_in_flight(tmp_path: Path, spawn_scripted, run
     proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log,
                     "--prompts", write_prompts(tmp_path / "p.jsonl"))
     wait_for_lines(log, 1)
-    time.sleep(0.5)  # round 2 is in flight (each side takes 1.5 s)
+    wait_in_flight(v1, 3)  # round 2 is in flight (its first request; each takes 1.5 s)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(15) == 0
     records = read_log(log)
@@ -135,17 +153,46 @@ def test_sigint_finishes_the_round_in_flight(tmp_path: Path, spawn_scripted, run
 
 
 def test_second_signal_abandons_the_round(tmp_path: Path, spawn_scripted, run_proc) -> None:
-    v1, _ = spawn_scripted(delay_ms=3000)
+    v1, _ = spawn_scripted(delay_ms=600_000)  # a round that cannot finish by itself
     log = tmp_path / "a.jsonl"
-    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log)
-    time.sleep(1.5)
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--log", log,
+                    "--model", "m")  # no /v1/models request (it would wait too)
+    wait_in_flight(v1, 1)  # round 1 has started (the test is void otherwise)
+    # two different signals (two SIGINTs sent at once may merge into one)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    t0 = time.monotonic()
-    proc.wait(10)
-    assert time.monotonic() - t0 < 3
-    assert not log.exists() or log.read_bytes() == b""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert not log.exists() or log.read_bytes() == b""  # abandoned, not finished
+
+
+def test_sigterm_ends_an_interval_0_run(tmp_path: Path, spawn_scripted, run_proc) -> None:
+    """Defect 2's sibling: with interval 0 and no limit SIGTERM still ends the run, and
+    every launched round is finished and logged without a gap."""
+    v1, _ = spawn_scripted()
+    log = tmp_path / "t.jsonl"
+    proc = run_proc("run", "--v1", v1, "--v2", v1, "--interval", 0, "--concurrency", 8,
+                    "--log", log, "--quiet", "--aa-every", 0, "--refire", 0)
+    wait_for_lines(log, 20)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    rounds = [r["round"] for r in read_log(log)]
+    assert rounds == list(range(1, len(rounds) + 1)) and len(rounds) >= 20
+    assert f"{len(rounds)} rounds logged".encode() in err and b"SIGTERM" in err
+
+
+def test_interval_0_duration_ends(tmp_path: Path, spawn_scripted) -> None:
+    """Defect 2: `--interval 0 --duration 1s` used to run forever (the slot time stayed
+    at t0). A logical check: the command returns, naming the duration as its reason."""
+    v1, _ = spawn_scripted()
+    log = tmp_path / "d.jsonl"
+    for concurrency in (1, 8):
+        res = invoke("run", "--v1", v1, "--v2", v1, "--interval", 0, "--duration", "1s",
+                     "--concurrency", concurrency, "--log", log, "--quiet", "--force")
+        assert res.exit_code == 0, res.output
+        assert "(reached the duration)" in res.stderr
+    rounds = [r["round"] for r in read_log(log)]
+    assert rounds == list(range(1, len(rounds) + 1))
 
 
 def test_sigusr1_prints_summary_and_keeps_going(tmp_path: Path, spawn_scripted,
@@ -190,3 +237,23 @@ def test_non_tty_progress_prints_plain_lines(tmp_path: Path, spawn_scripted) -> 
     assert any(x.startswith("round 50:") for x in lines)
     assert any(x.startswith("round 100:") for x in lines)
     assert "\x1b[" not in res.stdout  # no terminal control codes off a TTY
+
+
+def test_state_of_another_log_is_refused(tmp_path: Path, spawn_scripted) -> None:
+    """Defect 11: `run --log b.jsonl --state a.state` used to warn and overwrite a.state."""
+    v1, _ = spawn_scripted()
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for log in (a, b):
+        res = invoke("run", "--v1", v1, "--v2", v1, "--prompts", prompts, "--rounds", 2,
+                     "--interval", 0, "--log", log, "--quiet")
+        assert res.exit_code == 0, res.output
+    before = digest_tree(tmp_path)
+    res = invoke("run", "--v1", v1, "--v2", v1, "--prompts", prompts, "--rounds", 2,
+                 "--interval", 0, "--log", b, "--state", tmp_path / "a.state", "--quiet")
+    assert res.exit_code == 2 and "a.state: belongs to another log" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert digest_tree(tmp_path) == before  # nothing written, no lock left behind
+    res = invoke("run", "--v1", v1, "--v2", v1, "--prompts", prompts, "--rounds", 1,
+                 "--interval", 0, "--log", b, "--quiet")
+    assert res.exit_code == 0  # its own state still works (the refusal held no lock)

@@ -38,8 +38,9 @@ async def cli(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int
         *CLI, *map(str, args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})})
     out, err = await asyncio.wait_for(proc.communicate(), 180)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    code = proc.returncode
+    assert code is not None  # for the type checker: communicate() has reaped the process
+    return code, out.decode(), err.decode()
 
 
 def assert_nowhere(texts: dict[str, str | bytes]) -> None:

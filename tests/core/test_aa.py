@@ -8,6 +8,7 @@ import math
 import pytest
 
 from shadow_burnin.core.aa import (
+    MIN_AA_PAIRS,
     NoiseSamples,
     aa_noise,
     aa_samples,
@@ -143,6 +144,7 @@ def test_summarise_aa() -> None:
     lo, hi = s.ab_minus_aa_ci95  # type: ignore[misc]
     assert lo < 0 < hi  # ten A/A records cannot tell 90 % from 80 %
     assert s.verdicts == {"near-tie": 1, "regression": 1}
+    assert s.verdict == "too few A/A pairs to judge (10 < 30)"
     assert s.swing_p99 == pytest.approx(0.05) and s.drift_p99 is None
     assert (s.flips, s.noise_tokens) == (1, 0)
     assert aa_swings(records) == [0.05]
@@ -163,3 +165,20 @@ def test_summarise_aa_pools_swings_and_moves() -> None:
 def test_summarise_aa_without_records() -> None:
     s = summarise_aa([], ab_exact=3, ab_parity=4)
     assert s.records == 0 and s.aa_exact_rate is None and s.ab_minus_aa is None
+
+
+@pytest.mark.parametrize(("pairs", "exact", "ab", "verdict"), [
+    # the issue's case: 1–3 pairs made "−75 pts (CI −91 – +9): within v1's own noise"
+    (1, 0, (75, 100), "too few A/A pairs to judge (1 < 30)"),
+    (3, 0, (75, 100), "too few A/A pairs to judge (3 < 30)"),
+    (MIN_AA_PAIRS - 1, MIN_AA_PAIRS - 1, (1, 100), "too few A/A pairs to judge (29 < 30)"),
+    (MIN_AA_PAIRS, MIN_AA_PAIRS, (1, 100), "beyond v1's own noise"),
+    (MIN_AA_PAIRS, MIN_AA_PAIRS - 1, (97, 100), "within v1's own noise"),
+    (40, 0, (100, 100), "A/B agrees more than A/A"),
+])
+def test_too_few_aa_pairs_are_not_judged(pairs: int, exact: int, ab: tuple[int, int],
+                                         verdict: str) -> None:
+    records = [aa("exact")] * exact + [aa("no-match", None, "regression")] * (pairs - exact)
+    s = summarise_aa(records, ab_exact=ab[0], ab_parity=ab[1])
+    assert s.parity == pairs and s.verdict == verdict
+    assert summarise_aa(records, ab_exact=0, ab_parity=0).verdict is None  # no A/B rounds

@@ -9,6 +9,7 @@ import pytest
 
 from shadow_burnin.core.columns import ColumnBuilder
 from shadow_burnin.core.stats import percentiles, summarise, wilson
+from tests.core.reference import linear_percentile
 
 
 def rec(bucket: str, v1: float | None = 100.0, v2: float | None = 120.0, *,
@@ -48,10 +49,11 @@ def test_latency_only_where_side_replied() -> None:
     records.append(rec("v1-unreachable"))  # v1's 5 ms failure must not count
     s = summary_of(records)
     assert s.latency_ms["v1"]["p50"] == pytest.approx(50.5)
-    assert s.latency_ms["v1"]["p95"] == pytest.approx(np.percentile(np.arange(1, 101), 95))
-    v2 = np.append(np.arange(1, 101) + 50.0, 120.0)  # v2 did reply in the v1-unreachable round
-    v1 = np.arange(1, 101)
-    assert s.p95_gap_ms == pytest.approx(np.percentile(v2, 95) - np.percentile(v1, 95))
+    assert s.latency_ms["v1"]["p95"] == pytest.approx(95.05)  # 95 + 0.05 · (96 − 95)
+    v2 = [i + 50.0 for i in range(1, 101)] + [120.0]  # v2 did reply in the v1-unreachable round
+    v1 = list(range(1, 101))
+    assert s.p95_gap_ms == pytest.approx(linear_percentile(v2, 95) - linear_percentile(v1, 95))
+    assert s.p95_gap_ms == pytest.approx(145.0 - 95.05)  # v2: rank 95 of 101 values
     assert s.ttft_ms["v1"] is None
 
 

@@ -35,7 +35,9 @@ import pytest
 
 from shadow_burnin.core.aa import aa_samples
 from shadow_burnin.core.prompt import chat_messages
+from shadow_burnin.core.records import aa_records
 from shadow_burnin.core.verdict import Thresholds
+from shadow_burnin.io.log.logread import iter_rounds
 from shadow_burnin.io.servers.llama import LocalServer, ensure_model, llama_server_cpp
 from shadow_burnin.prompts import load_builtin
 from tests.cli.conftest import invoke
@@ -109,10 +111,11 @@ def burn(servers: dict[str, LocalServer], v2: str, prompts: Path, log: Path, rou
                  "--prompts", prompts, "--rounds", str(rounds), "--interval", "0",
                  "--seed", "1", "--log", log, "--quiet", *extra)
     assert res.exit_code == 0, res.output
-    records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
-    rounds_ = [r for r in records if r.get("kind", "round") == "round"]
+    lines = log.read_bytes().splitlines()
+    rounds_ = [r for _n, _t, r in iter_rounds(log)]
+    assert len(lines) == len(rounds_)  # one line per round
     summary = orjson.loads(invoke("bench", "--json", "--log", log).stdout)
-    return rounds_, [r for r in records if r.get("kind") == "aa"], summary
+    return rounds_, list(aa_records(rounds_)), summary
 
 
 def calibrated(servers: dict[str, LocalServer], v2: str, prompts: Path, log: Path

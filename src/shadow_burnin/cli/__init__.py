@@ -24,6 +24,7 @@ COMMAND_MODULES = {
     "divergences": "divergences", "gates": "gates", "ack-halt": "gates", "ppl": "ppl",
     "cutover": "cutover", "rollback": "cutover",
     "serve": "serve", "status": "status", "report": "report_html",
+    "migrate": "migrate",
 }
 
 

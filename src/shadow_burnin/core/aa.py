@@ -7,7 +7,10 @@ copy ``v1b``). Figures:
 - ``ab_minus_aa`` = A/B exact rate − A/A exact rate, with Newcombe's hybrid-score 95 %
   interval for a difference of two independent proportions (built from the two Wilson
   intervals; good coverage for rates near 0 or 1 and small samples). An interval that
-  holds 0 means the A/B disagreements are within v1's own noise;
+  holds 0 means the A/B disagreements are within v1's own noise. Below
+  ``MIN_AA_PAIRS`` (30) A/A pairs where both requests got a reply the comparison is not
+  judged: the verdict is "too few A/A pairs to judge" (with 1–3 pairs the interval
+  spans most of [−1, 1] and any verdict would be noise);
 - ``swing_p99``: the 99th percentile of the A/A swing, which ``--calibrate`` uses as the
   near-tie threshold: τ_tie = max(default, p99); ``drift_p99`` likewise for τ_drift. Each
   only once there are ``MIN_SAMPLES`` (100) samples: a p99 of fewer is their maximum.
@@ -36,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from shadow_burnin.core.records import RecordKind, record_kind
 from shadow_burnin.core.stats import wilson
 from shadow_burnin.core.verdict import Thresholds, Token, first_divergence, same_token
 
@@ -54,6 +58,21 @@ def newcombe_diff(x1: int, n1: int, x2: int, n2: int
 
 
 MIN_SAMPLES = 100  # below this a "p99" is the sample maximum: the defaults stay
+MIN_AA_PAIRS = 30  # below this many A/A pairs (both replied) A/B − A/A is not judged
+TOO_FEW = "too few A/A pairs to judge"
+
+
+def aa_verdict(pairs: int, interval: tuple[float, float] | None) -> str | None:
+    """What A/B − A/A says: within / beyond v1's own noise, A/B agrees more, or too few
+    A/A pairs to judge (fewer than ``MIN_AA_PAIRS``); None without A/B rounds."""
+    if pairs < MIN_AA_PAIRS:
+        return f"{TOO_FEW} ({pairs} < {MIN_AA_PAIRS})"
+    if interval is None:
+        return None
+    lo, hi = interval
+    if lo <= 0 <= hi:
+        return "within v1's own noise"
+    return "beyond v1's own noise" if hi < 0 else "A/B agrees more than A/A"
 
 
 def calibrated_tau_tie(default: float, swings: Iterable[float],
@@ -102,7 +121,7 @@ class NoiseSamples:
 
     def add(self, record: dict[str, Any]) -> None:
         """Take the samples of one A/A record (other records are ignored)."""
-        if record.get("kind") != "aa":
+        if record_kind(record) is not RecordKind.AA:
             return
         fx = record.get("forensics")
         if isinstance(fx, dict) and _finite(fx.get("swing")):
@@ -158,6 +177,7 @@ class AASummary:
     drift_p99: float | None  # over chosen-token drifts (τ_drift with --calibrate)
     flips: int  # A/A pairs with a flip swing
     noise_tokens: int  # matched A/A tokens with a margin move
+    verdict: str | None = None  # aa_verdict: None without A/B rounds
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -176,7 +196,7 @@ def summarise_aa(records: Iterable[dict[str, Any]], ab_exact: int, ab_parity: in
     verdicts: dict[str, int] = {}
     samples = NoiseSamples()
     for r in records:
-        if r.get("kind") != "aa":
+        if record_kind(r) is not RecordKind.AA:
             continue
         total += 1
         samples.add(r)
@@ -201,6 +221,7 @@ def summarise_aa(records: Iterable[dict[str, Any]], ab_exact: int, ab_parity: in
         verdicts=dict(sorted(verdicts.items())),
         swing_p99=_p99(samples.tie_samples()), drift_p99=_p99(samples.drifts),
         flips=len(samples.swings), noise_tokens=len(samples.moves),
+        verdict=aa_verdict(parity, diff[1] if diff else None) if ab_parity else None,
     )
 
 

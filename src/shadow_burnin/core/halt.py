@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shadow_burnin.core.records import RecordKind, is_round, record_kind
 from shadow_burnin.core.timefmt import iso_ms
 
 HALT_EVENT = "halt"
@@ -165,7 +166,7 @@ class HaltDetector:
 
     def feed(self, record: Mapping[str, Any], t: float | None = None) -> HaltTrigger | None:
         """Fold one round record; a trigger when this round raises a halt."""
-        if record.get("kind", "round") != "round":
+        if not is_round(record):
             return None
         if t is None:
             t = epoch(record["ts"])
@@ -292,7 +293,7 @@ def halt_status(events: Iterable[Mapping[str, Any]]) -> HaltStatus:
     """Fold ``halt`` / ``ack-halt`` event records, in log order, into a status."""
     active, halt, ack, halts, acks = False, None, None, 0, 0
     for event in events:
-        if event.get("kind") != "event":
+        if record_kind(event) is not RecordKind.EVENT:
             continue
         name = event.get("event")
         if name == HALT_EVENT:

@@ -164,7 +164,7 @@ def _merge_by_offset(tokens: list[Token], offsets: list[int | None], text: str |
     run (text from the reply, the last piece's logprob and top-K), marked ``merged``."""
     if text is None or not tokens or any(o is None for o in offsets):
         return tokens
-    offs = [int(o) for o in offsets]  # type: ignore[arg-type]
+    offs = [int(o) for o in offsets if o is not None]  # none is None (checked above)
     if any(b < a for a, b in itertools.pairwise(offs)):
         return tokens
     if len(set(offs)) == len(offs):

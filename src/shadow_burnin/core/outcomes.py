@@ -108,10 +108,10 @@ def forensic_codes(fx: Any, refire: Any) -> tuple[int, int, int, int]:
     verdict = cause = outcome = 0
     token = -1
     if isinstance(fx, dict):
-        verdict = VERDICT_CODE.get(fx.get("verdict"), 0)  # type: ignore[arg-type]
-        cause = CAUSE_CODE.get(fx.get("cause"), 0)  # type: ignore[arg-type]
+        verdict = VERDICT_CODE.get(str(fx.get("verdict")), 0)
+        cause = CAUSE_CODE.get(str(fx.get("cause")), 0)
         d = fx.get("divergence_token")
         token = d if isinstance(d, int) and not isinstance(d, bool) else -1
     if isinstance(refire, dict):
-        outcome = REFIRE_CODE.get(refire.get("outcome"), 0)  # type: ignore[arg-type]
+        outcome = REFIRE_CODE.get(str(refire.get("outcome")), 0)
     return verdict, cause, outcome, token

@@ -19,9 +19,10 @@ Tokens are compared by their bytes when both sides give them, otherwise by their
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 VERDICTS: tuple[str, ...] = ("near-tie", "regression", "unexplained")
 
@@ -112,7 +113,7 @@ class TokenVerdict:
 
     def to_json(self, digits: int = 5) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key in self.__slots__:  # type: ignore[attr-defined]
+        for key in (f.name for f in dataclasses.fields(self)):
             value = getattr(self, key)
             if value is None:
                 continue
@@ -145,7 +146,7 @@ def token_verdict(t1: Sequence[Token] | None, t2: Sequence[Token] | None,
                             divergence_token=d)
     ta, tb = t1[d], t2[d]
     drift = prefix_drift(t1, t2, d)
-    base = {"divergence_token": d, "a": ta.token, "b": tb.token, "prefix_drift": drift}
+    base = _Base(divergence_token=d, a=ta.token, b=tb.token, prefix_drift=drift)
     if ta.logprob is None or tb.logprob is None:
         side = "v1" if ta.logprob is None else "v2"
         return TokenVerdict("unexplained", f"no logprob from {side} at token {d}", **base)
@@ -175,6 +176,15 @@ def token_verdict(t1: Sequence[Token] | None, t2: Sequence[Token] | None,
                        b_in_v1_top=lp1_b is not None, a_in_v2_top=lp2_a is not None, **base)
     verdict, reason = _decide(fig, th, len(ta.top), len(tb.top))
     return _with(fig, verdict, reason)
+
+
+class _Base(TypedDict):
+    """The fields every verdict past the first differing token carries."""
+
+    divergence_token: int
+    a: str
+    b: str
+    prefix_drift: float | None
 
 
 SELF_TOLERANCE = 1e-3  # nats: a greedy pick may trail its own top-1 by rounding only
@@ -213,9 +223,7 @@ def _decide(f: TokenVerdict, th: Thresholds, k1: int, k2: int) -> tuple[str, str
 
 
 def _with(f: TokenVerdict, verdict: str, reason: str) -> TokenVerdict:
-    values = {k: getattr(f, k) for k in f.__slots__}  # type: ignore[attr-defined]
-    values.update(verdict=verdict, reason=reason)
-    return TokenVerdict(**values)
+    return dataclasses.replace(f, verdict=verdict, reason=reason)
 
 
 def token_window(tokens: Sequence[Token], center: int, radius: int = 2,

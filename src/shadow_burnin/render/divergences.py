@@ -8,6 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from shadow_burnin.core.aa import TOO_FEW
 from shadow_burnin.render.text import STYLE, data, fmt_pct, plural, visible
 
 CONTEXT = 40
@@ -143,10 +144,10 @@ def _aa_table(aa: dict[str, Any]) -> RenderableType:
     t.add_row("A/A exact", f"{fmt_pct(aa['aa_exact_rate'], 2)} of {aa['parity']:,} "
               f"A/A pairs{ci_text}")
     t.add_row("A/B exact", fmt_pct(aa["ab_exact_rate"], 2))
-    d, dci = aa.get("ab_minus_aa"), aa.get("ab_minus_aa_ci95")
-    if d is not None and dci:
-        verdict = "within v1's own noise" if dci[0] <= 0 <= dci[1] else \
-            "beyond v1's own noise" if dci[1] < 0 else "A/B agrees more than A/A"
+    d, dci, verdict = aa.get("ab_minus_aa"), aa.get("ab_minus_aa_ci95"), aa.get("verdict")
+    if verdict is not None and verdict.startswith(TOO_FEW):
+        t.add_row("A/B − A/A", verdict)  # no figure: it would read as a verdict
+    elif d is not None and dci:
         t.add_row("A/B − A/A", f"{100 * d:+.2f} pts (95% CI {100 * dci[0]:+.2f} – "
                   f"{100 * dci[1]:+.2f}): {verdict}")
     if aa.get("swing_p99") is not None:

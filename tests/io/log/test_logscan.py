@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from shadow_burnin.core.aa import summarise_aa
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns, epoch_seconds
-from shadow_burnin.core.records import BUCKETS
+from shadow_burnin.core.records import BUCKETS, aa_records
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import logread, logscan
 from shadow_burnin.io.log.logread import scan
@@ -59,6 +59,10 @@ def record(rng: np.random.Generator, n: int, events: bool = True) -> dict[str, A
         rec["source"] = "legacy"
     if rng.random() < 0.05:
         rec["v2"]["error"] = "stream-cut: x"  # partial text kept, not a reply
+    if rng.random() < 0.1:  # this version's layout: the A/A pair inside its round
+        rec["aa"] = {"ts": stamp(n), "target": "v1b", "bucket": "exact",
+                     "prefix_match_chars": 3, "a": side(rng, True), "b": side(rng, True),
+                     "noise": {"moves": [float(rng.uniform(0, .1))], "drifts": [0.0]}}
     if rng.random() < 0.05:
         del rec["category"]
     return rec
@@ -82,7 +86,14 @@ def reference(lines: list[bytes]) -> tuple[Columns, list[dict[str, Any]]]:
     builder, other = ColumnBuilder(), []
     records = [orjson.loads(x) for x in lines if x.strip()]
     builder.add_all(r for r in records if r.get("kind") in (None, "round"))
-    other = [r for r in records if r.get("kind") not in (None, "round")]
+    other = []
+    for r in records:  # in log order; a pair inside its round comes right after it
+        if r.get("kind") not in (None, "round"):
+            other.append(r)
+        elif "aa" in r:
+            other.append({"kind": "aa", **{k: r[k] for k in ("schema", "round", "prompt_id",
+                                                             "category") if k in r},
+                          **r["aa"]})
     return builder.build(), [without_replies(r) for r in other]
 
 
@@ -203,7 +214,7 @@ def test_bench_a_a_figures_are_those_of_the_whole_records(tmp_path: Path) -> Non
     """The A/A records a scan hands on (without replies) give the figures of the full ones."""
     log = tmp_path / "log.jsonl"
     lines = write_log(log, 5, 400)
-    full = [r for r in map(orjson.loads, lines) if r.get("kind") == "aa"]
+    full = list(aa_records(list(map(orjson.loads, lines))))  # both layouts
     scanned = scan(log)
     assert len(full) > 10
     assert (summarise_aa(scanned.other, 90, 100).to_json()

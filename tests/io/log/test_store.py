@@ -7,7 +7,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shadow_burnin.core.halt import ack_event
 from shadow_burnin.errors import LockedError, LogError, StateError
+from shadow_burnin.io.log.events import append_event
+from shadow_burnin.io.log.sidecars import events_path
 from shadow_burnin.io.log.store import State, Store, rebuild_state
 
 
@@ -133,7 +136,7 @@ def test_state_apply_ignores_legacy_cursor() -> None:
 
 def test_writers_from_two_threads_are_serialised(paths: tuple[Path, Path]) -> None:
     # the runner commits from a worker thread while the halt watch may append an event
-    # from the loop thread: every line stays whole and the state matches the log
+    # from the loop thread: every line stays whole and the state matches both files
     import threading
 
     log, state = paths
@@ -146,7 +149,7 @@ def test_writers_from_two_threads_are_serialised(paths: tuple[Path, Path]) -> No
 
         def events() -> None:
             for i in range(100):
-                store.append({"kind": "event", "event": "note", "ts": "x", "n": i})
+                store.append_events([{"kind": "event", "event": "note", "ts": "x", "n": i}])
                 seen.append(store.state)
 
         workers = [threading.Thread(target=rounds, args=(1,)),
@@ -156,10 +159,13 @@ def test_writers_from_two_threads_are_serialised(paths: tuple[Path, Path]) -> No
         for w in workers:
             w.join()
         lines = log.read_bytes().splitlines()
-        assert len(lines) == 300 and all(orjson.loads(line) for line in lines)
+        assert len(lines) == 200 and all(orjson.loads(line)["round"] for line in lines)
+        events = events_path(log).read_bytes().splitlines()
+        assert [orjson.loads(e)["n"] for e in events] == list(range(100))
         assert store.state.log_size == log.stat().st_size
         saved = orjson.loads(state.read_bytes())
         assert saved["log_size"] == log.stat().st_size and saved["last_round"] == 200
+        assert saved["events_size"] == events_path(log).stat().st_size
         # a reader holds a finished state, never one being applied
         assert all(s.log_size <= log.stat().st_size for s in seen)
         assert len({id(s) for s in seen}) == len(seen)
@@ -172,3 +178,72 @@ def test_state_copy_is_independent() -> None:
     b.extra["x"] = 1
     assert a.counts == {"exact": 1} and a.last_round == 0 and "x" not in a.extra
     assert b.counts["exact"] == 2 and b.last_round == 3
+
+
+def test_only_rounds_go_to_the_log(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    with Store(log, state) as store:
+        store.append(record(1))
+        for other in ({"kind": "event", "event": "halt", "ts": "x"},
+                      {"kind": "aa", "round": 1, "ts": "x"}):
+            with pytest.raises(ValueError, match="only rounds"):
+                store.append_many([record(2), other])
+    assert len(log.read_bytes().splitlines()) == 1  # wc -l == rounds
+
+
+def test_state_of_another_log_is_refused_and_kept(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_rounds(a, tmp_path / "a.state", 3)
+    with Store(b, tmp_path / "b.state") as store:
+        store.append(record(7))
+    kept = (tmp_path / "a.state").read_bytes()
+    for log in (b, tmp_path / "new.jsonl"):  # another log, or an empty one
+        with pytest.raises(StateError, match="belongs to another log"):
+            Store(log, tmp_path / "a.state").open()
+    assert (tmp_path / "a.state").read_bytes() == kept
+    assert not (tmp_path / "new.jsonl").exists() or not (tmp_path / "new.jsonl").read_bytes()
+    # a state written before log_head existed is told apart by its first round's time
+    old = orjson.loads(kept)
+    del old["log_head"]
+    (tmp_path / "old.state").write_bytes(orjson.dumps(old))
+    with pytest.raises(StateError, match="belongs to another log"):
+        Store(b, tmp_path / "old.state").open()
+    with Store(a, tmp_path / "old.state") as store:  # its own log: adopted
+        assert store.state.last_round == 3 and store.state.log_head is not None
+
+
+def test_events_from_another_process_are_polled(paths: tuple[Path, Path]) -> None:
+    log, state = paths
+    with Store(log, state) as store:
+        store.append(record(1))
+        halt = {"kind": "event", "event": "halt", "ts": "2026-11-27T00:00:01.000Z", "round": 1}
+        assert store.append_events([halt]) == []
+        assert store.state.extra["halt"]["active"] is True
+        assert store.poll_events() == []
+        ack = ack_event("2026-11-27T00:00:02.000Z", "seen", halt, "ops")
+        append_event(log, ack)  # what `ack-halt` does while a run holds the log
+        assert store.poll_events() == [ack]
+        assert store.state.extra["halt"]["active"] is False
+        assert store.poll_events() == []
+        assert store.state.events_size == events_path(log).stat().st_size
+    # the state (even a lost one) comes back from the log and the events file
+    state.unlink()
+    with Store(log, state) as store:
+        assert store.state.extra["halt"]["ack"]["reason"] == "seen"
+        assert store.state.extra["halt"]["active"] is False
+    assert rebuild_state(log).extra["halt"]["active"] is False
+
+
+def test_a_line_over_the_cap_is_refused_not_read_whole(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line reader goes through io.log.lines, which bounds a line."""
+    from shadow_burnin.io.log import lines
+    from shadow_burnin.io.log.logread import iter_records
+
+    monkeypatch.setattr(lines, "MAX_LINE", 1024)
+    log = tmp_path / "big.jsonl"
+    log.write_bytes(orjson.dumps(record(1)) + b"\n" + b'{"x":"' + b"y" * 5000)
+    with pytest.raises(LogError, match="line is over"):
+        list(iter_records(log))
+    with pytest.raises(LogError, match="line is over"):
+        rebuild_state(log)

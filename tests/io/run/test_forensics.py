@@ -36,9 +36,9 @@ class LogprobServer:
 
     def __init__(self, script: Callable[[int], Reply], *, logprobs: bool = True,
                  reject_logprobs: bool = False, finish: str = "stop",
-                 slow_logprobs_s: float = 0.0) -> None:
+                 slow_logprobs_s: float = 0.0, status: int = 200) -> None:
         self.script, self.logprobs, self.reject = script, logprobs, reject_logprobs
-        self.finish, self.slow = finish, slow_logprobs_s
+        self.finish, self.slow, self.status = finish, slow_logprobs_s, status
         self.bodies: list[dict[str, Any]] = []
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -46,8 +46,10 @@ class LogprobServer:
             return web.json_response({"data": [{"id": "m"}]})
         body = await request.json()
         self.bodies.append(body)
-        if self.reject and "logprobs" in body:
-            return web.json_response({"error": "logprobs not supported"}, status=400)
+        if (self.reject and "logprobs" in body) or self.status != 200:
+            await asyncio.sleep(0.01)  # long enough for other rounds to start meanwhile
+            return web.json_response({"error": "logprobs not supported"},
+                                     status=400 if self.status == 200 else self.status)
         if "logprobs" in body and self.slow:
             await asyncio.sleep(self.slow)
         toks = self.script(len(self.bodies))
@@ -93,11 +95,12 @@ async def serve() -> AsyncIterator[Callable[[LogprobServer], Any]]:
 
 
 async def burn(tmp_path: Path, v1: str, v2: str, *, rounds: int = 2, stream: bool = False,
-               **forensics: Any) -> tuple[list[dict[str, Any]], list[str], Store]:
+               concurrency: int = 1, **forensics: Any
+               ) -> tuple[list[dict[str, Any]], list[str], Store]:
     spec = RequestSpec(api="completions", stream=stream, max_tokens=8,
                        logprobs=forensics.pop("logprobs", 5))
     plan = RunPlan(v1=Endpoint(v1), v2=Endpoint(v2), spec=spec, setup="s", seed=1,
-                   interval=0, rounds=rounds)
+                   interval=0, rounds=rounds, concurrency=concurrency)
     fplan = ForensicsPlan(logprobs=spec.logprobs,
                           **{"refire": 0, "aa_every": 0, "max_slowdown": 0, **forensics})
     store = Store(tmp_path / "log.jsonl", tmp_path / "log.state")
@@ -171,17 +174,18 @@ async def test_refire_reproducible(tmp_path: Path, serve: Any) -> None:
                                 "v2_same": 2, "pair_exact": 0}
 
 
-async def test_aa_records_are_not_rounds(tmp_path: Path, serve: Any) -> None:
+async def test_aa_pairs_live_inside_their_round(tmp_path: Path, serve: Any) -> None:
     # v1 disagrees with itself on every other request
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.52)]))
                                    if n % 2 else reply((" ran", -0.51, [(" sat", -0.52)]))))
     v2 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, []))))
     log, _, store = await burn(tmp_path, v1, v2, rounds=4, aa_every=2)
-    kinds = [r.get("kind", "round") for r in log]
-    assert kinds == ["round", "round", "aa", "round", "round", "aa"]
+    assert [r["round"] for r in log] == [1, 2, 3, 4]  # one line per round: wc -l == 4
+    assert all("kind" not in r for r in log)
+    assert ["aa" in r for r in log] == [False, True, False, True]
     assert store.state.last_round == 4
-    aa = log[2]
-    assert aa["round"] == 2 and aa["target"] == "v1" and aa["bucket"] == "no-match"
+    aa = log[1]["aa"]
+    assert aa["target"] == "v1" and aa["bucket"] == "no-match" and "round" not in aa
     assert aa["a"]["text"] != aa["b"]["text"]
     assert aa["forensics"]["verdict"] == "near-tie"
 
@@ -199,11 +203,10 @@ async def test_aa_goes_to_v1b_and_calibrates(tmp_path: Path, serve: Any) -> None
                                               (" ran", -0.5, [(" sat", -0.6)])]))
     log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=2, v1b=Endpoint(v1b_url),
                            calibrate=True, thresholds=Thresholds(tau_tie=0.1), min_samples=1)
-    kinds = [r.get("kind", "round") for r in log]
-    assert kinds == ["round", "round", "aa"]  # the A/A record is logged after its round
-    rounds = [r for r in log if r.get("kind", "round") == "round"]
-    aa = log[2]
-    assert len(v1b.bodies) == 1 and aa["target"] == "v1b" and aa["round"] == 2
+    assert [("aa" in r) for r in log] == [False, True]  # the pair inside round 2
+    rounds = log
+    aa = log[1]["aa"]
+    assert len(v1b.bodies) == 1 and aa["target"] == "v1b"
     assert aa["forensics"]["swing"] == pytest.approx(0.2)
     assert aa["noise"]["moves"] == pytest.approx([0.3, 0.1])
     assert aa["noise"]["drifts"] == pytest.approx([0.0, 0.1])
@@ -226,10 +229,10 @@ async def test_aa_on_one_server_records_zero_noise(tmp_path: Path, serve: Any) -
     v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
     log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=1, calibrate=True,
                            min_samples=1)
-    aa = [r for r in log if r.get("kind") == "aa"]
+    aa = [r["aa"] for r in log]
     assert [a["bucket"] for a in aa] == ["exact", "exact"] and "forensics" not in aa[0]
     assert aa[0]["noise"] == {"moves": [0.0, 0.0, 0.0], "drifts": [0.0, 0.0, 0.0]}
-    rounds = [r for r in log if r.get("kind", "round") == "round"]
+    rounds = log
     assert {r["forensics"]["tau_tie"] for r in rounds} == {0.1}
     assert {r["forensics"]["verdict"] for r in rounds} == {"unexplained"}
 
@@ -255,13 +258,57 @@ async def test_calibration_waits_for_enough_samples(tmp_path: Path, serve: Any) 
     assert (fx["tau_tie"], fx["tau_drift"], fx["verdict"]) == (0.1, 0.05, "unexplained")
 
 
-async def test_side_without_logprobs_is_said_once(tmp_path: Path, serve: Any) -> None:
+async def test_side_without_logprobs_is_said_once_and_not_asked_again(tmp_path: Path,
+                                                                      serve: Any) -> None:
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
-    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [])), logprobs=False))
+    quiet = LogprobServer(lambda n: reply((" ran", -0.5, [])), logprobs=False)
+    v2 = await serve(quiet)
     log, warnings, _ = await burn(tmp_path, v1, v2, rounds=3)
     assert len(warnings) == 1 and warnings[0].startswith("v2 (http://127.0.0.1:")
-    assert "sends no logprobs" in warnings[0]
+    assert "sends no logprobs" in warnings[0] and "not asking it" in warnings[0]
     assert all(r["forensics"]["reason"] == "no logprobs from v2" for r in log)
+    # the README's promise: asked once, then never again
+    assert ["logprobs" in b for b in quiet.bodies] == [True, False, False]
+
+
+async def test_a_failing_resend_never_changes_other_rounds_requests(tmp_path: Path,
+                                                                    serve: Any) -> None:
+    """v2 answers 400 to everything: each round asks with logprobs, then once without
+    (which fails too, so the side keeps its setting). At concurrency 4 no other round's
+    request may go out without logprobs meanwhile (the setting is per request, the
+    shared spec is never flipped and restored)."""
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    broken = LogprobServer(lambda n: SAME, status=400)
+    v2 = await serve(broken)
+    log, warnings, _ = await burn(tmp_path, v1, v2, rounds=8, concurrency=4)
+    assert [r["bucket"] for r in log] == ["v2-unreachable"] * 8 and warnings == []
+    with_lp = sum("logprobs" in b for b in broken.bodies)
+    assert (with_lp, len(broken.bodies) - with_lp) == (8, 8)
+
+
+async def test_one_retry_policy(tmp_path: Path, serve: Any) -> None:
+    """A forensic request gets the client's one retry and no other: a v1b that closes
+    every connection before answering sees 2 attempts for the A/A request (the old
+    forensics retry on top of the client's made it 4)."""
+    v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
+    v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
+    attempts = []
+
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        attempts.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(slam, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        log, _, _ = await burn(tmp_path, v1, v2, rounds=1, aa_every=1,
+                               v1b=Endpoint(f"http://127.0.0.1:{port}"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert log[0]["aa"]["b"]["error"].startswith("connection-reset")
+    assert len(attempts) == 2
 
 
 async def test_side_rejecting_logprobs_is_asked_without(tmp_path: Path, serve: Any) -> None:

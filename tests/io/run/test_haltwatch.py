@@ -1,4 +1,5 @@
-"""The halt watch as a runner observer: events in the log, the state mirror, acks, restart."""
+"""The halt watch as a runner observer: events in <log>.events.jsonl, the state mirror,
+acks appended by another process, restart, and the old inline layout."""
 
 from __future__ import annotations
 
@@ -7,15 +8,11 @@ from pathlib import Path
 import orjson
 
 from shadow_burnin.config_sections import HaltConfig
-from shadow_burnin.core.halt import iso
+from shadow_burnin.core.halt import ack_event, iso
+from shadow_burnin.io.log.events import append_event
+from shadow_burnin.io.log.sidecars import events_path
 from shadow_burnin.io.log.store import Store, rebuild_state
-from shadow_burnin.io.run.haltwatch import (
-    HaltWatch,
-    drop_ack_request,
-    log_events,
-    tail_rounds,
-    take_ack_requests,
-)
+from shadow_burnin.io.run.haltwatch import HaltWatch, log_events, tail_rounds
 
 T0 = 1_800_000_000.0
 
@@ -42,13 +39,24 @@ def watch_on(store: Store, sink: Sink, **settings) -> HaltWatch:
     return w
 
 
-def commit(store: Store, watch: HaltWatch, sink: Sink, records: list[dict]) -> None:
+def commit(store: Store, watch: HaltWatch, sink: Sink, records: list[dict]) -> list[dict]:
+    """What the runner does with a batch: screen, write up to the cut, then committed."""
+    cut = watch.screen(records)
+    if cut is not None:
+        records = records[:cut + 1]
+        sink.stops.append(watch.stop_reason or "")
     store.append_many(records)
     watch.committed(records, store.state, sink.stops.append)
+    return records
 
 
 def read(log: Path) -> list[dict]:
     return [orjson.loads(x) for x in log.read_bytes().splitlines()]
+
+
+def read_events(log: Path) -> list[dict]:
+    path = events_path(log)
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
 
 
 async def test_halt_is_logged_mirrored_and_stops_when_asked(tmp_path: Path) -> None:
@@ -57,9 +65,12 @@ async def test_halt_is_logged_mirrored_and_stops_when_asked(tmp_path: Path) -> N
     with Store(log, tmp_path / "b.state") as store:
         watch = watch_on(store, sink, action="stop")
         buckets = ["exact"] * 40 + ["no-match"] * 20
-        for n, b in enumerate(buckets, 1):
-            commit(store, watch, sink, [round_record(n, b)])
-        events = [r for r in read(log) if r.get("kind") == "event"]
+        # one batch of all 60 rounds: the halt at round 51 is the last one written
+        written = commit(store, watch, sink,
+                         [round_record(n, b) for n, b in enumerate(buckets, 1)])
+        assert [r["round"] for r in written] == list(range(1, 52))
+        assert [r["round"] for r in read(log)] == list(range(1, 52))
+        events = read_events(log)
         assert [e["event"] for e in events] == ["halt"] and events[0]["round"] == 51
         assert events[0]["action"] == "stop"
         assert store.state.extra["halt"]["active"] is True
@@ -70,7 +81,7 @@ async def test_halt_is_logged_mirrored_and_stops_when_asked(tmp_path: Path) -> N
     assert rebuild_state(log).extra["halt"]["event"]["round"] == 51
 
 
-async def test_flag_keeps_going_and_ack_request_clears(tmp_path: Path) -> None:
+async def test_flag_keeps_going_and_an_appended_ack_clears(tmp_path: Path) -> None:
     log = tmp_path / "b.jsonl"
     sink = Sink()
     with Store(log, tmp_path / "b.state") as store:
@@ -78,11 +89,12 @@ async def test_flag_keeps_going_and_ack_request_clears(tmp_path: Path) -> None:
         for n in range(1, 41):
             commit(store, watch, sink, [round_record(n, "no-match")])
         assert sink.stops == [] and watch.detector.active
-        request = drop_ack_request(log, "reviewed: salt bug", "ops", iso(T0 + 40.5))
-        assert request.exists()
+        halt = read_events(log)[0]
+        # what `ack-halt` does while the run holds the log: append to the events file
+        append_event(log, ack_event(iso(T0 + 40.5), "reviewed: salt bug", halt, "ops"))
         commit(store, watch, sink, [round_record(41, "exact")])
-        assert not request.exists() and not watch.detector.active
-        ack = [r for r in read(log) if r.get("event") == "ack-halt"]
+        assert not watch.detector.active
+        ack = [r for r in read_events(log) if r.get("event") == "ack-halt"]
         assert ack[0]["reason"] == "reviewed: salt bug" and ack[0]["by"] == "ops"
         assert ack[0]["halt_round"] == 30 and ack[0]["ts"] == iso(T0 + 40.5)
         assert store.state.extra["halt"]["active"] is False
@@ -91,8 +103,9 @@ async def test_flag_keeps_going_and_ack_request_clears(tmp_path: Path) -> None:
         # (round 41 and rounds 42…70)
         for n in range(42, 72):
             commit(store, watch, sink, [round_record(n, "no-match")])
-        halts = [r for r in read(log) if r.get("event") == "halt"]
+        halts = [r for r in read_events(log) if r.get("event") == "halt"]
         assert [h["round"] for h in halts] == [30, 70]
+    assert len(read(log)) == 71  # wc -l == rounds: the events are beside the log
 
 
 async def test_restart_does_not_halt_twice(tmp_path: Path) -> None:
@@ -108,7 +121,7 @@ async def test_restart_does_not_halt_twice(tmp_path: Path) -> None:
         assert watch.detector.active and watch.detector.window().parity_rounds == 34
         for n in range(35, 60):
             commit(store, watch, sink, [round_record(n, "no-match")])
-    assert len([r for r in read(log) if r.get("event") == "halt"]) == 1
+    assert len([r for r in read_events(log) if r.get("event") == "halt"]) == 1
 
 
 async def test_restart_with_a_spike_in_the_tail_halts_at_the_next_round(tmp_path: Path) -> None:
@@ -120,7 +133,7 @@ async def test_restart_with_a_spike_in_the_tail_halts_at_the_next_round(tmp_path
         watch = watch_on(store, sink)
         assert not watch.detector.active
         commit(store, watch, sink, [round_record(40, "exact")])
-    assert [r["round"] for r in read(log) if r.get("event") == "halt"] == [40]
+    assert [r["round"] for r in read_events(log) if r.get("event") == "halt"] == [40]
 
 
 async def test_alert_outcomes_are_logged(tmp_path: Path) -> None:
@@ -132,7 +145,7 @@ async def test_alert_outcomes_are_logged(tmp_path: Path) -> None:
         for n in range(1, 31):
             commit(store, watch, sink, [round_record(n, "no-match")])
         await watch.drain()
-    alerts = [r for r in read(log) if r.get("event") == "halt-alert"]
+    alerts = [r for r in read_events(log) if r.get("event") == "halt-alert"]
     assert {(a["channel"], a["ok"]) for a in alerts} == {("command", False), ("webhook", False)}
     assert any("exit 7" in w for w in sink.warn) and any("webhook" in w for w in sink.warn)
 
@@ -149,14 +162,17 @@ def test_tail_rounds_reads_back_only_the_window(tmp_path: Path) -> None:
     assert [e["round"] for e in log_events(log)] == [150]
 
 
-def test_ack_requests_are_taken_in_order(tmp_path: Path) -> None:
-    log = tmp_path / "b.jsonl"
-    drop_ack_request(log, "second", None, iso(T0 + 2))
-    drop_ack_request(log, "first", "me", iso(T0 + 1))
-    (tmp_path / "b.jsonl.ack-halt.junk.json").write_text("not json")
-    got = take_ack_requests(log)
-    assert [r["reason"] for r in got] == ["first", "second"]
-    assert take_ack_requests(log) == []
+def test_events_of_both_layouts_are_read(tmp_path: Path) -> None:
+    """An old log with an inline halt line, continued by this version (events file)."""
+    log = tmp_path / "old.jsonl"
+    halt = {"kind": "event", "event": "halt", "ts": iso(T0 + 3), "round": 3}
+    log.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in
+                             [round_record(1, "exact"), round_record(2, "exact"), halt,
+                              round_record(3, "no-match")]))
+    append_event(log, ack_event(iso(T0 + 4), "ok", halt))
+    assert [e["event"] for e in log_events(log)] == ["halt", "ack-halt"]
+    state = rebuild_state(log)
+    assert state.last_round == 3 and state.extra["halt"]["active"] is False
 
 
 async def test_drift_warning_once(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """One side's client: send one request, return one ``SideReply``.
 
-APIs (``RequestSpec.api``): ``chat`` (``/v1/chat/completions``), ``completions``
-(``/v1/completions``) and ``native``: llama.cpp's own ``/completion`` (``prompt``,
-``n_predict``, ``n_probs``; a stream of ``{"content", "stop"}`` events that ends with the
-``"stop": true`` event instead of ``[DONE]``).
+APIs (``RequestSpec.api``) are dialects (``io.http.dialects``): ``chat``
+(``/v1/chat/completions``), ``completions`` (``/v1/completions``) and ``native``:
+llama.cpp's own ``/completion`` (``prompt``, ``n_predict``, ``n_probs``; a stream of
+``{"content", "stop"}`` events that ends with the ``"stop": true`` event instead of
+``[DONE]``). The client does the transport, the caps and the error mapping; a dialect
+only builds the body and reads a reply or a stream event.
 
 Server trouble never raises out of ``SideClient.complete``: every failure is mapped here,
 once, to a short error code (``connection-refused``, ``timeout``, ``http-503`` …) that is
@@ -11,32 +13,59 @@ recorded in the round. Codes, with an optional ``": detail"`` after them:
 
     connection-refused  connection-reset  tls  timeout  http-<status>  redirect
     invalid-json  invalid-utf8  bad-shape  too-large  stream-cut  stream-incomplete
+    not-a-stream
+
+Anything a server echoes back into an error (a header, an error body) is redacted
+against the run's secrets (``shadow_burnin.secrets.redact``) before it is stored; a
+header value kept in a code is validated first (a ``Retry-After`` is a number of seconds
+or an HTTP date, else it is dropped). A reply text that contains a secret has it replaced
+too (``"redacted": true`` on the side).
+
+Decisions on odd but valid replies: a lone surrogate escape (``"\\ud800"``, valid JSON
+that orjson refuses) is accepted: the text keeps the surrogate, compared byte for byte
+via ``surrogatepass``, and stored losslessly (``core.records``: ``text_escape``). A plain
+JSON completion (``Content-Type: application/json``) answering a streamed request is
+accepted as the reply (``"unstreamed": true``, no TTFT); any other non-SSE answer to a
+streamed request is ``not-a-stream``; ``stream-cut`` is kept for an SSE stream that
+ended early.
+
+One retry policy: a pooled keep-alive connection that the server had already closed
+fails before any status line arrives; that attempt is repeated once on a fresh
+connection (the request never reached the server). Nothing else retries a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import re
 import ssl
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
 
 from shadow_burnin.core.logprobs import parse as parse_logprobs
-from shadow_burnin.core.prompt import Prompt, chat_messages, completion_text
+from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.records import SideReply
 from shadow_burnin.io.http import sse
+from shadow_burnin.io.http.dialects import (
+    APIS,
+    Api,
+    Dialect,
+    StreamAcc,
+    decode_json,
+    dialect_for,
+)
 from shadow_burnin.io.http.reply_error import ReplyError
+from shadow_burnin.secrets import MIN_SECRET_LEN, REDACTED, redact
 
-Api = Literal["chat", "completions", "native"]
-APIS: tuple[Api, ...] = ("chat", "completions", "native")
-_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
-          "native": "/completion"}
-# llama.cpp's stop_type → the OpenAI finish_reason it stands for
-_NATIVE_FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
+__all__ = ["APIS", "TOKENS_KEY", "Api", "Endpoint", "RequestSpec", "SideClient",
+           "build_body", "retry_after"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,50 +91,65 @@ class RequestSpec:
     logprobs: int = 0
 
 
-def build_body(spec: RequestSpec, prompt: Prompt, model: str | None) -> dict[str, Any]:
-    """The request body; both sides of a round get exactly this (but for ``model``)."""
-    body: dict[str, Any] = {}
-    if model:
-        body["model"] = model
-    if spec.api == "chat":
-        body["messages"] = chat_messages(prompt)
-    else:
-        body["prompt"] = completion_text(prompt)
-    body["temperature"] = 0
-    body["n_predict" if spec.api == "native" else "max_tokens"] = (
-        prompt.max_tokens or spec.max_tokens)
-    body["stream"] = spec.stream
-    if spec.logprobs:
-        if spec.api == "native":
-            body["n_probs"] = spec.logprobs
-        elif spec.api == "chat":
-            body["logprobs"] = True
-            body["top_logprobs"] = spec.logprobs
-        else:
-            body["logprobs"] = spec.logprobs
-    body.update(spec.extra)
-    return body
+def build_body(spec: RequestSpec, prompt: Prompt, model: str | None,
+               logprobs: int | None = None) -> dict[str, Any]:
+    """The request body; both sides of a round get exactly this (but for ``model``).
+    ``logprobs``: this request's top-K (default: the spec's)."""
+    k = spec.logprobs if logprobs is None else logprobs
+    return dialect_for(spec.api).body(prompt, model, max_tokens=prompt.max_tokens or
+                                      spec.max_tokens, stream=spec.stream, logprobs=k,
+                                      extra=spec.extra)
+
+
+_SECONDS = re.compile(r"[0-9]{1,10}")
+
+
+def retry_after(value: str) -> str | None:
+    """A ``Retry-After`` value as kept in an error code: a number of seconds, or an HTTP
+    date (RFC 9110), normalised; None for anything else (it is dropped)."""
+    value = value.strip()
+    if _SECONDS.fullmatch(value):
+        return str(int(value))
+    if len(value) > 40:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return email.utils.format_datetime(when, usegmt=True)
 
 
 class SideClient:
-    """Async client for one server; reuse one instance for a whole run (keep-alive)."""
+    """Async client for one server; reuse one instance for a whole run (keep-alive).
 
-    def __init__(self, endpoint: Endpoint, spec: RequestSpec) -> None:
+    ``logprobs`` is this side's current top-K (from the spec; a side found not to give
+    them is set to 0 by forensics). Each request builds its own body from it, or from an
+    explicit per-request value: the shared spec is never changed.
+    """
+
+    def __init__(self, endpoint: Endpoint, spec: RequestSpec,
+                 secrets: Iterable[str | None] = ()) -> None:
         self.endpoint = endpoint
         self.spec = spec
+        self.dialect: Dialect = dialect_for(spec.api)
+        self.logprobs = spec.logprobs
         self._session: aiohttp.ClientSession | None = None
-        self._url = endpoint.url.rstrip("/") + _PATHS[spec.api]
+        self._url = endpoint.url.rstrip("/") + self.dialect.path
         self._headers = {"Content-Type": "application/json"}
         if endpoint.api_key:
             self._headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        self.secrets = tuple(sorted({s for s in (endpoint.api_key, *secrets)
+                                     if s and len(s) >= MIN_SECRET_LEN}))
 
     def __repr__(self) -> str:
         return f"SideClient(url={self.endpoint.url!r}, api={self.spec.api!r})"
 
     def set_logprobs(self, k: int) -> None:
         """Ask this side for ``k`` top logprobs from now on (0: none), e.g. after it
-        turned out not to support them."""
-        self.spec = replace(self.spec, logprobs=k)
+        turned out not to support them. The request spec is left alone."""
+        self.logprobs = k
 
     async def __aenter__(self) -> SideClient:
         ssl_ctx: ssl.SSLContext | bool = not self.endpoint.insecure
@@ -144,25 +188,43 @@ class SideClient:
                 AttributeError, KeyError, TypeError):
             return []
 
-    async def complete(self, prompt: Prompt, model: str | None = None) -> SideReply:
+    def body(self, prompt: Prompt, model: str | None = None, *,
+             logprobs: int | None = None) -> dict[str, Any]:
+        """This side's request body for ``prompt`` (``logprobs``: this request only)."""
+        return build_body(self.spec, prompt, model or self.endpoint.model,
+                          self.logprobs if logprobs is None else logprobs)
+
+    async def complete(self, prompt: Prompt, model: str | None = None, *,
+                       logprobs: int | None = None) -> SideReply:
         """Send one request; every failure becomes ``SideReply(error=...)``."""
-        body = orjson.dumps(build_body(self.spec, prompt, model or self.endpoint.model))
-        return await self.post(body)
+        body = self.body(prompt, model, logprobs=logprobs)
+        k = self.logprobs if logprobs is None else logprobs
+        return await self.post(orjson.dumps(body), want_logprobs=bool(k))
 
-    async def post(self, body: bytes) -> SideReply:
-        """Send a prepared request body (bytes) and read the reply.
-
-        A pooled keep-alive connection that the server had already closed fails before
-        any status line arrives; that attempt is repeated once on a fresh connection (the
-        request never reached the server), and only the second attempt is timed.
-        """
-        reply = await self._attempt(body)
+    async def post(self, body: bytes, *, want_logprobs: bool | None = None) -> SideReply:
+        """Send a prepared request body (bytes) and read the reply (see the module doc
+        for the one retry); only the attempt that counts is timed."""
+        want = bool(self.logprobs) if want_logprobs is None else want_logprobs
+        reply = await self._attempt(body, want)
         if reply.status is None and reply.error is not None and \
                 reply.error.startswith("connection-reset"):
-            reply = await self._attempt(body)
+            reply = await self._attempt(body, want)
+        return self._scrub(reply)
+
+    def _scrub(self, reply: SideReply) -> SideReply:
+        """Redact what the server echoed: error details always (secrets and any
+        ``Bearer`` token), a reply text only where it holds one of our secrets."""
+        if reply.error is not None:
+            reply.error = redact(reply.error, self.secrets)
+        text = reply.text
+        if text and self.secrets and any(s in text for s in self.secrets):
+            for secret in sorted(self.secrets, key=len, reverse=True):
+                text = text.replace(secret, REDACTED)
+            reply.text = text
+            reply.extra["redacted"] = True
         return reply
 
-    async def _attempt(self, body: bytes) -> SideReply:
+    async def _attempt(self, body: bytes, want_logprobs: bool) -> SideReply:
         reply = SideReply(text=None)
         start = time.perf_counter()
         try:
@@ -172,10 +234,13 @@ class SideClient:
                 ) as resp:
                     reply.status = resp.status
                     _check_status(resp)
-                    if self.spec.stream:
-                        await self._read_stream(resp, reply, start)
+                    if self.spec.stream and _is_plain_json(resp):
+                        reply.extra["unstreamed"] = True
+                        await self._read_whole(resp, reply, want_logprobs)
+                    elif self.spec.stream:
+                        await self._read_stream(resp, reply, start, want_logprobs)
                     else:
-                        await self._read_whole(resp, reply)
+                        await self._read_whole(resp, reply, want_logprobs)
         except ReplyError as exc:
             reply.error = exc.message()
         except TimeoutError:
@@ -204,110 +269,63 @@ class SideClient:
         if reply.error is not None and not reply.truncated and \
                 not reply.error.startswith("stream-incomplete"):
             reply.text = None
+        if reply.error is not None:
+            reply.extra.pop("unstreamed", None)
         return reply
 
-    async def _read_whole(self, resp: aiohttp.ClientResponse, reply: SideReply) -> None:
+    async def _read_whole(self, resp: aiohttp.ClientResponse, reply: SideReply,
+                          want_logprobs: bool) -> None:
         raw = await _read_capped(resp, self.spec.max_reply_bytes)
-        data = _decode_json(raw)
-        if self.spec.api == "native":
-            return self._native_whole(data, reply)
-        choice = _first_choice(data)
-        if self.spec.api == "chat":
-            message = choice.get("message")
-            text = message.get("content") if isinstance(message, dict) else None
-        else:
-            text = choice.get("text")
-        if not isinstance(text, str):
-            raise ReplyError("bad-shape", "reply content is null or not a string")
+        text, raw_logprobs = self.dialect.whole(decode_json(raw), reply)
         reply.text = text
-        reply.finish_reason = _opt_str(choice.get("finish_reason"))
-        reply.completion_tokens = _usage_tokens(data)
-        if self.spec.logprobs:
-            _keep_tokens(reply, choice.get("logprobs"), text)
+        if want_logprobs:
+            _keep_tokens(reply, raw_logprobs, text)
 
-    def _native_whole(self, data: dict[str, Any], reply: SideReply) -> None:
-        text = data.get("content")
-        if not isinstance(text, str):
-            raise ReplyError("bad-shape", "reply content is null or not a string")
-        reply.text = text
-        _native_end(data, reply)
-        if self.spec.logprobs:
-            _keep_tokens(reply, data.get("completion_probabilities"), text)
-
-    async def _read_stream(
-        self, resp: aiohttp.ClientResponse, reply: SideReply, start: float
-    ) -> None:
-        parts: list[str] = []
-        null_seen = False
-        logprob_parts: list[Any] = []
-        done = False
-        finished = False
-        api = self.spec.api
-        want_logprobs = bool(self.spec.logprobs)
+    async def _read_stream(self, resp: aiohttp.ClientResponse, reply: SideReply,
+                           start: float, want_logprobs: bool) -> None:
+        acc = StreamAcc(want_logprobs=want_logprobs)
+        dialect = self.dialect
+        events = 0
         # closed here, not by the loop's async-generator finaliser after the break
         stream = sse.batches(resp.content, self.spec.max_reply_bytes)
         try:
             async with contextlib.aclosing(stream):
                 async for batch in stream:
                     for payload in batch:
-                        if payload == b"[DONE]":
-                            done = True
+                        events += 1
+                        before = len(acc.parts)
+                        dialect.event(payload, acc, reply)
+                        if len(acc.parts) > before and reply.ttft_ms is None:
+                            reply.ttft_ms = round((time.perf_counter() - start) * 1000.0, 3)
+                        if acc.done:
                             break
-                        chunk = _decode_json(payload)
-                        if api == "native":
-                            piece = _native_piece(chunk)
-                            if piece:
-                                if reply.ttft_ms is None:
-                                    reply.ttft_ms = round(
-                                        (time.perf_counter() - start) * 1000.0, 3)
-                                parts.append(piece)
-                            if want_logprobs and chunk.get("completion_probabilities"):
-                                logprob_parts.append(chunk)
-                            if chunk.get("stop") is True:
-                                _native_end(chunk, reply)
-                                done = True
-                                break
-                            continue
-                        _check_error_event(chunk, "choices")
-                        tokens = _usage_tokens(chunk) if "usage" in chunk else None
-                        if tokens is not None:
-                            reply.completion_tokens = tokens
-                        choices = chunk.get("choices")
-                        if not choices:
-                            if choices is None and tokens is None:
-                                raise ReplyError("bad-shape", "stream chunk without choices")
-                            continue
-                        choice = _first_choice(chunk)
-                        piece = _delta_text(choice, api)
-                        if piece:
-                            if reply.ttft_ms is None:
-                                reply.ttft_ms = round((time.perf_counter() - start) * 1000.0,
-                                                      3)
-                            parts.append(piece)
-                        elif piece is None and not null_seen:
-                            null_seen = _explicit_null(choice)
-                        if want_logprobs and choice.get("logprobs") is not None:
-                            logprob_parts.append(choice["logprobs"])
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            reply.finish_reason = str(reason)
-                            finished = True
-                    if done:
+                    if acc.done:
                         reply.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
                         break
         finally:
-            reply.text = "".join(parts)
+            reply.text = "".join(acc.parts)
             if want_logprobs:
-                _keep_tokens(reply, logprob_parts, reply.text)
-        if done and not resp.content.at_eof():
+                _keep_tokens(reply, acc.logprobs, reply.text)
+        if acc.done and not resp.content.at_eof():
             await _drain(resp.content, self.spec.max_reply_bytes)
-        if null_seen and not parts:
+        if acc.null_seen and not acc.parts:
             raise ReplyError("bad-shape", "stream content is null and no text arrived")
-        if not done:
-            if finished:
+        if not acc.done:
+            if acc.finished:
                 raise ReplyError("stream-incomplete", "stream ended without [DONE]")
-            reply.truncated = bool(parts)
+            if not events and not _is_sse(resp):
+                ctype = resp.content_type[:40] or "none"
+                raise ReplyError("not-a-stream", f"content-type {ctype}, no SSE events")
+            reply.truncated = bool(acc.parts)
             raise ReplyError("stream-cut", f"stream ended after {len(reply.text)} characters")
+
+
+def _is_plain_json(resp: aiohttp.ClientResponse) -> bool:
+    return resp.content_type == "application/json"
+
+
+def _is_sse(resp: aiohttp.ClientResponse) -> bool:
+    return resp.content_type == "text/event-stream"
 
 
 TOKENS_KEY = "_tokens"  # transient: the forensics step turns it into compact fields
@@ -341,12 +359,14 @@ async def _drain(stream: aiohttp.StreamReader, limit: int) -> None:
 def _check_status(resp: aiohttp.ClientResponse) -> None:
     status = resp.status
     if 300 <= status < 400:
-        raise ReplyError("redirect", f"{status} to {resp.headers.get('Location', '?')}",
+        location = resp.headers.get("Location", "?")
+        raise ReplyError("redirect", f"{status} to {_one_line(location)[:200]}",
                          status=status)
     if status >= 400:
         detail = ""
         if status == 429 and "Retry-After" in resp.headers:
-            detail = f"retry-after {resp.headers['Retry-After'][:20]}"
+            after = retry_after(resp.headers["Retry-After"])
+            detail = f"retry-after {after}" if after is not None else ""
         raise ReplyError(f"http-{status}", detail, status=status)
     if status < 200 or status >= 300:
         raise ReplyError(f"http-{status}", status=status)
@@ -363,89 +383,10 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(buf)
 
 
-def _decode_json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ReplyError("invalid-utf8", "reply is not valid UTF-8") from None
-        raise ReplyError("invalid-json", str(exc)[:120]) from None
-    if not isinstance(data, dict):
-        raise ReplyError("bad-shape", "reply is not a JSON object")
-    return data
-
-
-def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ReplyError("bad-shape", "no choices in reply")
-    return choices[0]
-
-
-def _delta_text(choice: dict[str, Any], api: Api) -> str | None:
-    """A chunk's text; None when it carries none (chat role/finish chunks)."""
-    if api == "chat":
-        delta = choice.get("delta")
-        if delta is None:
-            delta = choice.get("message")
-        if not isinstance(delta, dict):
-            raise ReplyError("bad-shape", "stream chunk without delta")
-        piece = delta.get("content")
-    else:
-        piece = choice.get("text")
-        if piece is None and not choice.get("finish_reason"):
-            raise ReplyError("bad-shape", "completion chunk text is null")
-    if piece is not None and not isinstance(piece, str):
-        raise ReplyError("bad-shape", "content is not a string")
-    return piece
-
-
-def _check_error_event(chunk: dict[str, Any], payload: str) -> None:
-    """A stream event that carries an ``error`` instead of its ``payload`` key."""
-    if "error" in chunk and payload not in chunk:
-        raise ReplyError("bad-shape", f"error event: {str(chunk['error'])[:120]}")
-
-
-def _native_piece(chunk: dict[str, Any]) -> str | None:
-    """The text of one native stream event (``content``; may be empty)."""
-    _check_error_event(chunk, "content")
-    piece = chunk.get("content")
-    if piece is not None and not isinstance(piece, str):
-        raise ReplyError("bad-shape", "content is not a string")
-    if piece is None and chunk.get("stop") is not True:
-        raise ReplyError("bad-shape", "stream event without content")
-    return piece
-
-
-def _native_end(data: dict[str, Any], reply: SideReply) -> None:
-    """finish_reason and completion_tokens from a native reply's last object."""
-    kind = data.get("stop_type")
-    reply.finish_reason = _NATIVE_FINISH.get(kind, kind) if isinstance(kind, str) else None
-    tokens = data.get("tokens_predicted")
-    if isinstance(tokens, int) and not isinstance(tokens, bool):
-        reply.completion_tokens = tokens
-
-
-def _explicit_null(choice: dict[str, Any]) -> bool:
-    """A chat delta that says ``content: null`` while carrying nothing else."""
-    delta = choice.get("delta")
-    return (isinstance(delta, dict) and "content" in delta and delta["content"] is None
-            and not (delta.keys() - {"content"}))
-
-
-def _usage_tokens(data: dict[str, Any]) -> int | None:
-    usage = data.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-        return usage["completion_tokens"]
-    return None
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
 def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
     err = exc.os_error
     return (err.strerror or type(err).__name__) if err is not None else "connect failed"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

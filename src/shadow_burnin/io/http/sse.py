@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import aiohttp
 
 from shadow_burnin.io.http.reply_error import ReplyError
 
 
-async def batches(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[list[bytes]]:
+async def batches(stream: aiohttp.StreamReader, limit: int
+                  ) -> AsyncGenerator[list[bytes], None]:
     """Yield the ``data`` payloads (multi-line data joined with ``\\n``) of the events
     completed by each chunk read, as one list per chunk (one generator step per read,
     not per event).

@@ -114,6 +114,46 @@ def iter_event_file(log: Path) -> Iterator[dict[str, Any]]:
             yield obj
 
 
+def read_event_lines(log: Path, start: int = 0, limit: int = 64 << 20
+                     ) -> tuple[list[dict[str, Any]], int]:
+    """The events whose lines start at byte ``start`` or later, and the offset just past
+    the last complete line read (a torn tail is left for later). Reads at most ``limit``
+    bytes: a caller that gets fewer events than there are calls again from the offset.
+    Used to tail the file: only the new bytes are read."""
+    path = events_path(log)
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return [], start
+    except OSError as exc:
+        raise LogError(path, f"cannot read: {exc.strerror}") from None
+    with fh:
+        fh.seek(start)
+        data = fh.read(limit)
+    cut = data.rfind(b"\n") + 1
+    out: list[dict[str, Any]] = []
+    for line in data[:cut].split(b"\n")[:-1]:
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise LogError(path, "not a JSON object (at byte "
+                           f"{start + data.index(line)})") from None
+        if not isinstance(obj, dict):
+            raise LogError(path, "not a JSON object")
+        out.append(obj)
+    return out, start + cut
+
+
+def events_size(log: Path) -> int:
+    """The size of ``<log>.events.jsonl`` (0 if there is none)."""
+    try:
+        return os.stat(events_path(log)).st_size
+    except FileNotFoundError:
+        return 0
+
+
 def read_events(log: Path, inline: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """All events of a log: those written inline by older versions (``inline``, as the
     log reader collected them) followed by ``<log>.events.jsonl``, in time order."""

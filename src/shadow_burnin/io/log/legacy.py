@@ -24,7 +24,7 @@ from shadow_burnin.core.compare import classify
 from shadow_burnin.core.records import BUCKETS, Round, SideReply
 from shadow_burnin.errors import InputError, LogError, StateError
 from shadow_burnin.inputs import LEGACY_STATE_MAX_BYTES, open_input, read_input
-from shadow_burnin.io.log.store import open_log
+from shadow_burnin.io.log.lines import open_log
 
 LEGACY_KEYS = ("prompt_idx", "full_match", "v1_unreachable")
 UNREACHABLE_ERROR = "legacy: unreachable"

@@ -1,8 +1,17 @@
-"""Reading a log for reports: streaming, filtered by time, into columns or records.
+"""Reading a log: the one API every reader uses, for both layouts.
 
-The log is read line by line (never whole into memory). Records are filtered by their
-round start time (``ts``), compared as times, not strings. Non-round records (events,
-A/A records) are passed to the caller separately.
+A log written by this version holds one line per round (an A/A pair inside its round,
+key ``"aa"``) and its events in ``<log>.events.jsonl``. Older logs also hold inline
+event lines (``"kind": "event"``) and A/A lines (``"kind": "aa"``). The readers here give
+one view of both: :func:`iter_records` yields the log's records with each embedded A/A
+pair also handed on as a ``"kind": "aa"`` record right after its round;
+:func:`log_events` gives every event (inline and from the events file, in time order);
+:func:`iter_rounds`, :func:`last_rounds` and :func:`find_round` give rounds only;
+:func:`scan` folds rounds into columns with A/A records and events kept aside. Kinds are
+told apart in one place (``core.records.record_kind``).
+
+The log is read line by line or in bounded blocks (never whole into memory). Records
+are filtered by their round start time (``ts``), compared as times, not strings.
 """
 
 from __future__ import annotations
@@ -13,18 +22,19 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
-from shadow_burnin.core.records import BUCKETS, SCHEMA
+from shadow_burnin.core.records import BUCKETS, SCHEMA, RecordKind, aa_record, record_kind
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
-from shadow_burnin.io.log.logscan import decode_line, scan_range
-from shadow_burnin.io.log.store import open_log
+from shadow_burnin.io.log.events import iter_event_file, read_events
+from shadow_burnin.io.log.lines import iter_lines, open_log
+from shadow_burnin.io.log.logscan import scan_range
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -66,9 +76,11 @@ def _ts(path: Path, number: int, record: dict[str, Any]) -> float:
         raise LogError(path, "record has no valid 'ts'", line=number) from None
 
 
-def iter_records(path: Path, window: Window | None = None
+def iter_records(path: Path, window: Window | None = None, *, split_aa: bool = True
                  ) -> Iterator[tuple[int, float, dict[str, Any]]]:
-    """Yield ``(line, ts_epoch, record)`` for every record in the window.
+    """Yield ``(line, ts_epoch, record)`` for every record in the window; a round that
+    carries an A/A pair is followed by that pair as a ``"kind": "aa"`` record (same
+    line number), so both layouts read alike (``split_aa=False``: the lines as they are).
 
     Raises LogError for a line that is not JSON, a record without ``ts``, or a record that
     is not ours. A legacy log (the earlier bash tool's) is converted on the fly by
@@ -80,20 +92,52 @@ def iter_records(path: Path, window: Window | None = None
             if window is None or window.contains(t):
                 yield number, t, record
         return
-    with open_log(path) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if not line.endswith(b"\n"):
-                break  # a torn last line (a run in progress or a crash): not a round yet
-            record = decode_line(line, partial(LogError, path, line=number))
-            if record.get("kind", "round") == "round" and (
-                record.get("schema") != SCHEMA or record.get("bucket") not in BUCKETS
-            ):
-                raise LogError(path, "not a shadow-burnin round record", line=number)
-            t = _ts(path, number, record)
-            if window is None or window.contains(t):
-                yield number, t, record
+    for number, record in iter_lines(path):  # a torn last line is not a round yet
+        kind = record_kind(record)
+        if kind is RecordKind.ROUND and (
+            record.get("schema") != SCHEMA or record.get("bucket") not in BUCKETS
+        ):
+            raise LogError(path, "not a shadow-burnin round record", line=number)
+        t = _ts(path, number, record)
+        if window is None or window.contains(t):
+            yield number, t, record
+            aa = aa_record(record) if split_aa and kind is RecordKind.ROUND else None
+            if aa is not None:
+                yield number, t, aa
+
+
+def iter_rounds(path: Path, window: Window | None = None
+                ) -> Iterator[tuple[int, float, dict[str, Any]]]:
+    """:func:`iter_records`, rounds only."""
+    for number, t, record in iter_records(path, window):
+        if record_kind(record) is RecordKind.ROUND:
+            yield number, t, record
+
+
+def inline_events(path: Path) -> list[dict[str, Any]]:
+    """The event lines an older version wrote into the log itself (a quick pass: only
+    lines that mention an event are parsed; a torn last line is skipped)."""
+    out = []
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        return []
+    with fh:
+        for line in fh:
+            if b'"kind":"event"' in line and line.endswith(b"\n"):
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and record_kind(record) is RecordKind.EVENT:
+                    out.append(record)
+    return out
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """Every event of a log, both layouts (inline lines, ``<log>.events.jsonl``), in
+    time order."""
+    return read_events(path, inline_events(path))
 
 
 def scan(path: Path, window: Window | None = None) -> LogScan:
@@ -119,6 +163,9 @@ def scan(path: Path, window: Window | None = None) -> LogScan:
                                "text is not a JSON record)")
             notes.append("the last line is incomplete (a run writing it, or a crash; "
                          "`run` moves it aside on start): not counted")
+        filed = list(iter_event_file(path))
+        if filed:  # events of this version: beside the log, merged in time order
+            other = sorted([*other, *filed], key=lambda r: str(r.get("ts", "")))
     if window is not None and (window.since is not None or window.until is not None):
         mask = np.ones(len(columns), dtype=bool)
         if window.since is not None:
@@ -175,14 +222,13 @@ def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:
     from collections import deque
 
     keep: deque[dict[str, Any]] = deque(maxlen=n)
-    for _number, _t, record in iter_records(path):
-        if record.get("kind", "round") == "round":
-            keep.append(record)
+    for _number, _t, record in iter_rounds(path):
+        keep.append(record)
     return list(keep)
 
 
 def find_round(path: Path, number: int) -> dict[str, Any] | None:
-    for _line, _t, record in iter_records(path):
-        if record.get("kind", "round") == "round" and record.get("round") == number:
+    for _line, _t, record in iter_rounds(path):
+        if record.get("round") == number:
             return record
     return None

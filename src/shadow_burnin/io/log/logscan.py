@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import repeat
+from itertools import compress, repeat
 from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,9 +25,9 @@ import orjson
 
 from shadow_burnin.core.columns import BUCKET_CODE, ColumnBuilder, Columns, part
 from shadow_burnin.core.outcomes import forensic_codes
-from shadow_burnin.core.records import SCHEMA, SIDES
+from shadow_burnin.core.records import SCHEMA, SIDES, RecordKind, aa_record, record_kind
 from shadow_burnin.errors import LogError
-from shadow_burnin.io.log.store import open_log
+from shadow_burnin.io.log.lines import decode_line, open_log
 
 BLOCK_BYTES = 8 << 20
 
@@ -38,6 +38,17 @@ class SideRow(msgspec.Struct, gc=False):
 
     latency_ms: float | None = None
     ttft_ms: float | None = None
+
+
+class AARow(msgspec.Struct, gc=False):
+    """An A/A pair inside its round (``"aa"``), as much of it as reports read (its two
+    replies are skipped unread)."""
+
+    ts: str | None = None
+    target: str | None = None
+    bucket: str | None = None
+    forensics: Any = None
+    noise: Any = None
 
 
 class RoundRow(msgspec.Struct, gc=False):
@@ -62,9 +73,11 @@ class RoundRow(msgspec.Struct, gc=False):
     refire: Any = None
     v1: SideRow | None = None
     v2: SideRow | None = None
+    aa: AARow | None = None
 
 
 _DECODER = msgspec.json.Decoder(RoundRow)
+_get_aa = attrgetter("aa")
 
 
 def scan_range(path: Path, start: int, end: int | None
@@ -137,14 +150,22 @@ def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
     if columns is None:
         return _fold_slow(path, buf[:n], first_line, builder, other)
     builder.add_part(columns)
-    if len(rounds) < len(rows):
-        if all(r.kind == "aa" for r in rows if r.kind is not None and r.kind != "round"):
-            other.extend(dict(zip(AA_FIELDS, _aa_values(r), strict=True))
-                         for r in rows if r.kind == "aa")
-        else:  # events: whole, from their lines
-            lines = [line for line in buf.split(b"\n") if line.strip()]  # the rows' first
-            other.extend(_other(orjson.loads(line)) for line, r in zip(lines, rows, strict=False)
-                         if r.kind is not None and r.kind != "round")
+    with_pair = list(map(is_not, map(_get_aa, rounds), repeat(None)))
+    if len(rounds) == len(rows):  # this version's layout: pairs inside their rounds
+        if any(with_pair):
+            other.extend(map(_embedded, compress(rounds, with_pair)))
+    else:  # inline A/A lines or events (an older log): kept in log order
+        needs_lines = any(r.kind is not None and r.kind not in ("round", "aa") for r in rows)
+        lines = [line for line in buf[:n].split(b"\n") if line.strip()] if needs_lines \
+            else []
+        for i, r in enumerate(rows):
+            if r.kind is None or r.kind == "round":
+                if r.aa is not None:
+                    other.append(_embedded(r))
+            elif r.kind == "aa":
+                other.append(dict(zip(AA_FIELDS, _aa_values(r), strict=True)))
+            else:  # an event: whole, from its line
+                other.append(_other(orjson.loads(lines[i])))
     return sum(r.source == "legacy" for r in rounds if r.source is not None)
 
 
@@ -174,7 +195,8 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
         np.fromiter(map(is_not, forensics, repeat(None)), bool, n)
         | np.fromiter(map(is_not, refires, repeat(None)), bool, n))
     fx = {int(i): forensic_codes(forensics[i], refires[i]) for i in with_fx}
-    return part(buckets, latency, ttft,  # type: ignore[arg-type]
+    codes = [b for b in buckets if b is not None]  # all are (checked above)
+    return part(codes, latency, ttft,
                 np.array(column("prefix_match_chars"), float),
                 column("category"), column("prompt_id"), stamps, fx)
 
@@ -188,21 +210,19 @@ _aa_values = attrgetter(*AA_FIELDS)
 _AA_MISSING = {k: getattr(RoundRow(), k) for k in AA_FIELDS}  # what a missing field reads as
 
 
+def _embedded(row: RoundRow) -> dict[str, Any]:
+    """The A/A pair of a round row, as an A/A record without its replies."""
+    aa = row.aa
+    assert aa is not None
+    return {"kind": "aa", "schema": row.schema, "round": row.round, "ts": aa.ts,
+            "prompt_id": row.prompt_id, "category": row.category, "target": aa.target,
+            "bucket": aa.bucket, "forensics": aa.forensics, "noise": aa.noise}
+
+
 def _other(record: dict[str, Any]) -> dict[str, Any]:
     """A non-round record as scans hand it on: events whole, A/A records without replies."""
-    if record.get("kind") == "aa":
+    if record_kind(record) is RecordKind.AA:
         return {k: record.get(k, _AA_MISSING[k]) for k in AA_FIELDS}
-    return record
-
-
-def decode_line(line: bytes, fail: Callable[[str], LogError]) -> dict[str, Any]:
-    """One log line as a JSON object; ``fail(reason)`` makes the error to raise."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise fail("line is not JSON") from None
-    if not isinstance(record, dict):
-        raise fail("line is not a JSON object")
     return record
 
 
@@ -220,13 +240,15 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
             if not line.strip():
                 continue
             record = decode_line(line, fail)
-            kind = record.get("kind")
-            if kind is None or kind == "round":
+            if record_kind(record) is RecordKind.ROUND:
                 if record.get("schema") != SCHEMA:
                     raise fail("not a shadow-burnin round record")
                 if "source" in record:
                     at[1] += record["source"] == "legacy"
                 yield record
+                aa = aa_record(record)
+                if aa is not None:
+                    other.append(_other(aa))
             else:
                 other.append(_other(record))
 

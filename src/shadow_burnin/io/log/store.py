@@ -1,14 +1,23 @@
-"""The log (JSONL, source of truth) and the state (a resumable cache of it).
+"""The log (JSONL, source of truth for rounds), its events file (source of truth for
+events) and the state (a resumable cache of both).
 
-Every batch of rounds (one round, or the rounds that finished together: group commit) is
-one ``write(2)`` of JSON lines to a file opened with ``O_APPEND`` and one fsync, then the
-state file is replaced atomically (temp file, fsync, rename). ``append_many`` may run in
-a worker thread (the runner keeps its event loop free meanwhile): a lock serialises
-writers, and ``Store.state`` is swapped for the new state only once it is saved, so a
-reader never sees a half-applied batch. On open the two
+The log holds exactly one line per round (``wc -l`` counts rounds). Every batch of rounds
+(one round, or the rounds that finished together: group commit) is one ``write(2)`` of
+JSON lines to a file opened with ``O_APPEND`` and one fsync, then the state file is
+replaced atomically (temp file, fsync, rename). Events (halt, ack, alert outcomes …) go
+to ``<log>.events.jsonl`` with the same discipline (``io.log.events``); the state folds
+them in and remembers how many bytes of that file it has seen (``events_size``), so
+events appended by another process (``ack-halt`` while a run holds the log) are picked
+up by reading only the new bytes (:meth:`Store.poll_events`).
+
+``append_many`` may run in a worker thread (the runner keeps its event loop free
+meanwhile): a lock serialises writers, and ``Store.state`` is swapped for the new state
+only once it is saved, so a reader never sees a half-applied batch. On open the files
 are reconciled: a torn last line is moved to ``<log>.torn``; a state behind the log
 (crash between the append and the state write) is caught up from the log; a state ahead
-of the log or missing is rebuilt from the log. A lock file keeps a second writer out.
+of the log or missing is rebuilt from the log and the events file; a state that belongs
+to another log (its ``log_head``, a digest of the log's first line, or its first round's
+time differs) is refused, never replaced. A lock file keeps a second writer out.
 """
 
 from __future__ import annotations
@@ -18,149 +27,77 @@ import errno
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
-from shadow_burnin.core.records import BUCKETS, SCHEMA
+from shadow_burnin.core.records import SCHEMA, RecordKind, loggable, record_kind
+from shadow_burnin.core.state import STATE_SCHEMA, State, head_digest
 from shadow_burnin.errors import LockedError, LogError, StateError, StorageError
-from shadow_burnin.inputs import STATE_MAX_BYTES, check_input, open_input, read_input
+from shadow_burnin.inputs import STATE_MAX_BYTES, check_input, read_input
+from shadow_burnin.io.log.events import append_events, events_size, read_event_lines
+from shadow_burnin.io.log.lines import iter_lines, open_log
+from shadow_burnin.io.log.sidecars import events_path, lock_path, torn_path
 
-STATE_SCHEMA = 1
-
-
-@dataclass(slots=True)
-class State:
-    """What a restart needs, derived entirely from the log."""
-
-    setup: str | None = None
-    last_round: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
-    cursor: int = 0
-    seed: int | None = None
-    started_at: str | None = None
-    last_ts: str | None = None
-    log_size: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def apply(self, record: dict[str, Any]) -> None:
-        """Fold one log record (a round; a halt/ack event) into the state."""
-        if record.get("kind", "round") != "round":
-            if record.get("kind") == "event":
-                _apply_halt_event(self.extra, record)
-            return
-        self.last_round = max(self.last_round, int(record["round"]))
-        bucket = record.get("bucket")
-        if bucket in self.counts:
-            self.counts[bucket] += 1
-        if self.started_at is None:
-            self.started_at = record.get("ts")
-        self.last_ts = record.get("ts", self.last_ts)
-        if record.get("source") != "legacy":
-            if record.get("cursor") is not None:
-                self.cursor = int(record["cursor"]) + 1
-            if record.get("seed") is not None:
-                self.seed = int(record["seed"])
-            if record.get("setup") is not None:
-                self.setup = str(record["setup"])
-
-    def copy(self) -> State:
-        """An independent copy (``apply`` on it leaves this one alone)."""
-        return State(self.setup, self.last_round, dict(self.counts), self.cursor, self.seed,
-                     self.started_at, self.last_ts, self.log_size, dict(self.extra))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": STATE_SCHEMA,
-            "setup": self.setup,
-            "last_round": self.last_round,
-            "counts": self.counts,
-            "cursor": self.cursor,
-            "seed": self.seed,
-            "started_at": self.started_at,
-            "last_ts": self.last_ts,
-            "log_size": self.log_size,
-            **self.extra,
-        }
-
-    @classmethod
-    def from_json(cls, path: Path, obj: Any) -> State:
-        if not isinstance(obj, dict) or obj.get("schema") != STATE_SCHEMA:
-            raise StateError(path, "not a shadow-burnin state file (no schema 1)")
-        try:
-            counts = {b: int(obj["counts"].get(b, 0)) for b in BUCKETS}
-            known = {"schema", "setup", "last_round", "counts", "cursor", "seed",
-                     "started_at", "last_ts", "log_size"}
-            return cls(
-                setup=obj.get("setup"),
-                last_round=int(obj["last_round"]),
-                counts=counts,
-                cursor=int(obj.get("cursor", 0)),
-                seed=None if obj.get("seed") is None else int(obj["seed"]),
-                started_at=obj.get("started_at"),
-                last_ts=obj.get("last_ts"),
-                log_size=int(obj.get("log_size", 0)),
-                extra={k: v for k, v in obj.items() if k not in known},
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StateError(path, f"corrupt state file ({type(exc).__name__}: {exc})") from None
+__all__ = ["STATE_SCHEMA", "Recovery", "State", "Store", "iter_log", "open_log",
+           "rebuild_state"]
 
 
-def _apply_halt_event(extra: dict[str, Any], event: dict[str, Any]) -> None:
-    """Mirror the active no-match halt in ``extra["halt"]`` (the log stays the truth)."""
-    name = event.get("event")
-    if name == "halt":
-        extra["halt"] = {"active": True, "event": event}
-    elif name == "ack-halt":
-        extra["halt"] = {"active": False, "event": extra.get("halt", {}).get("event"),
-                         "ack": event}
+def state_from_json(path: Path, obj: Any) -> State:
+    try:
+        return State.from_json(obj)
+    except ValueError as exc:
+        raise StateError(path, str(exc)) from None
 
 
-def open_log(path: Path) -> BinaryIO:
-    """Open a log for reading; a missing, directory or unreadable path is a LogError."""
-    return open_input(path, LogError, "log")
-
-
-def iter_log(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` for each line from byte offset ``start``.
-
-    Line numbers count from 1 at ``start``. A line that is not a JSON object raises
-    LogError naming the file and line.
-    """
-    fh = open_log(path)
-    with fh:
-        fh.seek(start)
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise LogError(path, "line is not JSON", line=number) from None
-            if not isinstance(record, dict):
-                raise LogError(path, "line is not a JSON object", line=number)
-            yield number, record
+iter_log = iter_lines  # the one line reader (``io.log.lines``)
 
 
 def check_round_record(path: Path, number: int, record: dict[str, Any]) -> None:
     """Refuse a record that is not one of ours (e.g. a legacy or foreign log)."""
-    kind = record.get("kind", "round")
-    if kind == "round" and (record.get("schema") != SCHEMA or "round" not in record):
+    if record_kind(record) is RecordKind.ROUND and (
+            record.get("schema") != SCHEMA or "round" not in record):
         raise LogError(path, "not a shadow-burnin log record (no schema/round)", line=number)
 
 
+def first_line(path: Path) -> bytes:
+    """The log's first line (at most 1 MiB of it); b"" for a missing or empty log."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.readline(1 << 20)
+    except FileNotFoundError:
+        return b""
+
+
 def rebuild_state(log: Path) -> State:
-    """Derive the state from the whole log (the log is the source of truth)."""
+    """Derive the state from the whole log and its events file (the sources of truth)."""
     state = State()
     if log.exists():
         for number, record in iter_log(log):
             check_round_record(log, number, record)
             state.apply(record)
         state.log_size = log.stat().st_size
+        head = first_line(log)
+        state.log_head = head_digest(head) if head.endswith(b"\n") else None
+    _fold_events(log, state, 0)
     return state
+
+
+def _fold_events(log: Path, state: State, start: int) -> list[dict[str, Any]]:
+    """Fold the events file from byte ``start`` into ``state``; the events read."""
+    out: list[dict[str, Any]] = []
+    while True:
+        events, end = read_event_lines(log, start)
+        for event in events:
+            state.apply_event(event)
+        out.extend(events)
+        state.events_size = end
+        if end == start or not events:
+            return out
+        start = end
 
 
 @dataclass
@@ -196,27 +133,31 @@ class Store:
                     exc, FileExistsError | NotADirectoryError) else _why(exc)
                 raise error(p, f"cannot create its directory ({why})") from None
         self._lock()
-        recovery = Recovery()
-        self._repair_torn_tail(recovery)
-        self.state = self._reconcile(recovery)
         try:
-            self._fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except PermissionError:
-            raise LogError(self.log, "permission denied (cannot append)") from None
+            recovery = Recovery()
+            self._repair_torn_tail(recovery)
+            self.state = self._reconcile(recovery)
+            try:
+                self._fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except PermissionError:
+                raise LogError(self.log, "permission denied (cannot append)") from None
+        except BaseException:
+            self.close()  # a refused open leaves no lock behind
+            raise
         return recovery
 
     def _lock(self) -> None:
-        lock_path = self.log.with_name(self.log.name + ".lock")
+        lock = lock_path(self.log)
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except PermissionError:
-            raise LogError(lock_path, "permission denied (cannot create lock file)") from None
+            raise LogError(lock, "permission denied (cannot create lock file)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockedError(
-                f"{self.log}: another shadow-burnin run is using this log (lock {lock_path})"
+                f"{self.log}: another shadow-burnin run is using this log (lock {lock})"
             ) from None
         self._lock_fd = fd
 
@@ -238,8 +179,8 @@ class Store:
                 if cut < 0 and tail_start > 0:
                     raise LogError(self.log, "last line is over 1 MiB and unterminated")
                 self._refuse_foreign(fh)  # never cut a file that is not ours
-                torn_path = self.log.with_name(self.log.name + ".torn")
-                with open(torn_path, "ab") as out:
+                torn_to = torn_path(self.log)
+                with open(torn_to, "ab") as out:
                     out.write(torn + b"\n")
                     out.flush()
                     os.fsync(out.fileno())
@@ -252,7 +193,7 @@ class Store:
             raise StorageError(f"{self.log}: cannot move the torn last line aside "
                                f"({_why(exc)})") from None
         recovery.warnings.append(
-            f"{self.log}: torn last line ({len(torn)} bytes) moved to {torn_path}"
+            f"{self.log}: torn last line ({len(torn)} bytes) moved to {torn_to}"
         )
 
     def _refuse_foreign(self, fh: BinaryIO) -> None:
@@ -278,9 +219,10 @@ class Store:
             if log_size:
                 recovery.warnings.append(f"{self.state_path}: missing; rebuilt from the log")
             return rebuild_state(self.log)
+        self._check_belongs(state, log_size)
         if state.log_size == log_size:
-            return state
-        if state.log_size < log_size and _starts_line(self.log, state.log_size):
+            pass
+        elif state.log_size < log_size and _starts_line(self.log, state.log_size):
             caught = 0
             for number, record in iter_log(self.log, state.log_size):
                 check_round_record(self.log, number, record)
@@ -290,16 +232,53 @@ class Store:
             recovery.warnings.append(
                 f"{self.state_path}: behind the log by {caught} record(s); caught up from the log"
             )
-            return state
-        recovery.warnings.append(
-            f"{self.state_path}: does not match the log; rebuilt from the log"
-        )
-        rebuilt = rebuild_state(self.log)
-        derived = rebuilt.extra.get("halt")  # derived from the log's events: it wins
-        rebuilt.extra = {k: v for k, v in state.extra.items() if k != "halt"}
-        if derived is not None:
-            rebuilt.extra["halt"] = derived
-        return rebuilt
+        else:
+            recovery.warnings.append(
+                f"{self.state_path}: does not match the log; rebuilt from the log"
+            )
+            rebuilt = rebuild_state(self.log)
+            derived = rebuilt.extra.get("halt")  # from the events: it wins
+            rebuilt.extra = {k: v for k, v in state.extra.items() if k != "halt"}
+            if derived is not None:
+                rebuilt.extra["halt"] = derived
+            return rebuilt
+        if state.log_head is None and log_size:
+            head = first_line(self.log)
+            state.log_head = head_digest(head) if head.endswith(b"\n") else None
+        events = events_size(self.log)
+        if events < state.events_size:  # the events file was replaced: fold it again
+            recovery.warnings.append(f"{events_path(self.log)}: shorter than the state "
+                                     "knew; the halt status was rebuilt from it")
+            fresh = rebuild_state(self.log)
+            state.extra.pop("halt", None)
+            if "halt" in fresh.extra:
+                state.extra["halt"] = fresh.extra["halt"]
+            state.events_size = fresh.events_size
+        else:
+            _fold_events(self.log, state, state.events_size)
+        return state
+
+    def _check_belongs(self, state: State, log_size: int) -> None:
+        """Refuse a state file written for another log (it is never replaced)."""
+        if not state.last_round and state.log_head is None:
+            return  # nothing in it to lose
+        head = first_line(self.log)
+        if state.log_head is not None:
+            same = head.endswith(b"\n") and head_digest(head) == state.log_head
+        else:  # a state written before log_head: compare the first round's time
+            try:
+                first = orjson.loads(head) if head.endswith(b"\n") else None
+            except orjson.JSONDecodeError:
+                first = None
+            same = isinstance(first, dict) and (
+                state.started_at is None or first.get("ts") == state.started_at)
+        if not same:
+            what = "is empty" if not log_size else "starts with a different round"
+            raise StateError(
+                self.state_path,
+                f"belongs to another log ({state.last_round} rounds from "
+                f"{state.started_at or '?'}; {self.log} {what}): pass that log's --state, "
+                "or move this file away to rebuild the state from the log")
 
     def _read_state(self) -> State | None:
         if not check_input(self.state_path, StateError, "state"):
@@ -312,15 +291,18 @@ class Store:
                 self.state_path,
                 "corrupt state file (not JSON); move it away to rebuild it from the log",
             ) from None
-        return State.from_json(self.state_path, obj)
+        return state_from_json(self.state_path, obj)
 
     # -- writing ------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record to the log, fold it into the state, save the state."""
+        """Append one round to the log, fold it into the state, save the state."""
         self.append_many([record])
 
     def append_many(self, records: list[dict[str, Any]]) -> None:
-        """Append records in one write and one fsync, then save the state once.
+        """Append rounds in one write and one fsync, then save the state once.
+
+        Only rounds go to the log (one line each): an event goes through
+        :meth:`append_events`, an A/A pair inside its round (ValueError otherwise).
 
         On a write error the log is cut back to its last complete record and
         StorageError is raised; the state still describes that record. Thread-safe:
@@ -329,11 +311,15 @@ class Store:
         """
         if self._fd is None:
             raise RuntimeError("store not open")
-        dumps = orjson.dumps
-        data = b"".join([dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records])
+        for r in records:
+            if record_kind(r) is not RecordKind.ROUND:
+                raise ValueError(f"only rounds go to the log, not {r.get('kind')!r} records")
+        data = b"".join([_line(r) for r in records])
         with self._writing:
             state = self.state.copy()
             before = state.log_size
+            if before == 0 and data:
+                state.log_head = head_digest(data[:data.index(b"\n")])
             try:
                 written = os.write(self._fd, data)
                 while written < len(data):
@@ -351,6 +337,34 @@ class Store:
                 self._write_state(state)
             finally:
                 self.state = state  # the log holds these records, whatever the state file
+
+    def append_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append events to ``<log>.events.jsonl`` (one write, fsync), after folding in
+        any events another process appended meanwhile; save the state. Returns those
+        other events (e.g. an ``ack-halt`` written by the ``ack-halt`` command)."""
+        if self._fd is None:
+            raise RuntimeError("store not open")
+        with self._writing:
+            state = self.state.copy()
+            news = _fold_events(self.log, state, state.events_size)
+            if events:
+                append_events(self.log, events)
+                news_after = _fold_events(self.log, state, state.events_size)
+                # ours, and any another process slipped in between
+                news.extend(e for e in news_after if not any(e is x for x in events)
+                            and e not in events)
+            try:
+                self._write_state(state)
+            finally:
+                self.state = state
+        return news
+
+    def poll_events(self) -> list[dict[str, Any]]:
+        """Events appended to ``<log>.events.jsonl`` by another process since the last
+        look (only the new bytes are read); folded into the state (saved only if any)."""
+        if events_size(self.log) == self.state.events_size:
+            return []
+        return self.append_events([])
 
     def save_state(self) -> None:
         """Replace the state file atomically: temp file, fsync, rename.
@@ -394,6 +408,14 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    """One log line; a record holding a lone surrogate is made loggable first."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(loggable(record), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _starts_line(path: Path, offset: int) -> bool:

@@ -6,16 +6,21 @@ Each step runs after a round, before it is committed (``io.run.runner.RoundStep`
   the client) into compact fields: for a ``no-match`` round ``record["forensics"]`` holds
   the verdict, its figures and the tokens ±2 around the first differing token; for a
   ``prefix-only`` round the cause. It also finds out, per side, whether logprobs work,
-  and says so once (``Notices``): a side whose replies carry none gets its verdicts
-  ``unexplained``; a side that *rejects* the request (HTTP 400/422) is asked again
-  without logprobs, the round is re-classified, and that side is not asked for them
-  again.
+  and says so once (``Notices``): a side whose replies carry none is not asked for them
+  again (its verdicts are ``unexplained``); a side that *rejects* the request (HTTP
+  400/422) is asked again without logprobs (that one request only: the side's setting
+  changes only once the request without them worked), the round is re-classified, and
+  that side is not asked for them again. A side's setting lives on its client
+  (``SideClient.logprobs``); the shared request spec is never changed.
 - ``RefireStep`` re-sends a non-exact round's prompt to both sides ``n`` times:
   ``record["refire"]`` says ``reproducible`` / ``flaky-v1`` / ``flaky-v2`` / ...
 - ``AAStep`` sends every ``every``-th round's prompt twice to v1 (or v1 and ``v1b``) and
-  returns an ``"kind": "aa"`` record (not a round: it has no number of its own), with the
-  pair's noise samples (``core.aa.aa_noise``). It runs first, so that with
-  ``--calibrate`` a round's verdict already uses its own A/A pair.
+  puts the pair inside the round's record under ``"aa"`` (the log keeps one line per
+  round), with the pair's noise samples (``core.aa.aa_noise``). It runs first, so that
+  with ``--calibrate`` a round's verdict already uses its own A/A pair.
+
+Retries: a forensic request is sent once; the client's one retry (a keep-alive
+connection the server had closed) is the only retry policy.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -31,10 +36,11 @@ import orjson
 from shadow_burnin.core.aa import MIN_SAMPLES, NoiseSamples, aa_noise
 from shadow_burnin.core.compare import classify
 from shadow_burnin.core.outcomes import prefix_cause, refire_outcome
-from shadow_burnin.core.records import SCHEMA, SIDES, SideReply
+from shadow_burnin.core.records import SIDES, SideReply, aa_record
 from shadow_burnin.core.verdict import Thresholds, Token, token_verdict, token_window
-from shadow_burnin.io.http.client import TOKENS_KEY, Endpoint, RequestSpec, SideClient, build_body
-from shadow_burnin.io.run.runner import RoundContext, RoundStep, utc_now_iso
+from shadow_burnin.io.clock import now_iso
+from shadow_burnin.io.http.client import TOKENS_KEY, Endpoint, RequestSpec, SideClient
+from shadow_burnin.io.run.runner import RoundContext, RoundStep
 
 NON_EXACT = ("prefix-only", "no-match")
 PROBE_TOKENS = 8  # generated tokens of the logprob cost probe
@@ -92,13 +98,10 @@ def analyse(bucket: str, r1: dict[str, Any], r2: dict[str, Any], t1: list[Token]
     return out
 
 
-async def ask(client: SideClient, prompt: Any, model: str | None) -> SideReply:
-    """One forensic request; retried once after a connection reset (a keep-alive
-    connection the server closed while it sat idle during the other side's request)."""
-    reply = await client.complete(prompt, model)
-    if reply.error is not None and reply.error.startswith("connection-reset"):
-        reply = await client.complete(prompt, model)
-    return reply
+async def ask(client: SideClient, prompt: Any, model: str | None, *,
+              logprobs: int | None = None) -> SideReply:
+    """One forensic request (the client's own retry is the only one: see the module doc)."""
+    return await client.complete(prompt, model, logprobs=logprobs)
 
 
 def pop_tokens(reply: dict[str, Any]) -> list[Token] | None:
@@ -124,29 +127,31 @@ class LogprobStep:
         self.min_overhead_s = min_overhead_s
         self._costed: set[str] = set()
 
-    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> list[dict[str, Any]]:
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> None:
+        asked = {"v1": ctx.v1.logprobs, "v2": ctx.v2.logprobs}  # before this round's changes
         for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
-            if self.k and client.spec.logprobs and _rejected(record[side]):
+            if self.k and asked[side] and _rejected(record[side]):
                 await self._without_logprobs(record, side, client, ctx)
         tokens = {side: pop_tokens(record[side]) for side in SIDES}
         for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
             if self.k and self.max_slowdown and side not in self._costed and \
-                    client.spec.logprobs and tokens[side]:
+                    client.logprobs and tokens[side]:
                 self._costed.add(side)
                 await self._cost(side, client, ctx)
         for side, client in (("v1", ctx.v1), ("v2", ctx.v2)):
             reply = record[side]
-            if self.k and client.spec.logprobs and reply.get("error") is None and \
-                    reply.get("text") and tokens[side] is None:
+            if self.k and asked[side] and client.logprobs and reply.get("error") is None \
+                    and reply.get("text") and tokens[side] is None \
+                    and not reply.get("resent_without_logprobs"):
+                client.set_logprobs(0)  # not asked again: they would never come
                 self.notices.once(f"{side}-no-logprobs", (
                     f"{side} ({client.endpoint.url}) sends no logprobs with its replies "
-                    f"(api {client.spec.api}): rounds that differ get the verdict "
-                    "'unexplained'"))
+                    f"(api {client.spec.api}): not asking it for them from now on; rounds "
+                    "that differ get the verdict 'unexplained'"))
         fx = analyse(record["bucket"], record["v1"], record["v2"], tokens["v1"],
                      tokens["v2"], self.floor, self.k)
         if fx is not None:
             record["forensics"] = fx
-        return []
 
     async def _cost(self, side: str, client: SideClient, ctx: RoundContext) -> None:
         """Once per side: the round's prompt again, PROBE_TOKENS long, without and then
@@ -154,12 +159,11 @@ class LogprobStep:
         whose logprobs make it ``max_slowdown`` times slower (and ``min_overhead_s`` more)
         is not asked for them again: they would slow the burn-in and skew its latencies."""
         times = []
-        for k in (0, client.spec.logprobs):
-            body = build_body(replace(client.spec, logprobs=k), ctx.prompt,
-                              ctx.models.get(side) or client.endpoint.model)
-            body["max_tokens"] = min(int(body.get("max_tokens") or PROBE_TOKENS),
-                                     PROBE_TOKENS)
-            reply = await client.post(orjson.dumps(body))
+        for k in (0, client.logprobs):
+            body = client.body(ctx.prompt, ctx.models.get(side), logprobs=k)
+            key = client.dialect.max_tokens_key
+            body[key] = min(int(body.get(key) or PROBE_TOKENS), PROBE_TOKENS)
+            reply = await client.post(orjson.dumps(body), want_logprobs=bool(k))
             if not reply.replied or not reply.latency_ms:
                 return
             times.append(reply.latency_ms / 1000)
@@ -177,11 +181,10 @@ class LogprobStep:
         """The side refused the request with logprobs: ask again without them; if that
         works, it does not support them: re-classify the round and stop asking."""
         error = record[side]["error"]
-        client.set_logprobs(0)
-        again = await ask(client, ctx.prompt, ctx.models.get(side))
+        again = await ask(client, ctx.prompt, ctx.models.get(side), logprobs=0)
         if not again.replied:
-            client.set_logprobs(self.k)
-            return
+            return  # not a logprob problem after all: the side's setting stays
+        client.set_logprobs(0)
         self.notices.once(f"{side}-rejects-logprobs", (
             f"{side} ({client.endpoint.url}) rejects requests with logprobs ({error}); "
             f"asking it without logprobs from now on: rounds that differ get the verdict "
@@ -207,9 +210,9 @@ class RefireStep:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> list[dict[str, Any]]:
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> None:
         if self.n <= 0 or record["bucket"] not in NON_EXACT:
-            return []
+            return
         again: dict[str, list[str | None]] = {"v1": [], "v2": []}
         for _ in range(self.n):
             r1, r2 = await asyncio.gather(ask(ctx.v1, ctx.prompt, ctx.models.get("v1")),
@@ -218,12 +221,11 @@ class RefireStep:
             again["v2"].append(r2.text if r2.replied else None)
         record["refire"] = refire_outcome(record["v1"]["text"], record["v2"]["text"],
                                           again["v1"], again["v2"]).to_json()
-        return []
 
 
 class AAStep:
-    """Every ``every``-th round: the prompt twice to v1 (or v1 then ``v1b``): one
-    ``"kind": "aa"`` record with both replies, bucket and forensics."""
+    """Every ``every``-th round: the prompt twice to v1 (or v1 then ``v1b``); the pair
+    (both replies, bucket, forensics, noise) goes inside the round under ``"aa"``."""
 
     def __init__(self, every: int, k: int, floor: NoiseFloor,
                  v1b: SideClient | None = None) -> None:
@@ -232,32 +234,28 @@ class AAStep:
         self.floor = floor
         self.v1b = v1b
 
-    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> list[dict[str, Any]]:
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> None:
         if self.every <= 0 or record["round"] % self.every:
-            return []
+            return
         model = ctx.models.get("v1")
-        ts = utc_now_iso()
+        ts = now_iso()
         ra = await ask(ctx.v1, ctx.prompt, model)
         rb = await ask(self.v1b or ctx.v1, ctx.prompt, model)
         ta, tb = ra.extra.pop(TOKENS_KEY, None), rb.extra.pop(TOKENS_KEY, None)
         cmp = classify(ra.text if ra.replied else None, rb.text if rb.replied else None)
         a, b = _reply_json(ra), _reply_json(rb)
         aa: dict[str, Any] = {
-            "kind": "aa", "schema": SCHEMA, "round": record["round"], "ts": ts,
-            "prompt_id": record["prompt_id"], "category": record["category"],
-            "target": "v1b" if self.v1b else "v1", "bucket": cmp.bucket,
+            "ts": ts, "target": "v1b" if self.v1b else "v1", "bucket": cmp.bucket,
             "divergence_byte": cmp.divergence_byte,
             "prefix_match_chars": cmp.prefix_match_chars, "a": a, "b": b,
         }
-        if record.get("setup"):
-            aa["setup"] = record["setup"]
         fx = analyse(cmp.bucket, a, b, ta, tb, self.floor, self.k)
         if fx is not None:
             aa["forensics"] = fx
         if isinstance(ta, list) and isinstance(tb, list) and ta and tb:
             aa["noise"] = aa_noise(ta, tb)
-        self.floor.samples.add(aa)
-        return [aa]
+        record["aa"] = aa
+        self.floor.samples.add(aa_record(record) or {})
 
 
 @dataclass(frozen=True)
@@ -278,7 +276,8 @@ class ForensicsPlan:
 
 @contextlib.asynccontextmanager
 async def forensic_steps(plan: ForensicsPlan, spec: RequestSpec,
-                         warn: Callable[[str], None]) -> AsyncIterator[list[RoundStep]]:
+                         warn: Callable[[str], None], secrets: tuple[str | None, ...] = ()
+                         ) -> AsyncIterator[list[RoundStep]]:
     """The steps for a run, in order (A/A, verdict, re-fire); opens the v1b client.
     The A/A step goes first so that a calibrated verdict counts the round's own A/A pair;
     its record is still logged after the round's."""
@@ -297,5 +296,5 @@ async def forensic_steps(plan: ForensicsPlan, spec: RequestSpec,
     if plan.v1b is None:
         yield [AAStep(plan.aa_every, plan.logprobs, floor), *steps]
         return
-    async with SideClient(plan.v1b, spec) as v1b:
+    async with SideClient(plan.v1b, spec, secrets) as v1b:
         yield [AAStep(plan.aa_every, plan.logprobs, floor, v1b), *steps]

@@ -1,14 +1,15 @@
 """The halt watch: a runner ``CommitObserver`` around ``core.halt.HaltDetector``.
 
-After every committed batch it feeds the new rounds to the detector. On a halt it logs a
-``halt`` event (so ``gates`` and a restarted run see it), shows a loud alert, starts the
-``on_halt`` command / webhook in the background (logging each outcome as a
-``halt-alert`` event) and, with ``action = "stop"``, ends the run.
+Before each batch of rounds is written it feeds them to the detector (``screen``), in
+order. On a halt with ``action = "stop"`` it names the round that tripped it, and the
+runner writes nothing after that round. Once the batch is written (``committed``) it
+logs each ``halt`` event to ``<log>.events.jsonl`` (so ``gates`` and a restarted run see
+it), shows a loud alert, and starts the ``on_halt`` command / webhook in the background
+(logging each outcome as a ``halt-alert`` event).
 
-Acknowledgements: the running burn-in holds the log's lock, so ``ack-halt`` cannot
-append. It drops a request file ``<log>.ack-halt.<id>.json`` beside the log instead; the
-watch picks it up at the next commit, logs the ``ack-halt`` event and removes the file.
-When no run holds the lock, ``ack-halt`` logs the event itself.
+Acknowledgements: ``ack-halt`` appends its event straight to ``<log>.events.jsonl``,
+whether or not a run holds the log. The watch tails that file at each batch (the store
+reads only its new bytes, ``Store.poll_events``) and acknowledges the detector.
 
 It also keeps a ``DriftTracker`` and warns once when v2 slows down relative to v1.
 """
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,62 +26,16 @@ import orjson
 
 from shadow_burnin.config_sections import HaltConfig as HaltSettings
 from shadow_burnin.core.drift import DriftTracker
-from shadow_burnin.core.halt import HaltConfig, HaltDetector, ack_event, epoch
+from shadow_burnin.core.halt import ACK_EVENT, HaltConfig, HaltDetector, epoch
+from shadow_burnin.core.records import is_round
+from shadow_burnin.io.clock import now_iso
+from shadow_burnin.io.log.logread import log_events
 from shadow_burnin.io.log.store import Store
 from shadow_burnin.io.run.alerts import halt_message, send_all
 
+__all__ = ["HaltWatch", "log_events", "now_iso", "tail_rounds"]
+
 Say = Callable[[str], None]
-
-
-def now_iso() -> str:
-    d = datetime.now(UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
-
-
-# -- the ack inbox ------------------------------------------------------------------
-def inbox_glob(log: Path) -> str:
-    return f"{log.name}.ack-halt.*.json"
-
-
-def drop_ack_request(log: Path, reason: str, by: str | None, ts: str) -> Path:
-    """Leave an acknowledgement for the running burn-in (atomic: temp file + rename)."""
-    stamp = f"{os.getpid()}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
-    final = log.with_name(f"{log.name}.ack-halt.{stamp}.json")
-    tmp = final.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps({"reason": reason, "by": by, "ts": ts}))
-    os.replace(tmp, final)
-    return final
-
-
-def take_ack_requests(log: Path) -> list[dict[str, Any]]:
-    """Claim and read every pending request (oldest first); the files are removed."""
-    out = []
-    for path in sorted(log.parent.glob(inbox_glob(log))):
-        try:
-            request = orjson.loads(path.read_bytes())
-            path.unlink()
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        if isinstance(request, dict) and isinstance(request.get("reason"), str):
-            out.append(request)
-    return sorted(out, key=lambda r: str(r.get("ts", "")))
-
-
-def log_events(log: Path) -> list[dict[str, Any]]:
-    """The event records of a log, in order (a quick pass: only event lines are parsed)."""
-    out = []
-    try:
-        fh = open(log, "rb")  # noqa: SIM115 (closed below)
-    except FileNotFoundError:
-        return []
-    with fh:
-        for line in fh:
-            if b'"kind":"event"' in line and line.endswith(b"\n"):
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    record = orjson.loads(line)
-                    if isinstance(record, dict) and record.get("kind") == "event":
-                        out.append(record)
-    return out
 
 
 # -- priming after a restart ------------------------------------------------------------
@@ -111,7 +64,7 @@ def tail_rounds(log: Path, span_s: float, chunk: int = 1 << 20) -> list[dict[str
     for line in (data.split(b"\n")[1:] if pos > 0 else data.split(b"\n")):
         with contextlib.suppress(orjson.JSONDecodeError):
             r = orjson.loads(line) if line.strip() else None
-            if isinstance(r, dict) and r.get("kind", "round") == "round" and "ts" in r:
+            if isinstance(r, dict) and is_round(r) and "ts" in r:
                 records.append(r)
     if not records:
         return []
@@ -125,7 +78,7 @@ def _round_ts(lines: Any) -> float | None:
         with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, ValueError,
                                  AttributeError):
             r = orjson.loads(line)
-            if r.get("kind", "round") == "round":
+            if is_round(r):
                 return epoch(r["ts"])
     return None
 
@@ -148,6 +101,8 @@ class HaltWatch:
         self._drift_warned = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.halts: list[dict[str, Any]] = []
+        self._raised: list[dict[str, Any]] = []  # screened, logged once committed
+        self.stop_reason: str | None = None
 
     def prime(self) -> None:
         """Restore from the state's mirror of the log's events and the log's tail.
@@ -165,35 +120,42 @@ class HaltWatch:
         self.detector.active = bool(mirror.get("active"))
 
     # -- CommitObserver ------------------------------------------------------------------
-    def committed(self, records: list[dict[str, Any]], state: Any,
-                  stop: Callable[[str], None]) -> None:
-        self._take_acks()
-        for record in records:
-            if record.get("kind", "round") != "round":
-                continue
+    def screen(self, rounds: list[dict[str, Any]]) -> int | None:
+        """Feed the rounds about to be written; the index of the round whose halt stops
+        the run (with ``action = "stop"``), or None. Acks logged meanwhile count first."""
+        self._take_acks(self.store.poll_events())
+        for i, record in enumerate(rounds):
             self.drift.add(_latency(record, "v1"), _latency(record, "v2"))
             trigger = self.detector.feed(record)
-            if trigger is not None:
-                self._raise(trigger.to_event(self.settings.action), stop)
+            if trigger is None:
+                continue
+            event = trigger.to_event(self.settings.action)
+            self._raised.append(event)
+            if self.settings.action == "stop":
+                self.stop_reason = f"halted at round {event['round']} (no-match spike)"
+                return i
+        return None
+
+    def committed(self, records: list[dict[str, Any]], state: Any,
+                  stop: Callable[[str], None]) -> None:
+        raised, self._raised = self._raised, []
+        for event in raised:
+            self._raise(event)
         if not self._drift_warned and self.drift.count % 50 == 0 and self.drift.slowing():
             self._drift_warned = True
             self.warn(f"latency drift: v2's p95 gap over v1 grew by "
                       f"{self.drift.relative_drift_ms():.0f} ms between its first and last "
                       f"{self.drift.n} completions (see `bench`)")
 
-    def _take_acks(self) -> None:
-        requests = take_ack_requests(self.store.log)
-        if not requests:
+    def _take_acks(self, events: list[dict[str, Any]]) -> None:
+        acks = [e for e in events if e.get("event") == ACK_EVENT and "ts" in e]
+        if not acks:
             return
-        halt = (self.store.state.extra.get("halt") or {}).get("event")
-        events = [ack_event(r.get("ts") or self.clock(), r["reason"], halt, r.get("by"))
-                  for r in requests]
-        self.store.append_many(events)
-        self.detector.acknowledge(epoch(events[-1]["ts"]))
-        self.warn(f"halt acknowledged: {events[-1]['reason']}")
+        self.detector.acknowledge(epoch(str(acks[-1]["ts"])))
+        self.warn(f"halt acknowledged: {acks[-1].get('reason')}")
 
-    def _raise(self, event: dict[str, Any], stop: Callable[[str], None]) -> None:
-        self.store.append_many([event])
+    def _raise(self, event: dict[str, Any]) -> None:
+        self._take_acks(self.store.append_events([event]))
         self.halts.append(event)
         self.loud(halt_message(event))
         s = self.settings
@@ -201,8 +163,6 @@ class HaltWatch:
             task = asyncio.get_running_loop().create_task(self._alert(event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if s.action == "stop":
-            stop(f"halted at round {event['round']} (no-match spike)")
 
     async def _alert(self, event: dict[str, Any]) -> None:
         s = self.settings
@@ -216,7 +176,7 @@ class HaltWatch:
                             "round": event.get("round"), "channel": o.channel, "ok": o.ok,
                             "detail": o.detail or None})
         with contextlib.suppress(Exception):  # the store may be closing: never fatal
-            self.store.append_many(records)
+            self._take_acks(self.store.append_events(records))
 
     async def drain(self, timeout_s: float | None = None) -> None:
         """Wait for the alerts still running (called before the store closes)."""

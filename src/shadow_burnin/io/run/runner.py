@@ -1,11 +1,16 @@
 """The burn-in loop: a fixed schedule of rounds, each prompt sent to v1 and v2.
 
 Rounds start on a fixed grid (``t0 + k·interval``): no drift over days and no burst to
-catch up after a slow round. By default the two requests of a round go one after the
-other, alternating which side goes first; ``concurrent`` sends both at once. Up to
-``concurrency`` rounds may be in flight; they are committed to the log strictly in
-order, so the log's round numbers never have a gap. The runner knows nothing of
-terminals: it reports to a ``Progress`` object passed in.
+catch up after a slow round. ``rounds`` and ``duration`` hold for every interval and
+concurrency: a round is launched only while fewer than ``rounds`` were launched and the
+later of its slot time and the clock is before the deadline (with interval 0 every slot
+time is ``t0``, so the clock decides). The clock is injectable (tests).
+
+By default the two requests of a round go one after the other, alternating which side
+goes first; ``concurrent`` sends both at once. Up to ``concurrency`` rounds may be in
+flight; they are committed to the log strictly in order, so the log's round numbers
+never have a gap. The runner knows nothing of terminals: it reports to a ``Progress``
+object passed in.
 
 Commits (log write + fsync, state temp file + fsync + rename) run in one worker thread,
 one at a time, so the event loop keeps playing rounds during the fsyncs; every round
@@ -13,6 +18,12 @@ that finished meanwhile goes into the next commit (group commit). A round is cou
 and shown only once its commit returned. At most ``BACKLOG`` (or 4 × concurrency)
 launched rounds may be waiting for their commit: a stalled disk stops new rounds
 instead of growing memory.
+
+Before a batch is written, each observer may *screen* its rounds in order (the halt
+watch feeds its detector there): a round that must end the run (a halt with action
+``stop``) is the last one written; the rounds after it, finished or in flight, are
+abandoned, so no round after it is logged. The log holds exactly one line per round;
+events go to ``<log>.events.jsonl`` through the store.
 """
 
 from __future__ import annotations
@@ -22,16 +33,15 @@ import contextlib
 import math
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shadow_burnin.core.compare import classify
 from shadow_burnin.core.prompt import Prompt
-from shadow_burnin.core.records import Round, SideReply
+from shadow_burnin.core.rounds import build_round
 from shadow_burnin.core.schedule import Schedule
+from shadow_burnin.io.clock import now_iso
 from shadow_burnin.io.http.client import Endpoint, RequestSpec, SideClient
 from shadow_burnin.io.log.store import State, Store
 
@@ -57,16 +67,23 @@ class RoundContext:
 
 class RoundStep(Protocol):
     """Enriches a finished round before it is committed (e.g. forensics: re-fire,
-    token verdicts). May change ``record`` in place; returns extra records to log
-    right after it (e.g. an A/A record), each with its own ``kind``."""
+    token verdicts, the round's A/A pair under ``"aa"``): changes ``record`` in place.
+    The round stays one record (one line of the log)."""
 
-    async def __call__(self, record: dict[str, Any], ctx: RoundContext
-                       ) -> list[dict[str, Any]]: ...
+    async def __call__(self, record: dict[str, Any], ctx: RoundContext) -> None: ...
 
 
 class CommitObserver(Protocol):
-    """Sees every batch of committed records (e.g. the no-match halt detector).
-    ``stop(reason)`` ends the run after the rounds in flight."""
+    """Sees every batch of rounds: ``screen`` before it is written, ``committed`` after.
+
+    ``screen`` gets the batch's rounds in order and returns the index of a round that
+    ends the run (it is the last one written: nothing after it is logged; the reason is
+    ``stop_reason``), or None. ``committed`` gets the rounds written;
+    ``stop(reason)`` there ends the run after the rounds in flight."""
+
+    stop_reason: str | None
+
+    def screen(self, rounds: list[dict[str, Any]]) -> int | None: ...
 
     def committed(self, records: list[dict[str, Any]], state: State,
                   stop: Callable[[str], None]) -> None: ...
@@ -95,10 +112,7 @@ class RunOutcome:
 
 BACKLOG = 1024  # launched rounds waiting for their commit, at most (or 4 × concurrency)
 
-
-def utc_now_iso() -> str:
-    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (milliseconds truncated, like the log always had)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+utc_now_iso = now_iso  # the log's timestamp of "now" (kept for callers of the old name)
 
 
 class Runner:
@@ -113,6 +127,8 @@ class Runner:
         on_usr1: Callable[[], None] | None = None,
         steps: Sequence[RoundStep] = (),
         observers: Sequence[CommitObserver] = (),
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.plan = plan
         self.prompts = list(prompts)
@@ -124,8 +140,10 @@ class Runner:
         self.schedule = Schedule([p.category for p in self.prompts], plan.seed)
         self._stop = asyncio.Event()
         self._signals = 0
-        self._inflight: set[asyncio.Task[list[dict[str, Any]]]] = set()  # still playing
+        self._inflight: set[asyncio.Task[dict[str, Any]]] = set()  # still playing
         self.models: dict[str, str | None] = {}
+        self._clock = clock  # seconds, monotonic (default: the event loop's clock)
+        self._sleep = sleep  # waits on that clock (default: real time, cut by a stop)
 
     # -- signals --------------------------------------------------------------------
     def finish(self, reason: str) -> None:
@@ -143,7 +161,7 @@ class Runner:
                 task.cancel()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed = []
+        installed: list[int] = []
         for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_stop, name)
@@ -162,8 +180,9 @@ class Runner:
         outcome = RunOutcome()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shadow-burnin-commit")
         try:
-            async with SideClient(self.plan.v1, self.plan.spec) as c1, \
-                    SideClient(self.plan.v2, self.plan.spec) as c2:
+            secrets = (self.plan.v1.api_key, self.plan.v2.api_key)
+            async with SideClient(self.plan.v1, self.plan.spec, secrets) as c1, \
+                    SideClient(self.plan.v2, self.plan.spec, secrets) as c2:
                 m1, m2 = await asyncio.gather(_resolve(c1), _resolve(c2))
                 self.models = {"v1": m1, "v2": m2}
                 outcome.models = dict(self.models)
@@ -182,7 +201,9 @@ class Runner:
     async def _loop(self, loop: asyncio.AbstractEventLoop, c1: SideClient,
                     c2: SideClient) -> int:
         plan = self.plan
-        self._pending: deque[asyncio.Task[list[dict[str, Any]]] | None] = deque()
+        now = self._clock or loop.time
+        self._now = now
+        self._pending: deque[asyncio.Task[dict[str, Any]] | None] = deque()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set after each commit
         self._closed = 0  # launched rounds committed or abandoned
@@ -190,12 +211,12 @@ class Runner:
         base_round = self.store.state.last_round
         base_cursor = self.store.state.cursor
         backlog = max(BACKLOG, 4 * plan.concurrency)
-        t0 = loop.time()
+        t0 = now()
         deadline = t0 + plan.duration if plan.duration else None
         slots = asyncio.Semaphore(plan.concurrency)
         inflight = self._inflight
 
-        def done(task: asyncio.Task[list[dict[str, Any]]]) -> None:
+        def done(task: asyncio.Task[dict[str, Any]]) -> None:
             inflight.discard(task)
             slots.release()
 
@@ -212,16 +233,17 @@ class Runner:
                     await self._drained.wait()  # the disk is behind: wait for a commit
                 await slots.acquire()
                 slot_time = t0 + k * plan.interval
-                late = loop.time() - slot_time
+                late = now() - slot_time
                 if plan.interval and late > min(0.05 * plan.interval, 0.05):
                     # a slow round overran its slot: skip to the next slot, never burst
                     k += math.ceil(late / plan.interval)
                     slot_time = t0 + k * plan.interval
-                if deadline is not None and slot_time >= deadline:
+                if deadline is not None and max(slot_time, now()) >= deadline:
+                    # the later of the two: with interval 0 every slot time is t0
                     slots.release()
                     self._reason = "reached the duration"
                     break
-                if await self._sleep_until(loop, slot_time) or committer.done():
+                if await self._sleep_until(slot_time) or committer.done():
                     slots.release()
                     break
                 launched += 1
@@ -238,16 +260,20 @@ class Runner:
             await committer
         return self._committed
 
-    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> bool:
+    async def _sleep_until(self, when: float) -> bool:
         """Sleep until ``when``; True if a stop was requested meanwhile."""
-        delay = when - loop.time()
+        delay = when - self._now()
         if delay <= 0:
+            await asyncio.sleep(0)  # let signals and finished rounds in (interval 0)
+            return self._stop.is_set()
+        if self._sleep is not None:
+            await self._sleep(delay)
             return self._stop.is_set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay)
         return self._stop.is_set()
 
-    def _enqueue(self, task: asyncio.Task[list[dict[str, Any]]] | None) -> None:
+    def _enqueue(self, task: asyncio.Task[dict[str, Any]] | None) -> None:
         self._pending.append(task)
         self._wake.set()
 
@@ -267,7 +293,6 @@ class Runner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait([head])
                 batch: list[dict[str, Any]] = []
-                rounds = 0
                 while pending and pending[0] is not None and pending[0].done():
                     task = pending.popleft()
                     assert task is not None
@@ -275,14 +300,36 @@ class Runner:
                         self._closed += 1
                         self._abandon_rest()
                         break
-                    batch.extend(task.result())
-                    rounds += 1
+                    batch.append(task.result())
+                cut = self._screen(batch)
+                if cut is not None:
+                    self._closed += len(batch) - cut - 1
+                    del batch[cut + 1:]
                 if batch:
                     await self._store_batch(batch)
-                self._closed += rounds
+                self._closed += len(batch)
                 self._drained.set()
         finally:
             self._drained.set()
+
+    def _screen(self, batch: list[dict[str, Any]]) -> int | None:
+        """Let observers screen the batch; the index of the round that ends the run (the
+        rest of the batch and every round after it are abandoned), or None."""
+        cut: int | None = None
+        for observer in self.observers:
+            screen = getattr(observer, "screen", None)
+            if screen is None:
+                continue
+            at = screen(batch if cut is None else batch[:cut + 1])
+            if at is not None and (cut is None or at < cut):
+                cut = at
+                self._reason = getattr(observer, "stop_reason", None) or "stopped"
+        if cut is not None:
+            self._stop.set()
+            self._abandon_rest()
+            for t in list(self._inflight):
+                t.cancel()
+        return cut
 
     def _abandon_rest(self) -> None:
         """After an abandoned round nothing later may be logged (no gaps)."""
@@ -303,7 +350,7 @@ class Runner:
             for t in list(self._inflight):
                 t.cancel()
             raise
-        rounds = [r for r in batch if r.get("kind", "round") == "round"]
+        rounds = batch
         self._committed += len(rounds)
         state = self.store.state
         # each round is shown with the state as of that round (the batch is committed)
@@ -318,8 +365,8 @@ class Runner:
             observer.committed(batch, self.store.state, self.finish)
 
     async def _play(self, number: int, cursor: int, prompt: Prompt, c1: SideClient,
-                    c2: SideClient) -> list[dict[str, Any]]:
-        ts = utc_now_iso()
+                    c2: SideClient) -> dict[str, Any]:
+        ts = now_iso()
         first = "v1" if number % 2 == 1 else "v2"
         m1, m2 = self.models.get("v1"), self.models.get("v2")
         if self.plan.concurrent:
@@ -334,23 +381,10 @@ class Runner:
                              first="both" if self.plan.concurrent else first,
                              setup=self.plan.setup, seed=self.plan.seed,
                              cursor=cursor).to_json()
-        out = [record]
         ctx = RoundContext(prompt, c1, c2, self.models)
         for step in self.steps:
-            out.extend(await step(record, ctx))
-        return out
-
-
-def build_round(number: int, ts: str, prompt: Prompt, r1: SideReply, r2: SideReply, *,
-                first: str | None, setup: str | None, seed: int | None,
-                cursor: int | None) -> Round:
-    cmp = classify(r1.text if r1.replied else None, r2.text if r2.replied else None)
-    return Round(
-        round=number, ts=ts, prompt_id=prompt.id, category=prompt.category,
-        bucket=cmp.bucket, divergence_byte=cmp.divergence_byte,
-        prefix_match_chars=cmp.prefix_match_chars, v1=r1, v2=r2, first=first,
-        setup=setup, seed=seed, cursor=cursor,
-    )
+            await step(record, ctx)
+        return record
 
 
 async def _resolve(client: SideClient) -> str | None:

@@ -29,6 +29,7 @@ from shadow_burnin.app.files import check_store_paths, inputs_of
 from shadow_burnin.config import Config, fingerprint
 from shadow_burnin.core.aa import NoiseSamples, aa_samples
 from shadow_burnin.core.prompt import Prompt, prompts_digest
+from shadow_burnin.core.records import aa_records
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.errors import ConfigError, LogError, SetupChangedError, StateError
 from shadow_burnin.inputs import check_input
@@ -101,13 +102,7 @@ def plan_for(cfg: Config, setup: str, seed: int) -> RunPlan:
 
 def _aa_records(log: Path) -> list[dict[str, Any]]:
     """A/A results in either layout: inside their round (``"aa"``) or old ``kind: aa``."""
-    out = []
-    for _n, _t, r in iter_records(log):
-        if r.get("kind") == "aa":
-            out.append(r)
-        elif r.get("kind", "round") == "round" and isinstance(r.get("aa"), dict):
-            out.append({"kind": "aa", **r["aa"]})  # the same fields as an old A/A line
-    return out
+    return list(aa_records(r for _n, _t, r in iter_records(log, split_aa=False)))
 
 
 def forensics_plan(cfg: Config, plan: RunPlan) -> ForensicsPlan:

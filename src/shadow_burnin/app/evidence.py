@@ -5,7 +5,6 @@ judging itself is pure (``core``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from shadow_burnin.core.flip import FlipStatus, flip_status
 from shadow_burnin.core.gates import GateReport, evaluate
 from shadow_burnin.core.halt import HaltStatus, halt_status
 from shadow_burnin.core.stats import Summary, summarise
-from shadow_burnin.io.log.events import read_events
 from shadow_burnin.io.log.logread import LogScan, Window, scan
 from shadow_burnin.io.log.pplstore import latest_run
 
@@ -38,33 +36,17 @@ class Evidence:
     flip: FlipStatus | None = None  # where the route points after cutover/rollback events
 
 
-def events_of(log: Path, result: LogScan, window: Window | None = None
-              ) -> list[dict[str, Any]]:
-    """The log's events in time order: inline ones (older logs) and
-    ``<log>.events.jsonl``, the latter filtered by the same window as the rounds."""
-    inline = [r for r in result.other if r.get("kind") == "event"]
-    seen = {id(r) for r in inline}
-    out = []
-    for e in read_events(log, inline):
-        if id(e) not in seen and window is not None and not _inside(e, window):
-            continue
-        out.append(e)
-    return out
-
-
-def _inside(event: dict[str, Any], window: Window) -> bool:
-    try:
-        t = datetime.fromisoformat(str(event.get("ts"))).timestamp()
-    except ValueError:
-        return False
-    return window.contains(t)
+def events_of(result: LogScan) -> list[dict[str, Any]]:
+    """The log's events in time order, as the scan collected them: inline ones (older
+    logs) and ``<log>.events.jsonl``, filtered by the same window as the rounds."""
+    return [r for r in result.other if r.get("kind") == "event"]
 
 
 def judge(cfg: Config, summary: Summary, result: LogScan,
           window: Window | None = None) -> Evidence:
     """Gates and drift for rounds already scanned and summarised."""
     cols = result.columns
-    events = events_of(Path(cfg.paths.log), result, window)
+    events = events_of(result)
     halt = halt_status(events)
     d = drift(cols.ts, cols.latency)
     ppl = latest_run(Path(cfg.ppl_log()))

@@ -63,8 +63,9 @@ class RequestSpec:
 
 
 def build_body(spec: RequestSpec, prompt: Prompt, model: str | None) -> dict[str, Any]:
-    """The request body; both sides of a round get exactly this (but for ``model``)."""
-    body: dict[str, Any] = {}
+    """The request body; both sides of a round get exactly this (but for ``model``).
+    A prompt's own ``params`` (a captured request's) go first; the run's fields win."""
+    body: dict[str, Any] = dict(prompt.params) if prompt.params else {}
     if model:
         body["model"] = model
     if spec.api == "chat":

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 import platformdirs
 
+from shadow_burnin.config_mirror import MIRROR_SCHEMA, MirrorConfig, build_mirror
 from shadow_burnin.config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.inputs import read_input
@@ -95,6 +96,7 @@ class Config:
     gates: GatesConfig = field(default_factory=GatesConfig)
     halt: HaltConfig = field(default_factory=HaltConfig)
     ppl: PplConfig = field(default_factory=PplConfig)
+    mirror: MirrorConfig = field(default_factory=MirrorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -156,6 +158,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "ppl": {"text": _STR, "window": _INT, "top_k": _INT, "v1_method": _STR,
             "v2_method": _STR, "v1_endpoint": _STR, "v2_endpoint": _STR,
             "max_windows": _INT, "timeout": _NUM, "log": _STR},
+    "mirror": MIRROR_SCHEMA,
 }
 
 
@@ -213,7 +216,8 @@ def load(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = 
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise ConfigError(src, f"{section}.{key} must be {name}, got {value!r}")
     try:
-        return replace(_build(merged, src), forensics=_forensics(merged.get("forensics", {})))
+        return replace(_build(merged, src), forensics=_forensics(merged.get("forensics", {})),
+                       mirror=build_mirror(merged.get("mirror", {})))
     except ValueError as exc:
         raise ConfigError(src if src else None, f"{exc}" if src else f"{where}: {exc}") from None
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = {
     "run": "run", "bench": "report", "recent": "report", "show": "report",
     "config": "info", "prompts": "info", "import-legacy": "legacy", "demo": "demo",
     "divergences": "divergences", "gates": "gates", "ack-halt": "gates", "ppl": "ppl",
+    "mirror": "mirror",
 }
 
 

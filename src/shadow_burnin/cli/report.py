@@ -50,13 +50,16 @@ def print_summary(log: Path, console: Console) -> None:
 @store_options
 @window_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--by", "by", type=click.Choice(["source"]),
+              help="Also one summary per source (run, mirror, legacy).")
 def bench(config_path: Path | None, log_path: Path | None, state_path: Path | None,
-          since: str | None, until: str | None, as_json: bool) -> None:
+          since: str | None, until: str | None, as_json: bool, by: str | None) -> None:
     """Summarise the log: buckets, exact-match rate with its 95% interval, latency.
 
     \b
     Example:
       shadow-burnin bench --since 2026-04-20T00:00:00Z --json
+      shadow-burnin bench --by source
       halo bench
     """
     cfg = load_config(config_path, None, log_path, state_path)
@@ -66,6 +69,11 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         out = summary.to_json()
         out["gates"] = cutover.report.to_json()
         out["drift"] = cutover.drift.to_json()
+        if by == "source":
+            from shadow_burnin.app.sources import summaries_by_source
+
+            out["by_source"] = {k: v.to_json() for k, v in summaries_by_source(
+                Path(cfg.paths.log), make_window(since, until)).items()}
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     elif summary.rounds == 0:
         click.echo("no rounds")
@@ -76,6 +84,12 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         console.print(bench_table(summary))
         console.print(gates_table(cutover.report))
         console.print(drift_section(cutover.drift))
+        if by == "source":
+            from shadow_burnin.app.sources import summaries_by_source
+            from shadow_burnin.render.sources import sources_table
+
+            console.print(sources_table(summaries_by_source(Path(cfg.paths.log),
+                                                            make_window(since, until))))
 
 
 @click.command()

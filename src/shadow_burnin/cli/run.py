@@ -6,8 +6,10 @@ import asyncio
 import os
 import secrets
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -16,6 +18,7 @@ from shadow_burnin.cli.divergences import forensics_plan
 from shadow_burnin.cli.gates import halt_watch
 from shadow_burnin.cli.options import load_config, store_options
 from shadow_burnin.config import Config, fingerprint
+from shadow_burnin.core.mirror import replay_offsets
 from shadow_burnin.core.prompt import Prompt, prompts_digest
 from shadow_burnin.errors import ConfigError, SetupChangedError
 from shadow_burnin.io.http.client import Endpoint, RequestSpec
@@ -80,8 +83,9 @@ def open_store(cfg: Config, setup: str, *, new_run: bool, force: bool,
 
 
 def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: bool = False,
-            console: Console | None = None) -> RunOutcome:
-    """Run a burn-in with this config (used by ``run`` and ``demo``)."""
+            console: Console | None = None, replay_speed: float | None = None) -> RunOutcome:
+    """Run a burn-in with this config (used by ``run`` and ``demo``); ``replay_speed``:
+    play the prompts file once, in order, at its captured times (``--replay``)."""
     out = console or Console(soft_wrap=True)  # off a terminal: one line per message,
     err = Console(stderr=True, soft_wrap=True)  # never cut at 80 columns
     prompts = load_prompts(cfg)
@@ -95,6 +99,9 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
                 secrets.randbelow(2**31)
         store.state.setup = setup
         plan = plan_for(cfg, setup, store.state.seed)
+        if replay_speed is not None:
+            plan = replace(plan, replay=replay_offsets(prompts, replay_speed,
+                                                       cfg.run.interval))
 
         def usr1() -> None:
             from shadow_burnin.cli.report import print_summary
@@ -151,6 +158,10 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
 @click.option("--concurrency", type=int, help="Rounds in flight at once [1].")
 @click.option("--seed", type=int, help="Prompt shuffle seed for a new run [random].")
 @click.option("--prompts", "prompts_file", help="JSONL prompts file (replaces the built-in set).")
+@click.option("--replay", "replay_file", help="Play this prompts file (e.g. a `mirror "
+              "--capture`) once, in order, at its captured times, instead of cycling.")
+@click.option("--speed", type=click.FloatRange(min=0.0, min_open=True),
+              help="With --replay: time scale (2: twice as fast) [1].")
 @click.option("--insecure", is_flag=True, default=None, help="Do not verify TLS for https.")
 @click.option("--logprobs", "logprobs", type=click.IntRange(0, 20),
               help="Top-K logprobs per token for divergence verdicts; 0: off [5].")
@@ -172,7 +183,8 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         max_tokens: int | None, stream: bool | None, timeout: float | None,
         interval: float | None, rounds: int | None, duration: str | None,
         concurrent: bool | None, concurrency: int | None, seed: int | None,
-        prompts_file: str | None, insecure: bool | None, logprobs: int | None,
+        prompts_file: str | None, replay_file: str | None, speed: float | None,
+        insecure: bool | None, logprobs: int | None,
         refire: int | None, aa_every: int | None, v1b_url: str | None,
         calibrate: bool | None, new_run: bool, force: bool, quiet: bool) -> None:
     """Fire every prompt at v1 and v2, bucket the replies, log every round.
@@ -190,7 +202,7 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
       shadow-burnin run --v1 http://127.0.0.1:8080 --v2 http://127.0.0.1:8180 \\
           --api completions --rounds 500 --interval 1
     """
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "v1": {"url": v1_url, "model": v1_model or model, "api_key_env": v1_key_env},
         "v2": {"url": v2_url, "model": v2_model or model, "api_key_env": v2_key_env},
         "request": {"api": api, "max_tokens": max_tokens, "stream": stream, "timeout": timeout},
@@ -200,8 +212,15 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         "forensics": {"logprobs": logprobs, "refire": refire, "aa_every": aa_every,
                       "v1b": v1b_url, "calibrate": calibrate},
     }
+    if replay_file is not None:
+        if prompts_file is not None:
+            raise ConfigError(None, "--replay: give the file to --replay only, not --prompts too")
+        overrides["run"]["prompts"] = replay_file
+    elif speed is not None:
+        raise ConfigError(None, "--speed: only with --replay FILE")
     cfg = load_config(config_path, overrides, log_path, state_path)
-    outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet)
+    outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet,
+                      replay_speed=(speed or 1.0) if replay_file is not None else None)
     click.echo(f"{outcome.rounds} rounds logged to {cfg.paths.log} ({outcome.reason})",
                err=True)
     sys.exit(0)

@@ -22,12 +22,12 @@ alone. ``tools`` and ``batch-prompt`` stay not comparable.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from shadow_burnin.core.prompt import RESERVED_PARAMS, parse_prompt
+from shadow_burnin.core.prompt import RESERVED_PARAMS, Prompt, at_seconds, parse_prompt
 
 SAMPLING_REASONS = frozenset(("temperature>0", "n>1"))
 CONTEXT_CHARS = 40
@@ -121,3 +121,24 @@ def capture_line(body: Mapping[str, Any], api: str, at: str, pid: str
     except ValueError:
         return None
     return out
+
+
+def replay_offsets(prompts: Sequence[Prompt], speed: float, interval: float
+                   ) -> tuple[float, ...]:
+    """When to launch each prompt of a replay, in seconds from the first: the captured
+    inter-arrival times (``at``) divided by ``speed``. A file without an ``at`` on every
+    line is played at the run's ``interval`` instead. Never earlier than the line before
+    (a file out of order is played in file order)."""
+    stamps = [at_seconds(p) for p in prompts]
+    if not stamps:
+        return ()
+    if any(t is None for t in stamps):
+        return tuple(i * interval for i in range(len(prompts)))
+    first = stamps[0]
+    out: list[float] = []
+    last = 0.0
+    for t in stamps:
+        assert t is not None and first is not None
+        last = max(last, (t - first) / speed)
+        out.append(last)
+    return tuple(out)

@@ -246,6 +246,7 @@ class MirrorProxy:
         left = max(0.0, deadline - loop.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(), left)
+        self.stats.dropped_shutdown += len(self._busy)  # cut off in flight, no round
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -254,8 +255,6 @@ class MirrorProxy:
             self.queue.get_nowait()
             self.queue.task_done()
             self.stats.dropped_shutdown += 1
-        self.stats.dropped_shutdown += len(self._busy)
-        self._busy.clear()
         for client in self._clients.values():
             await client.__aexit__(None, None, None)
         self._clients.clear()

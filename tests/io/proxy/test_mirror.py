@@ -93,7 +93,7 @@ async def test_openai_client_gets_what_the_primary_gives(scripted_server: Start,
     mirrored_v1 = await scripted_server(**options)  # a twin: same ids, same bytes
     v2 = await scripted_server(reply="something else")
     call = _chat if kind == "chat" else _completion
-    async with running_proxy(mirrored_v1.url, v2.url) as (url, proxy, hooks):
+    async with running_proxy(mirrored_v1.url, v2.url) as (url, _proxy, hooks):
         through = openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-test", max_retries=0)
         direct = openai.AsyncOpenAI(base_url=direct_v1.url + "/v1", api_key="sk-test",
                                     max_retries=0)

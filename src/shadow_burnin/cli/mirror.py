@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,16 @@ from shadow_burnin.cli.gates import halt_watch
 from shadow_burnin.cli.options import load_config, store_options
 from shadow_burnin.cli.run import api_key
 from shadow_burnin.io.log.store import Store
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (about twice aiohttp's throughput), else
+    asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _line(figures: dict[str, Any]) -> str:
@@ -120,7 +131,8 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
                 if watch is not None:
                     await watch.drain()
 
-        figures = asyncio.run(go())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            figures = runner.run(go())
     finally:
         store.close()
     say(_line(figures))

@@ -68,7 +68,6 @@ class Mirrored:
     v2: SideReply | None = None
     v1_greedy: SideReply | None = None  # v1's reply to the greedy copy
     cancelled: bool = False  # the client left before v1's reply was complete
-    pending: int = 2  # sides still to finish (the client exchange, the shadow)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -214,6 +213,8 @@ class MirrorProxy:
         self._clients: dict[tuple[str, str, bool], SideClient] = {}
         self._parsers: dict[tuple[str, bool], SideClient] = {}
         self._busy: set[Mirrored] = set()  # jobs a worker is sending right now
+        self._closed = False
+        self._parsing: set[asyncio.Task[SideReply]] = set()
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -243,9 +244,12 @@ class MirrorProxy:
         if self._runner is not None:
             await self._runner.cleanup()  # waits up to ``grace`` for in-flight handlers
             self._runner = None
+        # the last replies' parsers hand their jobs on (their callbacks run first)
+        await asyncio.gather(*self._parsing, return_exceptions=True)
         left = max(0.0, deadline - loop.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(), left)
+        self._closed = True
         self.stats.dropped_shutdown += len(self._busy)  # cut off in flight, no round
         for task in self._workers:
             task.cancel()
@@ -284,13 +288,6 @@ class MirrorProxy:
                 job = self.hooks.on_request(request.path, api, obj, body, _utc_now())
                 if job is None:
                     stats.skipped += 1
-                else:
-                    try:
-                        self.queue.put_nowait(job)
-                        stats.mirrored += 1
-                    except asyncio.QueueFull:
-                        stats.dropped_full += 1
-                        job = None
         return await self._forward(request, body, rest, job)
 
     async def _read_body(self, request: web.BaseRequest
@@ -322,6 +319,8 @@ class MirrorProxy:
         resp: web.StreamResponse | None = None
         feed: _Feed | None = None
         parse: asyncio.Task[SideReply] | None = None
+        delivered = False  # the whole reply was handed to the client
+        error: str | None = "client-cancelled"  # v1's outcome for the job, until known
         try:
             async with self._session.request(
                 request.method, self._v1_base + request.raw_path, data=data,
@@ -345,32 +344,61 @@ class MirrorProxy:
                     if feed is not None:
                         feed.feed(chunk)
                 await _to_client(resp.write_eof())
+                delivered, error = True, None
         except (_ClientGone, asyncio.CancelledError) as exc:
             # the client left: leaving the ``async with`` closed v1's connection
-            self.stats.client_cancelled += 1
-            if job is not None:
-                job.cancelled = True
-                self._v1_done(job, await _finish(parse, feed, start, "client-cancelled"))
+            if not delivered:
+                self.stats.client_cancelled += 1
+                if job is not None:
+                    job.cancelled = True
             if isinstance(exc, asyncio.CancelledError):
                 raise
             assert resp is not None
             return resp
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if delivered:  # e.g. the connection to v1 failed to close: the reply is whole
+                return resp  # type: ignore[return-value]
             self.stats.v1_failed += 1
-            status, code = _upstream_error(exc)
-            if job is not None:
-                self._v1_done(job, await _finish(parse, feed, start, code, status=(
-                    None if resp is None else resp.status)))
+            status, error = _upstream_error(exc)
             if resp is None or not resp.prepared:
                 return web.Response(status=status, body=_error_body(
-                    f"shadow-burnin mirror: the primary could not answer ({code})"),
+                    f"shadow-burnin mirror: the primary could not answer ({error})"),
                     content_type="application/json")
             if request.transport is not None:  # mid-body: cut, never a short body
                 request.transport.abort()
             return resp
-        if job is not None:
-            self._v1_done(job, await _finish(parse, feed, start, None))
+        finally:
+            if job is not None:  # exactly once, whatever ended the exchange
+                self._v1_outcome(job, parse, feed, start, error,
+                                 None if resp is None else resp.status)
         return resp
+
+    def _v1_outcome(self, job: Mirrored, parse: asyncio.Task[SideReply] | None,
+                    feed: _Feed | None, start: float, error: str | None,
+                    status: int | None) -> None:
+        """Hand v1's reply to the job once its parser has read what passed through (a
+        callback: it does not depend on the client's handler surviving)."""
+        if parse is None or feed is None:
+            self._v1_done(job, SideReply(
+                text=None, status=status, error=error or "bad-shape: no reply",
+                latency_ms=round((time.perf_counter() - start) * 1000.0, 3)))
+            return
+        feed.close()
+
+        def parsed(task: asyncio.Task[SideReply]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                reply = SideReply(text=None, status=status, error="bad-shape: unreadable")
+            else:
+                reply = task.result()
+            if error is not None:
+                reply.error = error
+                if reply.text:
+                    reply.truncated = True
+            self._v1_done(job, reply)
+
+        parse.add_done_callback(parsed)
+        self._parsing.add(parse)
+        parse.add_done_callback(self._parsing.discard)
 
     def _parser(self, api: str, stream: bool) -> SideClient:
         key = (api, stream)
@@ -382,14 +410,17 @@ class MirrorProxy:
         return parser
 
     def _v1_done(self, job: Mirrored, reply: SideReply) -> None:
+        """The client's exchange is over: now the copy goes on the shadow's queue (so
+        the shadow never competes with the client's own exchange), or is dropped."""
         job.v1 = reply
-        self._settle(job)
-
-    def _settle(self, job: Mirrored) -> None:
-        job.pending -= 1
-        if job.pending == 0:
-            self.stats.completed += 1
-            self.hooks.on_done(job)
+        if self._closed:
+            self.stats.dropped_shutdown += 1
+            return
+        try:
+            self.queue.put_nowait(job)
+            self.stats.mirrored += 1
+        except asyncio.QueueFull:
+            self.stats.dropped_full += 1
 
     # -- the shadow -----------------------------------------------------------------
     async def _client(self, side: str, api: str, stream: bool) -> SideClient:
@@ -423,22 +454,8 @@ class MirrorProxy:
                 self._busy.discard(job)
                 self.queue.task_done()
             self.stats.shadow_done += 1
-            self._settle(job)
-
-
-async def _finish(parse: asyncio.Task[SideReply] | None, feed: _Feed | None, start: float,
-                  error: str | None, status: int | None = None) -> SideReply:
-    """v1's reply for the job: parsed from what passed through, or the exchange's error."""
-    if parse is None or feed is None:
-        return SideReply(text=None, status=status, error=error or "bad-shape: no reply",
-                         latency_ms=round((time.perf_counter() - start) * 1000.0, 3))
-    feed.close()
-    reply = await asyncio.shield(parse)
-    if error is not None:
-        reply.error = error
-        if reply.text:
-            reply.truncated = True
-    return reply
+            self.stats.completed += 1
+            self.hooks.on_done(job)
 
 
 class _ClientGone(Exception):

@@ -7,13 +7,15 @@ path waits for the shadow.
 
 A POST to ``/v1/chat/completions``, ``/v1/completions`` or llama.cpp's ``/completion``
 whose body is a JSON object no larger than ``max_body`` is handed to the session's
-``Hooks.on_request``, which may return a :class:`Mirrored` job. The job is put on a
-bounded queue with ``put_nowait``: a full queue drops the copy (counted), it never waits.
-``shadow_concurrency`` workers send queued copies to v2 (``SideClient``: the run's own
-client, its per-request timeout and error codes) — and, when the session forces a greedy
-comparison, a second, shadow-only copy to v1. The client's v1 reply is teed into the same
-parsers while it streams (so its TTFT is the time of the first text), and once both sides
-of a job are complete ``Hooks.on_done`` gets it.
+``Hooks.on_request``, which may return a :class:`Mirrored` job. The client's v1 reply is
+teed into the run's own reply parsers while it streams (so its TTFT is the time of its
+first text). Once the client's exchange is over — whole, failed or cancelled, exactly
+once whatever ended it — the job goes on a bounded queue with ``put_nowait``: a full
+queue drops the copy (counted), nothing ever waits for room, and a copy never runs
+alongside its own client's exchange. ``shadow_concurrency`` workers send queued
+copies to v2 (``SideClient``: the run's client, its per-request timeout and error codes)
+— and, when the session forces a greedy comparison, a second, shadow-only copy to v1 —
+then hand the finished job to ``Hooks.on_done``.
 
 Faults: v1 unreachable before its headers → 502 (504 on a timeout) with a JSON error
 body, as from any reverse proxy; v1 failing mid-body → the client connection is cut
@@ -31,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -72,7 +75,8 @@ class Mirrored:
 
 
 class Hooks(Protocol):
-    """What the session decides: which requests to mirror, and what to do with a pair."""
+    """What the session decides: which requests to mirror, and what to do with a pair.
+    Both are called on the event loop and must not block."""
 
     def on_request(self, path: str, api: str, body: dict[str, Any], raw: bytes,
                    ts: str) -> Mirrored | None: ...
@@ -478,7 +482,5 @@ async def _chain(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes
 
 
 def _utc_now() -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 

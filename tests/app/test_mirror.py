@@ -266,3 +266,38 @@ async def test_sampling_and_trusted_seeds(tmp_path: Path, scripted_server: Start
     log = rounds(tmp_path)
     assert len(log) == stats.mirrored
     assert {r["bucket"] for r in log} == {"exact"}  # a trusted seed is comparable
+
+
+async def test_a_halt_that_stops_ends_the_shadow_never_the_clients(tmp_path: Path,
+                                                                   scripted_server: Start
+                                                                   ) -> None:
+    class StopAtOnce:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def committed(self, records: list[dict[str, Any]], state: Any,
+                      stop: Callable[[str], None]) -> None:
+            self.seen.extend(r["round"] for r in records)
+            stop("no-match halt")
+
+    v1 = await scripted_server(reply="a")
+    v2 = await scripted_server(reply="b")
+    observer = StopAtOnce()
+    store = Store(tmp_path / "m.jsonl", tmp_path / "m.state")
+    store.open()
+    s = MirrorSession(MirrorOptions(v1=Endpoint(v1.url), v2=Endpoint(v2.url), port=0),
+                      store, observers=[observer])
+    await s.start()
+    try:
+        url = f"http://127.0.0.1:{s.proxy.port}"
+        await post(url, "/v1/completions", {"prompt": "p", "temperature": 0})
+        await wait_rounds(s, 1)
+        for _ in range(3):
+            status, body = await post(url, "/v1/completions", {"prompt": "p",
+                                                               "temperature": 0})
+            assert status == 200 and orjson.loads(body)["choices"][0]["text"] == "a"
+    finally:
+        await s.close()
+        store.close()
+    assert observer.seen == [1] and s.shadow_off
+    assert v2.count == 1 and v1.count == 4

@@ -184,13 +184,15 @@ class MirrorSession:
             max_reply_bytes=opts.max_reply_bytes, grace=opts.grace), self)
         self._committer: asyncio.Task[None] | None = None
         self.stop_event = asyncio.Event()
+        self.shadow_off = False  # set by a halt whose action is "stop"
 
     # -- hooks (called by the proxy on the client's path: no waiting here) -----------
     def on_request(self, path: str, api: str, body: dict[str, Any], raw: bytes,
                    ts: str) -> Mirrored | None:
         if self._capture is not None:
             self._capture_one(api, body, ts)
-        if self.opts.sample < 1.0 and self._rng.random() >= self.opts.sample:
+        if self.shadow_off or (self.opts.sample < 1.0 and
+                               self._rng.random() >= self.opts.sample):
             return None
         reason = not_comparable_reason(body, api, trust_seed=self.opts.trust_seed)
         greedy = self.opts.force_greedy and reason in SAMPLING_REASONS
@@ -252,8 +254,10 @@ class MirrorSession:
 
     def _observer_stop(self, reason: str) -> None:
         # a halt with action "stop": the shadow stops, the clients are served as before
-        self.notice(f"{reason}: mirror stops shadowing (clients are still served by v1)")
-        self.stop_event.set()
+        if not self.shadow_off:
+            self.notice(f"{reason}: the mirror stops shadowing (clients are still served "
+                        "by v1)")
+        self.shadow_off = True
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:

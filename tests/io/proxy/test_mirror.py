@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -335,3 +336,37 @@ async def test_close_finishes_a_client_in_flight_and_drains_the_queue(
     assert job.v1 is not None and job.v2 is not None
     assert job.v1.text == job.v2.text == "slow but sure"
     assert proxy.stats.dropped_shutdown == 0
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+async def test_a_compressed_reply_passes_untouched_and_gzip_is_compared(
+        scripted_server: Start, encoding: str) -> None:
+    plain = orjson.dumps({"id": "c", "object": "text_completion", "choices": [
+        {"index": 0, "text": "zipped answer", "finish_reason": "stop"}]})
+    packed = gzip.compress(plain) if encoding == "gzip" else b"\x0bnot-really-brotli"
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        await request.read()
+        return web.Response(body=packed, headers={"Content-Type": "application/json",
+                                                  "Content-Encoding": encoding})
+
+    runner = web.ServerRunner(web.Server(handler))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    v1 = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    v2 = await scripted_server(reply="zipped answer")
+    try:
+        async with running_proxy(v1, v2.url) as (url, proxy, hooks), \
+                aiohttp.ClientSession(auto_decompress=False) as http:
+            async with http.post(url + "/v1/completions", json={
+                    "prompt": "x", "temperature": 0}) as resp:
+                assert await resp.read() == packed  # the client's bytes, still compressed
+                assert resp.headers["Content-Encoding"] == encoding
+            if encoding == "gzip":
+                [job] = await hooks.wait_done(1)
+                assert job.v1 is not None and job.v1.text == "zipped answer"
+                assert job.v2 is not None and job.v2.text == "zipped answer"
+            else:
+                assert proxy.stats.undecodable == 1 and proxy.stats.mirrored == 0
+    finally:
+        await runner.cleanup()

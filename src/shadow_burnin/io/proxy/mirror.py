@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,7 @@ API_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
 _HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                   "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
                   "host", "content-length"))
+_READABLE = ("identity", "", "gzip", "x-gzip", "deflate")  # reply encodings the tee reads
 # headers aiohttp's client would add when absent: the primary must see the client's own
 _SKIP_AUTO = ("Accept-Encoding", "User-Agent", "Content-Type", "Accept")
 
@@ -100,6 +102,7 @@ class ProxyStats:
     completed: int = 0  # jobs handed to on_done
     v1_failed: int = 0  # client requests the primary could not answer (502/504/cut)
     client_cancelled: int = 0
+    undecodable: int = 0  # v1 replied in an encoding the mirror cannot read: not compared
 
     def to_json(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -122,16 +125,27 @@ class _Feed:
     """The reading side of an aiohttp ``StreamReader`` over bytes fed as they arrive,
     so the run's own reply parsers can read a reply the proxy is passing through."""
 
-    def __init__(self) -> None:
+    def __init__(self, compressed: bool = False) -> None:
         self._chunks: deque[bytes] = deque()
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
+        # gzip or zlib-wrapped deflate (the client gets the compressed bytes untouched)
+        self._inflate = zlib.decompressobj(wbits=47) if compressed else None
 
     def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._wake()
+        if self._inflate is not None:
+            try:
+                data = self._inflate.decompress(data)
+            except zlib.error:
+                self._inflate, data = None, b"\xff"  # undecodable: the parser says so
+        if data:
+            self._chunks.append(data)
+            self._wake()
 
     def close(self) -> None:
+        if self._inflate is not None:
+            with contextlib.suppress(zlib.error):
+                self._chunks.append(self._inflate.flush())
         self._eof = True
         self._wake()
 
@@ -337,8 +351,12 @@ class MirrorProxy:
                 if up.content_length is not None and \
                         "chunked" not in up.headers.get("Transfer-Encoding", "").lower():
                     resp.content_length = up.content_length
+                encoding = up.headers.get("Content-Encoding", "identity").strip().lower()
+                if job is not None and encoding not in _READABLE:
+                    self.stats.undecodable += 1  # e.g. br, zstd: v1's reply is not read
+                    job = None
                 if job is not None:
-                    feed = _Feed()
+                    feed = _Feed(compressed=encoding in ("gzip", "x-gzip", "deflate"))
                     view = _Upstream(up.status, up.headers, feed)
                     parse = asyncio.ensure_future(
                         parse_reply(self._parser(job.api, job.stream), view, start))

@@ -7,11 +7,13 @@ Starts, each in its own process on loopback ports: v1 and v2 (the scripted serve
 instant), Caddy (``reverse_proxy`` to v1, admin off) and ``shadow-burnin mirror`` (v1,
 v2 at sample 1.0, logging every round). Then:
 
-1. latency: requests to v1 directly, through Caddy and through the mirror, interleaved
-   one by one; what each proxy adds at p50 and p99 (its percentile minus the direct
-   one), non-streaming (total) and streaming (time to first byte and total);
-2. requests/s: ``--concurrency`` clients against Caddy, then the mirror, alternating
-   twice, against the instant v1 (the mirror also sends every request to v2 and logs it);
+1. latency: requests to v1 directly, through Caddy, through the mirror and through a
+   second mirror at ``--sample 0`` (its client path alone), interleaved one by one; what
+   each proxy adds at p50 and p99 (its percentile minus the direct one), non-streaming
+   (total) and streaming (time to first byte and total);
+2. requests/s: ``--concurrency`` clients against Caddy, the mirror and the mirror at
+   sample 0, in turn, twice, against the instant v1 (the mirror also sends every request
+   to v2 and logs it);
 3. memory: a mirror whose shadow is dead (a closed port) takes ``--memory`` requests; its
    RSS every tenth of the way.
 
@@ -75,13 +77,15 @@ def start_caddy(v1: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     raise RuntimeError("caddy did not start")
 
 
-def start_mirror(v1: str, v2: str, log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0
+                 ) -> tuple[str, subprocess.Popen[bytes]]:
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
         [sys.executable, "-m", "shadow_burnin", "mirror", "--listen", "127.0.0.1:0",
          "--v1", v1, "--v2", v2, "--log", str(log), "--quiet", "--max-queue", "10000",
-         "--shadow-concurrency", "16", "--timeout", "10", "--grace", "5"],
+         "--shadow-concurrency", "16", "--timeout", "10", "--grace", "5",
+         "--sample", str(sample)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stderr is not None
     for _ in range(300):
@@ -133,7 +137,7 @@ async def latency(targets: dict[str, str], n: int, stream: bool) -> None:
         d50, d99 = (float(np.percentile(arr["direct"], q)) for q in (50, 99))
         line = [f"{'stream' if stream else 'plain '} {label:5}: direct p50 {d50:.2f} "
                 f"p99 {d99:.2f} ms"]
-        for name in ("caddy", "mirror"):
+        for name in [k for k in arr if k != "direct"]:
             p50, p99 = (float(np.percentile(arr[name], q)) for q in (50, 99))
             line.append(f"{name} adds p50 {p50 - d50:+.2f} p99 {p99 - d99:+.2f} ms")
         print(" | ".join(line), flush=True)
@@ -192,22 +196,28 @@ def main() -> None:
         procs.append(pc)
         mirror, pm = start_mirror(v1, v2, work / "bench.jsonl")
         procs.append(pm)
-        targets = {"direct": v1, "caddy": caddy, "mirror": mirror}
+        # the same mirror shadowing nothing: what its client path alone costs
+        mirror0, pm0 = start_mirror(v1, v2, work / "sample0.jsonl", sample=0.0)
+        procs.append(pm0)
+        targets = {"direct": v1, "caddy": caddy, "mirror": mirror, "mirror@0": mirror0}
         version = subprocess.run(["/usr/bin/caddy", "version"], capture_output=True,
                                  text=True).stdout.split()[0]
         print(f"caddy {version}, load {os.getloadavg()[0]:.1f}", flush=True)
         for stream in (False, True):
             asyncio.run(latency(targets, args.latency, stream))
-        rates: dict[str, list[float]] = {"caddy": [], "mirror": []}
+        rates: dict[str, list[float]] = {"caddy": [], "mirror": [], "mirror@0": []}
         for _ in range(2):
-            for name in ("caddy", "mirror"):
+            for name in rates:
                 rates[name].append(asyncio.run(throughput(targets[name], args.throughput,
                                                           args.concurrency)))
         c, m = statistics.mean(rates["caddy"]), statistics.mean(rates["mirror"])
         print(f"requests/s at concurrency {args.concurrency}: caddy "
               f"{', '.join(f'{r:.0f}' for r in rates['caddy'])}; mirror (v2 sample 1.0) "
-              f"{', '.join(f'{r:.0f}' for r in rates['mirror'])}; mirror/caddy {m / c:.2f}",
+              f"{', '.join(f'{r:.0f}' for r in rates['mirror'])}; mirror/caddy {m / c:.2f}; "
+              f"mirror at sample 0 {', '.join(f'{r:.0f}' for r in rates['mirror@0'])}",
               flush=True)
+        stop(pm0)
+        procs.remove(pm0)
         stop(pm)
         procs.remove(pm)
         lines = len((work / "bench.jsonl").read_bytes().splitlines())

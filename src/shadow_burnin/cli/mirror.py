@@ -16,6 +16,7 @@ from shadow_burnin.cli.gates import halt_watch
 from shadow_burnin.cli.options import load_config, store_options
 from shadow_burnin.cli.run import api_key
 from shadow_burnin.io.log.store import Store
+from shadow_burnin.render.escape import term
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -110,8 +111,8 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
                         api_key(cfg.v2.api_key_env, "v2"))
     err = Console(stderr=True, soft_wrap=True)
 
-    def say(message: str) -> None:
-        err.print(message, markup=False, highlight=False)
+    def say(message: str) -> None:  # URLs, paths and errors come from outside
+        err.print(term(message), markup=False, highlight=False)
 
     store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
     for message in store.open().warnings:

@@ -32,7 +32,7 @@ import contextlib
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -218,20 +218,22 @@ def _upstream_error(exc: BaseException) -> tuple[int, str]:
 class MirrorProxy:
     """The aiohttp server, the client session to v1 and the shadow workers."""
 
-    def __init__(self, cfg: ProxyConfig, hooks: Hooks) -> None:
+    def __init__(self, cfg: ProxyConfig, hooks: Hooks,
+                 sink: Callable[[Mirrored], None] | None = None) -> None:
+        """``sink`` takes each job once its client's exchange is over; by default a
+        :class:`ShadowPool` in this process, which hands finished jobs to
+        ``hooks.on_done``. (``shadow-burnin mirror`` passes one that sends them to its
+        shadow process.)"""
         self.cfg = cfg
         self.hooks = hooks
         self.stats = ProxyStats()
-        self.queue: asyncio.Queue[Mirrored] = asyncio.Queue(cfg.max_queue)
+        self.pool = None if sink is not None else ShadowPool(cfg, hooks.on_done, self.stats)
+        self._sink = sink or self.pool.offer  # type: ignore[union-attr]
         self._v1_base = cfg.v1.url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
-        self._workers: list[asyncio.Task[None]] = []
-        self._clients: dict[tuple[str, str, bool], SideClient] = {}
         self._parsers: dict[tuple[str, bool], SideClient] = {}
-        self._busy: set[Mirrored] = set()  # jobs a worker is sending right now
-        self._closed = False
         self._parsing: set[asyncio.Task[SideReply]] = set()
         self.port = 0
 
@@ -251,8 +253,8 @@ class MirrorProxy:
         self._site = web.TCPSite(self._runner, host, port, backlog=1024)
         await self._site.start()
         self.port = self._runner.addresses[-1][1]
-        self._workers = [asyncio.create_task(self._worker())
-                         for _ in range(self.cfg.shadow_concurrency)]
+        if self.pool is not None:
+            self.pool.start()
 
     async def close(self) -> None:
         """Stop accepting; finish client requests; drain the queue within the grace
@@ -264,22 +266,8 @@ class MirrorProxy:
             self._runner = None
         # the last replies' parsers hand their jobs on (their callbacks run first)
         await asyncio.gather(*self._parsing, return_exceptions=True)
-        left = max(0.0, deadline - loop.time())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.queue.join(), left)
-        self._closed = True
-        self.stats.dropped_shutdown += len(self._busy)  # cut off in flight, no round
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        while not self.queue.empty():
-            self.queue.get_nowait()
-            self.queue.task_done()
-            self.stats.dropped_shutdown += 1
-        for client in self._clients.values():
-            await client.__aexit__(None, None, None)
-        self._clients.clear()
+        if self.pool is not None:
+            await self.pool.close(deadline)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -432,9 +420,33 @@ class MirrorProxy:
         return parser
 
     def _v1_done(self, job: Mirrored, reply: SideReply) -> None:
-        """The client's exchange is over: now the copy goes on the shadow's queue (so
-        the shadow never competes with the client's own exchange), or is dropped."""
+        """The client's exchange is over: now the copy goes to the shadow (so a copy
+        never runs alongside its own client's exchange)."""
         job.v1 = reply
+        self._sink(job)
+
+
+class ShadowPool:
+    """The shadow's bounded queue and its workers: each job is sent to v2 (and, forced
+    greedy, a second time to v1), then handed to ``on_done``. ``offer`` never waits: a
+    full queue drops the job (counted in ``stats``)."""
+
+    def __init__(self, cfg: ProxyConfig, on_done: Callable[[Mirrored], None],
+                 stats: ProxyStats | None = None) -> None:
+        self.cfg = cfg
+        self.on_done = on_done
+        self.stats = stats if stats is not None else ProxyStats()
+        self.queue: asyncio.Queue[Mirrored] = asyncio.Queue(cfg.max_queue)
+        self._workers: list[asyncio.Task[None]] = []
+        self._clients: dict[tuple[str, str, bool], SideClient] = {}
+        self._busy: set[Mirrored] = set()  # jobs a worker is sending right now
+        self._closed = False
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._worker())
+                         for _ in range(self.cfg.shadow_concurrency)]
+
+    def offer(self, job: Mirrored) -> None:
         if self._closed:
             self.stats.dropped_shutdown += 1
             return
@@ -444,7 +456,26 @@ class MirrorProxy:
         except asyncio.QueueFull:
             self.stats.dropped_full += 1
 
-    # -- the shadow -----------------------------------------------------------------
+    async def close(self, deadline: float) -> None:
+        """Drain the queue until ``deadline`` (loop time), then drop (count) what is
+        left or in flight; close the connections."""
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), left)
+        self._closed = True
+        self.stats.dropped_shutdown += len(self._busy)  # cut off in flight, no round
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
+            self.stats.dropped_shutdown += 1
+        for client in self._clients.values():
+            await client.__aexit__(None, None, None)
+        self._clients.clear()
+
     async def _client(self, side: str, api: str, stream: bool) -> SideClient:
         key = (side, api, stream)
         client = self._clients.get(key)
@@ -477,7 +508,7 @@ class MirrorProxy:
                 self.queue.task_done()
             self.stats.shadow_done += 1
             self.stats.completed += 1
-            self.hooks.on_done(job)
+            self.on_done(job)
 
 
 class _ClientGone(Exception):

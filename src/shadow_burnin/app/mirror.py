@@ -53,7 +53,7 @@ from shadow_burnin.io.http.client import Endpoint
 from shadow_burnin.io.log.events import append_event
 from shadow_burnin.io.log.sidecars import LogFiles
 from shadow_burnin.io.log.store import State, Store
-from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyConfig
+from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyConfig, ProxyStats
 
 BACKLOG = 10_000  # finished rounds waiting for the disk, at most
 
@@ -158,35 +158,20 @@ class CaptureFile:
         os.close(self.fd)
 
 
-class MirrorSession:
-    """Hooks for the proxy (``on_request``/``on_done``) and the committer of rounds."""
+class Front:
+    """The client side's decisions, on the client's path (no waiting): capture, sample,
+    comparability, the shadow copy's body."""
 
-    def __init__(self, opts: MirrorOptions, store: Store,
-                 observers: Sequence[Observer] = (),
-                 notice: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(self, opts: MirrorOptions, stats: SessionStats, log: Path,
+                 notice: Callable[[str], None]) -> None:
         self.opts = opts
-        self.store = store
-        self.observers = list(observers)
+        self.stats = stats
         self.notice = notice
-        self.stats = SessionStats()
-        self.setup = opts.setup()
+        self.shadow_off = False  # a halt whose action is "stop"
         self._rng = random.Random(opts.seed)
-        self._pending: list[dict[str, Any]] = []
-        self._wake = asyncio.Event()
-        self._closing = False
         self._seq = 0
-        self._capture = CaptureFile(opts.capture, store.log) if opts.capture else None
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="shadow-burnin-mirror-commit")
-        self.proxy = MirrorProxy(ProxyConfig(
-            v1=opts.v1, v2=opts.v2, max_queue=opts.max_queue,
-            shadow_concurrency=opts.shadow_concurrency, shadow_timeout=opts.timeout,
-            v1_timeout=opts.v1_timeout, max_body=opts.max_body,
-            max_reply_bytes=opts.max_reply_bytes, grace=opts.grace), self)
-        self._committer: asyncio.Task[None] | None = None
-        self.stop_event = asyncio.Event()
-        self.shadow_off = False  # set by a halt whose action is "stop"
+        self._capture = CaptureFile(opts.capture, log) if opts.capture else None
 
-    # -- hooks (called by the proxy on the client's path: no waiting here) -----------
     def on_request(self, path: str, api: str, body: dict[str, Any], raw: bytes,
                    ts: str) -> Mirrored | None:
         if self._capture is not None:
@@ -219,14 +204,53 @@ class MirrorSession:
             self.stats.capture_skipped += 1
             self.notice(f"capture: cannot write {self._capture.path} ({exc.strerror})")
 
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
+
+
+class RoundLog:
+    """Finished jobs → rounds → the store: one committer, group commit in a worker
+    thread (the event loop never waits for the disk), observers (the halt watch) after
+    each commit."""
+
+    def __init__(self, store: Store, setup: str, *, keep_text: bool, stats: SessionStats,
+                 observers: Sequence[Observer] = (),
+                 notice: Callable[[str], None] = lambda message: None,
+                 on_stop: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.setup = setup
+        self.on_stop = on_stop
+        self.keep_text = keep_text
+        self.stats = stats
+        self.observers = list(observers)
+        self.notice = notice
+        self.shadow_off = False  # set by a halt whose action is "stop"
+        self._pending: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="shadow-burnin-mirror-commit")
+        self._committer: asyncio.Task[None] | None = None
+
     def on_done(self, job: Mirrored) -> None:
         if len(self._pending) >= BACKLOG:
             self.stats.log_dropped += 1
             return
-        self._pending.append(mirror_round(job, self.setup, keep_text=self.opts.keep_text))
+        self._pending.append(mirror_round(job, self.setup, keep_text=self.keep_text))
         self._wake.set()
 
-    # -- the committer -------------------------------------------------------------
+    def start(self) -> None:
+        self._committer = asyncio.create_task(self._commit_loop())
+
+    async def close(self) -> None:
+        """Commit every round handed in so far, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._committer is not None:
+            await self._committer
+        self._io.shutdown(wait=True)
+
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -258,11 +282,81 @@ class MirrorSession:
             self.notice(f"{reason}: the mirror stops shadowing (clients are still served "
                         "by v1)")
         self.shadow_off = True
+        if self.on_stop is not None:
+            self.on_stop()
 
-    # -- lifecycle -----------------------------------------------------------------
+
+def figures_of(proxy: ProxyStats, stats: SessionStats) -> dict[str, Any]:
+    return {"proxy": proxy.to_json(), "rounds": stats.rounds,
+            "log_dropped": stats.log_dropped, "captured": stats.captured,
+            "capture_skipped": stats.capture_skipped, "buckets": dict(stats.buckets)}
+
+
+def stats_event(setup: str, figures: dict[str, Any]) -> dict[str, Any]:
+    """The ``mirror-stats`` event a session appends to ``<log>.events.jsonl`` at its end."""
+    return {"kind": "event", "event": "mirror-stats", "ts": _now(), "setup": setup,
+            **figures}
+
+
+async def run_until_signal(stop: asyncio.Event, tick: Callable[[], None] | None,
+                           tick_every: float) -> None:
+    """Wait for SIGTERM/SIGINT (or ``stop``), calling ``tick`` every ``tick_every`` s."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick_every)
+            if tick is not None and not stop.is_set():
+                tick()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+class MirrorSession:
+    """The whole mirror in one process: front, proxy, shadow pool and round log."""
+
+    def __init__(self, opts: MirrorOptions, store: Store,
+                 observers: Sequence[Observer] = (),
+                 notice: Callable[[str], None] = lambda message: None) -> None:
+        self.opts = opts
+        self.store = store
+        self.stats = SessionStats()
+        self.setup = opts.setup()
+        self.front = Front(opts, self.stats, store.log, notice)
+        self.log = RoundLog(store, self.setup, keep_text=opts.keep_text, stats=self.stats,
+                            observers=observers, notice=notice, on_stop=self._stop_shadow)
+        self.proxy = MirrorProxy(proxy_config(opts), self)
+        self.stop_event = asyncio.Event()
+
+    @property
+    def shadow_off(self) -> bool:
+        return self.front.shadow_off
+
+    def _stop_shadow(self) -> None:
+        self.front.shadow_off = True
+
+    # the proxy's hooks
+    def on_request(self, path: str, api: str, body: dict[str, Any], raw: bytes,
+                   ts: str) -> Mirrored | None:
+        return self.front.on_request(path, api, body, raw, ts)
+
+    def on_done(self, job: Mirrored) -> None:
+        self.log.on_done(job)
+
     async def start(self) -> None:
-        await self.proxy.start(self.opts.host, self.opts.port)
-        self._committer = asyncio.create_task(self._commit_loop())
+        self.log.start()
+        try:
+            await self.proxy.start(self.opts.host, self.opts.port)
+        except BaseException:
+            await self.log.close()
+            self.front.close()
+            raise
 
     async def close(self) -> dict[str, Any]:
         """Graceful end: the proxy finishes clients and drains; every round committed;
@@ -270,49 +364,37 @@ class MirrorSession:
         try:
             await self.proxy.close()
         finally:
-            self._closing = True
-            self._wake.set()
-            if self._committer is not None:
-                await self._committer
-            self._io.shutdown(wait=True)
-            if self._capture is not None:
-                self._capture.close()
+            await self.log.close()
+            self.front.close()
         figures = self.figures()
         with contextlib.suppress(StorageError, OSError):
-            append_event(self.store.log, {"kind": "event", "event": "mirror-stats",
-                                          "ts": _now(), "setup": self.setup, **figures})
+            append_event(self.store.log, stats_event(self.setup, figures))
         return figures
 
     def figures(self) -> dict[str, Any]:
-        return {"proxy": self.proxy.stats.to_json(),
-                "rounds": self.stats.rounds, "log_dropped": self.stats.log_dropped,
-                "captured": self.stats.captured, "capture_skipped": self.stats.capture_skipped,
-                "buckets": dict(self.stats.buckets)}
+        return figures_of(self.proxy.stats, self.stats)
 
     async def serve(self, ready: Callable[[str], None] | None = None,
                     tick: Callable[[dict[str, Any]], None] | None = None,
                     tick_every: float = 60.0) -> dict[str, Any]:
         """Run until SIGTERM/SIGINT (or ``stop_event``), then close gracefully."""
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.stop_event.set)
-                installed.append(sig)
         try:
             await self.start()
             if ready is not None:
                 ready(f"http://{self.opts.host}:{self.proxy.port}")
-            while not self.stop_event.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), tick_every)
-                if tick is not None and not self.stop_event.is_set():
-                    tick(self.figures())
+            await run_until_signal(self.stop_event, None if tick is None else
+                                   (lambda: tick(self.figures())), tick_every)
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             figures = await self.close()
         return figures
+
+
+def proxy_config(opts: MirrorOptions) -> ProxyConfig:
+    return ProxyConfig(v1=opts.v1, v2=opts.v2, max_queue=opts.max_queue,
+                       shadow_concurrency=opts.shadow_concurrency,
+                       shadow_timeout=opts.timeout, v1_timeout=opts.v1_timeout,
+                       max_body=opts.max_body, max_reply_bytes=opts.max_reply_bytes,
+                       grace=opts.grace)
 
 
 def mirror_round(job: Mirrored, setup: str, *, keep_text: bool) -> dict[str, Any]:

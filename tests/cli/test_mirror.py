@@ -153,3 +153,44 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = invoke("run", "--replay", bad, "--log", tmp_path / "r.jsonl")
     assert result.exit_code == 2 and "bad.jsonl:1: params.model" in result.output
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_locked_log_stops_the_mirror_before_it_listens(tmp_path: Path) -> None:
+    from shadow_burnin.io.log.store import Store
+
+    log = tmp_path / "m.jsonl"
+    with Store(log, tmp_path / "m.state"):  # another writer holds the log
+        result = invoke("mirror", "--listen", "127.0.0.1:0", "--log", log)
+    assert result.exit_code == 2
+    assert "another shadow-burnin run is using this log" in result.output
+    assert "listening" not in result.output
+
+
+def test_sigterm_lets_a_client_in_flight_finish(tmp_path: Path, spawn_scripted: Spawn,
+                                                mirror_proc: Callable[..., tuple[
+                                                    str, subprocess.Popen[bytes]]]) -> None:
+    import threading
+    import urllib.request
+
+    url1, _ = spawn_scripted(reply_mode="fixed", reply="late but whole", delay_ms=1500)
+    url2, _ = spawn_scripted(reply_mode="fixed", reply="late but whole")
+    log = tmp_path / "m.jsonl"
+    url, proc = mirror_proc("--v1", url1, "--v2", url2, "--log", log, "--quiet")
+    client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    got: list[str | None] = []
+    worker = threading.Thread(target=lambda: got.append(client.completions.create(
+        model="m", prompt="p", temperature=0).choices[0].text))
+    worker.start()
+    for _ in range(300):  # the request reached v1 through the mirror (bounded polling)
+        with urllib.request.urlopen(url1 + "/_scripted/state") as resp:
+            state = orjson.loads(resp.read())
+        if state["active"]:
+            break
+        threading.Event().wait(0.02)
+    proc.send_signal(signal.SIGTERM)
+    worker.join(60)
+    _out, err = proc.communicate(timeout=120)
+    assert got == ["late but whole"]
+    assert proc.returncode == 0, err
+    [r] = read_log(log)
+    assert r["bucket"] == "exact"

@@ -11,15 +11,14 @@ from typing import Any
 import click
 from rich.console import Console
 
-from shadow_burnin.app.mirror import MirrorSession, options_from
-from shadow_burnin.cli.gates import halt_watch
+from shadow_burnin.app.mirror import options_from
+from shadow_burnin.app.mirror_split import SplitMirror
 from shadow_burnin.cli.options import load_config, store_options
 from shadow_burnin.cli.run import api_key
-from shadow_burnin.io.log.store import Store
 from shadow_burnin.render.escape import term
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when installed (about twice aiohttp's throughput), else
     asyncio's own."""
     try:
@@ -114,28 +113,16 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
     def say(message: str) -> None:  # URLs, paths and errors come from outside
         err.print(term(message), markup=False, highlight=False)
 
-    store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
-    for message in store.open().warnings:
-        say(f"warning: {message}")
-    try:
-        watch = halt_watch(cfg, store, lambda m: say(f"warning: {m}"), err)
+    async def go() -> dict[str, Any]:
+        # the shadow (v2, comparison, the log and its lock) runs in a second process
+        session = SplitMirror(cfg, opts, notice=lambda m: say(f"warning: {m}"))
+        return await session.serve(
+            ready=lambda url: say(f"mirror listening on {url} (v1 {opts.v1.url}, "
+                                  f"shadow {opts.v2.url}, log {cfg.paths.log})"),
+            tick=None if quiet else (lambda f: say(_line(f))))
 
-        async def go() -> dict[str, Any]:
-            session = MirrorSession(opts, store, observers=[watch] if watch else [],
-                                    notice=lambda m: say(f"warning: {m}"))
-            try:
-                return await session.serve(
-                    ready=lambda url: say(f"mirror listening on {url} (v1 {opts.v1.url}, "
-                                          f"shadow {opts.v2.url}, log {cfg.paths.log})"),
-                    tick=None if quiet else (lambda f: say(_line(f))))
-            finally:
-                if watch is not None:
-                    await watch.drain()
-
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            figures = runner.run(go())
-    finally:
-        store.close()
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        figures = runner.run(go())
     say(_line(figures))
     sys.exit(0)
 

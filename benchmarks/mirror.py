@@ -15,7 +15,7 @@ v2 at sample 1.0, logging every round). Then:
    sample 0, in turn, twice, against the instant v1 (the mirror also sends every request
    to v2 and logs it);
 3. memory: a mirror whose shadow is dead (a closed port) takes ``--memory`` requests; its
-   RSS every tenth of the way.
+   RSS (both of its processes) every tenth of the way.
 
 The load generator is one Python process (aiohttp): at the higher rates it is part of
 what is measured, the same for both proxies. Prints figures; asserts nothing.
@@ -163,10 +163,14 @@ async def throughput(url: str, n: int, concurrency: int) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """RSS of the mirror and of its shadow process (its children), MB."""
+    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    total = 0.0
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 async def memory(url: str, pid: int, n: int, concurrency: int) -> list[float]:

@@ -195,3 +195,17 @@ def test_sigterm_lets_a_client_in_flight_finish(tmp_path: Path, spawn_scripted: 
     assert proc.returncode == 0, err
     [r] = read_log(log)
     assert r["bucket"] == "exact"
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = invoke("mirror", "--listen", f"127.0.0.1:{port}", "--log",
+                        tmp_path / "m.jsonl")
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert len(result.output.strip().splitlines()) == 1

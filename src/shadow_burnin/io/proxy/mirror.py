@@ -43,6 +43,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from shadow_burnin.core.records import SideReply
+from shadow_burnin.errors import ConfigError
 from shadow_burnin.io.http.client import Endpoint, RequestSpec, SideClient, _check_status
 from shadow_burnin.io.http.reply_error import ReplyError
 
@@ -251,7 +252,12 @@ class MirrorProxy:
                                         handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port, backlog=1024)
-        await self._site.start()
+        try:
+            await self._site.start()
+        except OSError as exc:
+            await self.close()
+            raise ConfigError(None, f"mirror.listen: cannot listen on {host}:{port} "
+                              f"({exc.strerror or type(exc).__name__})") from None
         self.port = self._runner.addresses[-1][1]
         if self.pool is not None:
             self.pool.start()

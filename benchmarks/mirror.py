@@ -7,15 +7,15 @@ Starts, each in its own process on loopback ports: v1 and v2 (the scripted serve
 instant), Caddy (``reverse_proxy`` to v1, admin off) and ``shadow-burnin mirror`` (v1,
 v2 at sample 1.0, logging every round). Then:
 
-1. latency: requests to v1 directly, through Caddy, through the mirror and through a
-   second mirror at ``--sample 0`` (its client path alone), interleaved one by one; what
-   each proxy adds at p50 and p99 (its percentile minus the direct one), non-streaming
-   (total) and streaming (time to first byte and total);
-2. requests/s: ``--concurrency`` clients against Caddy, the mirror and the mirror at
-   sample 0, in turn, twice, against the instant v1 (the mirror also sends every request
-   to v2 and logs it);
+1. latency: requests to v1 directly, through Caddy, through the mirror (two processes)
+   and through a ``--single-process`` mirror, interleaved one by one; what each proxy
+   adds at p50 and p99 (its percentile minus the direct one), non-streaming (total) and
+   streaming (time to first byte and total);
+2. requests/s: ``--concurrency`` clients against Caddy, both mirrors and a mirror at
+   ``--sample 0`` (its client path alone), in turn, twice, against the instant v1 (a
+   mirror at sample 1 also sends every request to v2 and logs it);
 3. memory: a mirror whose shadow is dead (a closed port) takes ``--memory`` requests; its
-   RSS (both of its processes) every tenth of the way.
+   RSS (both of its processes) every tenth of the way; then the same single-process.
 
 The load generator is one Python process (aiohttp): at the higher rates it is part of
 what is measured, the same for both proxies. Prints figures; asserts nothing.
@@ -77,7 +77,7 @@ def start_caddy(v1: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     raise RuntimeError("caddy did not start")
 
 
-def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0
+def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0, *extra: str
                  ) -> tuple[str, subprocess.Popen[bytes]]:
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -85,7 +85,7 @@ def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0
         [sys.executable, "-m", "shadow_burnin", "mirror", "--listen", "127.0.0.1:0",
          "--v1", v1, "--v2", v2, "--log", str(log), "--quiet", "--max-queue", "10000",
          "--shadow-concurrency", "16", "--timeout", "10", "--grace", "5",
-         "--sample", str(sample)],
+         "--sample", str(sample), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stderr is not None
     for _ in range(300):
@@ -198,44 +198,50 @@ def main() -> None:
     try:
         caddy, pc = start_caddy(v1, work)
         procs.append(pc)
-        mirror, pm = start_mirror(v1, v2, work / "bench.jsonl")
-        procs.append(pm)
-        # the same mirror shadowing nothing: what its client path alone costs
-        mirror0, pm0 = start_mirror(v1, v2, work / "sample0.jsonl", sample=0.0)
-        procs.append(pm0)
-        targets = {"direct": v1, "caddy": caddy, "mirror": mirror, "mirror@0": mirror0}
+        mirrors = {  # name -> (sample, extra flags)
+            "mirror": (1.0, ()), "mirror-1p": (1.0, ("--single-process",)),
+            "mirror@0": (0.0, ()),
+        }
+        started = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra)
+                   for name, (sample, extra) in mirrors.items()}
+        procs.extend(proc for _url, proc in started.values())
+        targets = {"direct": v1, "caddy": caddy,
+                   **{name: url for name, (url, _proc) in started.items()}}
         version = subprocess.run(["/usr/bin/caddy", "version"], capture_output=True,
                                  text=True).stdout.split()[0]
-        print(f"caddy {version}, load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"caddy {version}, load {os.getloadavg()[0]:.1f}; mirror: two processes, "
+              "mirror-1p: --single-process, mirror@0: --sample 0", flush=True)
         for stream in (False, True):
-            asyncio.run(latency(targets, args.latency, stream))
-        rates: dict[str, list[float]] = {"caddy": [], "mirror": [], "mirror@0": []}
+            asyncio.run(latency({k: targets[k] for k in ("direct", "caddy", "mirror",
+                                                         "mirror-1p")},
+                                args.latency, stream))
+        rates: dict[str, list[float]] = {"caddy": [], **{name: [] for name in mirrors}}
         for _ in range(2):
             for name in rates:
                 rates[name].append(asyncio.run(throughput(targets[name], args.throughput,
                                                           args.concurrency)))
-        c, m = statistics.mean(rates["caddy"]), statistics.mean(rates["mirror"])
-        print(f"requests/s at concurrency {args.concurrency}: caddy "
-              f"{', '.join(f'{r:.0f}' for r in rates['caddy'])}; mirror (v2 sample 1.0) "
-              f"{', '.join(f'{r:.0f}' for r in rates['mirror'])}; mirror/caddy {m / c:.2f}; "
-              f"mirror at sample 0 {', '.join(f'{r:.0f}' for r in rates['mirror@0'])}",
-              flush=True)
-        stop(pm0)
-        procs.remove(pm0)
-        stop(pm)
-        procs.remove(pm)
-        lines = len((work / "bench.jsonl").read_bytes().splitlines())
-        print(f"mirror logged {lines} rounds", flush=True)
+        c = statistics.mean(rates["caddy"])
+        print(f"requests/s at concurrency {args.concurrency}, load "
+              f"{os.getloadavg()[0]:.1f}: " + "; ".join(
+                  f"{name} {', '.join(f'{r:.0f}' for r in got)}"
+                  + ("" if name == "caddy" else f" ({statistics.mean(got) / c:.2f} of caddy)")
+                  for name, got in rates.items()), flush=True)
+        for name, (_url, proc) in started.items():
+            stop(proc)
+            procs.remove(proc)
+            lines = len((work / f"{name}.jsonl").read_bytes().splitlines())
+            print(f"{name} logged {lines} rounds", flush=True)
         dead = f"http://127.0.0.1:{free_port()}"
-        mirror, pm = start_mirror(v1, dead, work / "dead.jsonl")
-        procs.append(pm)
-        steps = asyncio.run(memory(mirror, pm.pid, args.memory, args.concurrency))
-        print(f"mirror RSS over {args.memory} requests, dead shadow (MB, every tenth): "
-              f"{' '.join(f'{s:.1f}' for s in steps)}", flush=True)
-        stop(pm)
-        procs.remove(pm)
-        rounds = (work / "dead.jsonl").read_bytes().count(b"\n")
-        print(f"dead-shadow log: {rounds} rounds", flush=True)
+        for name, extra in (("mirror", ()), ("mirror-1p", ("--single-process",))):
+            url, pm = start_mirror(v1, dead, work / f"dead-{name}.jsonl", 1.0, *extra)
+            procs.append(pm)
+            steps = asyncio.run(memory(url, pm.pid, args.memory, args.concurrency))
+            print(f"{name} RSS over {args.memory} requests, dead shadow (MB, every tenth): "
+                  f"{' '.join(f'{s:.1f}' for s in steps)}", flush=True)
+            stop(pm)
+            procs.remove(pm)
+            rounds = (work / f"dead-{name}.jsonl").read_bytes().count(b"\n")
+            print(f"{name} dead-shadow log: {rounds} rounds", flush=True)
     finally:
         for proc in procs:
             if proc in (p1, p2):

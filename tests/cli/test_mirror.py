@@ -52,15 +52,16 @@ def mirror_proc() -> Iterator[Callable[..., tuple[str, subprocess.Popen[bytes]]]
         proc.communicate()
 
 
+@pytest.mark.parametrize("mode", [[], ["--single-process"]], ids=["split", "single"])
 def test_mirror_serves_logs_captures_and_stops_cleanly(tmp_path: Path, spawn_scripted: Spawn,
                                                        mirror_proc: Callable[..., tuple[
-                                                           str, subprocess.Popen[bytes]]]
-                                                       ) -> None:
+                                                           str, subprocess.Popen[bytes]]],
+                                                       mode: list[str]) -> None:
     url1, _ = spawn_scripted(reply_mode="fixed", reply="same answer")
     url2, _ = spawn_scripted(reply_mode="fixed", reply="same answer")
     log, capture = tmp_path / "m.jsonl", tmp_path / "cap.jsonl"
     url, proc = mirror_proc("--v1", url1, "--v2", url2, "--v2-key-env", "SB_V2_KEY",
-                            "--log", log, "--capture", capture, "--quiet",
+                            "--log", log, "--capture", capture, "--quiet", *mode,
                             env={"SB_V2_KEY": "sk-shadow-secret"})
     assert b"sk-shadow-secret" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     client = openai.OpenAI(base_url=url + "/v1", api_key="sk-client-secret", max_retries=0)

@@ -11,10 +11,12 @@ from typing import Any
 import click
 from rich.console import Console
 
-from shadow_burnin.app.mirror import options_from
+from shadow_burnin.app.mirror import MirrorSession, options_from
 from shadow_burnin.app.mirror_split import SplitMirror
+from shadow_burnin.cli.gates import halt_watch
 from shadow_burnin.cli.options import load_config, store_options
 from shadow_burnin.cli.run import api_key
+from shadow_burnin.io.log.store import Store
 from shadow_burnin.render.escape import term
 
 
@@ -71,6 +73,9 @@ def _line(figures: dict[str, Any]) -> str:
 @click.option("--grace", type=click.FloatRange(min=0.0),
               help="On SIGTERM: seconds to finish clients and drain the shadow queue [30].")
 @click.option("--insecure", is_flag=True, default=None, help="Do not verify TLS for https.")
+@click.option("--single-process", is_flag=True,
+              help="Run the shadow in this process too (half the memory; the shadow's "
+                   "work then shares the clients' event loop).")
 @click.option("--quiet", is_flag=True, help="Only the ready line and the final summary.")
 def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | None,
            listen: str | None, v1_url: str | None, v2_url: str | None,
@@ -78,7 +83,8 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
            max_queue: int | None, shadow_concurrency: int | None, sample: float | None,
            timeout: float | None, max_body: int | None, force_greedy_shadow: bool | None,
            trust_seed: bool | None, keep_text: bool | None, capture: Path | None,
-           grace: float | None, insecure: bool | None, quiet: bool) -> None:
+           grace: float | None, insecure: bool | None, single_process: bool,
+           quiet: bool) -> None:
     """A reverse proxy for real traffic: clients get v1's replies untouched, a copy of
     each request goes to v2 off their path, both replies are compared and logged as
     rounds with "source": "mirror" (bench, gates, divergences read them as usual).
@@ -113,16 +119,38 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
     def say(message: str) -> None:  # URLs, paths and errors come from outside
         err.print(term(message), markup=False, highlight=False)
 
-    async def go() -> dict[str, Any]:
+    def ready(url: str) -> None:
+        say(f"mirror listening on {url} (v1 {opts.v1.url}, shadow {opts.v2.url}, "
+            f"log {cfg.paths.log})")
+
+    tick = None if quiet else (lambda f: say(_line(f)))
+
+    async def split() -> dict[str, Any]:
         # the shadow (v2, comparison, the log and its lock) runs in a second process
         session = SplitMirror(cfg, opts, notice=lambda m: say(f"warning: {m}"))
-        return await session.serve(
-            ready=lambda url: say(f"mirror listening on {url} (v1 {opts.v1.url}, "
-                                  f"shadow {opts.v2.url}, log {cfg.paths.log})"),
-            tick=None if quiet else (lambda f: say(_line(f))))
+        return await session.serve(ready=ready, tick=tick)
+
+    async def single(store: Store) -> dict[str, Any]:
+        watch = halt_watch(cfg, store, lambda m: say(f"warning: {m}"), err)
+        session = MirrorSession(opts, store, observers=[watch] if watch else [],
+                                notice=lambda m: say(f"warning: {m}"))
+        try:
+            return await session.serve(ready=ready, tick=tick)
+        finally:
+            if watch is not None:
+                await watch.drain()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        figures = runner.run(go())
+        if not single_process:
+            figures = runner.run(split())
+        else:
+            store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
+            for message in store.open().warnings:
+                say(f"warning: {message}")
+            try:
+                figures = runner.run(single(store))
+            finally:
+                store.close()
     say(_line(figures))
     sys.exit(0)
 

@@ -301,3 +301,23 @@ async def test_a_halt_that_stops_ends_the_shadow_never_the_clients(tmp_path: Pat
         store.close()
     assert observer.seen == [1] and s.shadow_off
     assert v2.count == 1 and v1.count == 4
+
+
+async def test_divergences_show_a_private_round_from_its_context(tmp_path: Path,
+                                                                 scripted_server: Start
+                                                                 ) -> None:
+    from shadow_burnin.render.divergences import row
+
+    shared = "lorem ipsum " * 10  # 120 characters the two replies share
+    v1 = await scripted_server(reply=shared + "alpha and the rest of it")
+    v2 = await scripted_server(reply=shared + "beta and the rest of it")
+    async with session(tmp_path, v1.url, v2.url) as (url, s):
+        await post(url, "/v1/completions", {"prompt": "p", "temperature": 0})
+        await wait_rounds(s, 1)
+    [r] = rounds(tmp_path)
+    assert r["bucket"] == "no-match" and r["v1"]["text"] is None
+    ctx = row(r, width=20)["context"]
+    assert ctx["at"] == 120 and ctx["cut_left"]
+    assert ctx["before"] == shared[-20:]
+    assert ctx["v1"] == "alpha and the rest o" and ctx["v2"] == "beta and the rest of"
+    assert ctx["cut_right"] == {"v1": True, "v2": True}

@@ -321,3 +321,19 @@ async def test_divergences_show_a_private_round_from_its_context(tmp_path: Path,
     assert ctx["before"] == shared[-20:]
     assert ctx["v1"] == "alpha and the rest o" and ctx["v2"] == "beta and the rest of"
     assert ctx["cut_right"] == {"v1": True, "v2": True}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_llama_cpp_native_requests_are_compared(tmp_path: Path, scripted_server: Start,
+                                                      stream: bool) -> None:
+    v1 = await scripted_server(reply="native words here")
+    v2 = await scripted_server(reply="native words there")
+    async with session(tmp_path, v1.url, v2.url) as (url, s):
+        status, _ = await post(url, "/completion", {"prompt": "p", "n_predict": 8,
+                                                    "temperature": 0, "stream": stream})
+        assert status == 200
+        await wait_rounds(s, 1)
+    [r] = rounds(tmp_path)
+    assert r["category"] == "mirror-native" and r["bucket"] == "no-match"
+    assert r["divergence_byte"] == len("native words ")
+    assert r["v1"]["error"] is None and r["v1"]["finish_reason"] == "stop"

@@ -24,7 +24,6 @@ from shadow_burnin.core.compare import classify
 pytestmark = pytest.mark.e2e
 PROMPTS = ["The capital of France is", "Water boils at", "def fibonacci(n):",
            "Once upon a time", "The three primary colours are", "1, 2, 3, 4,"]
-EXTRA = {"cache_prompt": False, "repeat_penalty": 1.0}
 
 
 def _start_mirror(pair, log: Path) -> tuple[str, subprocess.Popen[bytes]]:
@@ -56,8 +55,7 @@ def test_a_burst_through_the_mirror_is_served_and_logged(real_pair, tmp_path: Pa
         async def one(i: int, prompt: str) -> str:
             stream = i % 2 == 1
             got = await client.completions.create(
-                model="gemma", prompt=prompt, max_tokens=12, temperature=0, stream=stream,
-                extra_body=EXTRA)
+                model="gemma", prompt=prompt, max_tokens=12, temperature=0, stream=stream)
             if not stream:
                 return got.choices[0].text  # type: ignore[union-attr]
             return "".join([c.choices[0].text async for c in got  # type: ignore[union-attr]
@@ -66,7 +64,7 @@ def test_a_burst_through_the_mirror_is_served_and_logged(real_pair, tmp_path: Pa
         async def burst() -> list[str]:
             texts = await asyncio.gather(*(one(i, p) for i, p in enumerate(PROMPTS)))
             await client.completions.create(model="gemma", prompt=PROMPTS[0], max_tokens=8,
-                                            temperature=0.8, extra_body=EXTRA)
+                                            temperature=0.8)
             return list(texts)
 
         texts = asyncio.run(burst())

@@ -370,3 +370,45 @@ async def test_a_compressed_reply_passes_untouched_and_gzip_is_compared(
                 assert proxy.stats.undecodable == 1 and proxy.stats.mirrored == 0
     finally:
         await runner.cleanup()
+
+
+async def test_a_huge_reply_reaches_the_client_whole_and_is_not_compared(
+        scripted_server: Start) -> None:
+    v1 = await scripted_server(huge_bytes=3 * 1024 * 1024)
+    await v1.set_fault("huge")
+    v2 = await scripted_server()
+    async with running_proxy(v1.url, v2.url, max_reply_bytes=256 * 1024) as (url, _p, hooks), \
+            aiohttp.ClientSession() as http:
+        for stream in (False, True):
+            async with http.post(url + "/v1/completions", json={
+                    "prompt": "x", "temperature": 0, "stream": stream}) as resp:
+                size = len(await resp.read())
+            assert size > 3 * 1024 * 1024
+        jobs = await hooks.wait_done(2)
+    for job in jobs:
+        assert job.v1 is not None and job.v1.error is not None
+        assert job.v1.error.startswith("too-large")
+
+
+async def test_the_shadow_queue_holds_a_bounded_number_of_bytes(
+        scripted_server: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shadow_burnin.io.proxy.mirror as proxy_module
+
+    monkeypatch.setattr(proxy_module, "QUEUE_BYTES", 50_000)
+    v1 = await scripted_server(reply="ok")
+    v2 = await scripted_server()
+    await v2.set_fault("hang")  # nothing leaves the queue
+    big = {"prompt": "y" * 20_000, "temperature": 0}
+    async with running_proxy(v1.url, v2.url, shadow_concurrency=1, grace=0) as (
+            url, proxy, _hooks), aiohttp.ClientSession() as http:
+        for _ in range(6):
+            async with http.post(url + "/v1/completions", json=big) as resp:
+                assert resp.status == 200
+        for _ in range(500):
+            if proxy.stats.mirrored + proxy.stats.dropped_full == 6:
+                break
+            await asyncio.sleep(0.01)
+        # two queued within 50 000 bytes (and one more if a worker took the first out
+        # of the queue already); the rest dropped
+        assert proxy.stats.mirrored + proxy.stats.dropped_full == 6
+        assert proxy.stats.mirrored in (2, 3) and proxy.stats.dropped_full >= 3

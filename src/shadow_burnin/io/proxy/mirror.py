@@ -357,8 +357,8 @@ class MirrorProxy:
                 await _to_client(resp.prepare(request))
                 async for chunk in up.content.iter_any():
                     await _to_client(resp.write(chunk))
-                    if feed is not None:
-                        feed.feed(chunk)
+                    if feed is not None and parse is not None and not parse.done():
+                        feed.feed(chunk)  # (a parser that gave up, e.g. too-large: no more)
                 await _to_client(resp.write_eof())
                 delivered, error = True, None
         except (_ClientGone, asyncio.CancelledError) as exc:
@@ -447,6 +447,7 @@ class ShadowPool:
         self._clients: dict[tuple[str, str, bool], SideClient] = {}
         self._busy: set[Mirrored] = set()  # jobs a worker is sending right now
         self._closed = False
+        self._bytes = 0  # request and reply bytes of the queued jobs
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._worker())
@@ -456,11 +457,17 @@ class ShadowPool:
         if self._closed:
             self.stats.dropped_shutdown += 1
             return
+        size = _size(job)
+        if self._bytes + size > QUEUE_BYTES:
+            self.stats.dropped_full += 1  # a few huge requests must not fill the memory
+            return
         try:
             self.queue.put_nowait(job)
-            self.stats.mirrored += 1
         except asyncio.QueueFull:
             self.stats.dropped_full += 1
+            return
+        self.stats.mirrored += 1
+        self._bytes += size
 
     async def close(self, deadline: float) -> None:
         """Drain the queue until ``deadline`` (loop time), then drop (count) what is
@@ -498,6 +505,7 @@ class ShadowPool:
     async def _worker(self) -> None:
         while True:
             job = await self.queue.get()
+            self._bytes -= _size(job)
             self._busy.add(job)
             try:
                 v2 = await self._client("v2", job.api, job.stream)
@@ -515,6 +523,14 @@ class ShadowPool:
             self.stats.shadow_done += 1
             self.stats.completed += 1
             self.on_done(job)
+
+
+QUEUE_BYTES = 256 * 1024 * 1024  # request and reply bytes the shadow queue holds, at most
+
+
+def _size(job: Mirrored) -> int:
+    text = job.v1.text if job.v1 is not None else None
+    return len(job.shadow_body) + (len(text) if text else 0)
 
 
 class _ClientGone(Exception):

@@ -19,6 +19,7 @@ import platformdirs
 
 from shadow_burnin import config_cutover
 from shadow_burnin.config_cutover import CutoverConfig
+from shadow_burnin.config_mirror import MIRROR_SCHEMA, MirrorConfig, build_mirror
 from shadow_burnin.config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
 from shadow_burnin.core import limits
 from shadow_burnin.errors import ConfigError
@@ -100,6 +101,7 @@ class Config:
     halt: HaltConfig = field(default_factory=HaltConfig)
     ppl: PplConfig = field(default_factory=PplConfig)
     cutover: CutoverConfig = field(default_factory=CutoverConfig)
+    mirror: MirrorConfig = field(default_factory=MirrorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -160,6 +162,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
             "v2_method": _STR, "v1_endpoint": _STR, "v2_endpoint": _STR,
             "max_windows": _INT, "timeout": _NUM, "log": _STR},
     "cutover": config_cutover.SCHEMA,
+    "mirror": MIRROR_SCHEMA,
 }
 
 
@@ -199,7 +202,8 @@ def load(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = 
                 raise ConfigError(src, f"{section}.{key} must be {name}, got {value!r}")
     try:
         return replace(_build(merged, src), forensics=_forensics(merged.get("forensics", {})),
-                       cutover=config_cutover.build(merged.get("cutover", {})))
+                       cutover=config_cutover.build(merged.get("cutover", {})),
+                       mirror=build_mirror(merged.get("mirror", {})))
     except ValueError as exc:
         raise ConfigError(src if src else None, f"{exc}" if src else f"{where}: {exc}") from None
 

@@ -20,7 +20,8 @@ from shadow_burnin.io.log.store import Store
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
 NEW_BUCKETS = {"exact": 2, "prefix-only": 1, "no-match": 3, "v1-unreachable": 1,
-               "v2-unreachable": 1, "both-unreachable": 1}
+               "v2-unreachable": 1, "both-unreachable": 1, "not-comparable": 0,
+               "client-cancelled": 0}
 
 
 def invoke(*args: str | Path) -> Result:
@@ -107,7 +108,8 @@ def test_since_filter_covers_imported_rounds(work: Path) -> None:
     got = bench(log, "--since", "2026-04-21T10:00:10Z")
     assert got["rounds"] == 5
     assert got["counts"] == {"exact": 1, "prefix-only": 0, "no-match": 1, "v1-unreachable": 1,
-                             "v2-unreachable": 1, "both-unreachable": 1}
+                             "v2-unreachable": 1, "both-unreachable": 1, "not-comparable": 0,
+               "client-cancelled": 0}
     got = bench(log, "--since", "2026-04-21T10:00:03Z", "--until", "2026-04-21T10:00:09.250Z")
     assert got["rounds"] == 2 and got["counts"]["prefix-only"] == 1
     assert bench(log, "--since", "2026-04-21T10:00:25Z")["rounds"] == 0

@@ -17,7 +17,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,6 +28,7 @@ from shadow_burnin.app.evidence import summary_of
 from shadow_burnin.app.files import check_store_paths, inputs_of
 from shadow_burnin.config import Config, fingerprint
 from shadow_burnin.core.aa import NoiseSamples, aa_samples
+from shadow_burnin.core.mirror import replay_offsets
 from shadow_burnin.core.prompt import Prompt, prompts_digest
 from shadow_burnin.core.records import aa_records
 from shadow_burnin.core.verdict import Thresholds
@@ -188,9 +189,12 @@ class BurninSession:
 
 
 def open_session(cfg: Config, *, new_run: bool = False, force: bool = False,
-                 warn: Say = lambda _m: None) -> BurninSession:
+                 warn: Say = lambda _m: None,
+                 replay_speed: float | None = None) -> BurninSession:
     """Prompts, setup fingerprint, keys, store (locked), seed, plan and forensics plan.
-    Everything that can be refused is checked before the store creates any file."""
+    Everything that can be refused is checked before the store creates any file.
+    ``replay_speed``: play the prompts file once, in order, at its captured times
+    scaled by this factor (``run --replay``), instead of cycling on the interval."""
     prompts = load_prompts(cfg)
     setup = fingerprint(cfg.fingerprint_fields(prompts_digest(prompts)))
     for side in ("v1", "v2"):  # a missing key variable is refused before any file is made
@@ -202,6 +206,9 @@ def open_session(cfg: Config, *, new_run: bool = False, force: bool = False,
                 secrets.randbelow(2**31)
         store.state.setup = setup
         plan = plan_for(cfg, setup, store.state.seed)
+        if replay_speed is not None:
+            plan = replace(plan, replay=replay_offsets(prompts, replay_speed,
+                                                       cfg.run.interval))
         return BurninSession(cfg, prompts, store, plan, forensics_plan(cfg, plan),
                              known_secrets(cfg))
     except BaseException:
@@ -210,7 +217,7 @@ def open_session(cfg: Config, *, new_run: bool = False, force: bool = False,
 
 
 def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: bool = False,
-            console: Console | None = None) -> RunOutcome:
+            console: Console | None = None, replay_speed: float | None = None) -> RunOutcome:
     """Run a burn-in with this config, with terminal output (``run`` and ``demo``):
     progress on ``console`` (stdout), warnings and the halt alert on stderr."""
     out = console or Console(soft_wrap=True)  # off a terminal: one line per message,
@@ -223,7 +230,8 @@ def execute(cfg: Config, *, new_run: bool = False, force: bool = False, quiet: b
     def warn(message: str) -> None:
         err.print(f"warning: {plain(message)}", markup=False, highlight=False)
 
-    session = open_session(cfg, new_run=new_run, force=force, warn=warn)
+    session = open_session(cfg, new_run=new_run, force=force, warn=warn,
+                           replay_speed=replay_speed)
     try:
         progress = make_progress(out, quiet=quiet)
 

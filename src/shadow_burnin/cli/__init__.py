@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "cutover": "cutover", "rollback": "cutover",
     "serve": "serve", "status": "status", "report": "report_html",
     "migrate": "migrate",
+    "mirror": "mirror",
 }
 
 

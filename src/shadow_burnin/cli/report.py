@@ -32,13 +32,16 @@ __all__ = ["bench", "recent", "show", "summary_of"]  # summary_of: for the demo 
 @store_options
 @window_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--by", "by", type=click.Choice(["source"]),
+              help="Also one summary per source (run, mirror, legacy).")
 def bench(config_path: Path | None, log_path: Path | None, state_path: Path | None,
-          since: str | None, until: str | None, as_json: bool) -> None:
+          since: str | None, until: str | None, as_json: bool, by: str | None) -> None:
     """Summarise the log: buckets, exact-match rate with its 95% interval, latency.
 
     \b
     Example:
       shadow-burnin bench --since 2026-04-20T00:00:00Z --json
+      shadow-burnin bench --by source
       halo bench
     """
     cfg = load_config(config_path, None, log_path, state_path)
@@ -51,6 +54,11 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         out["drift"] = cutover.drift.to_json()
         if cutover.flip is not None:
             out["cutover"] = cutover.flip.to_json()
+        if by == "source":
+            from shadow_burnin.app.sources import summaries_by_source
+
+            out["by_source"] = {k: v.to_json() for k, v in summaries_by_source(
+                Path(cfg.paths.log), make_window(since, until)).items()}
         click.echo(json_bytes(out, indent=True).decode())
     elif summary.rounds == 0:
         click.echo("no rounds")
@@ -64,6 +72,12 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         if flip is not None:
             console.print(flip)
         console.print(drift_section(cutover.drift))
+        if by == "source":
+            from shadow_burnin.app.sources import summaries_by_source
+            from shadow_burnin.render.sources import sources_table
+
+            console.print(sources_table(summaries_by_source(Path(cfg.paths.log),
+                                                            make_window(since, until))))
 
 
 @click.command()

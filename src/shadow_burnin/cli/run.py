@@ -17,6 +17,7 @@ from shadow_burnin.config import (
     RunConfig,
 )
 from shadow_burnin.core import limits
+from shadow_burnin.errors import ConfigError
 from shadow_burnin.render.escape import term
 from shadow_burnin.render.text import plural
 
@@ -55,6 +56,10 @@ __all__ = ["execute", "run"]  # ``execute`` kept importable here for the demo co
 @click.option("--seed", type=bounded(limits.SEED),
               help="Prompt shuffle seed for a new run [random].")
 @click.option("--prompts", "prompts_file", help="JSONL prompts file (replaces the built-in set).")
+@click.option("--replay", "replay_file", help="Play this prompts file (e.g. a `mirror "
+              "--capture`) once, in order, at its captured times, instead of cycling.")
+@click.option("--speed", type=click.FloatRange(min=0.0, min_open=True),
+              help="With --replay: time scale (2: twice as fast) [1].")
 @click.option("--insecure", is_flag=True, default=None, help="Do not verify TLS for https.")
 @click.option("--logprobs", "logprobs", type=bounded(limits.LOGPROBS),
               help="Top-K logprobs per token for divergence verdicts; 0: off "
@@ -81,7 +86,8 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         max_tokens: int | None, stream: bool | None, timeout: float | None,
         interval: float | None, rounds: int | None, duration: str | None,
         concurrent: bool | None, concurrency: int | None, seed: int | None,
-        prompts_file: str | None, insecure: bool | None, logprobs: int | None,
+        prompts_file: str | None, replay_file: str | None, speed: float | None,
+        insecure: bool | None, logprobs: int | None,
         refire: int | None, aa_every: int | None, v1b_url: str | None,
         calibrate: bool | None, new_run: bool, force: bool, quiet: bool,
         metrics_port: int | None) -> None:
@@ -111,6 +117,12 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         "forensics": {"logprobs": logprobs, "refire": refire, "aa_every": aa_every,
                       "v1b": v1b_url, "calibrate": calibrate},
     }
+    if replay_file is not None:
+        if prompts_file is not None:
+            raise ConfigError(None, "--replay: give the file to --replay only, not --prompts too")
+        overrides["run"]["prompts"] = replay_file
+    elif speed is not None:
+        raise ConfigError(None, "--speed: only with --replay FILE")
     cfg = load_config(config_path, overrides, log_path, state_path)
     metrics = None
     if metrics_port is not None:
@@ -118,7 +130,8 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
 
         metrics = start_metrics_server(cfg, metrics_port)
     try:
-        outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet)
+        outcome = execute(cfg, new_run=new_run, force=force, quiet=quiet,
+                          replay_speed=(speed or 1.0) if replay_file is not None else None)
     finally:
         if metrics is not None:
             metrics.shutdown()

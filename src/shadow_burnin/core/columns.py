@@ -31,8 +31,9 @@ FX_COLUMNS = (("verdict", np.int8), ("cause", np.int8), ("refire", np.int8),
               ("div_token", np.int32))
 Codes = tuple[int, int, int, int]
 # per side: did it reply, by bucket code (indexable by a bucket column)
-REPLIED = {side: np.array([b not in (f"{side}-unreachable", "both-unreachable")
-                           for b in BUCKETS]) for side in SIDES}
+# (``client-cancelled``: v1's reply was cut by the client, neither side's figures count)
+REPLIED = {side: np.array([b not in (f"{side}-unreachable", "both-unreachable",
+                                     "client-cancelled") for b in BUCKETS]) for side in SIDES}
 
 
 @dataclass

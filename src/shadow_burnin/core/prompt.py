@@ -17,13 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shadow_burnin.core.limits import MAX_TOKENS
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
-FIELDS: tuple[str, ...] = ("id", "category", "prompt", "messages", "max_tokens")
+FIELDS: tuple[str, ...] = ("id", "category", "prompt", "messages", "max_tokens", "params", "at")
+# request fields a prompt's ``params`` may not hold: the run sets them (or they are the prompt)
+RESERVED_PARAMS: frozenset[str] = frozenset((
+    "model", "stream", "stream_options", "messages", "prompt", "max_tokens",
+    "max_completion_tokens", "n_predict"))
 _ROLE_LABELS: dict[str, str] = {"system": "System", "user": "User", "assistant": "Assistant"}
 _DIGEST_TAG = b"shadow-burnin prompts v1\n"
 
@@ -48,6 +53,10 @@ class Prompt:
     prompt: str | None = None
     messages: tuple[Message, ...] | None = None
     max_tokens: int | None = None
+    # a captured request's own parameters (stop, top_p, ...), sent to both sides as they
+    # are, and its arrival time (ISO-8601) for ``run --replay``
+    params: Mapping[str, Any] | None = field(default=None, hash=False)
+    at: str | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
@@ -184,6 +193,33 @@ def _parse_max_tokens(value: object) -> int:
     return value
 
 
+def _parse_params(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"params: must be an object, got {_type_name(value)}")
+    for key in value:
+        if key in RESERVED_PARAMS:
+            raise ValueError(f"params.{key}: set by the run or by the prompt's own fields, "
+                             "not in params")
+    return dict(value)
+
+
+def _parse_at(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"at: must be an ISO-8601 time string, got {_type_name(value)}")
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"at: not an ISO-8601 time: {_short(value)}") from None
+    if stamp.tzinfo is None:
+        raise ValueError(f"at: needs a time zone (e.g. Z): {_short(value)}")
+    return value
+
+
+def at_seconds(p: Prompt) -> float | None:
+    """The prompt's arrival time (``at``) in epoch seconds, None without one."""
+    return None if p.at is None else datetime.fromisoformat(p.at).timestamp()
+
+
 def parse_prompt(obj: object) -> Prompt:
     """Validate one decoded JSON object and build a :class:`Prompt`.
 
@@ -212,7 +248,10 @@ def parse_prompt(obj: object) -> Prompt:
     else:
         messages = _parse_messages(obj["messages"])
     max_tokens = _parse_max_tokens(obj["max_tokens"]) if "max_tokens" in obj else None
-    return Prompt(pid, category, prompt=text, messages=messages, max_tokens=max_tokens)
+    params = _parse_params(obj["params"]) if "params" in obj else None
+    at = _parse_at(obj["at"]) if "at" in obj else None
+    return Prompt(pid, category, prompt=text, messages=messages, max_tokens=max_tokens,
+                  params=params, at=at)
 
 
 def prompt_to_dict(p: Prompt) -> dict[str, Any]:
@@ -224,6 +263,10 @@ def prompt_to_dict(p: Prompt) -> dict[str, Any]:
         out["prompt"] = p.prompt if p.prompt is not None else ""
     if p.max_tokens is not None:
         out["max_tokens"] = p.max_tokens
+    if p.params is not None:
+        out["params"] = dict(p.params)
+    if p.at is not None:
+        out["at"] = p.at
     return out
 
 

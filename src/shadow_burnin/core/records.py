@@ -29,6 +29,8 @@ BUCKETS: tuple[str, ...] = (
     "v1-unreachable",
     "v2-unreachable",
     "both-unreachable",
+    "not-comparable",  # both replied, but the request was not greedy (mirror)
+    "client-cancelled",  # the mirror's client left mid-reply: not compared
 )
 PARITY_BUCKETS: tuple[str, ...] = ("exact", "prefix-only", "no-match")
 SIDES: tuple[str, str] = ("v1", "v2")

@@ -50,8 +50,26 @@ def row(record: dict[str, Any], width: int = CONTEXT) -> dict[str, Any]:
         "reason": fx.get("reason"), "swing": fx.get("swing"), "swing_min": fx.get("swing_min"),
         "prefix_drift": fx.get("prefix_drift"), "refire": refire.get("outcome"),
         "divergence_byte": record.get("divergence_byte"),
-        "context": aligned(t1, t2, width),
+        "context": _private(record, width) or aligned(t1, t2, width),
     }
+
+
+def _private(record: dict[str, Any], width: int) -> dict[str, Any] | None:
+    """A mirror round logged without its texts: aligned from the ±40 characters it
+    kept (``context``), placed at their offset; None for any other round."""
+    ctx = record.get("context")
+    if not isinstance(ctx, dict) or record["v1"].get("text") is not None or \
+            record["v2"].get("text") is not None:
+        return None
+    at = ctx.get("at")
+    offset = at if isinstance(at, int) else 0
+    out = aligned(str(ctx.get("v1") or ""), str(ctx.get("v2") or ""), width)
+    out["cut_left"] = out["cut_left"] or offset > 0
+    out["at"] += offset
+    for side in ("v1", "v2"):
+        chars = record[side].get("text_chars")
+        out["cut_right"][side] = isinstance(chars, int) and chars > out["at"] + width
+    return out
 
 
 def _one_line(text: str) -> str:

@@ -15,6 +15,8 @@ GLYPH = {
     "v1-unreachable": "1",
     "v2-unreachable": "2",
     "both-unreachable": "!",
+    "not-comparable": "n",
+    "client-cancelled": "c",
 }
 STYLE = {
     "exact": "green",
@@ -23,6 +25,8 @@ STYLE = {
     "v1-unreachable": "magenta",
     "v2-unreachable": "magenta",
     "both-unreachable": "bold magenta",
+    "not-comparable": "dim",
+    "client-cancelled": "dim cyan",
 }
 _NAMED = {"\n": "↵\n", "\t": "→", "\r": "␍", " ": "·", "\u00a0": "⍽", "\ufeff": "⟨BOM⟩",
           "\u200b": "⟨ZWSP⟩", "\u200d": "⟨ZWJ⟩", "\u200c": "⟨ZWNJ⟩"}

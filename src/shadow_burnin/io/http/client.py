@@ -94,11 +94,14 @@ class RequestSpec:
 def build_body(spec: RequestSpec, prompt: Prompt, model: str | None,
                logprobs: int | None = None) -> dict[str, Any]:
     """The request body; both sides of a round get exactly this (but for ``model``).
+    A prompt's own ``params`` (a captured request's) go first; the run's fields win.
     ``logprobs``: this request's top-K (default: the spec's)."""
     k = spec.logprobs if logprobs is None else logprobs
-    return dialect_for(spec.api).body(prompt, model, max_tokens=prompt.max_tokens or
+    body = dialect_for(spec.api).body(prompt, model, max_tokens=prompt.max_tokens or
                                       spec.max_tokens, stream=spec.stream, logprobs=k,
                                       extra=spec.extra)
+    # a prompt's own ``params`` (a captured request's) go first; the run's fields win
+    return {**prompt.params, **body} if prompt.params else body
 
 
 _SECONDS = re.compile(r"[0-9]{1,10}")
@@ -272,6 +275,16 @@ class SideClient:
         if reply.error is not None:
             reply.extra.pop("unstreamed", None)
         return reply
+
+    async def read_reply(self, resp: Any, reply: SideReply, start: float, *,
+                         want_logprobs: bool = False) -> None:
+        """Parse a response obtained elsewhere (the mirror's pass-through) with this
+        side's dialect, caps and error codes; raises ReplyError like a request would."""
+        _check_status(resp)
+        if self.spec.stream:
+            await self._read_stream(resp, reply, start, want_logprobs)
+        else:
+            await self._read_whole(resp, reply, want_logprobs)
 
     async def _read_whole(self, resp: aiohttp.ClientResponse, reply: SideReply,
                           want_logprobs: bool) -> None:

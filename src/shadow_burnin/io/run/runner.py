@@ -101,6 +101,9 @@ class RunPlan:
     duration: float | None = None
     concurrent: bool = False
     concurrency: int = 1
+    # ``run --replay``: the prompts once, in file order, prompt i launched at offset
+    # ``replay[i]`` seconds (late launches are not skipped); None: the usual schedule
+    replay: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -231,10 +234,16 @@ class Runner:
                         and not self._stop.is_set():
                     self._drained.clear()
                     await self._drained.wait()  # the disk is behind: wait for a commit
+                if plan.replay is not None and base_cursor + launched >= len(plan.replay):
+                    self._reason = "replayed the whole file"
+                    break
                 await slots.acquire()
                 slot_time = t0 + k * plan.interval
                 late = now() - slot_time
-                if plan.interval and late > min(0.05 * plan.interval, 0.05):
+                if plan.replay is not None:
+                    at = plan.replay
+                    slot_time = t0 + at[base_cursor + launched] - at[min(base_cursor, len(at) - 1)]
+                elif plan.interval and late > min(0.05 * plan.interval, 0.05):
                     # a slow round overran its slot: skip to the next slot, never burst
                     k += math.ceil(late / plan.interval)
                     slot_time = t0 + k * plan.interval
@@ -250,7 +259,8 @@ class Runner:
                 k += 1
                 number = base_round + launched
                 cursor = base_cursor + launched - 1
-                prompt = self.prompts[self.schedule.index(cursor)]
+                prompt = self.prompts[cursor if plan.replay is not None
+                                      else self.schedule.index(cursor)]
                 task = asyncio.create_task(self._play(number, cursor, prompt, c1, c2))
                 inflight.add(task)
                 task.add_done_callback(done)

@@ -1,0 +1,159 @@
+"""``shadow-burnin mirror``: serve real traffic from v1, shadow it to v2, log the rounds."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from shadow_burnin.app.burnin import api_key, halt_watch
+from shadow_burnin.app.mirror import MirrorSession, options_from
+from shadow_burnin.app.mirror_split import SplitMirror
+from shadow_burnin.cli.options import load_config, store_options
+from shadow_burnin.io.log.store import Store
+from shadow_burnin.render.escape import term
+from shadow_burnin.render.gates import halt_alert
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (about twice aiohttp's throughput), else
+    asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _line(figures: dict[str, Any]) -> str:
+    p = figures["proxy"]
+    buckets = " ".join(f"{b} {n}" for b, n in sorted(figures["buckets"].items())) or "-"
+    return (f"mirror: {p['requests']} requests, {p['mirrored']} shadowed, "
+            f"{p['dropped_full'] + p['dropped_shutdown']} dropped, {figures['rounds']} rounds "
+            f"({buckets})")
+
+
+@click.command()
+@store_options
+@click.option("--listen", help="HOST:PORT to serve clients on [127.0.0.1:8090].")
+@click.option("--v1", "v1_url", help="v1 (production, answers the clients) base URL.")
+@click.option("--v2", "v2_url", help="v2 (the shadow) base URL.")
+@click.option("--v1-key-env", help="Variable holding v1's key, only for the shadow-only "
+              "greedy copies (clients' own Authorization goes to v1 untouched).")
+@click.option("--v2-key-env", help="Name of the environment variable holding v2's API key.")
+@click.option("--v2-model", help="Model name the shadow copy asks v2 for (default: the "
+              "client's).")
+@click.option("--max-queue", type=click.IntRange(1), help="Shadow copies waiting, at most; "
+              "a full queue drops the copy (counted) [1000].")
+@click.option("--shadow-concurrency", type=click.IntRange(1),
+              help="Shadow requests in flight at once [4].")
+@click.option("--sample", type=click.FloatRange(0.0, 1.0),
+              help="Share of requests copied to the shadow [1.0].")
+@click.option("--timeout", type=click.FloatRange(min=0.0, min_open=True),
+              help="Per shadow request, seconds [120].")
+@click.option("--max-body", type=click.IntRange(1), help="Requests larger than this many "
+              "bytes go to v1 only, never compared [4194304].")
+@click.option("--force-greedy-shadow", is_flag=True, default=None,
+              help="For sampled requests (temperature > 0, n > 1) send v2 and a second, "
+                   "shadow-only copy to v1 with temperature 0, and compare those two.")
+@click.option("--trust-seed", is_flag=True, default=None,
+              help="Count temperature > 0 with a seed as comparable (both servers honour "
+                   "seeds).")
+@click.option("--keep-text", is_flag=True, default=None,
+              help="Log prompts and replies in full (default: SHA-256 and length, plus "
+                   "±40 characters around the first divergence).")
+@click.option("--capture", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append every request to this JSONL (0600; user data) for `run "
+                   "--prompts`/`--replay`.")
+@click.option("--grace", type=click.FloatRange(min=0.0),
+              help="On SIGTERM: seconds to finish clients and drain the shadow queue [30].")
+@click.option("--insecure", is_flag=True, default=None, help="Do not verify TLS for https.")
+@click.option("--single-process", is_flag=True,
+              help="Run the shadow in this process too (half the memory; the shadow's "
+                   "work then shares the clients' event loop).")
+@click.option("--quiet", is_flag=True, help="Only the ready line and the final summary.")
+def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+           listen: str | None, v1_url: str | None, v2_url: str | None,
+           v1_key_env: str | None, v2_key_env: str | None, v2_model: str | None,
+           max_queue: int | None, shadow_concurrency: int | None, sample: float | None,
+           timeout: float | None, max_body: int | None, force_greedy_shadow: bool | None,
+           trust_seed: bool | None, keep_text: bool | None, capture: Path | None,
+           grace: float | None, insecure: bool | None, single_process: bool,
+           quiet: bool) -> None:
+    """A reverse proxy for real traffic: clients get v1's replies untouched, a copy of
+    each request goes to v2 off their path, both replies are compared and logged as
+    rounds with "source": "mirror" (bench, gates, divergences read them as usual).
+
+    Paths compared: /v1/chat/completions, /v1/completions, /completion; every other
+    request is proxied to v1 as is. Requests that are not greedy (temperature > 0
+    without a trusted seed, n > 1, tools) are logged as not-comparable. SIGTERM: stop
+    accepting, finish clients, drain the shadow queue within --grace, exit 0.
+
+    \b
+    Example:
+      V2_KEY=... shadow-burnin mirror --listen 127.0.0.1:8090 \\
+          --v1 http://127.0.0.1:8080 --v2 http://127.0.0.1:8180 --v2-key-env V2_KEY \\
+          --sample 0.1 --capture traffic.jsonl
+    """
+    overrides: dict[str, dict[str, Any]] = {
+        "v1": {"url": v1_url, "api_key_env": v1_key_env},
+        "v2": {"url": v2_url, "api_key_env": v2_key_env, "model": v2_model},
+        "run": {"insecure": insecure},
+        "mirror": {"listen": listen, "max_queue": max_queue,
+                   "shadow_concurrency": shadow_concurrency, "sample": sample,
+                   "timeout": timeout, "max_body": max_body,
+                   "force_greedy_shadow": force_greedy_shadow, "trust_seed": trust_seed,
+                   "keep_text": keep_text, "capture": str(capture) if capture else None,
+                   "grace": grace},
+    }
+    cfg = load_config(config_path, overrides, log_path, state_path)
+    opts = options_from(cfg, api_key(cfg.v1.api_key_env, "v1"),
+                        api_key(cfg.v2.api_key_env, "v2"))
+    err = Console(stderr=True, soft_wrap=True)
+
+    def say(message: str) -> None:  # URLs, paths and errors come from outside
+        err.print(term(message), markup=False, highlight=False)
+
+    def ready(url: str) -> None:
+        say(f"mirror listening on {url} (v1 {opts.v1.url}, shadow {opts.v2.url}, "
+            f"log {cfg.paths.log})")
+
+    tick = None if quiet else (lambda f: say(_line(f)))
+
+    async def split() -> dict[str, Any]:
+        # the shadow (v2, comparison, the log and its lock) runs in a second process
+        session = SplitMirror(cfg, opts, notice=lambda m: say(f"warning: {m}"))
+        return await session.serve(ready=ready, tick=tick)
+
+    async def single(store: Store) -> dict[str, Any]:
+        watch = halt_watch(cfg, store, lambda m: say(f"warning: {m}"),
+                           lambda m: err.print(halt_alert(m, cfg.paths.log), soft_wrap=False))
+        session = MirrorSession(opts, store, observers=[watch] if watch else [],
+                                notice=lambda m: say(f"warning: {m}"))
+        try:
+            return await session.serve(ready=ready, tick=tick)
+        finally:
+            if watch is not None:
+                await watch.drain()
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        if not single_process:
+            figures = runner.run(split())
+        else:
+            store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
+            for message in store.open().warnings:
+                say(f"warning: {message}")
+            try:
+                figures = runner.run(single(store))
+            finally:
+                store.close()
+    say(_line(figures))
+    sys.exit(0)
+
+
+COMMANDS = [mirror]

@@ -159,6 +159,7 @@ def parse_request(body: Any, *, chat: bool, alias: str) -> Ask:
     if body.get("echo"):
         raise BadRequest("echo: mistral.rs gives no prompt logprobs, so it cannot echo the "
                          "prompt (no ppl scoring through this front)")
+    prompt: Any
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -202,7 +203,7 @@ class Engine:
         from mistralrs import Runner, Which
 
         self.runner = Runner(
-            which=Which.GGUF(quantized_model_id=str(model.parent),
+            which=Which.GGUF(quantized_model_id=str(model.parent),  # type: ignore[arg-type]
                              quantized_filename=model.name, tokenizer_json=str(tokenizer_json)),
             max_seqs=1, token_source="none", jinja_explicit=str(template), prefix_cache_n=0,
         )
@@ -223,7 +224,9 @@ class Engine:
 
     def stream(self, ask: Ask) -> Iterator[Any]:
         with self._lock:
-            yield from self.runner.send_chat_completion_request(self.request(ask))
+            chunks: Iterator[Any] = self.runner.send_chat_completion_request(  # type: ignore[assignment]
+                self.request(ask))
+            yield from chunks
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         with self._lock:

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"model file not found: {config['model']}", file=sys.stderr, flush=True)
         return 3
     try:
-        import xllamacpp
+        import xllamacpp  # type: ignore[import-untyped]
     except ImportError as exc:
         print(f"cannot import xllamacpp ({exc}); install the demo extra", file=sys.stderr)
         return 4

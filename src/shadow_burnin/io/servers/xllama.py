@@ -82,7 +82,7 @@ class XllamaSettings:
 
 def common_params(config: dict[str, Any]) -> Any:
     """``xllamacpp.CommonParams`` for a decoded settings JSON (in the server process)."""
-    import xllamacpp
+    import xllamacpp  # type: ignore[import-untyped]
 
     s = XllamaSettings(**{f.name: config[f.name] for f in dataclasses.fields(XllamaSettings)
                           if f.name in config})

@@ -32,6 +32,7 @@ from shadow_burnin.errors import ServerStartError
 from shadow_burnin.io.servers.llama_build import data_dir, log_tail
 
 HOST = "127.0.0.1"
+DETACHED_ENV = "SHADOW_BURNIN_SERVER_DETACHED"  # set for servers meant to outlive us
 ArgvBuilder = Callable[[int], Sequence[str]]
 
 _LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
@@ -158,10 +159,13 @@ class LocalServer:
             log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} $ {' '.join(argv)}\n".encode())
             log.flush()
             main = threading.current_thread() is threading.main_thread()
+            env = self.env
+            if self.detached:  # the entry points then skip their own parent-death signal
+                env = {**(env if env is not None else os.environ), DETACHED_ENV: "1"}
             try:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=self.env, start_new_session=True,
+                    env=env, start_new_session=True,
                     preexec_fn=_PDEATHSIG if main and not self.detached else None,
                 )
             except OSError as exc:

@@ -16,11 +16,14 @@ import os
 import signal
 import sys
 
+from shadow_burnin.io.servers.local import DETACHED_ENV
+
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def die_with_parent() -> None:
-    if not sys.platform.startswith("linux"):
+    """Ask for SIGTERM when the parent dies, unless started detached (``--keep-servers``)."""
+    if not sys.platform.startswith("linux") or os.environ.get(DETACHED_ENV) == "1":
         return
     parent = os.getppid()
     try:

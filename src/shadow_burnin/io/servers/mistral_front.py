@@ -157,8 +157,8 @@ def parse_request(body: Any, *, chat: bool, alias: str) -> Ask:
     if int(body.get("n") or 1) != 1:
         raise BadRequest("n: only 1 choice is supported")
     if body.get("echo"):
-        raise BadRequest("echo: mistral.rs gives no prompt logprobs, so it cannot echo the "
-                         "prompt (no ppl scoring through this front)")
+        raise BadRequest("echo: mistral.rs gives no prompt logprobs, so ppl cannot score "
+                         "this server (README: ppl and mistral.rs)")
     prompt: Any
     if chat:
         messages = body.get("messages")

@@ -46,9 +46,9 @@ def stream_once(http: urllib3.PoolManager, url: str, prompt: str, max_tokens: in
             if not part.startswith(b"data: ") or part == b"data: [DONE]":
                 continue
             chunk = orjson.loads(part[6:])
-            if chunk.get("choices") and chunk["choices"][0].get("text") is not None:
-                if first is None and chunk["choices"][0]["text"]:
-                    first = time.perf_counter()
+            choices = chunk.get("choices")
+            if first is None and choices and choices[0].get("text"):
+                first = time.perf_counter()
             usage = chunk.get("usage")
             if usage:
                 tokens = int(usage["completion_tokens"])

@@ -26,7 +26,7 @@ from shadow_burnin.app.demo import write_demo_prompts
 from shadow_burnin.io.servers.gguf_tokenizer import ensure_tokenizer_json
 from shadow_burnin.io.servers.llama_build import ensure_model
 from shadow_burnin.io.servers.local import LocalServer, ServerPair
-from shadow_burnin.io.servers.mistral_front import mistral_front_server
+from shadow_burnin.io.servers.mistral_front import MistralSettings, mistral_front_server
 from shadow_burnin.io.servers.xllama import xllama_server
 
 REFERENCE = {"v1": "≈ 3.4 s to load (facts)", "v2": "7–12 s to load, ≈ 40 ms/token (facts)"}
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--v2-threads", type=int, default=1, help="mistral.rs threads (rayon)")
     args = parser.parse_args()
     model = ensure_model()
     tok = ensure_tokenizer_json(model)
@@ -70,8 +71,8 @@ def main() -> None:
     def make(side: str) -> LocalServer:
         if side == "v1":
             return xllama_server(model, name="v1", log_path=logs / "v1.log")
-        return mistral_front_server(model, name="v2", log_path=logs / "v2.log",
-                                    tokenizer_json=tok)
+        return mistral_front_server(model, MistralSettings(threads=args.v2_threads), name="v2",
+                                    log_path=logs / "v2.log", tokenizer_json=tok)
 
     for side in ("v1", "v2"):
         times = []

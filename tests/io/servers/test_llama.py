@@ -143,3 +143,13 @@ def test_bogus_model_raises_with_log_tail(kind: str, tmp_path: Path) -> None:
     tail = log.read_text().splitlines()[-1]
     assert tail in message
     assert not server.running
+
+
+def test_upgrade_pair_llama_server_vs_xllamacpp(tmp_path: Path) -> None:
+    """``demo --pair llama-cpp-upgrade``: the older llama-server against xllamacpp."""
+    from shadow_burnin.app.demo import make_pair
+
+    with make_pair("llama-cpp-upgrade", tmp_path).start(timeout=300) as upgrade:
+        assert (upgrade.v1.kind, upgrade.v2.kind) == ("llama-server", "xllamacpp")
+        for server in upgrade.servers:
+            assert complete(server.url, "The capital of France is")["choices"][0]["text"]

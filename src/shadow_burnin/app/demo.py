@@ -69,9 +69,9 @@ def make_pair(pair: str, log_dir: Path, say: Say | None = None) -> ServerPair:
     """The pair's two servers (not started); v1/v2 named ``v1``/``v2``."""
     from shadow_burnin.io.servers.llama_build import ensure_model
 
-    check_installed(pair)
     if pair not in PAIRS:
         raise ServerStartError(f"--pair: unknown pair {pair!r} (one of {', '.join(PAIRS)})")
+    check_installed(pair)
     model = ensure_model()
     if pair == "llama-cpp":
         from shadow_burnin.io.servers.llama import DemoPair

@@ -1,13 +1,15 @@
-"""Divergence forensics on real llama.cpp servers (C++ ``llama-server`` on every side).
+"""Divergence forensics on real llama.cpp servers (xllamacpp processes on every side).
 
-llama-cpp-python computes logprobs slowly (≈ 7× slower per request here), so every side is
-``llama-server`` on the same gguf:
+Every side is llama.cpp's C++ server (xllamacpp wheel, nothing compiled) on the same gguf,
+so the only differences are the numeric-path settings (:class:`XllamaSettings`):
 
 - v1: 1 thread, default batch (2048/512);
 - v1b: v1 on v2's numeric path (batch 8): the second copy for the A/A pairs;
 - v2 "numeric": 2 threads, batch 8 — the same model on another numeric path;
-- v2 "rope": batch 8 with a deliberately wrong ``--rope-freq-base`` (20000), which really
-  changes the distribution.
+- v2 "rope": batch 8 with a deliberately wrong RoPE frequency base (1000), which really
+  changes the distribution. (With xllamacpp's llama.cpp a base of 20000 or 5000 — 20000
+  was enough for the older llama-server — moved only 4 of 9 flips to ``regression``:
+  the broken model mostly repeats the prompt, confidently; 1000 gives mostly regressions.)
 
 What was measured (README "Divergence forensics", /work/notes/forensics.md) and is asserted
 here: the numeric path's flips are near ties in the vLLM sense (each token in the other
@@ -38,7 +40,9 @@ from shadow_burnin.core.prompt import chat_messages
 from shadow_burnin.core.records import aa_records
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.io.log.logread import iter_rounds
-from shadow_burnin.io.servers.llama import LocalServer, ensure_model, llama_server_cpp
+from shadow_burnin.io.servers.llama_build import ensure_model
+from shadow_burnin.io.servers.local import LocalServer
+from shadow_burnin.io.servers.xllama import XllamaSettings, xllama_server
 from shadow_burnin.prompts import load_builtin
 from tests.cli.conftest import invoke
 from tests.e2e.conftest import running
@@ -51,12 +55,11 @@ FLIPPING = ("code-explain-01", "definitions-02", "json-output-01", "multi-turn-0
 # that --calibrate needs (100 before it moves a threshold; the flips alone give ~35)
 QUIET = ("chat-template-05", "code-python-08", "completion-02", "factual-03", "lists-01",
          "unicode-10")
-BATCH_8 = ("--batch-size", "8", "--ubatch-size", "8")
 SETUPS = {
-    "v1": {"threads": 1, "extra_args": ()},
-    "v1b": {"threads": 1, "extra_args": BATCH_8},
-    "numeric": {"threads": 2, "extra_args": BATCH_8},
-    "rope": {"threads": 1, "extra_args": (*BATCH_8, "--rope-freq-base", "20000")},
+    "v1": XllamaSettings(threads=1),
+    "v1b": XllamaSettings(threads=1, batch=8, ubatch=8),
+    "numeric": XllamaSettings(threads=2, batch=8, ubatch=8),
+    "rope": XllamaSettings(threads=1, batch=8, ubatch=8, rope_freq_base=1000),
 }
 
 
@@ -68,9 +71,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Loca
     model = ensure_model()
     with ExitStack() as stack:  # every server started is stopped, also when one fails
         yield {name: stack.enter_context(running(
-                   llama_server_cpp(model, name=f"fx-{name}", log_path=logs / f"{name}.log",
-                                    **opts), f"llama-server fx-{name}"))
-               for name, opts in SETUPS.items()}
+                   xllama_server(model, settings, name=f"fx-{name}",
+                                 log_path=logs / f"{name}.log"), f"xllamacpp fx-{name}"))
+               for name, settings in SETUPS.items()}
 
 
 def write_prompts(path: Path, ids: tuple[str, ...]) -> Path:
@@ -147,7 +150,7 @@ def test_numeric_path_at_default_thresholds(servers: dict[str, LocalServer],
         assert "tau_tie" not in fx  # not calibrated
         assert {t["i"] for t in fx["tokens"]["v1"]} <= set(range(fx["divergence_token"] - 2,
                                                                fx["divergence_token"] + 3))
-        assert r["refire"]["outcome"] == "reproducible"  # llama-server is deterministic
+        assert r["refire"]["outcome"] == "reproducible"  # llama.cpp is deterministic
     # measured: swings 0.2–0.4 nats on this path, above τ_tie = 0.1
     verdicts = summary["forensics"]["no_match"]["verdicts"]
     assert verdicts["near-tie"] < len(flips) / 2, verdicts

@@ -1,10 +1,11 @@
-"""PPL and KL divergence on the real llama.cpp pair, and on a deliberately broken v2.
+"""PPL and KL divergence on real llama.cpp servers, and on a deliberately broken v2.
 
-v1 is C++ ``llama-server`` (scored with the ``llama`` method: one ``/completion`` per
-position), v2 llama-cpp-python's server (``echo``). llama-cpp-python's echo costs about
-1.5 s per token on this machine (it sorts the whole 262 144-token vocabulary in Python
-at every position), so the same-model test scores one short window. The broken v2 is a
-third server: the same gguf in C++ ``llama-server`` with a wrong RoPE frequency base.
+Every scored side is llama.cpp's C++ server (xllamacpp processes, scored with the
+``llama`` method: one ``/completion`` per position). The same-model pair is v1 (1 thread,
+default batch) against the same weights on another numeric path (2 threads, batch 8); the
+broken v2 is the same gguf with a wrong RoPE frequency base. mistral.rs (the demo's v2)
+cannot be scored: it gives no prompt logprobs (no ``echo``), and the last test checks
+that ``ppl`` says so for that server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shadow_burnin.io.servers.llama import LocalServer, ensure_model, llama_server_cpp
+from shadow_burnin.io.servers.llama_build import ensure_model
+from shadow_burnin.io.servers.local import LocalServer
+from shadow_burnin.io.servers.xllama import XllamaSettings, xllama_server
 from tests.cli.conftest import invoke
 from tests.e2e.conftest import require_demo_extra, running
 
@@ -29,14 +32,28 @@ BROKEN_WINDOW = 48
 TOLERANCE_SHARE = 0.10
 
 
+def scored(name: str, settings: XllamaSettings, tmp: pytest.TempPathFactory
+           ) -> Iterator[LocalServer]:
+    require_demo_extra()
+    server = xllama_server(ensure_model(), settings, name=name,
+                           log_path=tmp.mktemp(name) / f"{name}.log")
+    with running(server, name, 180) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def v1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    yield from scored("ppl-v1", XllamaSettings(threads=1), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def same_v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    yield from scored("ppl-v2", XllamaSettings(threads=2, batch=8, ubatch=8), tmp_path_factory)
+
+
 @pytest.fixture(scope="module")
 def broken_v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    require_demo_extra()
-    logs = tmp_path_factory.mktemp("broken-v2")
-    server = llama_server_cpp(ensure_model(), name="broken-v2", log_path=logs / "broken.log",
-                              extra_args=["--rope-freq-base", "20"])
-    with running(server, "the broken v2", 180) as started:
-        yield started
+    yield from scored("broken-v2", XllamaSettings(rope_freq_base=20), tmp_path_factory)
 
 
 def ppl_run(v1: str, v2: str, log: Path, window: int) -> dict:
@@ -54,11 +71,12 @@ def ppl_gate(log: Path, tolerance: float) -> tuple[int, dict]:
     return res.exit_code, next(g for g in report["gates"] if g["gate"] == "ppl")
 
 
-def test_same_model_ppl_within_tolerance_and_kld_near_zero(real_pair, tmp_path: Path) -> None:
+def test_same_model_ppl_within_tolerance_and_kld_near_zero(
+        v1: LocalServer, same_v2: LocalServer, tmp_path: Path) -> None:
     log = tmp_path / "same.jsonl"
     log.touch()  # no rounds: only the PPL gate matters here
-    rec = ppl_run(real_pair.v1.url, real_pair.v2.url, log, SAME_WINDOW)
-    assert (rec["v1"]["method"], rec["v2"]["method"]) == ("llama", "echo")
+    rec = ppl_run(v1.url, same_v2.url, log, SAME_WINDOW)
+    assert (rec["v1"]["method"], rec["v2"]["method"]) == ("llama", "llama")
     pair = rec["paired"]
     assert pair["positions"] == SAME_WINDOW - 1 and pair["mismatched"] == 0
     assert pair["kld_mean"] < 0.03  # near 0 (measured 0.008): the broken v2 is over 0.1
@@ -69,10 +87,11 @@ def test_same_model_ppl_within_tolerance_and_kld_near_zero(real_pair, tmp_path: 
     assert code == 3  # no rounds yet: everything else waits, nothing is red
 
 
-def test_broken_v2_fails_the_ppl_gate(real_pair, broken_v2, tmp_path: Path) -> None:
+def test_broken_v2_fails_the_ppl_gate(v1: LocalServer, broken_v2: LocalServer,
+                                      tmp_path: Path) -> None:
     log = tmp_path / "broken.jsonl"
     log.touch()
-    rec = ppl_run(real_pair.v1.url, broken_v2.url, log, BROKEN_WINDOW)
+    rec = ppl_run(v1.url, broken_v2.url, log, BROKEN_WINDOW)
     assert (rec["v1"]["method"], rec["v2"]["method"]) == ("llama", "llama")
     pair = rec["paired"]
     assert pair["positions"] == BROKEN_WINDOW - 1
@@ -81,3 +100,13 @@ def test_broken_v2_fails_the_ppl_gate(real_pair, broken_v2, tmp_path: Path) -> N
     assert gate["state"] == "fail" and code == 1, gate
     default_code, default_gate = ppl_gate(log, 0.05)  # the earlier CUTOVER.md's ±0.05
     assert default_gate["state"] == "fail" and default_code == 1
+
+
+def test_ppl_says_why_mistral_rs_cannot_be_scored(real_pair, tmp_path: Path) -> None:
+    log = tmp_path / "mistral.jsonl"
+    log.touch()
+    res = invoke("ppl", "--v1", real_pair.v1.url, "--v2", real_pair.v2.url, "--log", log,
+                 "--window", 16, "--max-windows", 1, "--timeout", 120)
+    assert res.exit_code != 0
+    assert "v2: no way to score text" in res.output
+    assert "mistral.rs gives no prompt logprobs" in res.output

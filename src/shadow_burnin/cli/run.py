@@ -22,7 +22,7 @@ from shadow_burnin.render.escape import term
 from shadow_burnin.render.text import plural
 
 REQ, RUN, FX = RequestConfig, RunConfig, ForensicsConfig  # help defaults read from these
-__all__ = ["execute", "run"]  # ``execute`` kept importable here for the demo command
+__all__ = ["run"]
 
 
 @click.command()

@@ -1,14 +1,15 @@
-"""Local server management: lifecycle on a tiny stand-in server, then the real demo pair."""
+"""The compiled pair (opt-in, extra [llama-cpp]): llama-server build pipeline, real pair.
+
+Everything here compiles (cmake, a C compiler) or needs llama-cpp-python, so the module
+carries the ``llama_cpp`` marker (deselected by default) and ``e2e``; run it with
+``pip install -e '.[llama-cpp]' && python -m pytest -m llama_cpp``.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import tarfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,123 +20,12 @@ from shadow_burnin.errors import ServerStartError
 from shadow_burnin.io.servers import llama_build
 from shadow_burnin.io.servers.llama import (
     DemoPair,
-    LocalServer,
-    free_port,
     llama_cpp_python_server,
     llama_server_cpp,
 )
+from tests.io.servers.test_local import pid_gone, refuses
 
-# A stand-in server: answers 200 to every GET after an optional delay; prints a marker.
-STAND_IN = """
-import http.server, sys, time
-time.sleep(float(sys.argv[2]))
-print("stand-in up", flush=True)
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b'{"data": []}')
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"""
-
-
-def stand_in(tmp_path: Path, delay: float = 0.0, code: str = STAND_IN) -> LocalServer:
-    return LocalServer(
-        "stand-in", lambda port: [sys.executable, "-c", code, str(port), str(delay)],
-        log_path=tmp_path / "stand-in.log",
-    )
-
-
-def refuses(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def test_start_stop_restart_kill_on_stand_in(tmp_path: Path) -> None:
-    server = stand_in(tmp_path).start(timeout=20)
-    port, pid = server.port, server.pid
-    assert server.running and pid is not None and port is not None
-    assert server.url == f"http://127.0.0.1:{port}"
-    server.kill()
-    assert not server.running and server.pid is None and pid_gone(pid)
-    assert refuses(port)
-    server.kill()  # idempotent
-    server.restart(timeout=20)
-    assert server.port == port and server.running
-    with urllib.request.urlopen(f"{server.url}/v1/models", timeout=5) as resp:
-        assert resp.status == 200
-    server.stop()
-    server.stop()  # idempotent
-    assert refuses(port)
-    assert "stand-in up" in (tmp_path / "stand-in.log").read_text()
-
-
-def test_context_manager_stops(tmp_path: Path) -> None:
-    with stand_in(tmp_path) as server:
-        pid = server.pid
-        assert pid is not None
-    assert pid_gone(pid)
-
-
-def test_exit_before_ready_raises_with_log_tail(tmp_path: Path) -> None:
-    code = "import sys; print('boom: cannot load the model', flush=True); sys.exit(3)"
-    server = stand_in(tmp_path, code=code)
-    with pytest.raises(ServerStartError) as info:
-        server.start(timeout=20)
-    assert "status 3" in str(info.value)
-    assert "boom: cannot load the model" in str(info.value)
-    assert not server.running
-
-
-def test_timeout_raises_and_reaps(tmp_path: Path) -> None:
-    server = stand_in(tmp_path, delay=30)
-    started = time.monotonic()
-    with pytest.raises(ServerStartError, match="not ready"):
-        server.start(timeout=1.5)
-    assert time.monotonic() - started < 15
-    assert not server.running
-
-
-ORPHAN = """
-import sys, time
-from pathlib import Path
-from shadow_burnin.io.servers.llama import LocalServer
-code = sys.argv[1]
-s = LocalServer("child", lambda p: [sys.executable, "-c", code, str(p), "0"],
-                log_path=Path(sys.argv[2]))
-s.start(timeout=20)
-print(s.pid, flush=True)
-time.sleep(60)
-"""
-
-
-def test_server_dies_with_its_parent(tmp_path: Path) -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", ORPHAN, STAND_IN, str(tmp_path / "child.log")],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        assert not pid_gone(child)
-    finally:
-        parent.kill()  # SIGKILL: no atexit, no finally in the parent
-        parent.wait()
-    deadline = time.monotonic() + 10
-    while not pid_gone(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pid_gone(child)
-
+pytestmark = [pytest.mark.llama_cpp, pytest.mark.e2e]
 
 FAKE_CMAKE = """cmake_minimum_required(VERSION 3.13)
 project(fake C)
@@ -184,12 +74,6 @@ def test_llama_server_build_failure_raises_with_log_tail(
         llama_build.ensure_llama_server()
     assert "CMakeLists.txt" in str(info.value)
     assert not llama_build.llama_server_dir().exists()
-
-
-def test_free_port_is_bindable() -> None:
-    port = free_port()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
 
 
 # --------------------------------------------------------------------------- real servers
@@ -259,3 +143,13 @@ def test_bogus_model_raises_with_log_tail(kind: str, tmp_path: Path) -> None:
     tail = log.read_text().splitlines()[-1]
     assert tail in message
     assert not server.running
+
+
+def test_upgrade_pair_llama_server_vs_xllamacpp(tmp_path: Path) -> None:
+    """``demo --pair llama-cpp-upgrade``: the older llama-server against xllamacpp."""
+    from shadow_burnin.app.demo import make_pair
+
+    with make_pair("llama-cpp-upgrade", tmp_path).start(timeout=300) as upgrade:
+        assert (upgrade.v1.kind, upgrade.v2.kind) == ("llama-server", "xllamacpp")
+        for server in upgrade.servers:
+            assert complete(server.url, "The capital of France is")["choices"][0]["text"]

@@ -116,12 +116,13 @@ class ScoringClient:
                 "default_generation_settings" in props:
             self.method = "llama"
             return self.method
+        echo_refused = ""
         try:
             if await self._echo("Hello world."):  # short: echo can be slow (see notes)
                 self.method = "echo"
                 return self.method
-        except PplError:
-            pass
+        except PplError as exc:
+            echo_refused = f" ({exc})"  # e.g. the mistral.rs front says why it cannot
         status, answer = await self._try("POST", self.side.endpoint,
                                          {"text": "Hello, world.", "stride": 8,
                                           "max_tokens": 8})
@@ -129,8 +130,8 @@ class ScoringClient:
             self.method = "endpoint"
             return self.method
         raise PplError(f"{self.side.name}: no way to score text: not llama.cpp (/props), "
-                       f"no completions echo with logprobs, no {self.side.endpoint}; "
-                       "set [ppl] v1_method/v2_method")
+                       f"no completions echo with logprobs{echo_refused}, no "
+                       f"{self.side.endpoint}; set [ppl] v1_method/v2_method")
 
     async def _try(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         try:

@@ -1,0 +1,70 @@
+"""Process entry point: mistral.rs behind the OpenAI-compatible front until SIGTERM/SIGINT.
+
+``python -m shadow_burnin.io.servers.serve_mistral '{"model", "port", "alias",
+"tokenizer_json"}'`` — loads the engine first, then listens (so ``/health`` answering
+means ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from shadow_burnin.io.servers.local import HOST
+from shadow_burnin.io.servers.procutil import block_stop_signals, die_with_parent, wait_stop
+
+
+def main(argv: list[str]) -> int:
+    die_with_parent()
+    block_stop_signals()
+    if len(argv) != 1:
+        print("usage: python -m shadow_burnin.io.servers.serve_mistral '<json>'",
+              file=sys.stderr)
+        return 2
+    config = json.loads(argv[0])
+    model = Path(config["model"])
+    if not model.is_file():
+        print(f"model file not found: {model}", file=sys.stderr, flush=True)
+        return 3
+    try:
+        import mistralrs  # noqa: F401
+    except ImportError as exc:
+        print(f"cannot import mistralrs ({exc}); install the demo extra", file=sys.stderr)
+        return 4
+    from aiohttp import web
+
+    from shadow_burnin.io.servers.gguf_tokenizer import ensure_tokenizer_json
+    from shadow_burnin.io.servers.mistral_front import Engine, Front, raw_template_path
+
+    tok = Path(config["tokenizer_json"]) if config.get("tokenizer_json") else None
+    if tok is None:
+        print("tokenizer.json from the GGUF's metadata (built once, cached)…", flush=True)
+        tok = ensure_tokenizer_json(model)
+    print(f"mistral.rs: loading {model} (tokenizer {tok})", flush=True)
+    try:
+        engine = Engine(model, tok, raw_template_path())
+    except Exception as exc:
+        print(f"mistralrs.Runner failed: {exc}", file=sys.stderr, flush=True)
+        return 5
+
+    async def serve() -> int:
+        runner = web.AppRunner(Front(engine, config["alias"]).app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, int(config["port"]))
+        await site.start()
+        print(f"serving on {HOST}:{config['port']}", flush=True)
+        signum = await asyncio.to_thread(wait_stop)
+        print(f"stopping on signal {signum}", flush=True)
+        await runner.cleanup()
+        return 0
+
+    code = asyncio.run(serve())
+    sys.stdout.flush()
+    os._exit(code)  # the engine's threads are not joinable
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -60,6 +60,19 @@ def _death_signal_hook() -> Callable[[], None] | None:
 _PDEATHSIG = _death_signal_hook()
 
 
+def _child_hook(*, death_signal: bool) -> Callable[[], None]:
+    """preexec hook: unblock the signals the parent blocked around the fork, and (unless
+    detached) ask for the parent-death signal."""
+    pdeath = _PDEATHSIG if death_signal else None
+
+    def hook() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if pdeath is not None:
+            pdeath()
+
+    return hook
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -162,14 +175,22 @@ class LocalServer:
             env = self.env
             if self.detached:  # the entry points then skip their own parent-death signal
                 env = {**(env if env is not None else os.environ), DETACHED_ENV: "1"}
+            # Ctrl-C must not land between the fork and ``self._proc`` being set (the child
+            # would be unknown to stop()): SIGINT/SIGTERM wait until the Popen object is
+            # ours; the child unblocks them before it execs.
+            blocked = {signal.SIGINT, signal.SIGTERM}
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if main else None
             try:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=env, start_new_session=True,
-                    preexec_fn=_PDEATHSIG if main and not self.detached else None,
+                    preexec_fn=_child_hook(death_signal=not self.detached) if main else None,
                 )
             except OSError as exc:
                 raise ServerStartError(f"{self.name}: cannot run {argv[0]}: {exc}") from exc
+            finally:
+                if old is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self._spawned_at = time.monotonic()
         if not self.detached:
             _LIVE.add(self)

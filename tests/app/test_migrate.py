@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from shadow_burnin.app.migrate import migrate
-from shadow_burnin.core.halt import ack_event, iso
+from shadow_burnin.core.halt import ack_event
+from shadow_burnin.core.timefmt import iso_ms as iso
 from shadow_burnin.errors import ConfigError, LogError
 from shadow_burnin.io.log.logread import iter_rounds, log_events
 from shadow_burnin.io.log.sidecars import events_path

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shadow_burnin.core.halt import iso
+from shadow_burnin.core.timefmt import iso_ms as iso
 from tests.cli.conftest import invoke
 from tests.servers.fakelm import FakeLM, serve_in_thread
 

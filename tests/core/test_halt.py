@@ -16,8 +16,8 @@ from shadow_burnin.core.halt import (
     detect,
     epoch,
     halt_status,
-    iso,
 )
+from shadow_burnin.core.timefmt import iso_ms as iso
 
 T0 = 1_800_000_000.0
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shadow_burnin.app.clock import now_iso
 from shadow_burnin.app.files import require_log
 from shadow_burnin.core.halt import ack_event, halt_status
 from shadow_burnin.errors import ConfigError
+from shadow_burnin.io.clock import now_iso
 from shadow_burnin.io.log.events import append_event, read_events
 from shadow_burnin.io.log.sidecars import lock_path
 from shadow_burnin.io.run.haltwatch import log_events

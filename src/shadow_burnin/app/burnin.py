@@ -23,7 +23,6 @@ from typing import Any, cast
 
 from rich.console import Console
 
-from shadow_burnin.app.clock import now_stamp
 from shadow_burnin.app.evidence import summary_of
 from shadow_burnin.app.files import check_store_paths, inputs_of
 from shadow_burnin.config import Config, fingerprint
@@ -34,6 +33,7 @@ from shadow_burnin.core.records import aa_records
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.errors import ConfigError, LogError, SetupChangedError, StateError
 from shadow_burnin.inputs import check_input
+from shadow_burnin.io.clock import now_stamp
 from shadow_burnin.io.http.client import Api, Endpoint, RequestSpec
 from shadow_burnin.io.log.logread import iter_records
 from shadow_burnin.io.log.store import Store, archive

@@ -46,6 +46,7 @@ from shadow_burnin.core.flip import (
 from shadow_burnin.core.halt import halt_status
 from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.errors import ConfigError, ProxyError, ShadowBurninError
+from shadow_burnin.io.clock import now_iso
 from shadow_burnin.io.http.client import Api, RequestSpec, build_body
 from shadow_burnin.io.log.events import append_event, iter_event_file
 from shadow_burnin.io.log.sidecars import CADDY_BEFORE, LogFiles, events_path, write_atomic
@@ -149,11 +150,6 @@ class Target:
         if self.cut.proxy:
             return self.cut.proxy.rstrip("/"), None
         return proxy_base(ref)
-
-
-def now_iso() -> str:
-    d = datetime.now(UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
 def user() -> str | None:

@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from shadow_burnin.core.columns import EXACT, NOMATCH, PREFIX, Columns
 from shadow_burnin.core.outcomes import REFIRE_OUTCOMES
 from shadow_burnin.core.records import BUCKETS, SIDES
 from shadow_burnin.core.stats import summarise, wilson
+from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.core.verdict import VERDICTS
 from shadow_burnin.io.log.events import read_events
 from shadow_burnin.io.log.livescan import LiveLog, Snapshot
@@ -40,12 +41,6 @@ BIN_WIDTHS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 3 * 3600, 6 * 3600, 1
               86400, 7 * 86400)
 MAX_BINS = 120
 CDF_POINTS = 101
-
-
-def iso(t: float | None) -> str | None:
-    if t is None or not math.isfinite(t):
-        return None
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _f(x: Any) -> float | None:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shadow_burnin.app.dashboard import Dashboard, Filters, iso
+from shadow_burnin.app.dashboard import Dashboard, Filters
 from shadow_burnin.config import Config
+from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.io.log.logread import Window
 from shadow_burnin.io.log.sidecars import LogFiles, guard_output, write_output
 from shadow_burnin.render.html_report import report

@@ -10,7 +10,6 @@ import click
 from rich.console import Console
 
 from shadow_burnin.app.burnin import api_key, known_secrets
-from shadow_burnin.app.clock import now_iso
 from shadow_burnin.app.files import check_ppl_log
 from shadow_burnin.app.ppl import append_run, load_text, measure
 from shadow_burnin.cli.options import (
@@ -23,6 +22,7 @@ from shadow_burnin.cli.options import (
 )
 from shadow_burnin.config_sections import PPL_METHODS, PplConfig
 from shadow_burnin.core import limits
+from shadow_burnin.io.clock import now_iso
 from shadow_burnin.io.ppl.scoring import PplError, PplSide
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.gates import ppl_section

@@ -124,16 +124,11 @@ class HaltTrigger:
         return {
             "kind": "event", "event": HALT_EVENT, "ts": self.ts, "round": self.round,
             "action": action,
-            "window": {"seconds": self.window_s, "since": iso(w.since), "until": iso(w.until),
+            "window": {"seconds": self.window_s, "since": iso_ms(w.since), "until": iso_ms(w.until),
                        "parity_rounds": w.parity_rounds, "no_match": w.no_match,
                        "rate": round(w.rate, 6), "threshold": self.threshold},
             "worst_prompts": self.worst_prompts,
         }
-
-
-def iso(t: float) -> str:
-    """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (the log's timestamp format)."""
-    return iso_ms(t)
 
 
 def epoch(ts: str) -> float:

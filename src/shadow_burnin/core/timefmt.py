@@ -2,11 +2,13 @@
 
 - :func:`iso_ms` — the log's own form, ``2026-04-22T08:59:45.123Z`` (UTC, milliseconds);
 - :func:`human` — for tables and documents, ``2026-04-22 08:59:45Z``;
-- :func:`stamp` — for file names, ``20260422T085945Z``.
+- :func:`stamp` — for file names, ``20260422T085945Z``;
+- :func:`iso_s` — pages and JSON views, ``2026-04-22T08:59:45Z`` (None for no time).
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 
@@ -28,3 +30,10 @@ def human(t: float | None) -> str:
 def stamp(t: float) -> str:
     """Epoch seconds → ``YYYYMMDDTHHMMSSZ`` (for archive file names)."""
     return _utc(t).strftime("%Y%m%dT%H%M%SZ")
+
+
+def iso_s(t: float | None) -> str | None:
+    """Epoch seconds → ``YYYY-MM-DDTHH:MM:SSZ``; None for None or a non-finite time."""
+    if t is None or not math.isfinite(t):
+        return None
+    return _utc(t).strftime("%Y-%m-%dT%H:%M:%SZ")

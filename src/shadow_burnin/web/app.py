@@ -22,9 +22,10 @@ from typing import Any
 
 from aiohttp import web
 
-from shadow_burnin.app.dashboard import Dashboard, Filters, iso
+from shadow_burnin.app.dashboard import Dashboard, Filters
 from shadow_burnin.app.metrics import exposition, registry_for
 from shadow_burnin.config import Config
+from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.errors import ShadowBurninError
 from shadow_burnin.io.log.logread import parse_time
 from shadow_burnin.render import html_views as hv

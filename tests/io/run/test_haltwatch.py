@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 
 from shadow_burnin.config_sections import HaltConfig
-from shadow_burnin.core.halt import ack_event, iso
+from shadow_burnin.core.halt import ack_event
+from shadow_burnin.core.timefmt import iso_ms as iso
 from shadow_burnin.io.log.events import append_event
 from shadow_burnin.io.log.sidecars import events_path
 from shadow_burnin.io.log.store import Store, rebuild_state

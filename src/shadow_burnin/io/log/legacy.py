@@ -22,6 +22,7 @@ import orjson
 
 from shadow_burnin.core.compare import classify
 from shadow_burnin.core.records import BUCKETS, Round, SideReply
+from shadow_burnin.core.timefmt import iso_ms
 from shadow_burnin.errors import InputError, LogError, StateError
 from shadow_burnin.inputs import LEGACY_STATE_MAX_BYTES, open_input, read_input
 from shadow_burnin.io.log.lines import open_log
@@ -78,7 +79,7 @@ def convert_ts(text: Any) -> str:
     except ValueError:
         raise LegacyLineError(f"'ts' is not an ISO-8601 time: {text!r}") from None
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return iso_ms(value.timestamp())
 
 
 def _get(obj: dict[str, Any], key: str, kinds: tuple[type, ...], *, optional: bool = False

@@ -22,6 +22,7 @@ from shadow_burnin.errors import LogError, StorageError
 from shadow_burnin.io.log.sidecars import EVENTS_TORN, events_path
 
 _lock = threading.Lock()
+MAX_EVENT_LINE = 16 << 20  # an event is small; a longer line is not one of ours
 
 
 def _dumps(record: dict[str, Any]) -> bytes:
@@ -100,8 +101,12 @@ def iter_event_file(log: Path) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise LogError(path, f"cannot read: {exc.strerror}") from None
     with fh:
-        for n, line in enumerate(fh, 1):
+        n = 0
+        while line := fh.readline(MAX_EVENT_LINE + 1):
+            n += 1
             if not line.endswith(b"\n"):
+                if len(line) > MAX_EVENT_LINE:
+                    raise LogError(path, f"line is over {MAX_EVENT_LINE >> 20} MiB", line=n)
                 return  # torn tail: written by a crash, moved aside on the next append
             if not line.strip():
                 continue

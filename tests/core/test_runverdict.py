@@ -144,3 +144,11 @@ def test_noise_never_more_alarming_than_its_shift(seed: int, n: int) -> None:
     if v.decision == "changed":
         assert w.decision == "changed"
     assert v.flips == w.flips == n
+
+
+def test_flip_of_reads_the_refire_record() -> None:
+    fx = {"swing": 0.1, "prefix_drift": 0.0, "b_in_v1_top": True, "a_in_v2_top": True}
+    assert flip_of(fx, {"outcome": "reproducible", "n": 1}) == Flip(0.1, 0.0, None, True,
+                                                                     False, True)
+    assert flip_of(fx, {"outcome": "flaky-v1"}).reproducible is False  # type: ignore[union-attr]
+    assert flip_of(fx, {"n": 1}).reproducible is None  # type: ignore[union-attr]

@@ -87,8 +87,9 @@ class Flip:
         return self.swing is not None or self.swing_min is not None or self.off_top1
 
 
-def flip_of(fx: Mapping[str, Any] | None, refire: str | None = None) -> Flip | None:
-    """A :class:`Flip` from a round's ``forensics`` field (None: nothing to judge)."""
+def flip_of(fx: Mapping[str, Any] | None, refire: Any = None) -> Flip | None:
+    """A :class:`Flip` from a round's ``forensics`` and ``refire`` fields (the latter a
+    record ``{"outcome": …}`` or the outcome itself); None: nothing to judge."""
     if not isinstance(fx, Mapping):
         return None
 
@@ -101,7 +102,8 @@ def flip_of(fx: Mapping[str, Any] | None, refire: str | None = None) -> Flip | N
     in_topk = None if b_in is None or a_in is None else bool(b_in) and bool(a_in)
     reason = fx.get("reason")
     off = isinstance(reason, str) and OFF_TOP1 in reason
-    rep = None if refire is None else refire == "reproducible"
+    outcome = refire.get("outcome") if isinstance(refire, Mapping) else refire
+    rep = None if not isinstance(outcome, str) else outcome == "reproducible"
     flip = Flip(num("swing"), num("prefix_drift"), num("swing_min"), in_topk, off, rep)
     return flip if flip.analysable or rep is not None else None
 

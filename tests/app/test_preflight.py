@@ -267,3 +267,15 @@ def test_judge_is_pure_and_sample_includes_longest() -> None:
     by = {f.check: f for f in result.findings}
     assert by["context.v1"].fatal and not by["context.v2"].fatal
     assert by["determinism.v2"].fatal and not result.ok
+
+
+def test_repeat_penalty_sent_by_the_run_is_only_noted(pair: tuple[FakeLlama, FakeLlama],
+                                                      prompts_file: Path,
+                                                      tmp_path: Path) -> None:
+    pair[1].props["default_generation_settings"]["params"]["repeat_penalty"] = 1.1  # type: ignore[index]
+    config = tmp_path / "burnin.toml"
+    config.write_text('[request]\nextra = { repeat_penalty = 1.0, cache_prompt = false }\n')
+    result = run(pair, prompts_file, "--config", str(config))
+    assert result.exit_code == 0, result.output
+    f = findings(result)["sampler.repeat_penalty"]
+    assert f["status"] == "warn" and "every request sends repeat_penalty = 1" in f["detail"]

@@ -179,12 +179,13 @@ async def _probe_side(endpoint: Endpoint, spec: RequestSpec, prompts: Sequence[P
 
 
 async def probe(v1: Endpoint, v2: Endpoint, prompts: Sequence[Prompt], *,
-                api: str = "completions", max_tokens: int = 16,
-                sample: int = 16) -> tuple[SideFacts, SideFacts, list[Prompt]]:
+                api: str = "completions", max_tokens: int = 16, sample: int = 16,
+                extra: Mapping[str, Any] | None = None
+                ) -> tuple[SideFacts, SideFacts, list[Prompt]]:
     """Ask both servers (concurrently) what :func:`judge` needs."""
     picked = sample_prompts(prompts, sample)
     spec = RequestSpec(api=api, max_tokens=max_tokens, stream=False,  # type: ignore[arg-type]
-                       timeout_s=60.0)
+                       timeout_s=60.0, extra=dict(extra or {}))
     aa_prompt = picked[0] if picked else None
     f1, f2 = await asyncio.gather(_probe_side(v1, spec, picked, aa_prompt),
                                   _probe_side(v2, spec, picked, aa_prompt))
@@ -193,11 +194,13 @@ async def probe(v1: Endpoint, v2: Endpoint, prompts: Sequence[Prompt], *,
 
 def run_preflight(v1: Endpoint, v2: Endpoint, prompts: Sequence[Prompt], *,
                   api: str = "completions", max_tokens: int = 16, sample: int = 16,
-                  run_max_tokens: int = 64) -> Preflight:
-    """Probe both servers and judge: the use case behind ``shadow-burnin preflight``."""
+                  run_max_tokens: int = 64, extra: Mapping[str, Any] | None = None
+                  ) -> Preflight:
+    """Probe both servers and judge: the use case behind ``shadow-burnin preflight``.
+    ``extra``: the run's extra request fields (sent with the A/A requests too)."""
     f1, f2, picked = asyncio.run(probe(v1, v2, prompts, api=api, max_tokens=max_tokens,
-                                       sample=sample))
-    return judge(f1, f2, picked, run_max_tokens=run_max_tokens)
+                                       sample=sample, extra=extra))
+    return judge(f1, f2, picked, run_max_tokens=run_max_tokens, sent=extra)
 
 
 # ---- judging (pure) ----------------------------------------------------------------
@@ -300,7 +303,10 @@ def check_tokens(f1: SideFacts, f2: SideFacts, picked: Sequence[Prompt]) -> list
     return [Finding("tokenisation", "ok", f"{len(picked)} prompts, same token ids")]
 
 
-def check_sampler(f1: SideFacts, f2: SideFacts) -> list[Finding]:
+def check_sampler(f1: SideFacts, f2: SideFacts,
+                  sent: Mapping[str, Any] | None = None) -> list[Finding]:
+    """Server defaults compared; a setting the run sends in every request (``sent``:
+    the request's extra fields) overrides both defaults and is only noted."""
     g1, g2 = _gen_params(f1.props), _gen_params(f2.props)
     if g1 is None or g2 is None:
         missing = [f.url for f, g in ((f1, g1), (f2, g2)) if g is None]
@@ -314,6 +320,12 @@ def check_sampler(f1: SideFacts, f2: SideFacts) -> list[Finding]:
                 continue  # no penalty on either side: the window does not matter
             if key.startswith("dry_") and key != "dry_multiplier" and all(
                     _same(g.get("dry_multiplier"), 0.0) for g in (g1, g2)):
+                continue
+            if sent and key in sent:
+                out.append(Finding(f"sampler.{key}", "warn",
+                                   f"{key} defaults differ ({_fmt(g1[key])} vs "
+                                   f"{_fmt(g2[key])}) but every request sends "
+                                   f"{key} = {_fmt(sent[key])}"))
                 continue
             out.append(Finding(f"sampler.{key}", "mismatch",
                                f"{key} {_fmt(g1[key])} on v1 vs {_fmt(g2[key])} on v2: it "
@@ -373,11 +385,11 @@ def check_context(f1: SideFacts, f2: SideFacts, run_max_tokens: int) -> tuple[
 
 
 def judge(f1: SideFacts, f2: SideFacts, picked: Sequence[Prompt], *,
-          run_max_tokens: int = 64) -> Preflight:
+          run_max_tokens: int = 64, sent: Mapping[str, Any] | None = None) -> Preflight:
     """Every check's finding, from what both sides exposed (pure)."""
     ctx, longest = check_context(f1, f2, run_max_tokens)
     findings = [*check_identity(f1, f2), *check_tokens(f1, f2, picked),
-                *check_sampler(f1, f2), *check_determinism(f1, "v1"),
+                *check_sampler(f1, f2, sent), *check_determinism(f1, "v1"),
                 *check_determinism(f2, "v2"), *ctx]
     tokenised = len(picked) if f1.tokens is not None and f2.tokens is not None else 0
     return Preflight(tuple(findings), tokenised, longest)

@@ -56,7 +56,8 @@ def preflight(config_path: Path | None, log_path: Path | None, state_path: Path 
     v1, v2 = (Endpoint(sc.url, sc.model, api_key(sc.api_key_env, name), cfg.run.insecure)
               for name, sc in (("v1", cfg.v1), ("v2", cfg.v2)))
     result = run_preflight(v1, v2, prompts, api=cfg.request.api, max_tokens=aa_tokens,
-                           sample=sample, run_max_tokens=cfg.request.max_tokens)
+                           sample=sample, run_max_tokens=cfg.request.max_tokens,
+                           extra=cfg.request.extra)
     if as_json:
         click.echo(json_bytes(result.to_json(), indent=True).decode())
     else:

@@ -53,3 +53,29 @@ def test_bench_exact_only(tmp_path: Path) -> None:
         "run_verdict"]
     # the one no-match round has no forensics: nothing to judge it by
     assert rv["decision"] == "unknown" and rv["unanalysed"] == 1
+
+
+def gate_config(tmp_path: Path) -> Path:
+    config = tmp_path / "burnin.toml"
+    config.write_text('[gates.verdict]\nmetric = "run_changed"\ncomparator = "=="\n'
+                      'target = 0\n')
+    return config
+
+
+def verdict_gate(out: dict[str, Any]) -> dict[str, Any]:
+    return next(g for g in out["gates"] if g["gate"] == "verdict")
+
+
+def test_verdict_gate_red_on_a_changed_run(tmp_path: Path) -> None:
+    log = write(tmp_path / "log.jsonl", [flip(1.5, 0.6) for _ in range(6)], 5)
+    res = invoke("gates", "--log", log, "--config", gate_config(tmp_path), "--json")
+    assert res.exit_code == 1
+    gate = verdict_gate(orjson.loads(res.stdout))
+    assert gate["state"] == "fail" and gate["current"] == 1 and gate["samples"] == 6
+
+
+def test_verdict_gate_green_on_noise(tmp_path: Path) -> None:
+    log = write(tmp_path / "log.jsonl", [flip(0.2, 0.1) for _ in range(6)], 5)
+    res = invoke("gates", "--log", log, "--config", gate_config(tmp_path), "--json")
+    gate = verdict_gate(orjson.loads(res.stdout))
+    assert gate["state"] == "pass" and gate["current"] == 0

@@ -19,7 +19,14 @@ from shadow_burnin.core.figures import drift_figures, halt_figures, log_figures,
 from shadow_burnin.core.flip import FlipStatus, flip_status
 from shadow_burnin.core.gates import GateReport, evaluate
 from shadow_burnin.core.halt import HaltStatus, halt_status
-from shadow_burnin.core.runverdict import DEFAULT_PRIOR, RunVerdict, flip_of, run_verdict, widen
+from shadow_burnin.core.runverdict import (
+    DEFAULT_PRIOR,
+    RunVerdict,
+    flip_of,
+    run_figures,
+    run_verdict,
+    widen,
+)
 from shadow_burnin.core.stats import Summary, summarise
 from shadow_burnin.io.log.logread import LogScan, Window, iter_rounds, scan
 from shadow_burnin.io.log.pplstore import latest_run
@@ -57,6 +64,12 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
     figures.update(halt_figures(halt))
     figures.update(ppl_figures(ppl))
     figures.update(drift_figures(d, summary.last_ts))
+    if any(spec.metric == "run_changed" and spec.enabled for spec in g.specs):
+        rv = (summary.forensics or {}).get("run_verdict")
+        if rv is None and summary.parity_rounds:  # gates' own scan: one more pass
+            rv = run_level_verdict(Path(cfg.paths.log), window, summary.counts["no-match"],
+                                   summary.aa).to_json()
+        figures.update(run_figures(rv))
     notes = []
     if ppl is None:
         notes.append(f"no ppl run yet ({cfg.ppl_log()}): run `shadow-burnin ppl`")

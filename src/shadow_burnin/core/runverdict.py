@@ -36,6 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from shadow_burnin.core.gates import Figure
+
 Decision = Literal["noise", "changed", "unknown"]
 OFF_TOP1 = "do not describe its greedy"  # core.verdict's reason for an off-top-1 pick
 
@@ -260,3 +262,13 @@ def explain(decision: Decision, n: int, tests: Sequence[Test], figs: Mapping[str
     if unanalysed:
         text += f" ({unanalysed} no-match rounds without logprobs not judged)"
     return text
+
+
+def run_figures(rv: Mapping[str, Any] | None) -> dict[str, Figure]:
+    """The ``run_changed`` gate figure from a verdict's JSON: 1 changed, 0 noise, no value
+    (the gate waits) when the run cannot be judged."""
+    if not rv:
+        return {"run_changed": Figure(None)}
+    value = {"changed": 1.0, "noise": 0.0}.get(str(rv.get("decision")))
+    return {"run_changed": Figure(value, int(rv.get("flips") or 0),
+                                  note=str(rv.get("explanation") or ""))}

@@ -19,8 +19,16 @@ from shadow_burnin.core.figures import drift_figures, halt_figures, log_figures,
 from shadow_burnin.core.flip import FlipStatus, flip_status
 from shadow_burnin.core.gates import GateReport, evaluate
 from shadow_burnin.core.halt import HaltStatus, halt_status
+from shadow_burnin.core.runverdict import (
+    DEFAULT_PRIOR,
+    RunVerdict,
+    flip_of,
+    run_figures,
+    run_verdict,
+    widen,
+)
 from shadow_burnin.core.stats import Summary, summarise
-from shadow_burnin.io.log.logread import LogScan, Window, scan
+from shadow_burnin.io.log.logread import LogScan, Window, iter_rounds, scan
 from shadow_burnin.io.log.pplstore import latest_run
 
 
@@ -56,6 +64,12 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
     figures.update(halt_figures(halt))
     figures.update(ppl_figures(ppl))
     figures.update(drift_figures(d, summary.last_ts))
+    if any(spec.metric == "run_changed" and spec.enabled for spec in g.specs):
+        rv = (summary.forensics or {}).get("run_verdict")
+        if rv is None and summary.parity_rounds:  # gates' own scan: one more pass
+            rv = run_level_verdict(Path(cfg.paths.log), window, summary.counts["no-match"],
+                                   summary.aa).to_json()
+        figures.update(run_figures(rv))
     notes = []
     if ppl is None:
         notes.append(f"no ppl run yet ({cfg.ppl_log()}): run `shadow-burnin ppl`")
@@ -82,7 +96,23 @@ def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogS
     summary.forensics = forensics_summary(result.columns)
     summary.aa = summarise_aa(result.other, summary.counts["exact"],
                               summary.parity_rounds).to_json()
+    if summary.parity_rounds:
+        summary.forensics["run_verdict"] = run_level_verdict(
+            log, window, summary.counts["no-match"], summary.aa).to_json()
     return summary, result
+
+
+def run_level_verdict(log: Path, window: Window | None, no_match: int,
+                      aa: dict[str, Any] | None = None) -> RunVerdict:
+    """Noise or a changed distribution, from the no-match rounds' forensics (a second
+    pass over the log, only when there are no-match rounds) against the default noise
+    prior, widened by the A/A's p99 swing and drift when the log has an A/A."""
+    prior = widen(DEFAULT_PRIOR, (aa or {}).get("swing_p99"), (aa or {}).get("drift_p99"))
+    if not no_match:
+        return run_verdict([], prior, no_match=0)
+    flips = (flip_of(r.get("forensics"), r.get("refire"))
+             for _, _, r in iter_rounds(log, window) if r.get("bucket") == "no-match")
+    return run_verdict(flips, prior, no_match=no_match)
 
 
 def summary_of(log: Path, window: Window | None = None) -> Summary:

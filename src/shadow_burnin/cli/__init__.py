@@ -26,6 +26,7 @@ COMMAND_MODULES = {
     "serve": "serve", "status": "status", "report": "report_html",
     "migrate": "migrate",
     "mirror": "mirror",
+    "preflight": "preflight",
 }
 
 

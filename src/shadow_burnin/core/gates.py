@@ -46,6 +46,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "p95_gap_ms": ("ms", "p95 latency v2 − v1"),
     "median_prefix_match_chars": ("chars", "median shared prefix of non-exact rounds"),
     "active_halt": ("flag", "1 while a no-match halt is not acknowledged"),
+    "run_changed": ("flag", "1 when the run-level verdict says the distribution changed"),
     "ppl_v1": ("ppl", "v1's perplexity (latest `ppl` run)"),
     "ppl_v2": ("ppl", "v2's perplexity (latest `ppl` run)"),
     "mean_nll_diff": ("nats", "paired mean NLL v2 − v1 (latest `ppl` run)"),

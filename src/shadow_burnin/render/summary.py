@@ -81,6 +81,11 @@ def bench_table(s: Summary) -> RenderableType:
     if fx and (fx["no_match"]["rounds"] or fx["prefix_only"]["rounds"] or
                (s.aa or {}).get("records")):
         parts.extend(forensics_tables(fx, s.aa))
+    rv = (fx or {}).get("run_verdict")
+    if rv:
+        style = {"noise": "green", "changed": "red"}.get(rv["decision"], "yellow")
+        parts.append(data(f"run-level verdict: {rv['decision']} — {rv['explanation']}",
+                          style=style))
     for note in s.notes:
         parts.append(data(f"note: {note}", style="yellow"))
     return Group(*parts)

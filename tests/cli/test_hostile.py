@@ -350,3 +350,12 @@ def test_echoed_bearer_token_redacted_in_recent_and_show(tmp_path: Path) -> None
         res = invoke(*argv, "--log", log, env={"K": "sk-live-XYZ9"})
         assert res.exit_code == 0, res.output
         assert "sk-live-XYZ9" not in res.stdout and "[redacted]" in res.stdout
+
+
+def test_config_output_carries_no_raw_escape(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[v1]\nmodel = "m\\u001b]0;PWNED\\u0007\\u001b[2J"\n')
+    res = invoke("config", "--config", cfg)
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+    assert "PWNED" in res.stdout  # shown, as a TOML escape

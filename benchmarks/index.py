@@ -56,7 +56,8 @@ WHERE kind IS NULL OR kind = 'round'
 """
 DUCK = RSS + ("import duckdb,json\n"
               f"q={QUERY!r}\n"
-              "print(json.dumps(duckdb.execute(q, {'log': sys.argv[1]}).fetchone()))\n")
+              "con=duckdb.connect()\ncon.execute('SET enable_progress_bar=false')\n"
+              "print(json.dumps(con.execute(q, {'log': sys.argv[1]}).fetchone()))\n")
 
 
 def run(code: str, log: Path, env: dict[str, str]) -> tuple[float, float, bytes]:
@@ -100,6 +101,7 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in modes}
     rss: dict[str, list[float]] = {m: [] for m in modes}
     outs: dict[str, bytes] = {}
+    ducks: list[bytes] = []
     for _ in range(args.repeat):
         for mode, (code, env) in modes.items():
             if mode == "cold":
@@ -107,13 +109,16 @@ def main() -> None:
             wall, peak, out = run(code, log, env)
             times[mode].append(wall)
             rss[mode].append(peak)
-            if outs.setdefault(mode, out) != out:
+            if mode == "duckdb":  # its float sums vary in the last digits: checked rounded
+                ducks.append(out)
+            elif outs.setdefault(mode, out) != out:
                 sys.exit(f"{mode}: output changed between runs")
     if not outs["warm"] == outs["cold"] == outs["none"]:
         sys.exit("bench --json differs with and without the index")
     bench = orjson.loads(outs["none"])
-    if not duck_matches(bench, orjson.loads(outs["duckdb"])):
-        sys.exit(f"DuckDB's figures differ from bench's: {outs['duckdb']!r}")
+    for duck in ducks:
+        if not duck_matches(bench, orjson.loads(duck.splitlines()[-1])):
+            sys.exit(f"DuckDB's figures differ from bench's: {duck!r}")
     med = {m: statistics.median(t) for m, t in times.items()}
     isize, lsize = idx.stat().st_size, log.stat().st_size
     print(f"{args.rounds:,} rounds, log {lsize / 1e6:,.0f} MB, index "

@@ -68,7 +68,8 @@ def test_index_grown_in_steps_equals_the_reference_and_points_at_each_round(
     part = data[:cut] + data[cut:][:7]  # a first part, and a torn line
     log.write_bytes(part)
     first = load(log)
-    assert index_path(log).exists() and first.covered == part.rfind(b"\n") + 1
+    assert first.covered == part.rfind(b"\n") + 1
+    assert index_path(log).exists() == (first.covered > 0)
     log.write_bytes(data)  # the log grew: only the new bytes are folded
     grown = load(log)
     assert not grown.notes
@@ -164,3 +165,14 @@ def test_bench_json_is_identical_with_and_without_the_index(
     assert bench_json(log, "on") == cold == plain
     since = ["--since", stamp(n // 3)]
     assert bench_json(log, "on", *since) == bench_json(log, "off", *since)
+
+
+def test_a_file_that_is_not_a_log_is_refused_and_gets_no_index(tmp_path: Path) -> None:
+    for name, body in (("text.jsonl", b"hello, no newline"), ("lines.jsonl", b"a\nb\n"),
+                       ("json.jsonl", b'{"x": 1}\n')):
+        path = tmp_path / name
+        path.write_bytes(body)
+        result = CliRunner().invoke(cli, ["bench", "--log", str(path), "--json"])
+        assert result.exit_code == 2 and name in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not index_path(path).exists()

@@ -254,7 +254,7 @@ def load(log: Path, *, save: bool = True) -> Index:
     if started is not None:
         print(f"round index of {log.name}: {len(index.columns)} rounds in "
               f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-    if save:
+    if save and end:  # nothing to keep for a log without a complete line (or no log)
         try:
             write_atomic(target, encode(index))
         except StorageError as exc:

@@ -40,6 +40,7 @@ import orjson
 from shadow_burnin.core.columns import FX_COLUMNS, Columns, concat_columns
 from shadow_burnin.core.records import SIDES
 from shadow_burnin.errors import StorageError
+from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.logscan import scan_range_at
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
@@ -136,7 +137,7 @@ def _digest(line: bytes) -> str:
 
 
 def _first_line(log: Path) -> bytes:
-    with log.open("rb") as fh:
+    with open_log(log) as fh:
         return fh.readline(1 << 20)
 
 
@@ -144,7 +145,7 @@ def _line_ending_at(log: Path, end: int) -> bytes:
     """The log's line that ends (with its newline) at byte ``end``."""
     if end <= 0:
         return b""
-    with log.open("rb") as fh:
+    with open_log(log) as fh:
         back = min(end, 1 << 16)
         while True:
             fh.seek(end - back)
@@ -159,7 +160,7 @@ def _complete_end(log: Path, size: int) -> int:
     """Where the log's complete lines end (after the last newline in its first ``size``)."""
     if size <= 0:
         return 0
-    with log.open("rb") as fh:
+    with open_log(log) as fh:
         pos = size
         while pos > 0:
             back = min(pos, 1 << 16)
@@ -221,7 +222,8 @@ def load(log: Path, *, save: bool = True) -> Index:
     itself never raises for being missing, stale or corrupt: it is rebuilt (noted).
     """
     target = index_path(log)
-    size = log.stat().st_size
+    with open_log(log) as fh:  # LogError for a missing, unreadable or directory path
+        size = os.fstat(fh.fileno()).st_size
     end = _complete_end(log, size)
     first = _digest(_first_line(log)) if end else ""
     notes: list[str] = []

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from shadow_burnin.app.burnin import known_secrets, redact_errors
 from shadow_burnin.app.evidence import judge, scan_summary, summary_of
 from shadow_burnin.app.files import require_log
 from shadow_burnin.cli.options import (
@@ -93,6 +92,8 @@ def recent(config_path: Path | None, log_path: Path | None, state_path: Path | N
       shadow-burnin recent -n 50
     """
     cfg = load_config(config_path, None, log_path, state_path)
+    from shadow_burnin.app.burnin import known_secrets, redact_errors  # not on bench's path
+
     keys = known_secrets(cfg)
     records = [redact_errors(r, keys) for r in last_rounds(require_log(cfg.paths.log), count)]
     if not records:
@@ -118,6 +119,8 @@ def show(config_path: Path | None, log_path: Path | None, state_path: Path | Non
     record = find_round(require_log(cfg.paths.log), round_number)
     if record is None:
         raise LogError(cfg.paths.log, f"no round {round_number} in this log")
+    from shadow_burnin.app.burnin import known_secrets, redact_errors  # not on bench's path
+
     out_console().print(show_round(redact_errors(record, known_secrets(cfg))))
 
 

@@ -32,8 +32,10 @@ from typing import Any
 import orjson
 
 from shadow_burnin.core.records import BUCKETS
+from shadow_burnin.io.log.index import load as load_index
 from shadow_burnin.io.log.store import Store
 from tests.cli.conftest import write_prompts
+from tests.io.log.test_index import assert_index_equal
 
 WRAPPER = '''\
 """python wrapper.py SPEC ARGS...: shadow-burnin ARGS with one os function booby-trapped.
@@ -269,6 +271,11 @@ class CrashRun:
         assert again["log_bytes"] == complete, "the restart did not cut exactly the torn tail"
         want = recount(records)
         assert {k: again[k] for k in want} == want and again["log_size"] == len(complete)
+        # the round index, kept across kills (the runner does not write it: readers catch
+        # it up from where it was), equals one rebuilt from the log as restarted
+        kept = load_index(self.log)
+        assert kept.covered == len(complete) and not kept.notes, kept.notes
+        assert_index_equal(kept, load_index(self.work / "restart" / self.log.name, save=False))
         if strict:
             assert not tail and not self.tmp.exists()
             assert st is not None and st["log_size"] == len(data)

@@ -140,12 +140,19 @@ def log_events(path: Path) -> list[dict[str, Any]]:
     return read_events(path, inline_events(path))
 
 
-def scan(path: Path, window: Window | None = None) -> LogScan:
-    """One streaming pass: round records into columns, other records kept aside.
+def scan(path: Path, window: Window | None = None, *, use_index: bool | None = None
+         ) -> LogScan:
+    """Round records as columns, other records kept aside.
 
-    This is ``bench``'s hot loop (millions of lines, see ``logscan``); the time window is
-    applied afterwards on the columns.
+    Our own logs are read through their round index (``index``: ``<log>.idx``, caught up
+    or rebuilt from the log as needed) unless ``use_index`` is false (default: on, unless
+    the environment sets ``SHADOW_BURNIN_INDEX=off``); without it, one streaming pass
+    (``bench``'s hot loop, see ``logscan``). The time window is applied afterwards on the
+    columns.
     """
+    if use_index is None:
+        use_index = os.environ.get("SHADOW_BURNIN_INDEX", "on").lower() not in (
+            "off", "0", "no", "false")
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
     imported = 0
@@ -155,7 +162,14 @@ def scan(path: Path, window: Window | None = None) -> LogScan:
         notes.append(legacy.NOTE)
         columns = builder.build()
     else:
-        columns, other, imported = _scan_ours(path)
+        if use_index:
+            from shadow_burnin.io.log.index import load
+
+            found = load(path)
+            columns, other, imported = found.columns, list(found.other), found.imported
+            notes.extend(found.notes)
+        else:
+            columns, other, imported = _scan_ours(path)
         tail = _torn_tail(path)
         if tail is not None:
             if not len(columns) and not other and not tail.lstrip().startswith(b'{"'):

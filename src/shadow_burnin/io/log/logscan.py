@@ -88,13 +88,38 @@ def scan_range(path: Path, start: int, end: int | None
     imported from the earlier tool. A ``LogError`` names the file's own line number,
     whatever ``start`` is. A torn last line is not a round yet.
     """
+    columns, other, imported, _stop, _offsets = scan_range_at(path, start, end, None)
+    return columns, other, imported
+
+
+def scan_range_at(path: Path, start: int, end: int | None, offsets: list[np.ndarray] | None
+                  ) -> tuple[Columns, list[dict[str, Any]], int, int, np.ndarray]:
+    """:func:`scan_range`, plus where the folded lines end and (``offsets`` a list to
+    fill) each round line's byte offset and length (without its newline) in the file, in
+    round order, as a 2×n array (the round index keeps them)."""
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
     imported = 0
+    stop = start
     with open_log(path) as fh:
         for offset, buf, n in _blocks(fh, start, end):
-            imported += _fold(path, buf, n, partial(_lines_before, path, offset), builder, other)
-    return builder.build(), other, imported
+            imported += _fold(path, buf, n, partial(_lines_before, path, offset), builder, other,
+                              offsets, offset)
+            stop = offset + n
+    found = np.concatenate(offsets, axis=1) if offsets else np.empty((2, 0), np.int64)
+    return builder.build(), other, imported, stop, found
+
+
+def _line_starts(buf: bytes, n: int, rows: int) -> np.ndarray:
+    """Start and length of each non-blank line of ``buf[:n]`` (the lines ``decode_lines``
+    decodes), as a 2×n array."""
+    nl = np.flatnonzero(np.frombuffer(buf, np.uint8, n) == 10)
+    starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
+    filled = nl - starts > 0
+    if int(filled.sum()) != rows:  # whitespace-only lines: ask each line
+        filled = np.array([bool(buf[a:b].strip()) for a, b in zip(starts, nl, strict=True)],
+                          dtype=bool)
+    return np.stack((starts[filled], (nl - starts)[filled]))
 
 
 def _lines_before(path: Path, offset: int) -> int:
@@ -140,7 +165,8 @@ def _blocks(fh: BinaryIO, start: int, end: int | None) -> Iterator[tuple[int, by
 
 
 def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
-          builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
+          builder: ColumnBuilder, other: list[dict[str, Any]],
+          offsets: list[np.ndarray] | None = None, at: int = 0) -> int:
     try:
         rows = _DECODER.decode_lines(memoryview(buf)[:n])
         rounds = [r for r in rows if r.kind is None or r.kind == "round"]
@@ -148,8 +174,14 @@ def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
         columns = None
     if columns is None:
-        return _fold_slow(path, buf[:n], first_line, builder, other)
+        return _fold_slow(path, buf[:n], first_line, builder, other, offsets, at)
     builder.add_part(columns)
+    if offsets is not None:
+        where = _line_starts(buf, n, len(rows))
+        where[0] += at
+        if len(rounds) != len(rows):
+            where = where[:, [r.kind is None or r.kind == "round" for r in rows]]
+        offsets.append(where)
     with_pair = list(map(is_not, map(_get_aa, rounds), repeat(None)))
     if len(rounds) == len(rows):  # this version's layout: pairs inside their rounds
         if any(with_pair):
@@ -227,16 +259,20 @@ def _other(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
-               builder: ColumnBuilder, other: list[dict[str, Any]]) -> int:
+               builder: ColumnBuilder, other: list[dict[str, Any]],
+               offsets: list[np.ndarray] | None = None, base: int = 0) -> int:
     """Line by line, for the exact error: the reference the fast path is held to."""
     at = [0, 0]  # [line number in the block, imported legacy rounds]
+    found: list[tuple[int, int]] = []
 
     def fail(reason: str) -> LogError:
         return LogError(path, reason, line=first_line() + at[0])
 
     def rounds() -> Iterator[dict[str, Any]]:
+        pos = base
         for line in block.split(b"\n")[:-1]:
             at[0] += 1
+            start, pos = pos, pos + len(line) + 1
             if not line.strip():
                 continue
             record = decode_line(line, fail)
@@ -245,6 +281,7 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
                     raise fail("not a shadow-burnin round record")
                 if "source" in record:
                     at[1] += record["source"] == "legacy"
+                found.append((start, len(line)))
                 yield record
                 aa = aa_record(record)
                 if aa is not None:
@@ -258,4 +295,6 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
         raise fail("not a shadow-burnin round record (fields)") from None
     except ValueError:
         raise fail("record has no valid 'ts'") from None
+    if offsets is not None:
+        offsets.append(np.array(found, dtype=np.int64).reshape(-1, 2).T)
     return at[1]

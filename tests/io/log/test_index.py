@@ -1,0 +1,178 @@
+"""The round index (``<log>.idx``): the same columns as a scan of the log, caught up
+incrementally, rebuilt (with a note) when stale, corrupt or from another log."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shadow_burnin.cli import cli
+from shadow_burnin.io.log import index as index_mod
+from shadow_burnin.io.log import logscan
+from shadow_burnin.io.log.index import CorruptIndex, decode, encode, load
+from shadow_burnin.io.log.logread import Window, scan
+from shadow_burnin.io.log.sidecars import index_path
+from tests.io.log.test_logscan import assert_same, reference, stamp, write_log
+
+
+def rebuilt(log: Path) -> index_mod.Index:
+    return load(log, save=False) if not index_path(log).exists() else _fresh(log)
+
+
+def _fresh(log: Path) -> index_mod.Index:
+    saved = index_path(log).read_bytes()
+    index_path(log).unlink()
+    try:
+        return load(log, save=False)
+    finally:
+        index_path(log).write_bytes(saved)
+
+
+def assert_index_equal(a: index_mod.Index, b: index_mod.Index) -> None:
+    assert_same(a.columns, b.columns)
+    np.testing.assert_array_equal(a.offset, b.offset)
+    np.testing.assert_array_equal(a.length, b.length)
+    assert a.other == b.other and a.imported == b.imported and a.covered == b.covered
+
+
+def check_offsets(log: Path, idx: index_mod.Index) -> None:
+    """Each round's offset/length is its line: it decodes to that round."""
+    data = log.read_bytes()
+    for i, (at, n) in enumerate(zip(idx.offset, idx.length, strict=True)):
+        assert data[at + n:at + n + 1] == b"\n"
+        record = orjson.loads(data[at:at + n])
+        assert record.get("kind") in (None, "round")
+        assert idx.columns.ts[i] == pytest.approx(
+            np.datetime64(record["ts"][:-1]).astype("datetime64[us]").astype(np.int64) / 1e6)
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 90), block=st.integers(64, 4096),
+       blanks=st.booleans(), events=st.booleans(), split=st.floats(0, 1))
+def test_index_grown_in_steps_equals_the_reference_and_points_at_each_round(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, n: int, block: int,
+        blanks: bool, events: bool, split: float) -> None:
+    monkeypatch.setattr(logscan, "BLOCK_BYTES", block)
+    log = Path(tempfile.mkdtemp(dir=tmp_path)) / "log.jsonl"
+    lines = write_log(log, seed, n, blanks, events)
+    data = log.read_bytes()
+    cut = data.rfind(b"\n", 0, int(len(data) * split)) + 1
+    part = data[:cut] + data[cut:][:7]  # a first part, and a torn line
+    log.write_bytes(part)
+    first = load(log)
+    assert first.covered == part.rfind(b"\n") + 1
+    assert index_path(log).exists() == (first.covered > 0)
+    log.write_bytes(data)  # the log grew: only the new bytes are folded
+    grown = load(log)
+    assert not grown.notes
+    want, want_other = reference(lines)
+    assert_same(grown.columns, want)
+    assert grown.other == want_other
+    check_offsets(log, grown)
+    assert_index_equal(load(log), grown)  # read back from the file as saved
+
+
+def test_the_saved_index_is_read_without_the_log_being_parsed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "a.jsonl"
+    write_log(log, 7, 200)
+    built = load(log)
+
+    def fail(*_a: object, **_k: object) -> None:
+        raise AssertionError("the log was parsed")
+
+    monkeypatch.setattr(index_mod, "scan_range_at", fail)
+    assert_index_equal(load(log), built)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "other-log", "rewritten"])
+def test_a_stale_or_corrupt_index_is_rebuilt_with_a_note(tmp_path: Path, damage: str) -> None:
+    log = tmp_path / "a.jsonl"
+    write_log(log, 3, 150)
+    good = load(log)
+    idx = index_path(log)
+    raw = bytearray(idx.read_bytes())
+    if damage == "truncate":
+        idx.write_bytes(raw[:len(raw) // 2])
+    elif damage == "flip":
+        raw[-5] ^= 0xFF
+        idx.write_bytes(raw)
+    elif damage == "garbage":
+        idx.write_bytes(b"not an index at all")
+    elif damage == "other-log":
+        other = tmp_path / "b.jsonl"
+        write_log(other, 4, 300)
+        load(other)
+        index_path(other).replace(idx)
+    else:  # the log rewritten in place, same length
+        data = log.read_bytes()
+        i = data.rfind(b'"round":')
+        log.write_bytes(data[:i] + data[i:].replace(b'"round":1', b'"round":9', 1))
+        good = _fresh(log)
+    again = load(log)
+    assert again.notes and "rebuilt" in again.notes[0]
+    assert_index_equal(again, good)
+    assert not load(log).notes  # the rebuilt index was saved and now matches
+
+
+def test_decode_refuses_what_encode_did_not_write(tmp_path: Path) -> None:
+    log = tmp_path / "a.jsonl"
+    write_log(log, 5, 40)
+    data = encode(load(log))
+    assert_index_equal(decode(data), load(log))
+    for bad in (data[:-1], data + b"x", b"SBIDX1\n" + b"\xff" * 8, data[:20]):
+        with pytest.raises(CorruptIndex):
+            decode(bad)
+
+
+def test_scan_through_the_index_equals_the_plain_scan_with_a_window(tmp_path: Path) -> None:
+    log = tmp_path / "a.jsonl"
+    write_log(log, 11, 300)
+    win = Window(np.datetime64(stamp(40)[:-1]).astype("datetime64[ms]").astype(float) / 1e3,
+                 np.datetime64(stamp(200)[:-1]).astype("datetime64[ms]").astype(float) / 1e3)
+    for w in (None, win):
+        a, b = scan(log, w, use_index=True), scan(log, w, use_index=False)
+        assert_same(a.columns, b.columns)
+        assert a.other == b.other and a.notes == b.notes
+
+
+def bench_json(log: Path, index: str, *extra: str) -> bytes:
+    result = CliRunner().invoke(cli, ["bench", "--log", str(log), "--json", *extra],
+                                env={"SHADOW_BURNIN_INDEX": index}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 150))
+def test_bench_json_is_identical_with_and_without_the_index(
+        tmp_path: Path, seed: int, n: int) -> None:
+    log = Path(tempfile.mkdtemp(dir=tmp_path)) / "log.jsonl"
+    write_log(log, seed, n, events=False)
+    plain = bench_json(log, "off")
+    assert not index_path(log).exists()
+    cold = bench_json(log, "on")
+    assert index_path(log).exists()
+    assert bench_json(log, "on") == cold == plain
+    since = ["--since", stamp(n // 3)]
+    assert bench_json(log, "on", *since) == bench_json(log, "off", *since)
+
+
+def test_a_file_that_is_not_a_log_is_refused_and_gets_no_index(tmp_path: Path) -> None:
+    for name, body in (("text.jsonl", b"hello, no newline"), ("lines.jsonl", b"a\nb\n"),
+                       ("json.jsonl", b'{"x": 1}\n')):
+        path = tmp_path / name
+        path.write_bytes(body)
+        result = CliRunner().invoke(cli, ["bench", "--log", str(path), "--json"])
+        assert result.exit_code == 2 and name in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not index_path(path).exists()

@@ -11,6 +11,7 @@ from typing import Any
 
 from shadow_burnin.core import limits
 from shadow_burnin.core.gates import DEFAULT_GATES, GateSpec, merge_specs
+from shadow_burnin.core.halt import HaltRule
 from shadow_burnin.values import check_url, in_bounds, parse_duration, positive
 
 
@@ -29,14 +30,18 @@ class HaltConfig:
     """``[halt]``: the no-match spike halt watched by ``run``."""
 
     enabled: bool = True
-    window: float = 3600.0
-    min_rounds: int = 30
-    threshold: float = 0.20
+    window: float = HaltRule.window_s
+    min_rounds: int = HaltRule.min_rounds
+    threshold: float = HaltRule.threshold
     action: str = "flag"
     on_halt: str | None = None
     webhook: str | None = None
     webhook_timeout: float = 10.0
-    worst: int = 5
+    worst: int = HaltRule.worst
+
+    def rule(self) -> HaltRule:
+        """The detector's parameters from this section."""
+        return HaltRule(self.window, self.min_rounds, self.threshold, self.worst)
 
 
 @dataclass(frozen=True)

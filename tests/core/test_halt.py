@@ -10,8 +10,8 @@ from shadow_burnin.core.halt import (
     ACK_EVENT,
     HALT_EVENT,
     SLOTS,
-    HaltConfig,
     HaltDetector,
+    HaltRule,
     ack_event,
     detect,
     epoch,
@@ -39,7 +39,7 @@ def test_triggers_once_rate_passes_threshold() -> None:
     # diverging from round 41 on: at round r the window holds r rounds, r − 40 no-match;
     # r − 40 > 0.2 r first at r = 51
     records = stream(["exact"] * 40 + ["no-match"] * 40)
-    det = HaltDetector(HaltConfig())
+    det = HaltDetector(HaltRule())
     fired = [(r["round"], t) for r in records if (t := det.feed(r)) is not None]
     assert [n for n, _ in fired] == [51]
     trig = fired[0][1]
@@ -54,20 +54,20 @@ def test_triggers_once_rate_passes_threshold() -> None:
 
 def test_needs_min_rounds() -> None:
     # 100 % no-match but only 29 parity rounds in the window: no halt
-    det = HaltDetector(HaltConfig(min_rounds=30))
+    det = HaltDetector(HaltRule(min_rounds=30))
     assert all(det.feed(r) is None for r in stream(["no-match"] * 29))
     assert det.feed(rnd(30, T0 + 29, "no-match")) is not None
 
 
 def test_unreachable_rounds_do_not_count() -> None:
-    det = HaltDetector(HaltConfig(min_rounds=10))
+    det = HaltDetector(HaltRule(min_rounds=10))
     recs = stream(["v2-unreachable"] * 50 + ["exact"] * 8 + ["no-match"] * 2)
     assert all(det.feed(r) is None for r in recs)  # 2/10 = 20 % is not above 20 %
     assert det.window().parity_rounds == 10
 
 
 def test_window_slides_on_timestamps() -> None:
-    cfg = HaltConfig(window_s=100.0, min_rounds=20, threshold=0.2)
+    cfg = HaltRule(window_s=100.0, min_rounds=20, threshold=0.2)
     # 3 no-match rounds long ago, then only exact rounds: the old ones leave the window
     recs = stream(["no-match"] * 3, step=1.0) + stream(["exact"] * 50, step=10.0, start=T0 + 5)
     det = HaltDetector(cfg)
@@ -78,7 +78,7 @@ def test_window_slides_on_timestamps() -> None:
 
 
 def test_spike_inside_a_long_run() -> None:
-    cfg = HaltConfig(window_s=60.0, min_rounds=30, threshold=0.2)
+    cfg = HaltRule(window_s=60.0, min_rounds=30, threshold=0.2)
     buckets = ["exact"] * 300 + ["no-match"] * 20 + ["exact"] * 300
     fired = detect(stream(buckets, step=1.0), cfg)
     # the window is the last 60 s: no-match from round 301 on; 13 of 60 > 20 % at round 313
@@ -89,7 +89,7 @@ def test_spike_inside_a_long_run() -> None:
 
 
 def test_acknowledge_forgives_the_window() -> None:
-    cfg = HaltConfig(min_rounds=30)
+    cfg = HaltRule(min_rounds=30)
     records = stream(["no-match"] * 40 + ["exact"] * 100)
     det = HaltDetector(cfg)
     trig = [t for r in records[:35] if (t := det.feed(r))]
@@ -101,7 +101,7 @@ def test_acknowledge_forgives_the_window() -> None:
 
 
 def test_restored_detector_does_not_fire_twice() -> None:
-    det = HaltDetector(HaltConfig(), active=True)
+    det = HaltDetector(HaltRule(), active=True)
     assert all(det.feed(r) is None for r in stream(["no-match"] * 100))
     assert det.active
 
@@ -122,7 +122,7 @@ class Reference:
     """The per-round definition (one tuple per parity round, unbounded): what the slotted
     detector must equal whenever no two rounds share a slot."""
 
-    def __init__(self, cfg: HaltConfig) -> None:
+    def __init__(self, cfg: HaltRule) -> None:
         self.cfg, self.active, self.since, self.nm = cfg, False, None, 0
         self.rounds: deque[tuple[float, bool, str, str]] = deque()
 
@@ -175,7 +175,7 @@ def test_equals_the_per_round_definition_when_rounds_do_not_share_a_slot() -> No
     # slotted detector must be exact (halts, windows, worst prompts), acks included
     for seed in range(6):
         rng = random.Random(seed)
-        cfg = HaltConfig(window_s=360.0, min_rounds=30, threshold=0.2)
+        cfg = HaltRule(window_s=360.0, min_rounds=30, threshold=0.2)
         det, ref = HaltDetector(cfg), Reference(cfg)
         halts = 0
         for r in _random_run(rng, 4000, 0.15, 3.0):
@@ -199,7 +199,7 @@ def test_equals_the_per_round_definition_when_rounds_do_not_share_a_slot() -> No
 
 def test_memory_is_bounded_at_any_round_rate() -> None:
     # 1 000 rounds/s for 3 windows: the window holds ≤ SLOTS + 2 entries, not 60 000 rounds
-    cfg = HaltConfig(window_s=20.0, min_rounds=30, threshold=0.5)
+    cfg = HaltRule(window_s=20.0, min_rounds=30, threshold=0.5)
     det = HaltDetector(cfg)
     for i in range(60_000):
         t = T0 + i / 1000
@@ -216,11 +216,11 @@ def test_memory_is_bounded_at_any_round_rate() -> None:
 
 def test_shared_slots_stay_within_one_slot_of_the_window() -> None:
     # many rounds per slot: the count lies between the exact windows W and W + slot width
-    cfg = HaltConfig(window_s=36.0, min_rounds=10**9)  # 10 ms slots; never triggers
+    cfg = HaltRule(window_s=36.0, min_rounds=10**9)  # 10 ms slots; never triggers
     rng = random.Random(3)
     run = _random_run(rng, 20_000, 0.0, 0.004)
     det = HaltDetector(cfg)
-    narrow, wide = Reference(cfg), Reference(HaltConfig(window_s=36.0 + 36.0 / SLOTS,
+    narrow, wide = Reference(cfg), Reference(HaltRule(window_s=36.0 + 36.0 / SLOTS,
                                                         min_rounds=10**9))
     for r in run:
         det.feed(r)

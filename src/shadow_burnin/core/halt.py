@@ -89,7 +89,9 @@ class _Slot:
 
 
 @dataclass(frozen=True)
-class HaltConfig:
+class HaltRule:
+    """The detector's parameters; their defaults are the ``[halt]`` section's defaults."""
+
     window_s: float = 3600.0
     min_rounds: int = 30
     threshold: float = 0.20
@@ -143,7 +145,7 @@ class HaltDetector:
     acknowledgement) are not counted.
     """
 
-    def __init__(self, config: HaltConfig, *, active: bool = False,
+    def __init__(self, config: HaltRule, *, active: bool = False,
                  since: float | None = None) -> None:
         self.config = config
         self.active = active
@@ -249,7 +251,7 @@ class HaltDetector:
                  "parity_rounds": seen[i]} for i in ranked[: self.config.worst]]
 
 
-def detect(records: Iterable[Mapping[str, Any]], config: HaltConfig) -> list[HaltTrigger]:
+def detect(records: Iterable[Mapping[str, Any]], config: HaltRule) -> list[HaltTrigger]:
     """Every halt a detector raises over these records, acknowledging each at once.
 
     What-if analysis of a whole log (tests, reports): which windows would have halted.

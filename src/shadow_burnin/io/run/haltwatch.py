@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from shadow_burnin.config_sections import HaltConfig as HaltSettings
+from shadow_burnin.config_sections import HaltConfig
 from shadow_burnin.core.drift import DriftTracker
-from shadow_burnin.core.halt import ACK_EVENT, HaltConfig, HaltDetector, epoch
+from shadow_burnin.core.halt import ACK_EVENT, HaltDetector, epoch
 from shadow_burnin.core.records import is_round
 from shadow_burnin.io.clock import now_iso
 from shadow_burnin.io.log.logread import log_events
@@ -86,7 +86,7 @@ def _round_ts(lines: Any) -> float | None:
 class HaltWatch:
     """Watches committed rounds for a no-match spike (see the module doc)."""
 
-    def __init__(self, settings: HaltSettings, store: Store, *, loud: Say, warn: Say,
+    def __init__(self, settings: HaltConfig, store: Store, *, loud: Say, warn: Say,
                  context: Mapping[str, Any] | None = None,
                  clock: Callable[[], str] = now_iso) -> None:
         self.settings = settings
@@ -95,8 +95,7 @@ class HaltWatch:
         self.warn = warn
         self.context = dict(context or {})
         self.clock = clock
-        self.detector = HaltDetector(HaltConfig(settings.window, settings.min_rounds,
-                                                settings.threshold, settings.worst))
+        self.detector = HaltDetector(settings.rule())
         self.drift = DriftTracker()
         self._drift_warned = False
         self._tasks: set[asyncio.Task[None]] = set()

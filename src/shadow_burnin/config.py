@@ -22,6 +22,7 @@ from shadow_burnin.config_cutover import CutoverConfig
 from shadow_burnin.config_mirror import MIRROR_SCHEMA, MirrorConfig, build_mirror
 from shadow_burnin.config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
 from shadow_burnin.core import limits
+from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.inputs import CONFIG_MAX_BYTES, read_input
 from shadow_burnin.io.log.sidecars import default_ppl, default_state
@@ -72,6 +73,9 @@ class PathsConfig:
     state: str
 
 
+_THRESHOLDS = Thresholds()  # the verdict thresholds' defaults, defined in core
+
+
 @dataclass(frozen=True)
 class ForensicsConfig:
     """``[forensics]``: divergence forensics of ``run`` (not part of the setup
@@ -81,9 +85,9 @@ class ForensicsConfig:
     refire: int = 1
     aa_every: int = 10
     v1b: str | None = None
-    tau_tie: float = 0.1
-    tau_drift: float = 0.05
-    tau_regress: float = 0.5
+    tau_tie: float = _THRESHOLDS.tau_tie
+    tau_drift: float = _THRESHOLDS.tau_drift
+    tau_regress: float = _THRESHOLDS.tau_regress
     calibrate: bool = False
     max_slowdown: float = 3.0
 

@@ -44,11 +44,12 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
 
+from shadow_burnin.config import RequestConfig
 from shadow_burnin.core.logprobs import parse as parse_logprobs
 from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.records import SideReply
@@ -78,17 +79,21 @@ class Endpoint:
     insecure: bool = False
 
 
+_REQUEST = RequestConfig()  # the defaults are the [request] section's
+_DEFAULT_API = cast(Api, _REQUEST.api)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
     """What every request of a run looks like (identical for both sides)."""
 
-    api: Api = "chat"
-    max_tokens: int = 64
-    stream: bool = True
-    timeout_s: float = 120.0
+    api: Api = _DEFAULT_API
+    max_tokens: int = _REQUEST.max_tokens
+    stream: bool = _REQUEST.stream
+    timeout_s: float = _REQUEST.timeout
     extra: dict[str, Any] = field(default_factory=dict)
-    max_reply_bytes: int = 4 * 1024 * 1024
-    logprobs: int = 0
+    max_reply_bytes: int = _REQUEST.max_reply_bytes
+    logprobs: int = _REQUEST.logprobs
 
 
 def build_body(spec: RequestSpec, prompt: Prompt, model: str | None,

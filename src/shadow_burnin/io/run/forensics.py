@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from shadow_burnin.config import ForensicsConfig
 from shadow_burnin.core.aa import MIN_SAMPLES, NoiseSamples, aa_noise
 from shadow_burnin.core.compare import classify
 from shadow_burnin.core.outcomes import prefix_cause, refire_outcome
@@ -258,19 +259,22 @@ class AAStep:
         self.floor.samples.add(aa_record(record) or {})
 
 
+_FORENSICS = ForensicsConfig()  # the defaults are the [forensics] section's
+
+
 @dataclass(frozen=True)
 class ForensicsPlan:
     """What ``run`` asks of forensics (see config ``[forensics]``)."""
 
-    logprobs: int = 5
-    refire: int = 1
-    aa_every: int = 10
+    logprobs: int = _FORENSICS.logprobs
+    refire: int = _FORENSICS.refire
+    aa_every: int = _FORENSICS.aa_every
     v1b: Endpoint | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
-    calibrate: bool = False
+    calibrate: bool = _FORENSICS.calibrate
     aa_noise: NoiseSamples | None = None  # samples from the log so far (--calibrate)
     min_samples: int = MIN_SAMPLES  # per threshold, before calibration changes it
-    max_slowdown: float = 3.0
+    max_slowdown: float = _FORENSICS.max_slowdown
     min_overhead_s: float = 1.0
 
 

@@ -52,6 +52,10 @@ def tagged(tag: str) -> list[int]:
 def tag() -> Iterator[str]:
     value = uuid.uuid4().hex
     yield value
+    for _ in range(30):  # bounded: an orphan gets its parent-death signal as the demo exits
+        if not tagged(value):
+            break
+        time.sleep(0.1)
     left = tagged(value)
     for pid in left:  # clean up before failing, so one failure does not leak servers
         with contextlib.suppress(ProcessLookupError):

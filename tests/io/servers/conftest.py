@@ -16,3 +16,17 @@ def demo_model() -> Path:
         return ensure_model()
     except ServerStartError as exc:
         pytest.fail(f"{exc} (or run scripts/setup-demo)", pytrace=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The compiled pair's tests (``llama_cpp`` marker) run only when ``-m`` names them.
+
+    ``addopts`` deselects them by default, but any ``-m`` on the command line (``-m e2e``)
+    replaces that expression; this keeps a plain ``-m e2e`` from compiling llama.cpp.
+    """
+    if "llama_cpp" in (config.option.markexpr or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("llama_cpp") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep

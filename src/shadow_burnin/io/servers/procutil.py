@@ -3,9 +3,9 @@
 - :func:`die_with_parent`: the kernel sends SIGTERM to this process when its parent dies
   (Linux ``PR_SET_PDEATHSIG``), so a server never outlives the run that started it, even
   one that was SIGKILLed;
-- :func:`block_stop_signals` then :func:`wait_stop`: SIGTERM/SIGINT are blocked *before*
-  the engine starts its threads (they inherit the mask, so no engine thread takes the
-  signal) and the main thread then sleeps in ``sigwait`` until one arrives.
+- :func:`die_on_stop_signals` while the engine loads (a stop signal ends the process at
+  once), then :func:`wait_stop` once it serves (a handler notes the signal, the entry
+  point logs it and exits).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import ctypes.util
 import os
 import signal
 import sys
+import threading
 
 from shadow_burnin.io.servers.local import DETACHED_ENV
 
@@ -35,10 +36,24 @@ def die_with_parent() -> None:
         os._exit(0)
 
 
-def block_stop_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+def die_on_stop_signals() -> None:
+    """While the engine loads, SIGTERM/SIGINT/SIGHUP end the process at once (default
+    action): a server stopped, or orphaned, during its load never lingers until it is done."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def wait_stop() -> int:
-    """Block until SIGTERM, SIGINT or SIGHUP; the signal number."""
-    return int(signal.sigwait(STOP_SIGNALS))
+    """After the load (main thread): wait for SIGTERM, SIGINT or SIGHUP; its number."""
+    got: list[int] = []
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        got.append(signum)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    while not stop.wait(0.5):  # Python runs signal handlers in the main thread between waits
+        pass
+    return got[0]

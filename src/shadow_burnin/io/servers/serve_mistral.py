@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from shadow_burnin.io.servers.local import HOST
-from shadow_burnin.io.servers.procutil import block_stop_signals, die_with_parent, wait_stop
+from shadow_burnin.io.servers.procutil import STOP_SIGNALS, die_on_stop_signals, die_with_parent
 
 
 def main(argv: list[str]) -> int:
     die_with_parent()
-    block_stop_signals()
+    die_on_stop_signals()
     if len(argv) != 1:
         print("usage: python -m shadow_burnin.io.servers.serve_mistral '<json>'",
               file=sys.stderr)
@@ -56,7 +56,15 @@ def main(argv: list[str]) -> int:
         site = web.TCPSite(runner, HOST, int(config["port"]))
         await site.start()
         print(f"serving on {HOST}:{config['port']}", flush=True)
-        signum = await asyncio.to_thread(wait_stop)
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[int] = loop.create_future()
+        def note(signum: int) -> None:
+            if not stopped.done():
+                stopped.set_result(signum)
+
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, note, int(sig))
+        signum = await stopped
         print(f"stopping on signal {signum}", flush=True)
         await runner.cleanup()
         return 0

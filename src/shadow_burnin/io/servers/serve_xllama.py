@@ -9,12 +9,12 @@ import json
 import os
 import sys
 
-from shadow_burnin.io.servers.procutil import block_stop_signals, die_with_parent, wait_stop
+from shadow_burnin.io.servers.procutil import die_on_stop_signals, die_with_parent, wait_stop
 
 
 def main(argv: list[str]) -> int:
     die_with_parent()
-    block_stop_signals()
+    die_on_stop_signals()
     if len(argv) != 1:
         print("usage: python -m shadow_burnin.io.servers.serve_xllama '<settings json>'",
               file=sys.stderr)

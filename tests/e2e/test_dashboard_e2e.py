@@ -17,9 +17,10 @@ import pytest
 from shadow_burnin.cli.demo import write_demo_prompts
 from shadow_burnin.core.records import BUCKETS
 from shadow_burnin.io.servers.llama_build import ensure_model
+from shadow_burnin.io.servers.xllama import XllamaSettings, xllama_server
 from shadow_burnin.render.escape import term
 from shadow_burnin.render.html_views import pct
-from tests.servers.scripted import REPO_ROOT
+from tests.e2e.conftest import require_demo_extra, running
 from tests.web.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -37,44 +38,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 __all__ = ["shots"]  # the screenshot directory fixture, shared with tests/web
 
 
-def start_xllama(model: Path, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.xllama", str(model), str(port),
-                             *extra], cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # READY once loaded (or EOF if it died)
-    if line.strip() != b"READY":
-        stop(proc)
-        pytest.fail(f"xllamacpp server did not start: {line!r}", pytrace=False)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):  # bounded: /health answers 200 once serving
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return url, proc
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.05)
-    stop(proc)
-    pytest.fail("xllamacpp server never became healthy", pytrace=False)
-
-
 @pytest.fixture(scope="module")
-def xpair() -> Iterator[tuple[str, str]]:
-    import importlib.util
-
-    if importlib.util.find_spec("xllamacpp") is None:  # fail, never skip
-        pytest.fail("this e2e test needs xllamacpp (pip install xllamacpp)", pytrace=False)
+def xpair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    require_demo_extra()  # fail, never skip
     model = ensure_model()
-    v1, p1 = start_xllama(model)
-    try:
-        v2, p2 = start_xllama(model, "64")
-        try:
-            yield v1, v2
-        finally:
-            stop(p2)
-    finally:
-        stop(p1)
+    logs = tmp_path_factory.mktemp("xpair-logs")
+    v1 = xllama_server(model, XllamaSettings(), name="v1", log_path=logs / "v1.log")
+    v2 = xllama_server(model, XllamaSettings(batch=64, ubatch=64), name="v2",
+                       log_path=logs / "v2.log")
+    with running(v1, "v1 (xllamacpp)"), running(v2, "v2 (xllamacpp, batch 64)"):
+        yield str(v1.url), str(v2.url)
 
 
 def test_dashboard_and_metrics_over_a_real_burnin(xpair: tuple[str, str], tmp_path: Path,

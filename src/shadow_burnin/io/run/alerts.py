@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +55,19 @@ def payload(event: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, A
     return {"text": halt_message(event), "event": "halt", "halt": dict(event), **context}
 
 
-async def run_command(command: str, body: Mapping[str, Any], timeout_s: float
+def halt_env(body: Mapping[str, Any]) -> dict[str, str]:
+    """The variables a halt command gets besides the JSON on stdin."""
+    return {"SHADOW_BURNIN_HALT": orjson.dumps(body).decode(),
+            "SHADOW_BURNIN_HALT_ROUND": str(body.get("halt", {}).get("round", ""))}
+
+
+async def run_command(command: str, body: Mapping[str, Any], timeout_s: float,
+                      env_for: Callable[[Mapping[str, Any]], dict[str, str]] = halt_env
                       ) -> AlertOutcome:
-    """``sh -c command`` with the JSON on stdin; killed (whole group) after the timeout."""
+    """``sh -c command`` with the JSON on stdin and ``env_for(body)`` in its environment
+    (default: the halt's variables); killed (whole group) after the timeout."""
     data = orjson.dumps(body)
-    env = dict(os.environ, SHADOW_BURNIN_HALT=data.decode(),
-               SHADOW_BURNIN_HALT_ROUND=str(body.get("halt", {}).get("round", "")))
+    env = dict(os.environ, **env_for(body))
     try:
         proc = await asyncio.create_subprocess_shell(
             command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,

@@ -20,7 +20,13 @@ import platformdirs
 from shadow_burnin import config_cutover
 from shadow_burnin.config_cutover import CutoverConfig
 from shadow_burnin.config_mirror import MIRROR_SCHEMA, MirrorConfig, build_mirror
-from shadow_burnin.config_sections import GatesConfig, HaltConfig, PplConfig, build_sections
+from shadow_burnin.config_sections import (
+    AlertsConfig,
+    GatesConfig,
+    HaltConfig,
+    PplConfig,
+    build_sections,
+)
 from shadow_burnin.core import limits
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.errors import ConfigError
@@ -103,6 +109,7 @@ class Config:
     forensics: ForensicsConfig = field(default_factory=ForensicsConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     halt: HaltConfig = field(default_factory=HaltConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     ppl: PplConfig = field(default_factory=PplConfig)
     cutover: CutoverConfig = field(default_factory=CutoverConfig)
     mirror: MirrorConfig = field(default_factory=MirrorConfig)
@@ -162,6 +169,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "halt": {"enabled": _BOOL, "window": ((int, float, str), "a duration"),
              "min_rounds": _INT, "threshold": _NUM, "action": _STR, "on_halt": _STR,
              "webhook": _STR, "webhook_timeout": _NUM, "worst": _INT},
+    "alerts": {"enabled": _BOOL, "stall": ((int, float, str), "a duration"),
+               "spike_window": _INT, "spike_rounds": _INT},
     "ppl": {"text": _STR, "window": _INT, "top_k": _INT, "v1_method": _STR,
             "v2_method": _STR, "v1_endpoint": _STR, "v2_endpoint": _STR,
             "max_windows": _INT, "timeout": _NUM, "log": _STR},

@@ -1,4 +1,4 @@
-"""The config sections of the cutover: ``[gates]``, ``[halt]`` and ``[ppl]``.
+"""The config sections of the cutover: ``[gates]``, ``[halt]``, ``[alerts]`` and ``[ppl]``.
 
 Kept apart from ``config`` to keep that module small; ``config.load`` validates the
 key types (``config.SCHEMA``) and calls :func:`build_sections` for the values.
@@ -12,6 +12,7 @@ from typing import Any
 from shadow_burnin.core import limits
 from shadow_burnin.core.gates import DEFAULT_GATES, GateSpec, merge_specs
 from shadow_burnin.core.halt import HaltRule
+from shadow_burnin.core.liveness import LivenessRule
 from shadow_burnin.values import check_url, in_bounds, parse_duration, positive
 
 
@@ -42,6 +43,24 @@ class HaltConfig:
     def rule(self) -> HaltRule:
         """The detector's parameters from this section."""
         return HaltRule(self.window, self.min_rounds, self.threshold, self.worst)
+
+
+_LIVE = LivenessRule()
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """``[alerts]``: the liveness alerts of ``run`` and ``status --alert`` (no round
+    committed for ``stall``; a side unreachable in ``spike_rounds`` of the last
+    ``spike_window`` rounds), sent through the ``[halt]`` alert channel."""
+
+    enabled: bool = True
+    stall: float = _LIVE.stall_s
+    spike_window: int = _LIVE.spike_window
+    spike_rounds: int = _LIVE.spike_rounds
+
+    def rule(self) -> LivenessRule:
+        return LivenessRule(self.stall, self.spike_window, self.spike_rounds)
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,16 @@ def _halt(raw: dict[str, Any]) -> HaltConfig:
     return cfg
 
 
+def _alerts(raw: dict[str, Any]) -> AlertsConfig:
+    raw = dict(raw)
+    if "stall" in raw:
+        raw["stall"] = parse_duration(raw["stall"], "alerts.stall")
+    cfg = AlertsConfig(**raw)
+    in_bounds("alerts.spike_window", cfg.spike_window, limits.ALERT_SPIKE_WINDOW)
+    cfg.rule()  # the rule's own checks (ValueError names the key)
+    return cfg
+
+
 def _ppl(raw: dict[str, Any]) -> PplConfig:
     cfg = PplConfig(**raw)
     in_bounds("ppl.window", cfg.window, limits.PPL_WINDOW)
@@ -109,6 +138,6 @@ def _ppl(raw: dict[str, Any]) -> PplConfig:
 
 
 def build_sections(m: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``Config`` keyword arguments for the three sections; ValueError if invalid."""
+    """``Config`` keyword arguments for the four sections; ValueError if invalid."""
     return {"gates": _gates(m.get("gates", {})), "halt": _halt(m.get("halt", {})),
-            "ppl": _ppl(m.get("ppl", {}))}
+            "alerts": _alerts(m.get("alerts", {})), "ppl": _ppl(m.get("ppl", {}))}

@@ -169,14 +169,14 @@ def test_liveness_stall_and_unreachable_spike(tmp_path: Path) -> None:
     known = build_known_log(tmp_path / "b.jsonl")
     cols = scan(known.path).columns
     last = T0 + 30 * 120
-    assert liveness(cols, last + 60, 600, 600) == []
-    stalled = liveness(cols, last + 601, 600, 600)
+    assert liveness(cols, last + 60) == []
+    stalled = liveness(cols, last + 601)
     assert [a["kind"] for a in stalled] == ["stall"] and "10 min" in stalled[0]["text"]
     # v2 down for the last 10 minutes: a spike on v2 only
     known.append([round_record(n, "v2-unreachable", "a", None, t=T0 + 30 * n, category="c")
                   for n in range(121, 141)])
     cols = scan(known.path).columns
-    spikes = liveness(cols, T0 + 30 * 140, 600, 600)
+    spikes = liveness(cols, T0 + 30 * 140)
     assert [(a["kind"], a["side"]) for a in spikes] == [("unreachable-spike", "v2")]
     assert spikes[0]["rate"] == 1.0
 

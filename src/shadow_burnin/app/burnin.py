@@ -39,6 +39,7 @@ from shadow_burnin.io.log.logread import iter_records
 from shadow_burnin.io.log.store import Store, archive
 from shadow_burnin.io.run.forensics import ForensicsPlan, forensic_steps
 from shadow_burnin.io.run.haltwatch import HaltWatch
+from shadow_burnin.io.run.livewatch import LivenessWatch
 from shadow_burnin.io.run.runner import Runner, RunOutcome, RunPlan
 from shadow_burnin.prompts import load_builtin, load_file
 from shadow_burnin.render.escape import term
@@ -134,6 +135,16 @@ def halt_watch(cfg: Config, store: Store, warn: Say, loud: Say) -> HaltWatch | N
     return watch
 
 
+def liveness_watch(cfg: Config, warn: Say) -> LivenessWatch | None:
+    """The ``run`` observer for ``[alerts]`` (None when ``alerts.enabled = false``): stall
+    and unreachable-spike alerts through the ``[halt]`` alert channel."""
+    if not cfg.alerts.enabled:
+        return None
+    context = {"log": cfg.paths.log, "v1": cfg.v1.url, "v2": cfg.v2.url}
+    return LivenessWatch(cfg.alerts, cfg.halt, Path(cfg.paths.log), warn=warn,
+                         context=context)
+
+
 def open_store(cfg: Config, setup: str, *, new_run: bool, force: bool, warn: Say) -> Store:
     """Open (and repair) the log/state; refuse a different setup unless told."""
     log, state = Path(cfg.paths.log), Path(cfg.paths.state)
@@ -170,17 +181,27 @@ class BurninSession:
     plan: RunPlan
     forensics: ForensicsPlan
     secrets: list[str] = field(default_factory=list)
+    live: LivenessWatch | None = None  # set by ``run`` (tests may set their own first)
 
     async def run(self, progress: Any, *, notice: Say, loud: Say,
                   on_usr1: Callable[[], None] | None = None) -> RunOutcome:
-        """The run loop with forensics and the halt watch, until rounds/duration/signal."""
+        """The run loop with forensics, the halt watch and the liveness watch, until
+        rounds/duration/signal."""
         watch = halt_watch(self.cfg, self.store, notice, loud)
+        if self.live is None:
+            self.live = liveness_watch(self.cfg, notice)
+        live = self.live
+        observers: list[Any] = [o for o in (watch, live) if o is not None]
         async with forensic_steps(self.forensics, self.plan.spec, notice) as steps:
             runner = Runner(self.plan, self.prompts, self.store, progress, on_usr1=on_usr1,
-                            steps=steps, observers=[watch] if watch else [])
+                            steps=steps, observers=observers)
+            if live is not None:
+                live.start()
             try:
                 return await runner.run()
             finally:
+                if live is not None:
+                    await live.close()  # liveness alerts still in flight
                 if watch is not None:
                     await watch.drain()  # halt alerts still in flight
 

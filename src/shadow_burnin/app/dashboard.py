@@ -26,6 +26,7 @@ from shadow_burnin.config import Config
 from shadow_burnin.core.aa import summarise_aa
 from shadow_burnin.core.breakdown import forensics_summary
 from shadow_burnin.core.columns import EXACT, NOMATCH, PREFIX, Columns
+from shadow_burnin.core.liveness import LivenessRule, conditions
 from shadow_burnin.core.outcomes import REFIRE_OUTCOMES
 from shadow_burnin.core.records import BUCKETS, SIDES
 from shadow_burnin.core.stats import summarise, wilson
@@ -296,39 +297,21 @@ def _in_window(w: Window | None, record: dict[str, Any]) -> bool:
     return w.contains(t)
 
 
-SPIKE_MIN_ROUNDS = 20
-SPIKE_FLOOR = 0.05  # a side's unreachable share in the window that is a spike at least
-
-
-def liveness(cols: Columns, now: float, window_s: float, stall_s: float
+def liveness(cols: Columns, now: float, rule: LivenessRule | None = None
              ) -> list[dict[str, Any]]:
-    """What the halt does not cover: no round committed for ``stall_s``, or a side's
-    unreachable share in the last ``window_s`` above max(5 %, 3 × its share overall)."""
-    out: list[dict[str, Any]] = []
+    """What the halt does not cover, by the one rule of ``core.liveness`` (the watcher
+    inside ``run`` applies it too): no round committed for ``rule.stall_s``, or a side
+    unreachable in ``spike_rounds`` of the last ``spike_window`` rounds."""
+    rule = rule or LivenessRule()
     if not len(cols):
-        return out
-    last = float(cols.ts.max())
-    if now - last >= stall_s:
-        out.append({"kind": "stall", "text": f"shadow-burnin STALLED: no round committed "
-                    f"for {(now - last) / 60:.0f} min (last at {iso(last)})"})
-    recent = cols.ts > now - window_s
-    n = int(np.count_nonzero(recent))
-    if n >= SPIKE_MIN_ROUNDS:
-        for side in SIDES:
-            down = (cols.bucket == BUCKETS.index(f"{side}-unreachable")) | (
-                cols.bucket == BUCKETS.index("both-unreachable"))
-            rate = int(np.count_nonzero(down & recent)) / n
-            overall = int(np.count_nonzero(down)) / len(cols)
-            if rate > max(SPIKE_FLOOR, 3 * overall):
-                out.append({"kind": "unreachable-spike", "side": side, "rate": rate,
-                            "overall": overall,
-                            "text": f"shadow-burnin: {side} unreachable in {100 * rate:.1f} % "
-                                    f"of the last {n} rounds ({100 * overall:.2f} % overall)"})
-    return out
+        return []
+    order = np.argsort(cols.ts, kind="stable")[-rule.spike_window:]
+    recent = [BUCKETS[int(b)] for b in cols.bucket[order]]
+    return conditions(rule, float(cols.ts.max()), recent, now)
 
 
 def status(view: Dashboard, now: float, window_s: float = 600.0,
-           stall_s: float = 600.0) -> dict[str, Any]:
+           rule: LivenessRule | None = None) -> dict[str, Any]:
     """``status``: rate over the last ``window_s`` of log time before ``now``, age of the
     last round, the halt, an ETA for each waiting gate that grows with time, and the
     liveness alerts (``liveness``)."""
@@ -357,7 +340,7 @@ def status(view: Dashboard, now: float, window_s: float = 600.0,
                      "target": g["target"], "eta": iso(eta) if eta else None,
                      "why": why})
     return {"log": str(view.log), "rounds": ov["rounds"], "rounds_per_minute": round(rpm, 2),
-            "alerts": liveness(snap.columns, now, window_s, stall_s),
+            "alerts": liveness(snap.columns, now, rule),
             "window_s": window_s, "last_round_ts": iso(last),
             "last_round_age_s": round(now - last, 1) if last is not None else None,
             "halt": ov["halt"], "verdict": ov["gates"]["verdict"], "waiting": etas}

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 import orjson
 
 from shadow_burnin.cli.options import load_config, out_console, store_options
-from shadow_burnin.config import Config, parse_duration
+from shadow_burnin.config import parse_duration
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.render.escape import term
 
@@ -24,33 +22,19 @@ def _duration(value: str, what: str) -> float:
         raise ConfigError(None, str(exc)) from None
 
 
-async def _send(cfg: Config, alert: dict[str, Any], st: dict[str, Any]) -> list[str]:
-    """Through the halt's alert channel ([halt] on_halt command, webhook)."""
-    from shadow_burnin.io.run.alerts import post_webhook, run_command
-
-    body = {"text": alert["text"], "event": alert["kind"], "alert": alert, "log": st["log"],
-            "rounds": st["rounds"], "last_round_ts": st["last_round_ts"]}
-    jobs = []
-    h = cfg.halt
-    if h.on_halt:
-        jobs.append(run_command(h.on_halt, body, h.webhook_timeout))
-    if h.webhook:
-        jobs.append(post_webhook(h.webhook, body, h.webhook_timeout))
-    return [f"{o.channel}: {'sent' if o.ok else o.detail}" for o in await asyncio.gather(*jobs)]
-
-
 @click.command()
 @store_options
 @click.option("--window", "window_min", type=click.FloatRange(0.1), default=10.0,
               show_default=True, help="Minutes of recent rounds the rate is measured over.")
-@click.option("--stall", default="10m", show_default=True,
-              help="Alert when no round was committed for this long.")
+@click.option("--stall", default=None,
+              help="Alert when no round was committed for this long (default: [alerts] "
+                   "stall of the config, 10m).")
 @click.option("--alert", "send", is_flag=True,
               help="Send each liveness alert (stall, a side's unreachable spike) through "
                    "the halt's alert channel ([halt] on_halt / webhook); for a cron job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(config_path: Path | None, log_path: Path | None, state_path: Path | None,
-           window_min: float, stall: str, send: bool, as_json: bool) -> None:
+           window_min: float, stall: str | None, send: bool, as_json: bool) -> None:
     """Rounds per minute, age of the last committed round, the halt, an ETA for each
     waiting gate at the current rate, and liveness alerts (no round for --stall, or a
     side's unreachable spike: the halt covers only no-match). Exit status 1 when there is
@@ -61,22 +45,21 @@ def status(config_path: Path | None, log_path: Path | None, state_path: Path | N
       shadow-burnin status --log burnin.jsonl
       */5 * * * * shadow-burnin status --log burnin.jsonl --alert --stall 10m
     """
+    from shadow_burnin.app.alerting import rule_for, send_alerts
     from shadow_burnin.app.dashboard import Dashboard
     from shadow_burnin.app.dashboard import status as status_of
     from shadow_burnin.render.status import status_text
 
     cfg = load_config(config_path, None, log_path, state_path)
-    st = status_of(Dashboard(cfg), time.time(), window_min * 60.0,
-                   _duration(stall, "--stall"))
+    rule = rule_for(cfg, None if stall is None else _duration(stall, "--stall"))
+    st = status_of(Dashboard(cfg), time.time(), window_min * 60.0, rule)
     if as_json:
         click.echo(orjson.dumps(st, option=orjson.OPT_INDENT_2).decode())
     else:
         out_console().print(status_text(st))
     if send and st["alerts"]:
-        for alert in st["alerts"]:
-            for line in asyncio.run(_send(cfg, alert, st)) or ["no alert channel configured "
-                                                               "([halt] on_halt / webhook)"]:
-                click.echo(f"alert {alert['kind']}: {term(line)}", err=True)
+        for kind, line in send_alerts(cfg, st):
+            click.echo(f"alert {term(kind)}: {term(line)}", err=True)
     sys.exit(1 if st["alerts"] else 0)
 
 

@@ -115,3 +115,30 @@ async def send_all(event: Mapping[str, Any], context: Mapping[str, Any], *,
     if webhook:
         jobs.append(post_webhook(webhook, body, timeout_s))
     return list(await asyncio.gather(*jobs)) if jobs else []
+
+
+def liveness_env(body: Mapping[str, Any]) -> dict[str, str]:
+    """The variables a liveness alert's command gets besides the JSON on stdin."""
+    return {"SHADOW_BURNIN_ALERT": orjson.dumps(body).decode(),
+            "SHADOW_BURNIN_ALERT_KIND": str(body.get("event", ""))}
+
+
+def liveness_body(alert: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """What a liveness alert sends: ``text`` first (Slack-style webhooks show it), the
+    alert's kind as ``event``, the alert itself, and the run's context (log, URLs)."""
+    return {"text": alert.get("text", ""), "event": alert.get("kind"), "alert": dict(alert),
+            **context}
+
+
+async def send_liveness(alert: Mapping[str, Any], context: Mapping[str, Any], *,
+                        command: str | None, webhook: str | None, timeout_s: float
+                        ) -> list[AlertOutcome]:
+    """A liveness alert through the halt's channel (its command and/or webhook),
+    concurrently; never raises for an alert's failure."""
+    body = liveness_body(alert, context)
+    jobs = []
+    if command:
+        jobs.append(run_command(command, body, timeout_s, env_for=liveness_env))
+    if webhook:
+        jobs.append(post_webhook(webhook, body, timeout_s))
+    return list(await asyncio.gather(*jobs)) if jobs else []

@@ -1,17 +1,31 @@
-"""``report --html``: the log (in a time window) → one self-contained HTML file."""
+"""``report --html``: the log (in a time window) → one self-contained HTML file; and
+``gates --write CUTOVER.md [--report FILE]``: the cutover document, with the report
+written beside it and linked from it (``cutover``)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from shadow_burnin.app import files
 from shadow_burnin.app.dashboard import Dashboard, Filters
+from shadow_burnin.app.evidence import Evidence, gather, run_level_verdict
 from shadow_burnin.config import Config
 from shadow_burnin.core.timefmt import iso_s as iso
+from shadow_burnin.errors import ConfigError
 from shadow_burnin.io.log.logread import Window
 from shadow_burnin.io.log.sidecars import LogFiles, guard_output, write_output
+from shadow_burnin.render.cutover import cutover_markdown
+from shadow_burnin.render.cutover_report import report_section
+from shadow_burnin.render.flip import flip_markdown
 from shadow_burnin.render.html_report import report
+
+CUTOVER_KIND = "cutover"  # the marker of a CUTOVER.md that ``gates --write`` wrote
+REPORT_KIND = "report"
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,12 @@ def _log_files(cfg: Config) -> LogFiles:
 def build(cfg: Config, window: Window | None = None, first: int = 20, listed: int = 500,
           now: datetime | None = None) -> tuple[str, int, int]:
     """The report's HTML, its rounds and its divergences (no file written)."""
+    text, ov, total = _build(cfg, window, first, listed, now)
+    return text, ov["rounds"], total
+
+
+def _build(cfg: Config, window: Window | None, first: int, listed: int = 500,
+           now: datetime | None = None) -> tuple[str, dict[str, Any], int]:
     view = Dashboard(cfg, window)
     ov = view.overview()
     divs = view.divergences(Filters(limit=listed))
@@ -38,7 +58,7 @@ def build(cfg: Config, window: Window | None = None, first: int = 20, listed: in
     generated = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = report(ov, view.series(), divs, view.first_divergences(first),
                   generated=generated, window=span)
-    return text, ov["rounds"], divs["total"]
+    return text, ov, divs["total"]
 
 
 def write(cfg: Config, target: Path, window: Window | None = None, first: int = 20) -> Written:
@@ -49,3 +69,57 @@ def write(cfg: Config, target: Path, window: Window | None = None, first: int = 
     text, rounds, divs = build(cfg, window, first)
     write_output(target, text, [files], kind="report", medium="html")
     return Written(target, target.stat().st_size, rounds, divs)
+
+
+@dataclass(frozen=True)
+class CutoverWritten:
+    """What ``gates --write`` wrote: the document and, if asked, the report beside it."""
+
+    evidence: Evidence
+    document: Path | None = None
+    report: Written | None = None
+
+
+def cutover(cfg: Config, window: Window | None = None, document: Path | None = None,
+            report_path: Path | None = None, first: int = 20) -> CutoverWritten:
+    """``gates``: judge the log; with ``document`` write CUTOVER.md, and with
+    ``report_path`` also the HTML report of the same rounds, linked from the document
+    (relative link, size, SHA-256 and the report's headline figures).
+
+    Both outputs are refused (ConfigError) before the scan: a side file of the log, an
+    input, an existing file this tool did not write, or the same path twice. The report
+    is written first, so the document never links to a file that is not there."""
+    if report_path is not None and document is None:
+        raise ConfigError(report_path, "--report needs --write (the document that links it)")
+    if document is not None:
+        files.guard(cfg, document, kind=CUTOVER_KIND, medium="markdown")
+    if report_path is not None and document is not None:
+        if _same(report_path, document):
+            raise ConfigError(report_path, "the report and the cutover document must differ")
+        files.guard(cfg, report_path, kind=REPORT_KIND, medium="html")
+    ev = gather(cfg, window)
+    if document is None:
+        return CutoverWritten(ev)
+    text = cutover_markdown(ev.report, ev.summary, ev.drift, ev.halt, ev.ppl,
+                            log=cfg.paths.log) + flip_markdown(ev.flip)
+    written = None
+    if report_path is not None:
+        html, ov, total = _build(cfg, window, first)
+        files.write(cfg, report_path, html, kind=REPORT_KIND, medium="html")
+        data = report_path.read_bytes()
+        written = Written(report_path, len(data), ov["rounds"], total)
+        rv = None
+        if ov.get("parity_rounds"):
+            rv = run_level_verdict(Path(cfg.paths.log), window, ov["counts"]["no-match"],
+                                   ov.get("aa")).to_json()
+        relative = Path(os.path.relpath(os.path.abspath(report_path),
+                                        os.path.abspath(document.parent))).as_posix()
+        text += "\n" + report_section(relative, report_path.name, len(data),
+                                      hashlib.sha256(data).hexdigest(), ov, rv)
+    files.write(cfg, document, text, kind=CUTOVER_KIND, medium="markdown")
+    return CutoverWritten(ev, document, written)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b) or (
+        a.exists() and b.exists() and os.path.samefile(a, b))

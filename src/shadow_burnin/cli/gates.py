@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from shadow_burnin.app import files
 from shadow_burnin.app.ack import acknowledge
-from shadow_burnin.app.evidence import gather
+from shadow_burnin.app.report import cutover
 from shadow_burnin.cli.options import (
     load_config,
     make_window,
@@ -18,12 +17,9 @@ from shadow_burnin.cli.options import (
     store_options,
     window_options,
 )
-from shadow_burnin.render.cutover import cutover_markdown
 from shadow_burnin.render.escape import json_bytes, term
-from shadow_burnin.render.flip import flip_markdown, flip_text
+from shadow_burnin.render.flip import flip_text
 from shadow_burnin.render.gates import gates_table
-
-CUTOVER_KIND = "cutover"  # the marker of a CUTOVER.md this command wrote
 
 
 @click.command()
@@ -33,13 +29,17 @@ CUTOVER_KIND = "cutover"  # the marker of a CUTOVER.md this command wrote
               help="Also write the cutover document (Markdown), e.g. CUTOVER.md. Refused: the "
                    "log, its state/lock/events/any side file, an input, or an existing file "
                    "this command did not write (its first line is a shadow-burnin marker).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --write: also write the self-contained HTML report of the same "
+                   "rounds here (same refusals) and link it from the document, with its "
+                   "size, SHA-256 and headline figures, e.g. --report report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.option("--statistical/--no-statistical", default=None,
               help="Wilson lower bound for exact match, bootstrap interval for the p95 gap "
                    "[gates.statistical].")
 def gates(config_path: Path | None, log_path: Path | None, state_path: Path | None,
-          since: str | None, until: str | None, write_path: Path | None, as_json: bool,
-          statistical: bool | None) -> None:
+          since: str | None, until: str | None, write_path: Path | None,
+          report_path: Path | None, as_json: bool, statistical: bool | None) -> None:
     """Judge the cutover gates: gate | target | current | state.
 
     Each gate is ✓ pass, ✗ fail or ⌛ waiting (more rounds or time needed). Figures come
@@ -49,19 +49,14 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
 
     \b
     Example:
-      shadow-burnin gates --write CUTOVER.md
+      shadow-burnin gates --write CUTOVER.md --report report.html
       shadow-burnin gates --json --statistical && echo "cut over"
     """
     cfg = load_config(config_path, {"gates": {"statistical": statistical}}, log_path,
                       state_path)
-    window = make_window(since, until)
-    if write_path is not None:  # refused before the (long) scan, and again at the write
-        files.guard(cfg, write_path, kind=CUTOVER_KIND, medium="markdown")
-    ev = gather(cfg, window)
-    if write_path is not None:
-        files.write(cfg, write_path, cutover_markdown(
-            ev.report, ev.summary, ev.drift, ev.halt, ev.ppl, log=cfg.paths.log)
-            + flip_markdown(ev.flip), kind=CUTOVER_KIND, medium="markdown")
+    # the outputs are refused before the (long) scan, and again at the write
+    done = cutover(cfg, make_window(since, until), write_path, report_path)
+    ev = done.evidence
     if as_json:
         out = ev.report.to_json()
         out["halt"] = ev.halt.to_json()
@@ -75,8 +70,9 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
         flip = flip_text(ev.flip)
         if flip is not None:
             console.print(flip)
-        if write_path is not None:
-            console.print(f"wrote {term(write_path)}", highlight=False, markup=False)
+        for path in (done.report.path if done.report else None, done.document):
+            if path is not None:
+                console.print(f"wrote {term(path)}", highlight=False, markup=False)
     sys.exit(ev.report.exit_code)
 
 

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
+from shadow_burnin.config import Config
 from shadow_burnin.core.ppl import SidePpl, SideRun, TokenScore, paired, run_record, side_ppl
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.inputs import TEXT_MAX_BYTES, check_input, read_input
+from shadow_burnin.io.clock import now_iso
 from shadow_burnin.io.log.pplstore import append_run, latest_run
 from shadow_burnin.io.ppl.scoring import PplError, PplSide, ScoringClient, window_texts
+from shadow_burnin.secrets import redact
 
 DEFAULT_TEXT = "ppl-essay.txt"
 Say = Callable[[str], None]
@@ -106,3 +111,31 @@ async def measure(sides: list[PplSide], text: str, text_info: dict[str, Any], *,
 
 
 __all__ = ["Measured", "PplError", "append_run", "latest_run", "load_text", "measure"]
+
+
+def run_for(cfg: Config, *, save: bool, say: Say) -> tuple[dict[str, Any], Path | None]:
+    """``ppl``: the ``[ppl]`` text scored on both sides of ``cfg`` (a ``Config``), the run
+    appended to the ``ppl`` JSONL beside the log unless ``save`` is false. The JSONL is
+    refused before any request; a server that cannot be scored is a ``PplError`` (one
+    line, exit 2) with anything it echoed redacted against the keys in use. Returns the
+    run's record and the file it was appended to (None: not saved)."""
+    from shadow_burnin.app.burnin import api_key, known_secrets
+    from shadow_burnin.app.files import check_ppl_log
+
+    ppl_log = check_ppl_log(cfg) if save else None
+    p = cfg.ppl
+    text, info = load_text(p.text)
+    sides = [PplSide(name, sc.url, getattr(p, f"{name}_method"),
+                     getattr(p, f"{name}_endpoint"), sc.model,
+                     api_key(sc.api_key_env, name), cfg.run.insecure)
+             for name, sc in (("v1", cfg.v1), ("v2", cfg.v2))]
+    keys = known_secrets(cfg)
+    try:
+        measured = asyncio.run(measure(sides, text, info, window=p.window, top_k=p.top_k,
+                                       max_windows=p.max_windows, timeout_s=p.timeout,
+                                       ts=now_iso(), say=lambda m: say(redact(m, keys))))
+    except PplError as exc:
+        raise PplError(redact(exc.detail, keys)) from None
+    if ppl_log is not None:
+        append_run(ppl_log, measured.record)
+    return measured.record, ppl_log

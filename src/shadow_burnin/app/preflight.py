@@ -31,9 +31,10 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from shadow_burnin.config import Config
 from shadow_burnin.core.prompt import Prompt, completion_text
 from shadow_burnin.core.records import SideReply
-from shadow_burnin.io.http.client import Endpoint, RequestSpec, SideClient
+from shadow_burnin.io.http.client import APIS, Endpoint, RequestSpec, SideClient
 
 Status = Literal["ok", "mismatch", "warn", "skipped"]
 PROBE_TIMEOUT_S = 20.0
@@ -201,6 +202,21 @@ def run_preflight(v1: Endpoint, v2: Endpoint, prompts: Sequence[Prompt], *,
     f1, f2, picked = asyncio.run(probe(v1, v2, prompts, api=api, max_tokens=max_tokens,
                                        sample=sample, extra=extra))
     return judge(f1, f2, picked, run_max_tokens=run_max_tokens, sent=extra)
+
+
+def preflight_for(cfg: Config, *, max_tokens: int = 16, sample: int = 16) -> Preflight:
+    """``preflight`` for a config: its prompts, both sides (with their API keys), its
+    request API, ``max_tokens`` and extra fields."""
+    from shadow_burnin.app.burnin import api_key, load_prompts
+
+    v1, v2 = (Endpoint(sc.url, sc.model, api_key(sc.api_key_env, name), cfg.run.insecure)
+              for name, sc in (("v1", cfg.v1), ("v2", cfg.v2)))
+    return run_preflight(v1, v2, load_prompts(cfg), api=cfg.request.api,
+                         max_tokens=max_tokens, sample=sample,
+                         run_max_tokens=cfg.request.max_tokens, extra=cfg.request.extra)
+
+
+__all__ = ["APIS", "Preflight", "preflight_for", "run_preflight"]
 
 
 # ---- judging (pure) ----------------------------------------------------------------

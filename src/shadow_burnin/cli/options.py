@@ -11,9 +11,8 @@ import click
 from rich.console import Console
 
 from shadow_burnin import config as config_mod
+from shadow_burnin.app.window import make_window as make_window  # the reading commands'
 from shadow_burnin.config import Config
-from shadow_burnin.errors import ConfigError
-from shadow_burnin.io.log.logread import Window, parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,22 +49,6 @@ def window_options(fn: F) -> F:
     fn = click.option("--since", help="Only rounds that started at/after this ISO-8601 time "
                       "(e.g. 2026-04-20T00:00:00Z).")(fn)
     return fn
-
-
-def make_window(since: str | None, until: str | None) -> Window:
-    """The ``--since``/``--until`` window; an empty value or an empty window (since at
-    or after until) is refused rather than silently matching everything or nothing."""
-    for flag, value in (("--since", since), ("--until", until)):
-        if value is not None and not value.strip():
-            raise ConfigError(None, f"{flag}: empty; give an ISO-8601 time or leave it out")
-    try:
-        lo = parse_time(since, "--since").timestamp() if since else None
-        hi = parse_time(until, "--until").timestamp() if until else None
-    except ValueError as exc:
-        raise ConfigError(None, str(exc)) from None
-    if lo is not None and hi is not None and lo >= hi:
-        raise ConfigError(None, "--since must be before --until (the window is empty)")
-    return Window(since=lo, until=hi)
 
 
 def load_config(config_path: Path | None, overrides: dict[str, dict[str, Any]] | None = None,

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from shadow_burnin.app.burnin import api_key, known_secrets
-from shadow_burnin.app.files import check_ppl_log
-from shadow_burnin.app.ppl import append_run, load_text, measure
+from shadow_burnin.app.ppl import run_for
 from shadow_burnin.cli.options import (
     bounded,
     default,
@@ -22,11 +19,8 @@ from shadow_burnin.cli.options import (
 )
 from shadow_burnin.config_sections import PPL_METHODS, PplConfig
 from shadow_burnin.core import limits
-from shadow_burnin.io.clock import now_iso
-from shadow_burnin.io.ppl.scoring import PplError, PplSide
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.gates import ppl_section
-from shadow_burnin.secrets import redact
 
 P = PplConfig  # help defaults read from it
 
@@ -76,29 +70,12 @@ def ppl(config_path: Path | None, log_path: Path | None, state_path: Path | None
                 "timeout": timeout},
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
-    ppl_log = check_ppl_log(cfg) if not no_save else None  # refused before any request
-    p = cfg.ppl
-    text, info = load_text(p.text)
-    sides = [PplSide(name, sc.url, getattr(p, f"{name}_method"), getattr(p, f"{name}_endpoint"),
-                     sc.model, api_key(sc.api_key_env, name), cfg.run.insecure)
-             for name, sc in (("v1", cfg.v1), ("v2", cfg.v2))]
     err = Console(stderr=True)
-    keys = known_secrets(cfg)
 
-    def say(message: str) -> None:
-        err.print(f"ppl: {term(redact(message, keys))}", markup=False, highlight=False)
+    def say(message: str) -> None:  # already redacted by the app
+        err.print(f"ppl: {term(message)}", markup=False, highlight=False)
 
-    # a server that cannot be scored is a PplError: one line, exit 2 (the error tree),
-    # with anything the server echoed redacted against the keys in use
-    try:
-        measured = asyncio.run(measure(sides, text, info, window=p.window, top_k=p.top_k,
-                                       max_windows=p.max_windows, timeout_s=p.timeout,
-                                       ts=now_iso(), say=say))
-    except PplError as exc:
-        raise PplError(redact(exc.detail, keys)) from None
-    record = measured.record
-    if ppl_log is not None:
-        append_run(ppl_log, record)
+    record, ppl_log = run_for(cfg, save=not no_save, say=say)
     if as_json:
         click.echo(json_bytes(record, indent=True).decode())
     else:

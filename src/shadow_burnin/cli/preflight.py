@@ -8,10 +8,8 @@ from typing import Any
 
 import click
 
-from shadow_burnin.app.burnin import api_key, load_prompts
-from shadow_burnin.app.preflight import run_preflight
+from shadow_burnin.app.preflight import APIS, preflight_for
 from shadow_burnin.cli.options import bounded, load_config, out_console, store_options
-from shadow_burnin.io.http.client import APIS, Endpoint
 from shadow_burnin.render.escape import json_bytes
 from shadow_burnin.render.preflight import preflight_view
 
@@ -52,12 +50,7 @@ def preflight(config_path: Path | None, log_path: Path | None, state_path: Path 
         "run": {"prompts": prompts_file},
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
-    prompts = load_prompts(cfg)
-    v1, v2 = (Endpoint(sc.url, sc.model, api_key(sc.api_key_env, name), cfg.run.insecure)
-              for name, sc in (("v1", cfg.v1), ("v2", cfg.v2)))
-    result = run_preflight(v1, v2, prompts, api=cfg.request.api, max_tokens=aa_tokens,
-                           sample=sample, run_max_tokens=cfg.request.max_tokens,
-                           extra=cfg.request.extra)
+    result = preflight_for(cfg, max_tokens=aa_tokens, sample=sample)
     if as_json:
         click.echo(json_bytes(result.to_json(), indent=True).decode())
     else:

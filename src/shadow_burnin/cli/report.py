@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from shadow_burnin.app.evidence import judge, scan_summary, summary_of
-from shadow_burnin.app.files import require_log
+from shadow_burnin.app.rounds import recent_rounds, round_of
 from shadow_burnin.cli.options import (
     bounded,
     load_config,
@@ -18,7 +18,6 @@ from shadow_burnin.cli.options import (
 )
 from shadow_burnin.core import limits
 from shadow_burnin.errors import LogError
-from shadow_burnin.io.log.logread import find_round, last_rounds
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.flip import flip_text
 from shadow_burnin.render.gates import drift_section, gates_table
@@ -92,10 +91,7 @@ def recent(config_path: Path | None, log_path: Path | None, state_path: Path | N
       shadow-burnin recent -n 50
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    from shadow_burnin.app.burnin import known_secrets, redact_errors  # not on bench's path
-
-    keys = known_secrets(cfg)
-    records = [redact_errors(r, keys) for r in last_rounds(require_log(cfg.paths.log), count)]
+    records = recent_rounds(cfg, count)
     if not records:
         click.echo("no rounds")
         return
@@ -116,12 +112,10 @@ def show(config_path: Path | None, log_path: Path | None, state_path: Path | Non
       shadow-burnin show 17
     """
     cfg = load_config(config_path, None, log_path, state_path)
-    record = find_round(require_log(cfg.paths.log), round_number)
+    record = round_of(cfg, round_number)
     if record is None:
         raise LogError(cfg.paths.log, f"no round {round_number} in this log")
-    from shadow_burnin.app.burnin import known_secrets, redact_errors  # not on bench's path
-
-    out_console().print(show_round(redact_errors(record, known_secrets(cfg))))
+    out_console().print(show_round(record))
 
 
 COMMANDS = [bench, recent, show]

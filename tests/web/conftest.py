@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,9 @@ from typing import Any
 
 import orjson
 import pytest
+
+from tests.procs import free_port as free_port  # re-exported: tests import it from here
+from tests.procs import stop_process
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 CHROMIUM = "/usr/bin/chromium"
@@ -156,12 +158,6 @@ def known_log(tmp_path: Path) -> KnownLog:
     return build_known_log(tmp_path / "burnin.jsonl")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
@@ -197,16 +193,7 @@ def start_serve(log: Path, *args: str, env: dict[str, str] | None = None
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream:
-            stream.close()
+    stop_process(proc)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,13 +20,10 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.procs import free_port as free_port  # re-exported: tests import it from here
+from tests.procs import stop_process
+
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dial(url: str) -> str:
@@ -127,14 +123,7 @@ class CaddyProcess:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
     def live_config(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.admin_url + "/config/", timeout=5) as resp:

@@ -5,17 +5,23 @@
   one that was SIGKILLed;
 - :func:`die_on_stop_signals` while the engine loads (a stop signal ends the process at
   once), then :func:`wait_stop` once it serves (a handler notes the signal, the entry
-  point logs it and exits).
+  point logs it and exits);
+- :func:`entry_preamble`: what every entry point does first (the two above, its one JSON
+  argument, the model file, the engine's import), with the exit codes they share.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
+import json
 import os
 import signal
 import sys
 import threading
+from types import ModuleType
+from typing import Any
 
 from shadow_burnin.io.servers.local import DETACHED_ENV
 
@@ -57,3 +63,36 @@ def wait_stop() -> int:
     while not stop.wait(0.5):  # Python runs signal handlers in the main thread between waits
         pass
     return got[0]
+
+
+# exit codes of the entry points before the engine starts (the runner's log names them)
+EXIT_USAGE, EXIT_NO_MODEL, EXIT_NO_ENGINE = 2, 3, 4
+
+
+def entry_preamble(argv: list[str], entry: str, engine: str
+                   ) -> tuple[dict[str, Any], ModuleType] | int:
+    """The start of a server entry point ``python -m ENTRY '<json>'``: die with the parent
+    and on stop signals while loading; exactly one argument, a JSON object (else exit 2);
+    its ``model`` an existing file (else 3); the ``engine`` module importable (else 4,
+    naming the demo extra). Returns (the settings, the engine module) or the exit code,
+    each failure explained in one line on stderr."""
+    die_with_parent()
+    die_on_stop_signals()
+    config: Any = None
+    if len(argv) == 1:
+        try:
+            config = json.loads(argv[0])
+        except ValueError:
+            config = None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        print(f"usage: python -m {entry} '<settings json with \"model\">'", file=sys.stderr)
+        return EXIT_USAGE
+    if not os.path.isfile(config["model"]):
+        print(f"model file not found: {config['model']}", file=sys.stderr, flush=True)
+        return EXIT_NO_MODEL
+    try:
+        module = importlib.import_module(engine)
+    except ImportError as exc:
+        print(f"cannot import {engine} ({exc}); install the demo extra", file=sys.stderr)
+        return EXIT_NO_ENGINE
+    return config, module

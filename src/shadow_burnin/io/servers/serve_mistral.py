@@ -8,32 +8,20 @@ means ready).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 
 from shadow_burnin.io.servers.local import HOST
-from shadow_burnin.io.servers.procutil import STOP_SIGNALS, die_on_stop_signals, die_with_parent
+from shadow_burnin.io.servers.procutil import STOP_SIGNALS, entry_preamble
 
 
 def main(argv: list[str]) -> int:
-    die_with_parent()
-    die_on_stop_signals()
-    if len(argv) != 1:
-        print("usage: python -m shadow_burnin.io.servers.serve_mistral '<json>'",
-              file=sys.stderr)
-        return 2
-    config = json.loads(argv[0])
+    started = entry_preamble(argv, "shadow_burnin.io.servers.serve_mistral", "mistralrs")
+    if isinstance(started, int):
+        return started
+    config, _mistralrs = started
     model = Path(config["model"])
-    if not model.is_file():
-        print(f"model file not found: {model}", file=sys.stderr, flush=True)
-        return 3
-    try:
-        import mistralrs  # noqa: F401
-    except ImportError as exc:
-        print(f"cannot import mistralrs ({exc}); install the demo extra", file=sys.stderr)
-        return 4
     from aiohttp import web
 
     from shadow_burnin.io.servers.gguf_tokenizer import ensure_tokenizer_json

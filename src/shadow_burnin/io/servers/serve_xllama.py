@@ -5,29 +5,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from shadow_burnin.io.servers.procutil import die_on_stop_signals, die_with_parent, wait_stop
+from shadow_burnin.io.servers.procutil import entry_preamble, wait_stop
 
 
 def main(argv: list[str]) -> int:
-    die_with_parent()
-    die_on_stop_signals()
-    if len(argv) != 1:
-        print("usage: python -m shadow_burnin.io.servers.serve_xllama '<settings json>'",
-              file=sys.stderr)
-        return 2
-    config = json.loads(argv[0])
-    if not os.path.isfile(config["model"]):
-        print(f"model file not found: {config['model']}", file=sys.stderr, flush=True)
-        return 3
-    try:
-        import xllamacpp  # type: ignore[import-untyped]
-    except ImportError as exc:
-        print(f"cannot import xllamacpp ({exc}); install the demo extra", file=sys.stderr)
-        return 4
+    started = entry_preamble(argv, "shadow_burnin.io.servers.serve_xllama", "xllamacpp")
+    if isinstance(started, int):
+        return started
+    config, xllamacpp = started
     from shadow_burnin.io.servers.xllama import common_params
 
     params = common_params(config)

@@ -80,6 +80,8 @@ __all__ = ["run"]
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535),
               help="Serve Prometheus /metrics (figures from the log) on 127.0.0.1:PORT.")
+@click.option("--stall", help="Liveness alert (through the halt's alert channel) when no "
+              "round was committed for this long, e.g. 10m [alerts.stall].")
 def run(config_path: Path | None, log_path: Path | None, state_path: Path | None,
         v1_url: str | None, v2_url: str | None, v1_model: str | None, v2_model: str | None,
         model: str | None, v1_key_env: str | None, v2_key_env: str | None, api: str | None,
@@ -90,7 +92,7 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         insecure: bool | None, logprobs: int | None,
         refire: int | None, aa_every: int | None, v1b_url: str | None,
         calibrate: bool | None, new_run: bool, force: bool, quiet: bool,
-        metrics_port: int | None) -> None:
+        metrics_port: int | None, stall: str | None) -> None:
     """Fire every prompt at v1 and v2, bucket the replies, log every round.
 
     Runs until --rounds/--duration or SIGINT/SIGTERM (the round in flight is finished and
@@ -116,6 +118,7 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
                 "prompts": prompts_file, "insecure": insecure},
         "forensics": {"logprobs": logprobs, "refire": refire, "aa_every": aa_every,
                       "v1b": v1b_url, "calibrate": calibrate},
+        "alerts": {"stall": stall},
     }
     if replay_file is not None:
         if prompts_file is not None:

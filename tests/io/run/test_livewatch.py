@@ -185,3 +185,34 @@ async def test_status_and_the_watcher_apply_the_one_rule(tmp_path: Path,
     assert "alert unreachable-spike: command: sent" in out.stderr
     bodies = [orjson.loads(x) for x in got.read_text().splitlines() if x.startswith("{")]
     assert [(b["event"], b["alert"]["side"]) for b in bodies] == [("unreachable-spike", "v2")]
+
+
+async def test_run_wires_the_watch_from_the_config_and_the_stall_flag(
+        tmp_path: Path, scripted_server: Any) -> None:
+    """``shadow-burnin run`` itself (no watch injected): [alerts] from the file, --stall
+    from the command line; a side down in every round raises the spike once."""
+    v1, v2 = await scripted_server(), await scripted_server()
+    await v2.set_fault("http-503")
+    got = tmp_path / "alerts.out"
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'[halt]\non_halt = "cat >> {got}; echo >> {got}"\n'
+                    "[alerts]\nspike_window = 3\nspike_rounds = 2\n")
+    log = tmp_path / "b.jsonl"
+    from shadow_burnin.cli import cli
+    out = await asyncio.to_thread(CliRunner().invoke, cli, [
+        "run", "--config", str(toml), "--v1", v1.url, "--v2", v2.url, "--log", str(log),
+        "--prompts", str(prompts), "--rounds", "4", "--interval", "0", "--quiet",
+        "--stall", "2h", "--max-tokens", "8"])
+    assert out.exit_code == 0, out.output
+    events = liveness_events(log)
+    assert [(e["alert"], e.get("side"), e["down"]) for e in events] == \
+        [("unreachable-spike", "v2", 2)]
+    assert "v2 unreachable in 2 of the last 2 rounds" in out.stderr
+    bodies = [orjson.loads(x) for x in got.read_text().splitlines() if x.startswith("{")]
+    assert [b["event"] for b in bodies] == ["unreachable-spike"]
+    bad = await asyncio.to_thread(CliRunner().invoke, cli, [
+        "run", "--v1", v1.url, "--v2", v2.url, "--log", str(tmp_path / "c.jsonl"),
+        "--stall", "0s"])
+    assert bad.exit_code == 2 and "alerts.stall" in bad.stderr
+    assert not (tmp_path / "c.jsonl").exists()

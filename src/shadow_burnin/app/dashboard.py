@@ -305,8 +305,8 @@ def liveness(cols: Columns, now: float, rule: LivenessRule | None = None
     rule = rule or LivenessRule()
     if not len(cols):
         return []
-    order = np.argsort(cols.ts, kind="stable")[-rule.spike_window:]
-    recent = [BUCKETS[int(b)] for b in cols.bucket[order]]
+    # the last rounds in log order: the order the watcher inside ``run`` saw them commit
+    recent = [BUCKETS[int(b)] for b in cols.bucket[-rule.spike_window:]]
     return conditions(rule, float(cols.ts.max()), recent, now)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from shadow_burnin.core.gates import Figure
 from shadow_burnin.core.tokstats import MARGIN_EDGES, MARGIN_FIELDS
+from shadow_burnin.core.verdict import NOISE_SCALE
 
 Decision = Literal["noise", "changed", "unknown"]
 OFF_TOP1 = "do not describe its greedy"  # core.verdict's reason for an off-top-1 pick
@@ -59,7 +60,7 @@ class NoisePrior:
     # matched tokens (core.tokstats): numeric noise moves a token's top-2 margin by a
     # Laplace amount of scale ``move_scale`` nats (its mean |move|); a flip at a token of
     # margin m has probability ½·exp(−m / move_scale) under noise
-    move_scale: float = 0.1
+    move_scale: float = NOISE_SCALE
     off_top1_token_rate: float = 0.001  # per matched token, a pick that is not top-1
     min_tokens: int = 50  # matched tokens before the token-level tests count
     source: str = "default prior (README: benign numeric variants vs broken pairs)"

@@ -25,6 +25,7 @@ from shadow_burnin.core.runverdict import (
     poisson_tail,
     run_verdict,
     token_evidence,
+    widen,
 )
 from shadow_burnin.core.tokstats import summarise, to_json
 from shadow_burnin.core.verdict import Alt, Token
@@ -133,3 +134,16 @@ def test_poisson_tail() -> None:
 
 def test_token_evidence_of_no_columns() -> None:
     assert token_evidence({}) == TokenEvidence()
+
+
+def test_an_a_a_across_the_numeric_path_widens_the_noise_model() -> None:
+    """A pair on another attention kernel moves margins ~0.15 nats (measured: flash
+    attention on): changed against the default prior; an A/A on that kernel (``--v1b``)
+    whose p99 swing is 1 nat widens the scale to 1 / ln 100 ≈ 0.22 → noise."""
+    ev = evidence(np.random.default_rng(5), 60, 0.1)
+    assert ev.move_mean is not None and 0.12 < ev.move_mean < 0.2
+    assert run_verdict([], tokens=ev).decision == "changed"
+    wide = widen(DEFAULT_PRIOR, 1.0, 0.3)
+    assert wide.move_scale == pytest.approx(1.0 / math.log(100))
+    assert run_verdict([], wide, tokens=ev).decision == "noise"
+    assert widen(DEFAULT_PRIOR, 0.3, 0.1) is DEFAULT_PRIOR  # a narrower A/A: no change

@@ -147,3 +147,13 @@ def test_an_a_a_across_the_numeric_path_widens_the_noise_model() -> None:
     assert wide.move_scale == pytest.approx(1.0 / math.log(100))
     assert run_verdict([], wide, tokens=ev).decision == "noise"
     assert widen(DEFAULT_PRIOR, 0.3, 0.1) is DEFAULT_PRIOR  # a narrower A/A: no change
+
+
+def test_a_ppl_run_is_said_beside_the_decision() -> None:
+    ev = evidence(np.random.default_rng(1), 30, NOISE)
+    paired = {"kld_mean": 0.0123, "same_top1_rate": 0.975, "positions": 1024}
+    v = run_verdict([], tokens=ev, ppl=paired)
+    assert "mean KLD 0.0123, same top-1 97.5 %" in v.explanation
+    assert v.to_json()["ppl"] == paired
+    assert run_verdict([], tokens=ev, ppl={"kld_mean": None}).ppl is None
+    assert v.decision == run_verdict([], tokens=ev).decision  # context only

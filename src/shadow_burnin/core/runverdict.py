@@ -7,6 +7,9 @@ moved no more than noise moves them; the *set* of flips can: under numeric noise
 small share of flips falls outside the noise envelope, tokens stay in each other's
 top-K, and each side's greedy pick is its own top-1.
 
+The ``ppl`` run's KLD and same-top-1 rate, when one exists, are said beside the decision
+(context only: no prior of benign pairs for them has been measured yet).
+
 The noise model is a **prior** (:data:`DEFAULT_PRIOR`), never the pair's own figures — a
 broken pair inflates its own swings and drifts, so it must not excuse itself. The prior
 comes from the README's measured tables (Gemma 3 270M Q4_K_M, 2-core CPU) of benign pairs:
@@ -314,6 +317,7 @@ class RunVerdict:
     unanalysed: int = 0
     prior: NoisePrior = field(default_factory=NoisePrior)
     tokens: TokenEvidence = field(default_factory=TokenEvidence)
+    ppl: dict[str, Any] | None = None  # the latest ppl run's paired figures (context)
 
     def to_json(self) -> dict[str, Any]:
         def r(x: float | None) -> float | None:
@@ -332,7 +336,8 @@ class RunVerdict:
                            "flip_margin_max": r(max(ev.flip_margins, default=0.0))
                            if ev.flip_margins else None,
                            "topk_overlap": r(ev.topk_overlap / ev.n) if ev.n else None,
-                           "off_top1": ev.off_top1}}
+                           "off_top1": ev.off_top1},
+                "ppl": self.ppl}
 
 
 def outside(flip: Flip, prior: NoisePrior) -> bool:
@@ -343,8 +348,8 @@ def outside(flip: Flip, prior: NoisePrior) -> bool:
 
 
 def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR, *,
-                no_match: int | None = None, tokens: TokenEvidence | None = None
-                ) -> RunVerdict:
+                no_match: int | None = None, tokens: TokenEvidence | None = None,
+                ppl: Mapping[str, Any] | None = None) -> RunVerdict:
     """Decide noise vs changed from a run's flips (``no_match``: the run's no-match
     rounds, to count those without forensics) and its token statistics (``tokens``,
     summed by :func:`token_evidence`; the token-level tests need
@@ -377,8 +382,25 @@ def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR,
     else:
         decision = "noise"
     text = explain(decision, n, tests, figs, prior, not_rep, unanalysed, ev)
+    context = ppl_context(ppl)
+    if context is not None:
+        text += (f" (ppl run over {context['positions']} positions: mean KLD "
+                 f"{context['kld_mean']:.3g}, same top-1 {100 * context['same_top1_rate']:.1f} %"
+                 "; context, not part of the decision: no benign prior for it yet)")
     return RunVerdict(decision, text, n, tests, figs["swing_max"], figs["swing_median"],
-                      figs["drift_max"], not_rep, unanalysed, prior, ev)
+                      figs["drift_max"], not_rep, unanalysed, prior, ev, context)
+
+
+def ppl_context(paired: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``ppl`` run's paired KLD and same-top-1 rate, when it has both."""
+    if not isinstance(paired, Mapping):
+        return None
+    kld, same = paired.get("kld_mean"), paired.get("same_top1_rate")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+               for x in (kld, same)):
+        return None
+    return {"kld_mean": kld, "same_top1_rate": same,
+            "positions": int(paired.get("positions") or 0)}
 
 
 def _median(xs: Sequence[float]) -> float | None:

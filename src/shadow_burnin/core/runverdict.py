@@ -272,6 +272,7 @@ def _test(name: str, observed: int, n: int, rate: float) -> Test:
     return Test(name, observed, n, rate, binom_tail(observed, n, rate))
 
 
+OFF_TOP1_FLIPS = "greedy pick not the side's own top-1"
 MOVES_TEST = "mean margin move at matched tokens"
 FLIPS_TEST = "flips against the matched-token noise"
 OFF_TOP1_TOKENS = "matched tokens whose greedy pick is not the side's own top-1"
@@ -368,8 +369,7 @@ def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR,
               prior.outside_rate),
         _test("token missing from the other's top-K",
               sum(1 for f in with_topk if not f.in_topk), len(with_topk), prior.topk_miss_rate),
-        _test("greedy pick not the side's own top-1", sum(f.off_top1 for f in judged), n,
-              prior.off_top1_rate),
+        _test(OFF_TOP1_FLIPS, sum(f.off_top1 for f in judged), n, prior.off_top1_rate),
         *token_tests(ev, prior),
     )
     figs = {"swing_max": swings[-1] if swings else None,
@@ -421,6 +421,8 @@ def explain(decision: Decision, n: int, tests: Sequence[Test], figs: Mapping[str
         flip_tests = [t for t in tests if t.name not in _TOKEN_TESTS]
         text = token_part
         failed = [t for t in flip_tests if t.n and t.p_value < prior.alpha]
+        if any(t.name == OFF_TOP1_TOKENS and t.p_value < prior.alpha for t in tests):
+            failed = [t for t in failed if t.name != OFF_TOP1_FLIPS]  # said once
         if failed:
             text += "; " + "; ".join(_clause(t, prior) for t in failed)
         text += f" → {verdict}"

@@ -168,7 +168,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
               "*": ((dict,), "a gate table ([gates.NAME])")},
     "halt": {"enabled": _BOOL, "window": ((int, float, str), "a duration"),
              "min_rounds": _INT, "threshold": _NUM, "action": _STR, "on_halt": _STR,
-             "webhook": _STR, "webhook_timeout": _NUM, "worst": _INT},
+             "webhook": _STR, "webhook_timeout": _NUM, "worst": _INT, "on": _STR},
     "alerts": {"enabled": _BOOL, "stall": ((int, float, str), "a duration"),
                "spike_window": _INT, "spike_rounds": _INT},
     "ppl": {"text": _STR, "window": _INT, "top_k": _INT, "v1_method": _STR,

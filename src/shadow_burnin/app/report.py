@@ -11,10 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shadow_burnin.app import files
 from shadow_burnin.app.dashboard import Dashboard, Filters
 from shadow_burnin.app.evidence import Evidence, gather, run_level_verdict
 from shadow_burnin.config import Config
+from shadow_burnin.core.columns import NOMATCH
+from shadow_burnin.core.runverdict import token_evidence
 from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.io.log.logread import Window
@@ -51,7 +55,7 @@ def build(cfg: Config, window: Window | None = None, first: int = 20, listed: in
 def _build(cfg: Config, window: Window | None, first: int, listed: int = 500,
            now: datetime | None = None) -> tuple[str, dict[str, Any], int]:
     view = Dashboard(cfg, window)
-    ov = view.overview()
+    ov = {**view.overview(), "run_verdict": run_verdict_of(cfg, view, window)}
     divs = view.divergences(Filters(limit=listed))
     w = window or Window()
     span = (f"rounds from {iso(w.since) or 'the start'} until {iso(w.until) or 'the end'}")
@@ -59,6 +63,15 @@ def _build(cfg: Config, window: Window | None, first: int, listed: int = 500,
     text = report(ov, view.series(), divs, view.first_divergences(first),
                   generated=generated, window=span)
     return text, ov, divs["total"]
+
+
+def run_verdict_of(cfg: Config, view: Dashboard, window: Window | None) -> dict[str, Any]:
+    """The run-level verdict for the report (``app.evidence``: token statistics from the
+    columns, the no-match rounds' forensics from one more pass over the log)."""
+    cols = view.snapshot().columns
+    no_match = int(np.count_nonzero(cols.bucket == NOMATCH))
+    return run_level_verdict(Path(cfg.paths.log), window, no_match, view.overview().get("aa"),
+                             token_evidence(cols.tokstats)).to_json()
 
 
 def write(cfg: Config, target: Path, window: Window | None = None, first: int = 20) -> Written:
@@ -108,10 +121,7 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
         files.write(cfg, report_path, html, kind=REPORT_KIND, medium="html")
         data = report_path.read_bytes()
         written = Written(report_path, len(data), ov["rounds"], total)
-        rv = None
-        if ov.get("parity_rounds"):
-            rv = run_level_verdict(Path(cfg.paths.log), window, ov["counts"]["no-match"],
-                                   ov.get("aa")).to_json()
+        rv = ov.get("run_verdict") if ov.get("parity_rounds") else None
         relative = Path(os.path.relpath(os.path.abspath(report_path),
                                         os.path.abspath(document.parent))).as_posix()
         text += "\n" + report_section(relative, report_path.name, len(data),

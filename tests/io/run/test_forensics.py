@@ -12,18 +12,22 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shadow_burnin.config_sections import HaltConfig
 from shadow_burnin.core.aa import NoiseSamples
 from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.io.http.client import Endpoint, RequestSpec
+from shadow_burnin.io.log.sidecars import events_path
 from shadow_burnin.io.log.store import Store
 from shadow_burnin.io.run.forensics import ForensicsPlan, forensic_steps
+from shadow_burnin.io.run.haltwatch import HaltWatch
 from shadow_burnin.io.run.runner import Runner, RunPlan
 from shadow_burnin.render.progress import NullProgress
 
 # a reply: [(token, logprob, [(alternative, logprob), ...]), ...]
 Reply = list[tuple[str, float, list[tuple[str, float]]]]
 PROMPTS = [Prompt(id=f"p{i}", category="c", prompt=f"prompt {i}") for i in range(4)]
+FIXED = Thresholds(tau_tie=0.1, tau_drift=0.05, tau_regress=0.5)  # set by hand (the rule)
 SAME: Reply = [("The", -0.1, [("A", -3.0)]), (" cat", -0.2, [(" dog", -2.0)])]
 
 
@@ -202,7 +206,7 @@ async def test_aa_goes_to_v1b_and_calibrates(tmp_path: Path, serve: Any) -> None
                                               (" cat", -0.28, [(" dog", -2.0)]),
                                               (" ran", -0.5, [(" sat", -0.6)])]))
     log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=2, v1b=Endpoint(v1b_url),
-                           calibrate=True, thresholds=Thresholds(tau_tie=0.1), min_samples=1)
+                           calibrate=True, thresholds=FIXED, min_samples=1)
     assert [("aa" in r) for r in log] == [False, True]  # the pair inside round 2
     rounds = log
     aa = log[1]["aa"]
@@ -228,7 +232,7 @@ async def test_aa_on_one_server_records_zero_noise(tmp_path: Path, serve: Any) -
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
     v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
     log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=1, calibrate=True,
-                           min_samples=1)
+                           min_samples=1, thresholds=FIXED)
     aa = [r["aa"] for r in log]
     assert [a["bucket"] for a in aa] == ["exact", "exact"] and "forensics" not in aa[0]
     assert aa[0]["noise"] == {"moves": [0.0, 0.0, 0.0], "drifts": [0.0, 0.0, 0.0]}
@@ -240,7 +244,7 @@ async def test_aa_on_one_server_records_zero_noise(tmp_path: Path, serve: Any) -
 async def test_calibration_starts_from_the_logs_noise(tmp_path: Path, serve: Any) -> None:
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
     v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
-    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True, thresholds=FIXED,
                            aa_noise=NoiseSamples(swings=[0.25], moves=[0.1] * 99,
                                                  drifts=[0.2] * 100))
     fx = log[0]["forensics"]
@@ -252,7 +256,7 @@ async def test_calibration_waits_for_enough_samples(tmp_path: Path, serve: Any) 
     # 99 samples of 0.3: their "p99" would be their maximum; the defaults stay
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
     v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
-    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True, thresholds=FIXED,
                            aa_noise=NoiseSamples(moves=[0.3] * 99, drifts=[0.3] * 99))
     fx = log[0]["forensics"]
     assert (fx["tau_tie"], fx["tau_drift"], fx["verdict"]) == (0.1, 0.05, "unexplained")
@@ -346,3 +350,49 @@ async def test_side_with_slow_logprobs_is_not_asked_for_them(tmp_path: Path,
     assert ["logprobs" in b for b in slow.bodies] == [True, False, True, False, False]
     assert log[0]["forensics"]["swing"] == pytest.approx(0.2)  # round 1 had logprobs
     assert log[2]["forensics"]["reason"] == "no logprobs from v2"
+
+
+async def halted_burn(tmp_path: Path, v1: str, v2: str, on: str, rounds: int = 8
+                      ) -> tuple[list[dict[str, Any]], list[str]]:
+    """A burn-in with the halt watch: which halts ``[halt] on = <on>`` raises."""
+    spec = RequestSpec(api="completions", max_tokens=8, logprobs=5)
+    plan = RunPlan(v1=Endpoint(v1), v2=Endpoint(v2), spec=spec, setup="s", seed=1,
+                   interval=0, rounds=rounds)
+    fplan = ForensicsPlan(logprobs=5, refire=0, aa_every=0, max_slowdown=0)
+    log = tmp_path / f"{on}.jsonl"
+    loud: list[str] = []
+    with Store(log, tmp_path / f"{on}.state") as store:
+        watch = HaltWatch(HaltConfig(min_rounds=5, on=on), store, loud=loud.append,
+                          warn=loud.append)
+        watch.prime()
+        async with forensic_steps(fplan, spec, loud.append) as steps:
+            await Runner(plan, PROMPTS, store, NullProgress(), steps=steps,
+                         observers=[watch]).run()
+        await watch.drain()
+    return [orjson.loads(x) for x in log.read_bytes().splitlines()], loud
+
+
+async def test_halt_on_regression_ignores_near_ties_and_halts_on_regressions(
+        tmp_path: Path, serve: Any) -> None:
+    tie1 = await serve(LogprobServer(lambda n: reply((" sat", -0.70, [(" ran", -0.72)]))))
+    tie2 = await serve(LogprobServer(lambda n: reply((" ran", -0.69, [(" sat", -0.70)]))))
+    far = await serve(LogprobServer(lambda n: reply((" ate", -0.1, [(" ran", -4.0)]))))
+    # near-ties only: a no-match spike (halts on "no-match"), no regression
+    log, loud = await halted_burn(tmp_path / "a", tie1, tie2, "regression")
+    assert {r["forensics"]["verdict"] for r in log} == {"near-tie"}
+    assert not events_path(tmp_path / "a" / "regression.jsonl").exists() and loud == []
+    log, loud = await halted_burn(tmp_path / "b", tie1, tie2, "no-match")
+    assert [e["event"] for e in read_events(tmp_path / "b" / "no-match.jsonl")] == ["halt"]
+    assert any("HALT" in x and "no-match" in x for x in loud)
+    # v2's token is not in v1's top-K: regressions, and "regression" halts
+    log, loud = await halted_burn(tmp_path / "c", tie1, far, "regression")
+    assert {r["forensics"]["verdict"] for r in log} == {"regression"}
+    events = read_events(tmp_path / "c" / "regression.jsonl")
+    assert [e["event"] for e in events] == ["halt"]
+    assert events[0]["window"]["on"] == "regression" and events[0]["round"] == 5
+    assert events[0]["window"]["regression"] == 5
+    assert any("HALT" in x and "regression 100.0 %" in x for x in loud)
+
+
+def read_events(log: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in events_path(log).read_bytes().splitlines()]

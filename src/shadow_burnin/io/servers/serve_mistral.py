@@ -2,8 +2,8 @@
 
 ``python -m shadow_burnin.io.servers.serve_mistral '{"model", "port", "alias",
 "tokenizer_json", "bos", "space_prefix"}'`` (the last two optional: the broken variants of
-:class:`~shadow_burnin.io.servers.mistral_front.MistralSettings`) — loads the engine first, then listens (so ``/health`` answering
-means ready).
+``MistralSettings``) — loads the engine first, then listens (so ``/health`` answering means
+ready).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ reader decodes blocks of lines straight into arrays). Both give the same columns
   v1 replied, v2 did not), the classification the round was logged with;
 - ``prefix``: ``prefix_match_chars`` (NaN when null); ``ts``: round start, epoch seconds;
 - ``category``/``prompt``: indexes into ``categories``/``prompts``;
-- ``extra``: forensic codes per round (``FX_COLUMNS``; see ``core.outcomes``).
+- ``extra``: forensic codes per round (``FX_COLUMNS``; see ``core.outcomes``);
+- ``tokstats``: the round's token statistics (``core.tokstats.FIELDS``), one float32
+  column per name, NaN where a round has none; empty when no round has any.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 
 from shadow_burnin.core.outcomes import NO_CODES, forensic_codes
 from shadow_burnin.core.records import BUCKETS, PARITY_BUCKETS, SIDES
+from shadow_burnin.core.tokstats import FIELDS as TOKSTATS_FIELDS
+from shadow_burnin.core.tokstats import values as tokstats_values
 
 BUCKET_CODE = {b: i for i, b in enumerate(BUCKETS)}
 EXACT, PREFIX, NOMATCH = (BUCKET_CODE[b] for b in PARITY_BUCKETS)
@@ -49,6 +53,8 @@ class Columns:
     prompts: list[str]
     # forensics per round: verdict, cause, refire (codes of core.verdict), div_token (−1)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # token statistics per round (core.tokstats.FIELDS), float32, NaN where none
+    tokstats: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.bucket.size)
@@ -61,17 +67,19 @@ class Columns:
             category=self.category[mask], prompt=self.prompt[mask], ts=self.ts[mask],
             categories=self.categories, prompts=self.prompts,
             extra={k: v[mask] for k, v in self.extra.items()},
+            tokstats={k: v[mask] for k, v in self.tokstats.items()},
         )
 
 
 def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, Any],
          prefix: Any, category: Sequence[str], prompt: Sequence[str], ts: list[str],
-         fx: Mapping[int, Codes]) -> Columns:
+         fx: Mapping[int, Codes], tokstats: Mapping[int, Any] | None = None) -> Columns:
     """Columns of consecutive rounds from per-row values (arrays or lists; None → NaN).
 
     ``latency``/``ttft`` are as logged: a side's figures are dropped (NaN) here where its
     bucket says it did not reply. ``category``/``prompt`` are names, indexed here; ``fx``
-    maps a row to its forensic codes (rows without are left out).
+    maps a row to its forensic codes (rows without are left out); ``tokstats`` maps a
+    row to its record's ``tokstats`` object (rows without are left out).
     """
     categories = {c: i for i, c in enumerate(dict.fromkeys(category))}  # first-seen order
     prompts = {p: i for i, p in enumerate(dict.fromkeys(prompt))}
@@ -91,7 +99,19 @@ def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, A
         categories=list(categories),
         prompts=list(prompts),
         extra=fx_columns(fx, len(bucket)),
+        tokstats=tokstats_columns(tokstats or {}, len(bucket)),
     )
+
+
+def tokstats_columns(rows: Mapping[int, Any], n: int) -> dict[str, np.ndarray]:
+    """One float32 column per ``core.tokstats.FIELDS`` name for ``n`` rounds (NaN where
+    a round has none); empty when no row has a ``tokstats`` object."""
+    found = {i: v for i, obj in rows.items() if (v := tokstats_values(obj)) is not None}
+    if not found:
+        return {}
+    table = np.full((n, len(TOKSTATS_FIELDS)), np.nan, dtype=np.float32)
+    table[np.fromiter(found, dtype=np.int64, count=len(found))] = list(found.values())
+    return {name: table[:, i].copy() for i, name in enumerate(TOKSTATS_FIELDS)}
 
 
 class ColumnBuilder:
@@ -118,6 +138,7 @@ class ColumnBuilder:
         prompts: list[str] = []
         ts: list[str] = []
         fx: dict[int, Codes] = {}
+        stats: dict[int, Any] = {}
         for record in records:
             bucket.append(BUCKET_CODE[record["bucket"]])
             for side in SIDES:
@@ -133,7 +154,9 @@ class ColumnBuilder:
             forensics, refire = record.get("forensics"), record.get("refire")
             if forensics is not None or refire is not None:
                 fx[len(bucket) - 1] = forensic_codes(forensics, refire)
-        self.add_part(part(bucket, lat, ttft, prefix, cats, prompts, ts, fx))
+            if record.get("tokstats") is not None:
+                stats[len(bucket) - 1] = record["tokstats"]
+        self.add_part(part(bucket, lat, ttft, prefix, cats, prompts, ts, fx, stats))
 
     def build(self) -> Columns:
         return concat_columns(self._parts)
@@ -176,7 +199,18 @@ def concat_columns(parts: list[Columns]) -> Columns:
         categories=list(categories),
         prompts=list(prompts),
         extra={name: cat([p.extra[name] for p in parts], kind) for name, kind in FX_COLUMNS},
+        tokstats=_concat_tokstats(parts),
     )
+
+
+def _concat_tokstats(parts: list[Columns]) -> dict[str, np.ndarray]:
+    """The parts' token statistics joined (NaN for a part without any); empty if none
+    has any."""
+    if not any(p.tokstats for p in parts):
+        return {}
+    return {name: np.concatenate([p.tokstats[name] if p.tokstats else
+                                  np.full(len(p), np.nan, dtype=np.float32) for p in parts])
+            .astype(np.float32) for name in TOKSTATS_FIELDS}
 
 
 def epoch_seconds(stamps: list[str]) -> np.ndarray:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from shadow_burnin.core.aa import summarise_aa
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns, epoch_seconds
 from shadow_burnin.core.records import BUCKETS, aa_records
+from shadow_burnin.core.tokstats import FIELDS
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import logread, logscan
 from shadow_burnin.io.log.logread import scan
@@ -55,6 +56,11 @@ def record(rng: np.random.Generator, n: int, events: bool = True) -> dict[str, A
         rec["forensics"] = {"verdict": "near-tie", "divergence_token": int(rng.integers(5))}
     if rng.random() < 0.1:
         rec["refire"] = {"outcome": "flaky-v2"}
+    if rng.random() < 0.3:  # token statistics: numbers, nulls, a field missing
+        stats: dict[str, Any] = {k: float(rng.uniform(0, 3)) for k in FIELDS}
+        stats["n"], stats["div_swing"] = int(rng.integers(30)), None
+        stats.pop("k")
+        rec["tokstats"] = stats
     if rng.random() < 0.05:
         rec["source"] = "legacy"
     if rng.random() < 0.05:
@@ -119,6 +125,10 @@ def assert_same(a: Columns, b: Columns) -> None:
     assert a.extra.keys() == b.extra.keys()
     for k in a.extra:
         np.testing.assert_array_equal(a.extra[k], b.extra[k])
+    assert a.tokstats.keys() == b.tokstats.keys()
+    for k in a.tokstats:
+        assert a.tokstats[k].dtype == b.tokstats[k].dtype == np.float32
+        np.testing.assert_array_equal(a.tokstats[k], b.tokstats[k])
 
 
 @settings(max_examples=25, deadline=None,

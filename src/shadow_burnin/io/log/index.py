@@ -74,6 +74,7 @@ def _layout(columns: Columns, offset: np.ndarray, length: np.ndarray
     cols += [(f"latency.{s}", columns.latency[s]) for s in SIDES]
     cols += [(f"ttft.{s}", columns.ttft[s]) for s in SIDES]
     cols += [(f"extra.{name}", columns.extra[name]) for name, _ in FX_COLUMNS]
+    cols += [(f"tokstats.{name}", arr) for name, arr in columns.tokstats.items()]
     return cols
 
 
@@ -124,7 +125,9 @@ def decode(data: bytes) -> Index:
             ttft={s: cols[f"ttft.{s}"] for s in SIDES}, prefix=cols["prefix"],
             category=cols["category"], prompt=cols["prompt"], ts=cols["ts"],
             categories=list(head["categories"]), prompts=list(head["prompts"]),
-            extra={name: cols[f"extra.{name}"] for name, _ in FX_COLUMNS})
+            extra={name: cols[f"extra.{name}"] for name, _ in FX_COLUMNS},
+            tokstats={name.removeprefix("tokstats."): arr for name, arr in cols.items()
+                      if name.startswith("tokstats.")})
         return Index(columns, cols["offset"], cols["length"], list(head["other"]),
                      int(head["imported"]), int(head["covered"]), str(head["first"]),
                      str(head["last"]))

@@ -71,6 +71,7 @@ class RoundRow(msgspec.Struct, gc=False):
     noise: Any = None
     forensics: Any = None
     refire: Any = None
+    tokstats: Any = None
     v1: SideRow | None = None
     v2: SideRow | None = None
     aa: AARow | None = None
@@ -230,7 +231,15 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
     codes = [b for b in buckets if b is not None]  # all are (checked above)
     return part(codes, latency, ttft,
                 np.array(column("prefix_match_chars"), float),
-                column("category"), column("prompt_id"), stamps, fx)
+                column("category"), column("prompt_id"), stamps, fx, _tokstats(rounds))
+
+
+def _tokstats(rounds: list[RoundRow]) -> dict[int, Any]:
+    """Rows with a ``tokstats`` object (core.columns reads the numbers)."""
+    stats = list(map(attrgetter("tokstats"), rounds))
+    if stats.count(None) == len(stats):
+        return {}
+    return {i: s for i, s in enumerate(stats) if s is not None}
 
 
 # what reports read of an A/A record (``core.aa``: summarise_aa, NoiseSamples), i.e.

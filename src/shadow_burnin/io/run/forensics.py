@@ -10,7 +10,9 @@ Each step runs after a round, before it is committed (``io.run.runner.RoundStep`
   again (its verdicts are ``unexplained``); a side that *rejects* the request (HTTP
   400/422) is asked again without logprobs (that one request only: the side's setting
   changes only once the request without them worked), the round is re-classified, and
-  that side is not asked for them again. A side's setting lives on its client
+  that side is not asked for them again. Every round where both sides replied with
+  logprobs (exact rounds too) gets ``record["tokstats"]`` (``core.tokstats``: a flat
+  object of numbers over the matched tokens). A side's setting lives on its client
   (``SideClient.logprobs``); the shared request spec is never changed.
 - ``RefireStep`` re-sends a non-exact round's prompt to both sides ``n`` times:
   ``record["refire"]`` says ``reproducible`` / ``flaky-v1`` / ``flaky-v2`` / ...
@@ -38,6 +40,8 @@ from shadow_burnin.core.aa import MIN_SAMPLES, NoiseSamples, aa_noise
 from shadow_burnin.core.compare import classify
 from shadow_burnin.core.outcomes import prefix_cause, refire_outcome
 from shadow_burnin.core.records import SIDES, SideReply, aa_record
+from shadow_burnin.core.tokstats import summarise
+from shadow_burnin.core.tokstats import to_json as tokstats_json
 from shadow_burnin.core.verdict import Thresholds, Token, token_verdict, token_window
 from shadow_burnin.io.clock import now_iso
 from shadow_burnin.io.http.client import TOKENS_KEY, Endpoint, RequestSpec, SideClient
@@ -153,6 +157,9 @@ class LogprobStep:
                      tokens["v2"], self.floor, self.k)
         if fx is not None:
             record["forensics"] = fx
+        stats = token_stats(record, tokens["v1"], tokens["v2"])
+        if stats is not None:
+            record["tokstats"] = stats
 
     async def _cost(self, side: str, client: SideClient, ctx: RoundContext) -> None:
         """Once per side: the round's prompt again, PROBE_TOKENS long, without and then
@@ -198,6 +205,16 @@ class LogprobStep:
         cmp = classify(t1, t2)
         record.update(bucket=cmp.bucket, divergence_byte=cmp.divergence_byte,
                       prefix_match_chars=cmp.prefix_match_chars)
+
+
+def token_stats(record: dict[str, Any], t1: list[Token] | None, t2: list[Token] | None
+                ) -> dict[str, Any] | None:
+    """The round's ``tokstats`` (``core.tokstats``), when both sides replied with
+    logprobs (every bucket where both replied: exact rounds too)."""
+    if record["v1"].get("error") is not None or record["v2"].get("error") is not None:
+        return None
+    stats = summarise(t1, t2)
+    return None if stats is None else tokstats_json(stats)
 
 
 def _rejected(reply: dict[str, Any]) -> bool:

@@ -178,18 +178,24 @@ def _tests(rv: dict[str, Any]) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The README's results table, its summary lines and each decision's explanation."""
+    """The README's results table, its summary lines and each decision's explanation.
+
+    The per-round verdict names are read from the log's records: escaped for markdown.
+    The run verdict (decision, explanation, test names) is computed by ``core.runverdict``
+    from numbers and its own fixed phrases, and pair names and server descriptions are the
+    catalogue's constants (no ``|``: a unit test checks): printed as they are, so that the
+    README stays readable as text."""
     out = [f"{meta['rounds']} rounds × {meta['max_tokens']} tokens per pair, measured "
            f"{meta['date']} (load average {meta['load']}); {meta['seconds'] / 60:.0f} min "
            f"in all. Regenerate: `{meta['command']}`.", "",
-           "| pair | label | v2 (v1: " + markdown(meta["v1"]) + ") | exact | per-round verdicts"
-           " | run-level | tests: " + markdown(meta["test_names"]) + " | max swing / drift |",
+           "| pair | label | v2 (v1: " + meta["v1"] + ") | exact | per-round verdicts"
+           " | run-level | tests: " + meta["test_names"] + " | max swing / drift |",
            "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         label = row["label"] + (f" ({row['severity']})" if row.get("severity") else "")
         if row["status"] != "ok":
-            out.append(f"| {row['name']} | {label} | {markdown(row['v2'])} | – | – | "
-                       f"not run: {markdown(row['note'])} | – | – |")
+            out.append(f"| {row['name']} | {label} | {row['v2']} | – | – | "
+                       f"not run: {row['note']} | – | – |")
             continue
         rv = row["run_verdict"]
         verdicts = ", ".join(f"{k} {v}" for k, v in row["verdicts"].items()) or "–"
@@ -198,15 +204,15 @@ def markdown_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "" if not other else " (" + ", ".join(f"{k} {v}" for k, v in other.items()) + ")")
         mark = "✓" if row["right"] else "✗"
         out.append(
-            f"| {row['name']} | {label} | {markdown(row['v2'])} | {exact} | "
-            f"{markdown(verdicts)} | **{markdown(row['decision'])}** {mark} | "
+            f"| {row['name']} | {label} | {row['v2']} | {exact} | "
+            f"{markdown(verdicts)} | **{row['decision']}** {mark} | "
             f"{_tests(rv)} | {_fmt(rv.get('swing_max'))} / "
             f"{_fmt(rv.get('drift_max'))} |")
     out += ["", *summary_lines(rows), "", "Each decision, as `bench` explains it:", ""]
     for row in rows:
         if row["status"] == "ok":
             out.append(f"- **{row['name']}**: "
-                       f"{markdown(row['run_verdict'].get('explanation', ''))}")
+                       f"{row['run_verdict'].get('explanation', '')}")
     matched = [r for r in rows if r.get("matched")]
     if matched:
         out += ["", "Matched tokens (before the first divergence, every round, both sides' "
@@ -260,6 +266,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     "(default: ./verdicts-<UTC time>)")
     ap.add_argument("--markdown", action="store_true",
                     help="print the README table (with its summary) at the end")
+    ap.add_argument("--rejudge", type=Path, metavar="DIR",
+                    help="start no server: judge the logs an earlier run kept in DIR again "
+                         "with the current code, rewrite its results")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.max_tokens < 1:
         ap.error("--rounds and --max-tokens must be ≥ 1")
@@ -268,8 +277,44 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def rejudge(folder: Path, show_markdown: bool) -> int:
+    """Recompute every row of an earlier run from the logs it kept (no servers)."""
+    from pairs import BY_NAME
+
+    try:
+        old = orjson.loads((folder / "results.json").read_bytes())
+        meta, rows = old["meta"], old["pairs"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        print(f"--rejudge {folder}: no readable results.json ({exc})", file=sys.stderr)
+        return 2
+    for row in rows:
+        if row.get("status") == "ok" and row.get("name") in BY_NAME:
+            row.update(judge_pair(BY_NAME[row["name"]], Path(row["log"])))
+    return finish(folder, rows, meta, show_markdown)
+
+
+def finish(folder: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
+           show_markdown: bool) -> int:
+    """Write results.json and results.md; print the table or its summary."""
+    test_names = next((" · ".join(str(t.get("name")) for t in r["run_verdict"].get("tests", []))
+                       for r in rows if r["status"] == "ok" and r["run_verdict"].get("tests")),
+                      None)
+    if test_names:
+        meta["test_names"] = test_names
+    table = markdown_table(rows, meta)
+    write_atomic(folder / "results.json", json_bytes({"meta": meta, "pairs": rows},
+                                                     indent=True))
+    write_atomic(folder / "results.md", table.encode())
+    print()
+    print(table if show_markdown else "\n".join(summary_lines(rows)))
+    print(f"logs and results: {folder}")
+    return 0 if all(r.get("right", True) for r in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.rejudge:
+        return rejudge(args.rejudge, args.markdown)
     chosen = select(args.pairs, args.reduced)
     args.out.mkdir(parents=True, exist_ok=True)
     if any(args.out.glob("*.jsonl")):
@@ -315,23 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/verdicts/run.py --markdown"
                        + ("" if args.rounds == 40 else f" --rounds {args.rounds}")
                        + ("" if args.max_tokens == 16 else f" --max-tokens {args.max_tokens}")}
-    ordered = [rows[p.name] for p in chosen]
-    test_names = next((" · ".join(str(t.get("name")) for t in r["run_verdict"].get("tests", []))
-                       for r in ordered if r["status"] == "ok" and r["run_verdict"].get("tests")),
-                      None)
-    if test_names:
-        meta["test_names"] = test_names
-    table = markdown_table(ordered, meta)
-    write_atomic(args.out / "results.json", json_bytes({"meta": meta, "pairs": ordered},
-                                                       indent=True))
-    write_atomic(args.out / "results.md", table.encode())
-    print()
-    print(table if args.markdown else "\n".join(summary_lines(ordered)))
-    print(f"logs and results: {args.out}")
-    return 0 if all(r.get("right", True) for r in ordered) else 1
+    return finish(args.out, [rows[p.name] for p in chosen], meta, args.markdown)
 
 
-V1_TEXT = "xllamacpp 1t, batch 2048/512, except llama-upgrade"
+V1_TEXT = "xllamacpp 1t, batch 2048/512; llama-upgrade: llama-server"
 
 if __name__ == "__main__":
     sys.exit(main())

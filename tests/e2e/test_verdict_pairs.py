@@ -38,7 +38,7 @@ def test_reduced_benchmark_decisions_match_labels(tmp_path: Path) -> None:
     assert (out / "results.json").is_file(), proc.stdout + proc.stderr
     results = orjson.loads((out / "results.json").read_bytes())
     rows = {r["name"]: r for r in results["pairs"]}
-    assert set(rows) == {"threads-2", "rope-x2", "repeat-penalty"}
+    assert set(rows) == {"batch-8", "rope-x2", "repeat-penalty"}
     for name, row in rows.items():
         assert row["status"] == "ok", (name, row.get("note"), proc.stderr[-2000:])
         # every round of the pair is in its log, with forensics on its divergences

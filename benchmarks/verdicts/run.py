@@ -40,6 +40,7 @@ from shadow_burnin import config as config_mod
 from shadow_burnin.app.burnin import execute
 from shadow_burnin.app.demo import write_demo_prompts
 from shadow_burnin.app.evidence import scan_summary
+from shadow_burnin.io.log.events import read_events
 from shadow_burnin.io.log.sidecars import write_atomic
 from shadow_burnin.io.servers.llama_build import ensure_model
 from shadow_burnin.io.servers.local import LocalServer
@@ -144,6 +145,9 @@ def judge_pair(pair: Pair, log: Path) -> dict[str, Any]:
         "right": decision == ("noise" if pair.label == "benign" else "changed"),
         "regression": verdicts.get("regression", 0),
         "matched": matched_tokens(records),
+        # the run's own halt (whatever [halt] on is): the first round it fired at
+        "halt_round": next((e.get("round") for e in read_events(log)
+                            if e.get("event") == "halt"), None),
     }
     return row
 
@@ -244,6 +248,10 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
         if r.get("severity") == "blatant" and r["flips"]:
             lines.append(f"- `regression` rate on {r['name']} (blatant): {r['regression']} of "
                          f"{r['flips']} flips = {100 * r['regression'] / r['flips']:.0f} %.")
+    for label, group in (("benign", benign), ("broken", broken)):
+        fired = [r["name"] for r in group if r.get("halt_round") is not None]
+        lines.append(f"- The run's halt (default `[halt]`) fired on {len(fired)} of {len(group)}"
+                     f" {label} pairs" + (f": {', '.join(fired)}." if fired else "."))
     quiet = [r["name"] for r in broken
              if not any(v for k, v in r["buckets"].items() if k != "exact")]
     if quiet:

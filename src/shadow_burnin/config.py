@@ -161,7 +161,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
               "*": ((dict,), "a gate table ([gates.NAME])")},
     "halt": {"enabled": _BOOL, "window": ((int, float, str), "a duration"),
              "min_rounds": _INT, "threshold": _NUM, "action": _STR, "on_halt": _STR,
-             "webhook": _STR, "webhook_timeout": _NUM, "worst": _INT},
+             "webhook": _STR, "webhook_timeout": _NUM, "worst": _INT, "on": _STR},
     "ppl": {"text": _STR, "window": _INT, "top_k": _INT, "v1_method": _STR,
             "v2_method": _STR, "v1_endpoint": _STR, "v2_endpoint": _STR,
             "max_windows": _INT, "timeout": _NUM, "log": _STR},

@@ -11,7 +11,7 @@ from typing import Any
 
 from shadow_burnin.core import limits
 from shadow_burnin.core.gates import DEFAULT_GATES, GateSpec, merge_specs
-from shadow_burnin.core.halt import HaltRule
+from shadow_burnin.core.halt import HALT_ON, HaltRule
 from shadow_burnin.values import check_url, in_bounds, parse_duration, positive
 
 
@@ -38,10 +38,11 @@ class HaltConfig:
     webhook: str | None = None
     webhook_timeout: float = 10.0
     worst: int = HaltRule.worst
+    on: str = HaltRule.on  # "no-match" | "regression" (core.halt.HALT_ON)
 
     def rule(self) -> HaltRule:
         """The detector's parameters from this section."""
-        return HaltRule(self.window, self.min_rounds, self.threshold, self.worst)
+        return HaltRule(self.window, self.min_rounds, self.threshold, self.worst, self.on)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ def _halt(raw: dict[str, Any]) -> HaltConfig:
         raise ValueError(f"halt.threshold must be in [0, 1), got {cfg.threshold}")
     if cfg.action not in ("flag", "stop"):
         raise ValueError(f"halt.action must be 'flag' or 'stop', got {cfg.action!r}")
+    if cfg.on not in HALT_ON:
+        raise ValueError(f"halt.on must be one of {', '.join(map(repr, HALT_ON))}, "
+                         f"got {cfg.on!r}")
     if cfg.webhook is not None:
         check_url("halt.webhook", cfg.webhook, allow_query=True)
     return cfg

@@ -228,3 +228,28 @@ def test_shared_slots_stay_within_one_slot_of_the_window() -> None:
         wide.feed(r)
         n = det.window().parity_rounds
         assert len(narrow.rounds) <= n <= len(wide.rounds)
+
+
+def test_on_regression_counts_only_regression_verdicts() -> None:
+    # 40 exact, then no-match rounds: near-ties (numeric noise) and, from round 61 on,
+    # regressions. On "no-match" the near-ties halt; on "regression" only the regressions.
+    records = stream(["exact"] * 40 + ["no-match"] * 60)
+    for r in records[40:]:
+        r["forensics"] = {"verdict": "regression" if r["round"] > 60 else "near-tie"}
+    records[45]["forensics"] = None  # no forensics: not a regression
+    det = HaltDetector(HaltRule())
+    assert [r["round"] for r in records if det.feed(r)] == [51]
+    det = HaltDetector(HaltRule(on="regression"))
+    fired = [t for r in records if (t := det.feed(r)) is not None]
+    # at round r the window holds r parity rounds, r − 60 regressions: r − 60 > 0.2 r at 76
+    assert [t.round for t in fired] == [76]
+    event = fired[0].to_event("flag")
+    assert event["window"]["on"] == "regression" and event["window"]["regression"] == 16
+    assert "no_match" not in event["window"]
+    assert sum(w["regression"] for w in event["worst_prompts"]) == 16
+
+
+def test_on_no_match_event_says_so() -> None:
+    det = HaltDetector(HaltRule())
+    fired = [t for r in stream(["no-match"] * 30) if (t := det.feed(r)) is not None]
+    assert fired[0].to_event("flag")["window"]["on"] == "no-match"

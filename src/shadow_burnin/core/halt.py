@@ -1,4 +1,10 @@
-"""The no-match spike halt: a sliding window over round timestamps (pure).
+"""The no-match (or regression) spike halt: a sliding window over round timestamps (pure).
+
+What a round counts as bad is the rule's ``on``: ``"no-match"`` (the default, the
+original runbook's rule: any no-match round) or ``"regression"`` (only no-match rounds
+whose forensics verdict is ``regression``, i.e. flips outside what numeric noise
+explains, ``core.verdict``). Everything else below is the same for both; "no-match"
+stands for the counted rounds.
 
 The window ending at a round that started at ``t`` holds the parity rounds (both sides
 replied) that started in ``(t − window, t]`` — and, after an acknowledgement, only those
@@ -34,6 +40,7 @@ from typing import Any
 from shadow_burnin.core.records import RecordKind, is_round, record_kind
 from shadow_burnin.core.timefmt import iso_ms
 
+HALT_ON = ("no-match", "regression")  # what a halt counts ([halt] on)
 HALT_EVENT = "halt"
 ACK_EVENT = "ack-halt"
 _PARITY = {"exact", "prefix-only", "no-match"}
@@ -96,6 +103,16 @@ class HaltRule:
     min_rounds: int = 30
     threshold: float = 0.20
     worst: int = 5
+    on: str = "no-match"  # HALT_ON: what a round counts as bad
+
+    def counts(self, record: Mapping[str, Any]) -> bool:
+        """Whether this parity round counts as bad under the rule."""
+        if record.get("bucket") != "no-match":
+            return False
+        if self.on == "regression":
+            fx = record.get("forensics")
+            return isinstance(fx, Mapping) and fx.get("verdict") == "regression"
+        return True
 
 
 @dataclass(frozen=True)
@@ -120,17 +137,28 @@ class HaltTrigger:
     threshold: float
     window_s: float
     worst_prompts: list[dict[str, Any]] = field(default_factory=list)
+    on: str = "no-match"
 
     def to_event(self, action: str) -> dict[str, Any]:
+        """The halt event; the counted rounds are under ``no_match`` (or ``regression``
+        with ``on = "regression"``), in the window and per worst prompt."""
         w = self.window
+        key = counted_key(self.on)
+        worst = [{(key if k == "no_match" else k): v for k, v in p.items()}
+                 for p in self.worst_prompts]
         return {
             "kind": "event", "event": HALT_EVENT, "ts": self.ts, "round": self.round,
             "action": action,
             "window": {"seconds": self.window_s, "since": iso_ms(w.since), "until": iso_ms(w.until),
-                       "parity_rounds": w.parity_rounds, "no_match": w.no_match,
-                       "rate": round(w.rate, 6), "threshold": self.threshold},
-            "worst_prompts": self.worst_prompts,
+                       "parity_rounds": w.parity_rounds, key: w.no_match,
+                       "rate": round(w.rate, 6), "threshold": self.threshold, "on": self.on},
+            "worst_prompts": worst,
         }
+
+
+def counted_key(on: str) -> str:
+    """The event key of the counted rounds: ``no_match`` or ``regression``."""
+    return on.replace("-", "_")
 
 
 def epoch(ts: str) -> float:
@@ -170,7 +198,7 @@ class HaltDetector:
         if self.since is not None and t < self.since:
             return None
         if record.get("bucket") in _PARITY:
-            self._add(t, record["bucket"] == "no-match", str(record.get("prompt_id", "")),
+            self._add(t, self.config.counts(record), str(record.get("prompt_id", "")),
                       str(record.get("category", "")))
         self._expire(t)
         if self.active:
@@ -183,7 +211,7 @@ class HaltDetector:
         since = max(t - cfg.window_s, self.since) if self.since is not None else t - cfg.window_s
         window = WindowFigures(since, t, n, self._no_match)
         return HaltTrigger(int(record.get("round", 0)), str(record["ts"]), window,
-                           cfg.threshold, cfg.window_s, self._worst())
+                           cfg.threshold, cfg.window_s, self._worst(), cfg.on)
 
     def acknowledge(self, t: float) -> None:
         """An ``ack-halt`` at ``t``: clear the halt, count only rounds after ``t``.

@@ -31,12 +31,16 @@ distribution change.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
+
 from shadow_burnin.core.gates import Figure
+from shadow_burnin.core.tokstats import MARGIN_EDGES, MARGIN_FIELDS
 
 Decision = Literal["noise", "changed", "unknown"]
 OFF_TOP1 = "do not describe its greedy"  # core.verdict's reason for an off-top-1 pick
@@ -52,24 +56,42 @@ class NoisePrior:
     topk_miss_rate: float = 0.03  # share with a token missing from the other's top-K
     off_top1_rate: float = 0.01  # share where a side's pick is not its own top-1
     alpha: float = 0.001  # a tail probability below this is a change
+    # matched tokens (core.tokstats): numeric noise moves a token's top-2 margin by a
+    # Laplace amount of scale ``move_scale`` nats (its mean |move|); a flip at a token of
+    # margin m has probability ½·exp(−m / move_scale) under noise
+    move_scale: float = 0.1
+    off_top1_token_rate: float = 0.001  # per matched token, a pick that is not top-1
+    min_tokens: int = 50  # matched tokens before the token-level tests count
     source: str = "default prior (README: benign numeric variants vs broken pairs)"
 
     def to_json(self) -> dict[str, Any]:
         return {"swing": self.swing, "drift": self.drift, "outside_rate": self.outside_rate,
                 "topk_miss_rate": self.topk_miss_rate, "off_top1_rate": self.off_top1_rate,
-                "alpha": self.alpha, "source": self.source}
+                "alpha": self.alpha, "move_scale": self.move_scale,
+                "off_top1_token_rate": self.off_top1_token_rate,
+                "min_tokens": self.min_tokens, "source": self.source}
+
+    def hazard(self, margin: float) -> float:
+        """P(a token of top-2 ``margin`` flips) under the noise: ½·exp(−margin/scale)."""
+        return 0.5 * math.exp(-max(margin, 0.0) / self.move_scale)
 
 
 DEFAULT_PRIOR = NoisePrior()
 
 
+LN100 = math.log(100.0)  # a Laplace's p99 is its scale times ln 100
+
+
 def widen(prior: NoisePrior, swing_p99: float | None, drift_p99: float | None) -> NoisePrior:
-    """The prior widened (never narrowed) by an A/A across numeric paths."""
+    """The prior widened (never narrowed) by an A/A across numeric paths: the envelope
+    by the A/A's p99 swing and drift, the margin-move scale to a Laplace whose p99 is the
+    A/A's p99 swing (which counts its margin moves)."""
     swing = max(prior.swing, swing_p99 or 0.0)
     drift = max(prior.drift, drift_p99 or 0.0)
-    if (swing, drift) == (prior.swing, prior.drift):
+    scale = max(prior.move_scale, (swing_p99 or 0.0) / LN100)
+    if (swing, drift, scale) == (prior.swing, prior.drift, prior.move_scale):
         return prior
-    return replace(prior, swing=swing, drift=drift,
+    return replace(prior, swing=swing, drift=drift, move_scale=scale,
                    source=prior.source + " widened by the A/A p99")
 
 
@@ -128,25 +150,116 @@ def binom_tail(k: int, n: int, p: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenEvidence:
+    """A run's token statistics summed over its rounds (``core.tokstats``)."""
+
+    rounds: int = 0  # rounds with token statistics
+    n: int = 0  # matched tokens
+    dlp_sum: float = 0.0
+    dlp_max: float = 0.0
+    move_n: int = 0
+    move_sum: float = 0.0
+    move_sq: float = 0.0
+    move_max: float = 0.0
+    at_margin: tuple[int, ...] = ()  # matched tokens per margin bin (MARGIN_EDGES, ≥ last)
+    topk_overlap: float = 0.0
+    off_top1: int = 0
+    flip_margins: tuple[float, ...] = ()  # v1's top-2 margin at each flip (known ones)
+    flips: int = 0  # rounds whose streams differ at a token both sides generated
+
+    @property
+    def dlp_mean(self) -> float | None:
+        return self.dlp_sum / self.n if self.n else None
+
+    @property
+    def move_mean(self) -> float | None:
+        return self.move_sum / self.move_n if self.move_n else None
+
+    def predicted(self, prior: NoisePrior) -> float:
+        """Flips numeric noise predicts: Σ over tokens at risk (matched tokens and the
+        flips' own tokens) of the hazard at their margin (a bin's lower edge: an upper
+        bound)."""
+        lows = (0.0, *MARGIN_EDGES)
+        lam = sum(c * prior.hazard(lo) for c, lo in zip(self.at_margin, lows, strict=False))
+        return lam + sum(prior.hazard(m) for m in self.flip_margins)
+
+
+def token_evidence(stats: Mapping[str, np.ndarray]) -> TokenEvidence:
+    """Sum a log's ``Columns.tokstats`` (NaN: a round without a figure)."""
+    if not stats or "n" not in stats:
+        return TokenEvidence()
+    have = ~np.isnan(stats["n"])
+
+    def total(name: str) -> float:
+        col = stats[name][have].astype(np.float64)
+        return float(np.nansum(col))
+
+    def top(name: str) -> float:
+        col = stats[name][have]
+        return float(np.nanmax(col)) if col.size and not np.isnan(col).all() else 0.0
+
+    cum = [total(f) for f in MARGIN_FIELDS]
+    n = int(total("n"))
+    bins = [cum[0], *(b - a for a, b in itertools.pairwise(cum)), n - cum[-1]]
+    margins = stats["div_margin"][have]
+    outside = stats["div_outside"][have]
+    flipped = ~np.isnan(margins) | (outside == 1)
+    return TokenEvidence(
+        rounds=int(have.sum()), n=n, dlp_sum=total("dlp_sum"), dlp_max=top("dlp_max"),
+        move_n=int(total("move_n")), move_sum=total("move_sum"), move_sq=total("move_sq"),
+        move_max=top("move_max"), at_margin=tuple(round(b) for b in bins),
+        topk_overlap=total("topk_overlap"), off_top1=int(total("off_top1")),
+        flip_margins=tuple(float(m) for m in margins[~np.isnan(margins)]),
+        flips=int(flipped.sum()))
+
+
+def normal_sf(z: float) -> float:
+    """P(Z ≥ z) for a standard normal."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def poisson_tail(k: int, lam: float) -> float:
+    """P(X ≥ k) for X ~ Poisson(lam)."""
+    if k <= 0:
+        return 1.0
+    if lam <= 0.0:
+        return 0.0
+    def term(i: int) -> float:
+        return math.exp(i * math.log(lam) - lam - math.lgamma(i + 1))
+
+    if k <= lam:
+        return max(0.0, 1.0 - sum(term(i) for i in range(k)))
+    upper = k + 50 + int(10 * math.sqrt(lam))  # the terms fall faster than geometric
+    return min(1.0, sum(term(i) for i in range(k, upper)))
+
+
+@dataclass(frozen=True, slots=True)
 class Test:
-    """One tail test: ``observed`` of ``n`` flips against noise's ``rate``."""
+    """One tail test: ``observed`` of ``n`` (flips or tokens) against noise's ``rate``;
+    a test of a mean or a count (``mean``/``sd`` given) has that as its expectation."""
 
     name: str
-    observed: int
+    observed: float
     n: int
     rate: float
     p_value: float
+    mean: float | None = None  # noise's expectation, when not n·rate
+    sd: float | None = None
 
     @property
     def expected(self) -> float:
-        return self.n * self.rate
+        return self.n * self.rate if self.mean is None else self.mean
 
     @property
     def spread(self) -> float:
+        if self.sd is not None:
+            return self.sd
         return math.sqrt(self.n * self.rate * (1 - self.rate))
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "observed": self.observed, "n": self.n,
+        observed = self.observed if self.observed != int(self.observed) \
+            else int(self.observed)
+        return {"name": self.name, "observed": observed, "n": self.n,
                 "expected": round(self.expected, 3), "spread": round(self.spread, 3),
                 "p_value": float(f"{self.p_value:.3g}")}
 
@@ -154,6 +267,36 @@ class Test:
 def _test(name: str, observed: int, n: int, rate: float) -> Test:
     return Test(name, observed, n, rate, binom_tail(observed, n, rate))
 
+
+MOVES_TEST = "mean margin move at matched tokens"
+FLIPS_TEST = "flips against the matched-token noise"
+OFF_TOP1_TOKENS = "matched tokens whose greedy pick is not the side's own top-1"
+
+
+def token_tests(ev: TokenEvidence, prior: NoisePrior) -> tuple[Test, ...]:
+    """The token-level tests, once the run has ``prior.min_tokens`` matched tokens:
+
+    - the mean margin move against the prior's scale (one-sided z test of the mean:
+      a broken model moves margins further than numeric noise does);
+    - the flips against the number the noise predicts from the margins of the tokens at
+      risk (Poisson tail: noise flips only near-ties, a change flips wider margins);
+    - greedy picks that are not the side's own top-1 (binomial per token).
+    """
+    if ev.n < prior.min_tokens:
+        return ()
+    tests = []
+    mean = ev.move_mean
+    if mean is not None and ev.move_n >= 2:
+        var = max(ev.move_sq / ev.move_n - mean * mean, 0.0) * ev.move_n / (ev.move_n - 1)
+        se = max(math.sqrt(var / ev.move_n), 1e-9)
+        tests.append(Test(MOVES_TEST, round(mean, 5), ev.move_n, 0.0,
+                          normal_sf((mean - prior.move_scale) / se), prior.move_scale, se))
+    lam = ev.predicted(prior)
+    tests.append(Test(FLIPS_TEST, ev.flips, ev.n + ev.flips, 0.0,
+                      poisson_tail(ev.flips, lam), lam, math.sqrt(lam)))
+    tests.append(_test(OFF_TOP1_TOKENS, ev.off_top1, ev.n + ev.flips,
+                       prior.off_top1_token_rate))
+    return tuple(tests)
 
 @dataclass(frozen=True, slots=True)
 class RunVerdict:
@@ -169,16 +312,26 @@ class RunVerdict:
     not_reproducible: int = 0
     unanalysed: int = 0
     prior: NoisePrior = field(default_factory=NoisePrior)
+    tokens: TokenEvidence = field(default_factory=TokenEvidence)
 
     def to_json(self) -> dict[str, Any]:
         def r(x: float | None) -> float | None:
             return None if x is None else round(x, 4)
 
+        ev = self.tokens
         return {"decision": self.decision, "explanation": self.explanation,
                 "flips": self.flips, "tests": [t.to_json() for t in self.tests],
                 "swing_max": r(self.swing_max), "swing_median": r(self.swing_median),
                 "drift_max": r(self.drift_max), "not_reproducible": self.not_reproducible,
-                "unanalysed": self.unanalysed, "prior": self.prior.to_json()}
+                "unanalysed": self.unanalysed, "prior": self.prior.to_json(),
+                "tokens": {"rounds": ev.rounds, "matched": ev.n, "flips": ev.flips,
+                           "dlp_mean": r(ev.dlp_mean), "dlp_max": r(ev.dlp_max),
+                           "move_mean": r(ev.move_mean), "move_max": r(ev.move_max),
+                           "predicted_flips": r(ev.predicted(self.prior)) if ev.n else None,
+                           "flip_margin_max": r(max(ev.flip_margins, default=0.0))
+                           if ev.flip_margins else None,
+                           "topk_overlap": r(ev.topk_overlap / ev.n) if ev.n else None,
+                           "off_top1": ev.off_top1}}
 
 
 def outside(flip: Flip, prior: NoisePrior) -> bool:
@@ -189,9 +342,13 @@ def outside(flip: Flip, prior: NoisePrior) -> bool:
 
 
 def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR, *,
-                no_match: int | None = None) -> RunVerdict:
+                no_match: int | None = None, tokens: TokenEvidence | None = None
+                ) -> RunVerdict:
     """Decide noise vs changed from a run's flips (``no_match``: the run's no-match
-    rounds, to count those without forensics)."""
+    rounds, to count those without forensics) and its token statistics (``tokens``,
+    summed by :func:`token_evidence`; the token-level tests need
+    ``prior.min_tokens`` matched tokens)."""
+    ev = tokens or TokenEvidence()
     items = [f for f in flips if f is not None]
     judged = [f for f in items if f.analysable]
     n = len(judged)
@@ -207,19 +364,20 @@ def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR,
               sum(1 for f in with_topk if not f.in_topk), len(with_topk), prior.topk_miss_rate),
         _test("greedy pick not the side's own top-1", sum(f.off_top1 for f in judged), n,
               prior.off_top1_rate),
+        *token_tests(ev, prior),
     )
     figs = {"swing_max": swings[-1] if swings else None,
             "swing_median": _median(swings), "drift_max": max(drifts) if drifts else None}
     failed = [t for t in tests if t.n and t.p_value < prior.alpha]
     if failed:
         decision: Decision = "changed"
-    elif n == 0 and unanalysed > 0:
+    elif n == 0 and unanalysed > 0 and ev.n < prior.min_tokens:
         decision = "unknown"
     else:
         decision = "noise"
-    text = explain(decision, n, tests, figs, prior, not_rep, unanalysed)
+    text = explain(decision, n, tests, figs, prior, not_rep, unanalysed, ev)
     return RunVerdict(decision, text, n, tests, figs["swing_max"], figs["swing_median"],
-                      figs["drift_max"], not_rep, unanalysed, prior)
+                      figs["drift_max"], not_rep, unanalysed, prior, ev)
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -230,8 +388,24 @@ def _median(xs: Sequence[float]) -> float | None:
 
 
 def explain(decision: Decision, n: int, tests: Sequence[Test], figs: Mapping[str, Any],
-            prior: NoisePrior, not_rep: int, unanalysed: int) -> str:
+            prior: NoisePrior, not_rep: int, unanalysed: int,
+            ev: TokenEvidence | None = None) -> str:
     """One paragraph a person can check against the figures."""
+    token_part = _explain_tokens(tests, prior, ev) if ev is not None else ""
+    if token_part:
+        verdict = {"noise": "consistent with numeric noise",
+                   "changed": "the distribution changed", "unknown": "cannot tell"}[decision]
+        flip_tests = [t for t in tests if t.name not in _TOKEN_TESTS]
+        text = token_part
+        failed = [t for t in flip_tests if t.n and t.p_value < prior.alpha]
+        if failed:
+            text += "; " + "; ".join(_clause(t, prior) for t in failed)
+        text += f" → {verdict}"
+        if not_rep:
+            text += f" ({not_rep} re-fires did not reproduce: a side is not deterministic)"
+        if unanalysed:
+            text += f" ({unanalysed} no-match rounds without logprobs not judged)"
+        return text
     if n == 0:
         head = ("no flip with logprobs to judge" if unanalysed else
                 "no flips: every parity round matched byte for byte")
@@ -245,15 +419,7 @@ def explain(decision: Decision, n: int, tests: Sequence[Test], figs: Mapping[str
                      f"{figs['swing_median']:.2f})")
     if figs.get("drift_max") is not None:
         parts.append(f"prefix drift up to {figs['drift_max']:.2f}")
-    clauses = []
-    for t in tests:
-        if not t.n:
-            continue
-        what = f"{t.observed} {t.name}"
-        if t.name.startswith("outside"):
-            what += f" (swing > {prior.swing:g} or drift > {prior.drift:g} nats)"
-        clauses.append(f"{what}; noise predicts ≤ {t.expected:.1f} ± {t.spread:.1f}"
-                       + (f" (p = {t.p_value:.2g})" if t.p_value < prior.alpha else ""))
+    clauses = [_clause(t, prior) for t in tests if t.n]
     verdict = {"noise": "consistent with numeric noise",
                "changed": "the distribution changed", "unknown": "cannot tell"}[decision]
     text = ", ".join(parts) + "; " + "; ".join(clauses) + f" → {verdict}"
@@ -262,6 +428,48 @@ def explain(decision: Decision, n: int, tests: Sequence[Test], figs: Mapping[str
     if unanalysed:
         text += f" ({unanalysed} no-match rounds without logprobs not judged)"
     return text
+
+
+_TOKEN_TESTS = (MOVES_TEST, FLIPS_TEST, OFF_TOP1_TOKENS)
+
+
+def _clause(t: Test, prior: NoisePrior) -> str:
+    what = f"{t.observed:g} {t.name}"
+    if t.name.startswith("outside"):
+        what += f" (swing > {prior.swing:g} or drift > {prior.drift:g} nats)"
+    return (f"{what}; noise predicts ≤ {t.expected:.1f} ± {t.spread:.1f}"
+            + (f" (p = {t.p_value:.2g})" if t.p_value < prior.alpha else ""))
+
+
+def _explain_tokens(tests: Sequence[Test], prior: NoisePrior, ev: TokenEvidence) -> str:
+    """The token-level sentence: flips against the noise's prediction, the margin moves,
+    off-top-1 picks; empty when the token-level tests did not run."""
+    by = {t.name: t for t in tests}
+    flips = by.get(FLIPS_TEST)
+    if flips is None:
+        return ""
+    parts = []
+    if ev.flip_margins:
+        parts.append(f"{ev.flips} flips, at margins up to {max(ev.flip_margins):.2f} nats")
+    else:
+        parts.append(f"{ev.flips} flips")
+
+    def mark(t: Test) -> str:
+        return f" (p = {t.p_value:.2g})" if t.p_value < prior.alpha else ""
+
+    parts.append(f"the noise of {ev.n} matched tokens predicts {flips.expected:.1f} ± "
+                 f"{flips.spread:.1f}{mark(flips)}")
+    moves = by.get(MOVES_TEST)
+    if moves is not None:
+        parts.append(f"mean margin move {moves.observed:.3f} nats (noise ≤ "
+                     f"{prior.move_scale:g}){mark(moves)}")
+    if ev.dlp_mean is not None:
+        parts.append(f"mean |Δlp| {ev.dlp_mean:.3f}")
+    off = by.get(OFF_TOP1_TOKENS)
+    if off is not None and off.observed:
+        parts.append(f"{off.observed:g} greedy picks not the side's own top-1 (a sampler "
+                     f"setting?){mark(off)}")
+    return "; ".join(parts)
 
 
 def run_figures(rv: Mapping[str, Any] | None) -> dict[str, Figure]:

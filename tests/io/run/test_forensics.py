@@ -12,12 +12,15 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shadow_burnin.config_sections import HaltConfig
 from shadow_burnin.core.aa import NoiseSamples
 from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.io.http.client import Endpoint, RequestSpec
+from shadow_burnin.io.log.sidecars import events_path
 from shadow_burnin.io.log.store import Store
 from shadow_burnin.io.run.forensics import ForensicsPlan, forensic_steps
+from shadow_burnin.io.run.haltwatch import HaltWatch
 from shadow_burnin.io.run.runner import Runner, RunPlan
 from shadow_burnin.render.progress import NullProgress
 
@@ -346,3 +349,49 @@ async def test_side_with_slow_logprobs_is_not_asked_for_them(tmp_path: Path,
     assert ["logprobs" in b for b in slow.bodies] == [True, False, True, False, False]
     assert log[0]["forensics"]["swing"] == pytest.approx(0.2)  # round 1 had logprobs
     assert log[2]["forensics"]["reason"] == "no logprobs from v2"
+
+
+async def halted_burn(tmp_path: Path, v1: str, v2: str, on: str, rounds: int = 8
+                      ) -> tuple[list[dict[str, Any]], list[str]]:
+    """A burn-in with the halt watch: which halts ``[halt] on = <on>`` raises."""
+    spec = RequestSpec(api="completions", max_tokens=8, logprobs=5)
+    plan = RunPlan(v1=Endpoint(v1), v2=Endpoint(v2), spec=spec, setup="s", seed=1,
+                   interval=0, rounds=rounds)
+    fplan = ForensicsPlan(logprobs=5, refire=0, aa_every=0, max_slowdown=0)
+    log = tmp_path / f"{on}.jsonl"
+    loud: list[str] = []
+    with Store(log, tmp_path / f"{on}.state") as store:
+        watch = HaltWatch(HaltConfig(min_rounds=5, on=on), store, loud=loud.append,
+                          warn=loud.append)
+        watch.prime()
+        async with forensic_steps(fplan, spec, loud.append) as steps:
+            await Runner(plan, PROMPTS, store, NullProgress(), steps=steps,
+                         observers=[watch]).run()
+        await watch.drain()
+    return [orjson.loads(x) for x in log.read_bytes().splitlines()], loud
+
+
+async def test_halt_on_regression_ignores_near_ties_and_halts_on_regressions(
+        tmp_path: Path, serve: Any) -> None:
+    tie1 = await serve(LogprobServer(lambda n: reply((" sat", -0.70, [(" ran", -0.72)]))))
+    tie2 = await serve(LogprobServer(lambda n: reply((" ran", -0.69, [(" sat", -0.70)]))))
+    far = await serve(LogprobServer(lambda n: reply((" ate", -0.1, [(" ran", -4.0)]))))
+    # near-ties only: a no-match spike (halts on "no-match"), no regression
+    log, loud = await halted_burn(tmp_path / "a", tie1, tie2, "regression")
+    assert {r["forensics"]["verdict"] for r in log} == {"near-tie"}
+    assert not events_path(tmp_path / "a" / "regression.jsonl").exists() and loud == []
+    log, loud = await halted_burn(tmp_path / "b", tie1, tie2, "no-match")
+    assert [e["event"] for e in read_events(tmp_path / "b" / "no-match.jsonl")] == ["halt"]
+    assert any("HALT" in x and "no-match" in x for x in loud)
+    # v2's token is not in v1's top-K: regressions, and "regression" halts
+    log, loud = await halted_burn(tmp_path / "c", tie1, far, "regression")
+    assert {r["forensics"]["verdict"] for r in log} == {"regression"}
+    events = read_events(tmp_path / "c" / "regression.jsonl")
+    assert [e["event"] for e in events] == ["halt"]
+    assert events[0]["window"]["on"] == "regression" and events[0]["round"] == 5
+    assert events[0]["window"]["regression"] == 5
+    assert any("HALT" in x and "regression 100.0 %" in x for x in loud)
+
+
+def read_events(log: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in events_path(log).read_bytes().splitlines()]

@@ -31,14 +31,16 @@ class AlertOutcome:
 def halt_message(event: Mapping[str, Any]) -> str:
     """One line a human reads first: what halted, when, and why."""
     w = event.get("window", {})
-    worst = ", ".join(f"{p['prompt_id']} ({p['no_match']}/{p['parity_rounds']})"
+    on = "regression" if w.get("on") == "regression" else "no-match"
+    key = on.replace("-", "_")
+    worst = ", ".join(f"{p['prompt_id']} ({p.get(key)}/{p['parity_rounds']})"
                       for p in event.get("worst_prompts", [])[:3])
     rate = w.get("rate")
     share = "?" if not isinstance(rate, int | float) else f"{100 * rate:.1f} %"
     thr = w.get("threshold")
     thr_text = "?" if not isinstance(thr, int | float) else f"{100 * thr:g} %"
     return (f"shadow-burnin HALT at round {event.get('round')} ({event.get('ts')}): "
-            f"no-match {share} ({w.get('no_match')}/{w.get('parity_rounds')} parity rounds) "
+            f"{on} {share} ({w.get(key)}/{w.get('parity_rounds')} parity rounds) "
             f"in the last {_span(w.get('seconds'))}, above {thr_text}"
             + (f"; worst prompts: {worst}" if worst else ""))
 

@@ -221,14 +221,17 @@ def markdown_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     if matched:
         out += ["", "Matched tokens (before the first divergence, every round, both sides' "
                 "logprobs; `tokstats` in the log):", "",
-                "| pair | tokens | mean / max \\|Δ logprob\\| | mean / max margin move | "
-                "top-K overlap | off top-1 |", "|---|---|---|---|---|---|"]
+                "| pair | label | tokens | mean / max \\|Δ logprob\\| | mean / max margin move"
+                " | top-K overlap | off top-1 | flips / predicted by noise |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in matched:
             m = r["matched"]
-            out.append(f"| {r['name']} | {m['tokens']} | {_fmt(m['dlp_mean'], 3)} / "
-                       f"{_fmt(m['dlp_max'])} | {_fmt(m['move_mean'], 3)} / "
-                       f"{_fmt(m['move_max'])} | {_fmt(m['topk_overlap'], 3)} | "
-                       f"{m['off_top1']} |")
+            predicted = (r["run_verdict"].get("tokens") or {}).get("predicted_flips")
+            out.append(f"| {r['name']} | {r['label']} | {m['tokens']} | "
+                       f"{_fmt(m['dlp_mean'], 3)} / {_fmt(m['dlp_max'])} | "
+                       f"{_fmt(m['move_mean'], 3)} / {_fmt(m['move_max'])} | "
+                       f"{_fmt(m['topk_overlap'], 3)} | {m['off_top1']} | {r['flips']} / "
+                       f"{_fmt(predicted, 1)} |")
     return "\n".join(out) + "\n"
 
 

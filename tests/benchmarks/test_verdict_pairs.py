@@ -115,7 +115,13 @@ def test_table_marks_decisions_escapes_and_sums_up(run: ModuleType) -> None:
     meta = {"rounds": 10, "max_tokens": 8, "date": "2026-11-29", "load": "1.0→2.0",
             "seconds": 600.0, "v1": "xllamacpp 1t", "test_names": "a · b",
             "command": "python benchmarks/verdicts/run.py --markdown --rounds 10"}
+    rows[0]["matched"] = {"rounds": 10, "tokens": 120, "dlp_mean": 0.0123, "dlp_max": 0.3,
+                          "move_mean": 0.05, "move_max": 0.6, "topk_overlap": 0.97,
+                          "off_top1": 0}
+    rows[0]["run_verdict"]["tokens"] = {"predicted_flips": 17.25}
     table = run.markdown_table(rows, meta)
+    assert "| threads-2 | benign | 120 | 0.012 / 0.30 | 0.050 / 0.60 | 0.970 | 0 | 20 / 17.2 |" \
+        in table
     lines = {x.split(" | ")[0]: x for x in table.splitlines() if x.startswith("| ")}
     assert "**noise** ✓" in lines["| threads-2"]
     assert "**changed** ✓" in lines["| rope-x2"] and "(p 1e-09)" in lines["| rope-x2"]

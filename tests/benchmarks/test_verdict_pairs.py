@@ -122,7 +122,10 @@ def test_table_marks_decisions_escapes_and_sums_up(run: ModuleType) -> None:
     table = run.markdown_table(rows, meta)
     assert "| threads-2 | benign | 120 | 0.012 / 0.30 | 0.050 / 0.60 | 0.970 | 0 | 20 / 17.2 |" \
         in table
-    lines = {x.split(" | ")[0]: x for x in table.splitlines() if x.startswith("| ")}
+    lines: dict[str, str] = {}
+    for x in table.splitlines():  # the results table's row (the first row of that name)
+        if x.startswith("| "):
+            lines.setdefault(x.split(" | ")[0], x)
     assert "**noise** ✓" in lines["| threads-2"]
     assert "**changed** ✓" in lines["| rope-x2"] and "(p 1e-09)" in lines["| rope-x2"]
     assert "**noise** ✗" in lines["| rope-x1.01"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from shadow_burnin.core.outcomes import NO_CODES, forensic_codes, prefix_cause, refire_outcome
 from shadow_burnin.core.verdict import (
+    NOISE_SCALE,
     Alt,
     Thresholds,
     Token,
@@ -35,6 +38,7 @@ def diverge(a: Token, b: Token, prefix1: list[Token] = SHARED,
     return [*prefix1, a, tok(" x", -0.1)], [*(prefix2 or prefix1), b, tok(" y", -0.1)]
 
 
+FIXED = Thresholds(tau_tie=0.1, tau_drift=0.05, tau_regress=0.5)  # the rule, set by hand
 CASES = [
     # id, v1's token at d, v2's token at d, verdict, reason fragment
     ("near-tie", tok(" on", -0.70, (" in", -0.72)), tok(" in", -0.69, (" on", -0.70)),
@@ -54,7 +58,7 @@ CASES = [
                          ids=[c[0] for c in CASES])
 def test_verdict_branches(name: str, a: Token, b: Token, verdict: str, reason: str) -> None:
     t1, t2 = diverge(a, b)
-    v = token_verdict(t1, t2)
+    v = token_verdict(t1, t2, FIXED)
     assert v.verdict == verdict, v
     assert reason in v.reason
     assert v.divergence_token == 3 and v.a == a.token and v.b == b.token
@@ -84,7 +88,7 @@ def test_prefix_drift_thresholds(drift: float, verdict: str) -> None:
     p2 = [tok("The", -1.0), tok(" cat", -1.0 - drift), tok(" sat", -1.0)]
     t1, t2 = diverge(tok(" on", -0.70, (" in", -0.72)), tok(" in", -0.69, (" on", -0.70)),
                      p1, p2)
-    v = token_verdict(t1, t2)
+    v = token_verdict(t1, t2, FIXED)
     assert v.prefix_drift == pytest.approx(drift)
     assert v.verdict == verdict
 
@@ -158,7 +162,8 @@ def test_streams_that_agree_or_end_early_are_unexplained() -> None:
 def test_thresholds_are_configurable() -> None:
     t1, t2 = diverge(tok(" on", -0.5, (" in", -0.7)), tok(" in", -0.5, (" on", -0.6)))
     assert token_verdict(t1, t2, Thresholds(tau_tie=0.3)).verdict == "near-tie"
-    assert token_verdict(t1, t2, Thresholds(tau_regress=0.2)).verdict == "regression"
+    assert token_verdict(t1, t2, Thresholds(tau_tie=0.1, tau_regress=0.2)).verdict == \
+        "regression"
 
 
 def test_token_window_is_compact() -> None:
@@ -212,14 +217,14 @@ def test_forensic_codes() -> None:
     assert forensic_codes({"cause": "stop"}, None) == (0, 2, 0, -1)
 
 
-def test_a_side_that_does_not_pick_its_own_top_token_is_unexplained() -> None:
+def test_a_side_that_does_not_pick_its_own_top_token_is_a_regression() -> None:
     # measured on llama-cpp-python 0.3.36 (repeat_penalty 1.1 by default): it chose
     # " France" while its own logprobs rank " the" 0.76 nats higher
     t1, t2 = diverge(tok(" the", -0.925, (" France", -1.601)),
                      Token(" France", -1.624, None, (Alt(" the", -0.860),
                                                      Alt(" France", -1.624))))
     v = token_verdict(t1, t2)
-    assert v.verdict == "unexplained" and "v2 chose ' France'" in v.reason
+    assert v.verdict == "regression" and "v2 chose ' France'" in v.reason
     assert v.swing is not None and v.swing < 0.1  # the rules alone would say near-tie
 
 
@@ -230,3 +235,18 @@ def test_merged_byte_pieces_at_the_divergence_are_unexplained() -> None:
               merged=True)
     v = token_verdict([a], [b])
     assert v.verdict == "unexplained" and "byte pieces" in v.reason
+
+
+def test_default_thresholds_follow_the_noise_model() -> None:
+    """τ_tie / τ_regress: the swings numeric noise (Laplace margin moves of mean
+    NOISE_SCALE) exceeds at 1 % and 0.01 % of tokens."""
+    th = Thresholds()
+    assert math.exp(-th.tau_tie / NOISE_SCALE) == pytest.approx(0.01, rel=0.01)
+    assert math.exp(-th.tau_regress / NOISE_SCALE) == pytest.approx(1e-4, rel=0.01)
+    # a benign flip (measured: swing 0.74, drift 0.3) is not a regression; a 1.2 swing is
+    t1, t2 = diverge(tok(" on", -0.5, (" in", -0.9)), tok(" in", -0.5, (" on", -0.84)))
+    assert token_verdict(t1, t2).verdict == "unexplained"
+    t1, t2 = diverge(tok(" on", -0.2, (" in", -0.8)), tok(" in", -0.2, (" on", -0.8)))
+    assert token_verdict(t1, t2).verdict == "regression"
+    t1, t2 = diverge(tok(" on", -0.7, (" in", -0.9)), tok(" in", -0.69, (" on", -0.9)))
+    assert token_verdict(t1, t2).verdict == "near-tie"

@@ -57,6 +57,11 @@ def test_report_offline_in_chromium(known_log: KnownLog, tmp_path: Path, browser
             assert box.locator(f"pre[data-text={side}]").text_content() == \
                 term(rec[side]["text"])
     assert w.page.locator("h2", has_text="Worst prompts").count() == 1
+    # the run-level verdict, as bench says it
+    rv = expected["forensics"]["run_verdict"]
+    assert w.page.locator("p.run-verdict").inner_text() == rv["explanation"]
+    assert w.page.locator("h2", has_text="Run-level verdict").locator(
+        ".pill").text_content() == rv["decision"]
     no_injection(w)
     w.page.screenshot(path=str(shots / "report.png"), full_page=True)
     assert w.console_errors == []

@@ -70,7 +70,8 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
         rv = (summary.forensics or {}).get("run_verdict")
         if rv is None and summary.parity_rounds:  # gates' own scan: one more pass
             rv = run_level_verdict(Path(cfg.paths.log), window, summary.counts["no-match"],
-                                   summary.aa, token_evidence(cols.tokstats)).to_json()
+                                   summary.aa, token_evidence(cols.tokstats),
+                                   (ppl or {}).get("paired")).to_json()
         figures.update(run_figures(rv))
     notes = []
     if ppl is None:
@@ -107,17 +108,18 @@ def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogS
 
 def run_level_verdict(log: Path, window: Window | None, no_match: int,
                       aa: dict[str, Any] | None = None,
-                      tokens: TokenEvidence | None = None) -> RunVerdict:
+                      tokens: TokenEvidence | None = None,
+                      ppl: dict[str, Any] | None = None) -> RunVerdict:
     """Noise or a changed distribution, from the rounds' token statistics (``tokens``,
     from the columns) and the no-match rounds' forensics (a second pass over the log,
     only when there are no-match rounds) against the default noise prior, widened by
     the A/A's p99 swing and drift when the log has an A/A."""
     prior = widen(DEFAULT_PRIOR, (aa or {}).get("swing_p99"), (aa or {}).get("drift_p99"))
     if not no_match:
-        return run_verdict([], prior, no_match=0, tokens=tokens)
+        return run_verdict([], prior, no_match=0, tokens=tokens, ppl=ppl)
     flips = (flip_of(r.get("forensics"), r.get("refire"))
              for _, _, r in iter_rounds(log, window) if r.get("bucket") == "no-match")
-    return run_verdict(flips, prior, no_match=no_match, tokens=tokens)
+    return run_verdict(flips, prior, no_match=no_match, tokens=tokens, ppl=ppl)
 
 
 def summary_of(log: Path, window: Window | None = None) -> Summary:

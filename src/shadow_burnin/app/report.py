@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from shadow_burnin.app.dashboard import Dashboard, Filters
+from shadow_burnin.app.evidence import run_level_verdict
 from shadow_burnin.config import Config
+from shadow_burnin.core.columns import NOMATCH
+from shadow_burnin.core.runverdict import token_evidence
 from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.io.log.logread import Window
 from shadow_burnin.io.log.sidecars import LogFiles, guard_output, write_output
@@ -31,7 +37,7 @@ def build(cfg: Config, window: Window | None = None, first: int = 20, listed: in
           now: datetime | None = None) -> tuple[str, int, int]:
     """The report's HTML, its rounds and its divergences (no file written)."""
     view = Dashboard(cfg, window)
-    ov = view.overview()
+    ov = {**view.overview(), "run_verdict": run_verdict_of(cfg, view, window)}
     divs = view.divergences(Filters(limit=listed))
     w = window or Window()
     span = (f"rounds from {iso(w.since) or 'the start'} until {iso(w.until) or 'the end'}")
@@ -39,6 +45,15 @@ def build(cfg: Config, window: Window | None = None, first: int = 20, listed: in
     text = report(ov, view.series(), divs, view.first_divergences(first),
                   generated=generated, window=span)
     return text, ov["rounds"], divs["total"]
+
+
+def run_verdict_of(cfg: Config, view: Dashboard, window: Window | None) -> dict[str, Any]:
+    """The run-level verdict for the report (``app.evidence``: token statistics from the
+    columns, the no-match rounds' forensics from one more pass over the log)."""
+    cols = view.snapshot().columns
+    no_match = int(np.count_nonzero(cols.bucket == NOMATCH))
+    return run_level_verdict(Path(cfg.paths.log), window, no_match, view.overview().get("aa"),
+                             token_evidence(cols.tokstats)).to_json()
 
 
 def write(cfg: Config, target: Path, window: Window | None = None, first: int = 20) -> Written:

@@ -35,9 +35,11 @@ def divergences(config_path: Path | None, log_path: Path | None, state_path: Pat
     swing, re-fire outcome, and both texts aligned at the first difference (±40
     characters, the differing character highlighted, invisible characters shown).
 
-    Verdicts (no-match): near-tie (both tokens in each other's top-K, swing ≤ tau_tie,
-    prefix drift ≤ tau_drift), regression (a token outside the other's top-K, swing >
-    0.5 nats or drift > 2·tau_drift), unexplained (otherwise, or no logprobs).
+    Verdicts (no-match), relative to the noise model: near-tie (both tokens in each
+    other's top-K, swing ≤ tau_tie 0.46 nats, prefix drift ≤ tau_drift 0.25),
+    regression (a token outside the other's top-K, a pick that is not the side's own
+    top-1, swing > tau_regress 0.92 nats or drift > 2·tau_drift), unexplained
+    (otherwise, or no logprobs).
     Prefix-only rounds get a cause instead: length, stop or unexplained.
 
     \b

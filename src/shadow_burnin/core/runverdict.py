@@ -7,6 +7,9 @@ moved no more than noise moves them; the *set* of flips can: under numeric noise
 small share of flips falls outside the noise envelope, tokens stay in each other's
 top-K, and each side's greedy pick is its own top-1.
 
+The ``ppl`` run's KLD and same-top-1 rate, when one exists, are said beside the decision
+(context only: no prior of benign pairs for them has been measured yet).
+
 The noise model is a **prior** (:data:`DEFAULT_PRIOR`), never the pair's own figures — a
 broken pair inflates its own swings and drifts, so it must not excuse itself. The prior
 comes from the README's measured tables (Gemma 3 270M Q4_K_M, 2-core CPU) of benign pairs:
@@ -41,6 +44,7 @@ import numpy as np
 
 from shadow_burnin.core.gates import Figure
 from shadow_burnin.core.tokstats import MARGIN_EDGES, MARGIN_FIELDS
+from shadow_burnin.core.verdict import NOISE_SCALE
 
 Decision = Literal["noise", "changed", "unknown"]
 OFF_TOP1 = "do not describe its greedy"  # core.verdict's reason for an off-top-1 pick
@@ -59,7 +63,7 @@ class NoisePrior:
     # matched tokens (core.tokstats): numeric noise moves a token's top-2 margin by a
     # Laplace amount of scale ``move_scale`` nats (its mean |move|); a flip at a token of
     # margin m has probability ½·exp(−m / move_scale) under noise
-    move_scale: float = 0.1
+    move_scale: float = NOISE_SCALE
     off_top1_token_rate: float = 0.001  # per matched token, a pick that is not top-1
     min_tokens: int = 50  # matched tokens before the token-level tests count
     source: str = "default prior (README: benign numeric variants vs broken pairs)"
@@ -268,6 +272,7 @@ def _test(name: str, observed: int, n: int, rate: float) -> Test:
     return Test(name, observed, n, rate, binom_tail(observed, n, rate))
 
 
+OFF_TOP1_FLIPS = "greedy pick not the side's own top-1"
 MOVES_TEST = "mean margin move at matched tokens"
 FLIPS_TEST = "flips against the matched-token noise"
 OFF_TOP1_TOKENS = "matched tokens whose greedy pick is not the side's own top-1"
@@ -313,6 +318,7 @@ class RunVerdict:
     unanalysed: int = 0
     prior: NoisePrior = field(default_factory=NoisePrior)
     tokens: TokenEvidence = field(default_factory=TokenEvidence)
+    ppl: dict[str, Any] | None = None  # the latest ppl run's paired figures (context)
 
     def to_json(self) -> dict[str, Any]:
         def r(x: float | None) -> float | None:
@@ -331,7 +337,8 @@ class RunVerdict:
                            "flip_margin_max": r(max(ev.flip_margins, default=0.0))
                            if ev.flip_margins else None,
                            "topk_overlap": r(ev.topk_overlap / ev.n) if ev.n else None,
-                           "off_top1": ev.off_top1}}
+                           "off_top1": ev.off_top1},
+                "ppl": self.ppl}
 
 
 def outside(flip: Flip, prior: NoisePrior) -> bool:
@@ -342,8 +349,8 @@ def outside(flip: Flip, prior: NoisePrior) -> bool:
 
 
 def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR, *,
-                no_match: int | None = None, tokens: TokenEvidence | None = None
-                ) -> RunVerdict:
+                no_match: int | None = None, tokens: TokenEvidence | None = None,
+                ppl: Mapping[str, Any] | None = None) -> RunVerdict:
     """Decide noise vs changed from a run's flips (``no_match``: the run's no-match
     rounds, to count those without forensics) and its token statistics (``tokens``,
     summed by :func:`token_evidence`; the token-level tests need
@@ -362,8 +369,7 @@ def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR,
               prior.outside_rate),
         _test("token missing from the other's top-K",
               sum(1 for f in with_topk if not f.in_topk), len(with_topk), prior.topk_miss_rate),
-        _test("greedy pick not the side's own top-1", sum(f.off_top1 for f in judged), n,
-              prior.off_top1_rate),
+        _test(OFF_TOP1_FLIPS, sum(f.off_top1 for f in judged), n, prior.off_top1_rate),
         *token_tests(ev, prior),
     )
     figs = {"swing_max": swings[-1] if swings else None,
@@ -376,8 +382,25 @@ def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR,
     else:
         decision = "noise"
     text = explain(decision, n, tests, figs, prior, not_rep, unanalysed, ev)
+    context = ppl_context(ppl)
+    if context is not None:
+        text += (f" (ppl run over {context['positions']} positions: mean KLD "
+                 f"{context['kld_mean']:.3g}, same top-1 {100 * context['same_top1_rate']:.1f} %"
+                 "; context, not part of the decision: no benign prior for it yet)")
     return RunVerdict(decision, text, n, tests, figs["swing_max"], figs["swing_median"],
-                      figs["drift_max"], not_rep, unanalysed, prior, ev)
+                      figs["drift_max"], not_rep, unanalysed, prior, ev, context)
+
+
+def ppl_context(paired: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``ppl`` run's paired KLD and same-top-1 rate, when it has both."""
+    if not isinstance(paired, Mapping):
+        return None
+    kld, same = paired.get("kld_mean"), paired.get("same_top1_rate")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+               for x in (kld, same)):
+        return None
+    return {"kld_mean": kld, "same_top1_rate": same,
+            "positions": int(paired.get("positions") or 0)}
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -398,6 +421,8 @@ def explain(decision: Decision, n: int, tests: Sequence[Test], figs: Mapping[str
         flip_tests = [t for t in tests if t.name not in _TOKEN_TESTS]
         text = token_part
         failed = [t for t in flip_tests if t.n and t.p_value < prior.alpha]
+        if any(t.name == OFF_TOP1_TOKENS and t.p_value < prior.alpha for t in tests):
+            failed = [t for t in failed if t.name != OFF_TOP1_FLIPS]  # said once
         if failed:
             text += "; " + "; ".join(_clause(t, prior) for t in failed)
         text += f" → {verdict}"

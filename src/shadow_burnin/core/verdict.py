@@ -7,10 +7,16 @@ For a ``no-match`` round, with ``d`` the first token where the two token streams
 - ``swing = margin_v1 + margin_v2`` (nats): how far the a-vs-b margin moved;
 - ``prefix_drift`` = max |lp_v1 − lp_v2| over the matched tokens before ``d``;
 - verdict, checked in this order:
+  ``regression`` a side's greedy pick is not its own top-1 (its logprobs do not describe
+                 its choice: a sampler setting such as ``repeat_penalty``);
   ``near-tie``   b in v1's top-K, a in v2's top-K, swing ≤ τ_tie, drift ≤ τ_drift;
-  ``regression`` a token missing from the other side's top-K, swing > τ_regress (0.5),
-                 or drift > 2·τ_drift;
+  ``regression`` a token missing from the other side's top-K, swing > τ_regress, or
+                 drift > 2·τ_drift;
   ``unexplained`` anything else, and whenever logprobs are missing.
+
+The default thresholds come from the noise model (``NOISE_SCALE``, the prior of the
+run-level verdict): τ_tie = the swing numeric noise exceeds at 1 % of tokens (0.46
+nats), τ_regress = at 0.01 % (0.92), τ_drift = 0.25 (benign prefix drifts).
 
 Tokens are compared by their bytes when both sides give them, otherwise by their text
 (U+FFFD dropped), so a partial UTF-8 token reads the same from every server. A
@@ -20,6 +26,7 @@ Tokens are compared by their bytes when both sides give them, otherwise by their
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -87,11 +94,25 @@ def prefix_drift(t1: Sequence[Token], t2: Sequence[Token], upto: int) -> float:
     return drift
 
 
+# The noise model's scale (``core.runverdict.NoisePrior.move_scale``): numeric noise moves
+# a token's top-2 margin by a Laplace amount of this mean (nats), measured on the benign
+# pairs of benchmarks/verdicts (README "Run-level verdict"). The per-round thresholds
+# follow from it: a move above scale·ln 100 happens at 1 % of tokens under noise, above
+# scale·ln 10⁴ at 0.01 %.
+NOISE_SCALE = 0.1
+TIE_SWING = round(NOISE_SCALE * math.log(100), 3)  # 0.461 nats
+REGRESS_SWING = round(NOISE_SCALE * math.log(1e4), 3)  # 0.921 nats
+TIE_DRIFT = 0.25  # benign pairs' prefix drifts: p90 0.21–0.26 nats, max 0.41
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    tau_tie: float = 0.1
-    tau_drift: float = 0.05
-    tau_regress: float = 0.5
+    """Per-round verdict thresholds: the noise model's (see ``NOISE_SCALE``) unless set
+    in ``[forensics]`` or widened by ``--calibrate``."""
+
+    tau_tie: float = TIE_SWING
+    tau_drift: float = TIE_DRIFT
+    tau_regress: float = REGRESS_SWING
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +189,8 @@ def token_verdict(t1: Sequence[Token] | None, t2: Sequence[Token] | None,
         lo2 = m2 if m2 is not None else m2_min
         swing_min = lo1 + lo2 if lo1 is not None and lo2 is not None else None
     own = _own_choice_gap(ta, "v1") or _own_choice_gap(tb, "v2")
-    if own is not None:
-        return TokenVerdict("unexplained", own, swing=swing, margin_v1=m1, margin_v2=m2,
+    if own is not None:  # a sampler setting differs: not numeric noise
+        return TokenVerdict("regression", own, swing=swing, margin_v1=m1, margin_v2=m2,
                             b_in_v1_top=lp1_b is not None, a_in_v2_top=lp2_a is not None,
                             swing_min=swing_min, **base)
     fig = TokenVerdict("", "", swing=swing, swing_min=swing_min, margin_v1=m1, margin_v2=m2,

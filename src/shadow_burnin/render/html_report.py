@@ -14,6 +14,16 @@ from shadow_burnin.render.escape import html as esc
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
+def run_verdict(rv: Mapping[str, Any] | None) -> str:
+    """The run-level verdict (``core.runverdict``): decision and its one sentence."""
+    if not rv:
+        return ""
+    state = {"noise": "pass", "changed": "fail"}.get(str(rv.get("decision")), "wait")
+    return (f'<h2>Run-level verdict <span class="pill state-{state}">'
+            f'{esc(rv.get("decision"))}</span></h2>'
+            f'<p class="run-verdict">{esc(rv.get("explanation"))}</p>')
+
+
 def report(ov: Mapping[str, Any], series: Mapping[str, Any], divs: Mapping[str, Any],
            first: list[dict[str, Any]], *, generated: str, window: str) -> str:
     shown = {d["round"] for d in first}
@@ -23,6 +33,7 @@ def report(ov: Mapping[str, Any], series: Mapping[str, Any], divs: Mapping[str, 
         f'<p class="count">log <span class="mono">{esc(ov["log"])}</span> · {esc(window)} · '
         f"generated {esc(generated)}</p>",
         hv.overview(ov),
+        run_verdict(ov.get("run_verdict")),
         "<h2>Plots</h2>", hv.plots(series),
         "<h2>Worst prompts</h2>", hv.worst_prompts(ov["top_divergent_prompts"]),
         f'<h2>Divergences ({divs["total"]:,}; the first {len(items):,} listed)</h2>',

@@ -27,6 +27,7 @@ from shadow_burnin.render.progress import NullProgress
 # a reply: [(token, logprob, [(alternative, logprob), ...]), ...]
 Reply = list[tuple[str, float, list[tuple[str, float]]]]
 PROMPTS = [Prompt(id=f"p{i}", category="c", prompt=f"prompt {i}") for i in range(4)]
+FIXED = Thresholds(tau_tie=0.1, tau_drift=0.05, tau_regress=0.5)  # set by hand (the rule)
 SAME: Reply = [("The", -0.1, [("A", -3.0)]), (" cat", -0.2, [(" dog", -2.0)])]
 
 
@@ -205,7 +206,7 @@ async def test_aa_goes_to_v1b_and_calibrates(tmp_path: Path, serve: Any) -> None
                                               (" cat", -0.28, [(" dog", -2.0)]),
                                               (" ran", -0.5, [(" sat", -0.6)])]))
     log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=2, v1b=Endpoint(v1b_url),
-                           calibrate=True, thresholds=Thresholds(tau_tie=0.1), min_samples=1)
+                           calibrate=True, thresholds=FIXED, min_samples=1)
     assert [("aa" in r) for r in log] == [False, True]  # the pair inside round 2
     rounds = log
     aa = log[1]["aa"]
@@ -231,7 +232,7 @@ async def test_aa_on_one_server_records_zero_noise(tmp_path: Path, serve: Any) -
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
     v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
     log, _, _ = await burn(tmp_path, v1, v2, rounds=2, aa_every=1, calibrate=True,
-                           min_samples=1)
+                           min_samples=1, thresholds=FIXED)
     aa = [r["aa"] for r in log]
     assert [a["bucket"] for a in aa] == ["exact", "exact"] and "forensics" not in aa[0]
     assert aa[0]["noise"] == {"moves": [0.0, 0.0, 0.0], "drifts": [0.0, 0.0, 0.0]}
@@ -243,7 +244,7 @@ async def test_aa_on_one_server_records_zero_noise(tmp_path: Path, serve: Any) -
 async def test_calibration_starts_from_the_logs_noise(tmp_path: Path, serve: Any) -> None:
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
     v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
-    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True, thresholds=FIXED,
                            aa_noise=NoiseSamples(swings=[0.25], moves=[0.1] * 99,
                                                  drifts=[0.2] * 100))
     fx = log[0]["forensics"]
@@ -255,7 +256,7 @@ async def test_calibration_waits_for_enough_samples(tmp_path: Path, serve: Any) 
     # 99 samples of 0.3: their "p99" would be their maximum; the defaults stay
     v1 = await serve(LogprobServer(lambda n: reply((" sat", -0.5, [(" ran", -0.6)]))))
     v2 = await serve(LogprobServer(lambda n: reply((" ran", -0.5, [(" sat", -0.6)]))))
-    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True,
+    log, _, _ = await burn(tmp_path, v1, v2, rounds=1, calibrate=True, thresholds=FIXED,
                            aa_noise=NoiseSamples(moves=[0.3] * 99, drifts=[0.3] * 99))
     fx = log[0]["forensics"]
     assert (fx["tau_tie"], fx["tau_drift"], fx["verdict"]) == (0.1, 0.05, "unexplained")

@@ -125,6 +125,29 @@ def matched_tokens(records: list[dict[str, Any]]) -> dict[str, Any] | None:
             "off_top1": int(total("off_top1"))}
 
 
+FIGURES = ("divergence_token", "a", "b", "swing", "swing_min", "margin_v1", "margin_v2",
+           "prefix_drift", "b_in_v1_top", "a_in_v2_top")
+
+
+def round_verdict(fx: dict[str, Any]) -> str:
+    """A no-match round's per-round verdict under the *current* default rules, from the
+    figures its forensics recorded (so ``--rejudge`` applies a change of thresholds to
+    logs made before it; on a fresh log it gives the recorded verdict again). Verdicts
+    that did not come from the thresholds (no logprobs, a side's pick below its own
+    top-1) stay as recorded."""
+    from shadow_burnin.core.verdict import Thresholds, TokenVerdict, _decide
+
+    recorded = str(fx.get("verdict", "none"))
+    if fx.get("swing") is None and fx.get("swing_min") is None and \
+            fx.get("b_in_v1_top") is None:
+        return recorded  # no figures: decided before the thresholds
+    if "greedy choice" in str(fx.get("reason", "")):
+        return recorded  # a sampler setting: regression whatever the thresholds
+    k = int(fx.get("k") or 0)
+    fig = TokenVerdict("", "", **{f: fx.get(f) for f in FIGURES})
+    return _decide(fig, Thresholds(), k, k)[0]
+
+
 def judge_pair(pair: Pair, log: Path) -> dict[str, Any]:
     """The row of the results table for a finished pair (``bench --json``'s figures)."""
     summary, _ = scan_summary(log)
@@ -132,7 +155,8 @@ def judge_pair(pair: Pair, log: Path) -> dict[str, Any]:
     verdicts: collections.Counter[str] = collections.Counter()
     for r in records:
         if r.get("bucket") == "no-match":
-            verdicts[str((r.get("forensics") or {}).get("verdict", "none"))] += 1
+            fx = r.get("forensics")
+            verdicts[round_verdict(fx) if isinstance(fx, dict) else "none"] += 1
     rv = (summary.forensics or {}).get("run_verdict") or {}
     decision = rv.get("decision")
     flips = sum(verdicts.values())

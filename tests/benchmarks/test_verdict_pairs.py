@@ -138,3 +138,22 @@ def test_table_marks_decisions_escapes_and_sums_up(run: ModuleType) -> None:
     assert "`regression` rate on rope-x2 (blatant): 3 of 4 flips = 75 %" in table
     assert "No divergence at all in this run" in table and "rope-x1.01" in table
     assert "--rounds 10" in table
+
+
+def test_round_verdict_applies_the_current_thresholds(run: ModuleType) -> None:
+    base = {"divergence_token": 3, "a": " x", "b": " y", "margin_v1": 0.1, "margin_v2": 0.1,
+            "b_in_v1_top": True, "a_in_v2_top": True, "k": 5}
+    # recorded under older, tighter rules: the figures now make it a near-tie
+    assert run.round_verdict({**base, "verdict": "regression", "swing": 0.2,
+                              "prefix_drift": 0.12}) == "near-tie"
+    assert run.round_verdict({**base, "verdict": "near-tie", "swing": 0.2,
+                              "prefix_drift": 0.1, "b_in_v1_top": False,
+                              "swing_min": 2.0}) in ("near-tie", "regression")
+    assert run.round_verdict({**base, "verdict": "near-tie", "swing": 5.0,
+                              "prefix_drift": 0.0}) == "regression"
+    # not decided by the thresholds: kept as recorded
+    assert run.round_verdict({**base, "verdict": "regression", "swing": 0.0,
+                              "reason": "v2 chose ' a' but ranks ' b' higher: its logprobs "
+                                        "do not describe its greedy choice"}) == "regression"
+    assert run.round_verdict({"verdict": "unexplained",
+                              "reason": "no logprobs from v2"}) == "unexplained"

@@ -132,9 +132,9 @@ FIGURES = ("divergence_token", "a", "b", "swing", "swing_min", "margin_v1", "mar
 def round_verdict(fx: dict[str, Any]) -> str:
     """A no-match round's per-round verdict under the *current* default rules, from the
     figures its forensics recorded (so ``--rejudge`` applies a change of thresholds to
-    logs made before it; on a fresh log it gives the recorded verdict again). Verdicts
-    that did not come from the thresholds (no logprobs, a side's pick below its own
-    top-1) stay as recorded."""
+    logs made before it; on a fresh log it gives the recorded verdict again). A side's
+    pick below its own top-1 is a ``regression`` (the current rule; older logs said
+    ``unexplained``); verdicts reached without figures (no logprobs) stay as recorded."""
     from shadow_burnin.core.verdict import Thresholds, TokenVerdict, _decide
 
     recorded = str(fx.get("verdict", "none"))
@@ -142,7 +142,7 @@ def round_verdict(fx: dict[str, Any]) -> str:
             fx.get("b_in_v1_top") is None:
         return recorded  # no figures: decided before the thresholds
     if "greedy choice" in str(fx.get("reason", "")):
-        return recorded  # a sampler setting: regression whatever the thresholds
+        return "regression"  # a side's pick below its own top-1 (a sampler setting)
     k = int(fx.get("k") or 0)
     fig = TokenVerdict("", "", **{f: fx.get(f) for f in FIGURES})
     return _decide(fig, Thresholds(), k, k)[0]

@@ -151,9 +151,10 @@ def test_round_verdict_applies_the_current_thresholds(run: ModuleType) -> None:
                               "swing_min": 2.0}) in ("near-tie", "regression")
     assert run.round_verdict({**base, "verdict": "near-tie", "swing": 5.0,
                               "prefix_drift": 0.0}) == "regression"
-    # not decided by the thresholds: kept as recorded
-    assert run.round_verdict({**base, "verdict": "regression", "swing": 0.0,
+    # a side's pick below its own top-1: a regression (older logs said unexplained)
+    assert run.round_verdict({**base, "verdict": "unexplained", "swing": 0.0,
                               "reason": "v2 chose ' a' but ranks ' b' higher: its logprobs "
                                         "do not describe its greedy choice"}) == "regression"
+    # no figures (no logprobs): kept as recorded
     assert run.round_verdict({"verdict": "unexplained",
                               "reason": "no logprobs from v2"}) == "unexplained"

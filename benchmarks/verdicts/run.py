@@ -201,7 +201,9 @@ def _tests(rv: dict[str, Any]) -> str:
     for t in rv.get("tests") or []:
         p = t.get("p_value")
         mark = f" (p {p:.2g})" if isinstance(p, (int, float)) and p < 0.001 else ""
-        parts.append(f"{t.get('observed')}/{t.get('n')}{mark}")
+        obs = t.get("observed")
+        shown = f"{obs:.3f}" if isinstance(obs, float) and not obs.is_integer() else obs
+        parts.append(f"{shown}/{t.get('n')}{mark}")
     return " · ".join(parts) or "no flips"
 
 
@@ -322,6 +324,7 @@ def rejudge(folder: Path, show_markdown: bool) -> int:
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
         print(f"--rejudge {folder}: no readable results.json ({exc})", file=sys.stderr)
         return 2
+    meta["v1"] = V1_TEXT
     for row in rows:
         if row.get("status") == "ok" and row.get("name") in BY_NAME:
             row.update(judge_pair(BY_NAME[row["name"]], Path(row["log"])))

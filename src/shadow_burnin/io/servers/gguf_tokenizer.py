@@ -62,8 +62,15 @@ def _merges(pieces: list[str], scores: list[float], types: list[int]) -> list[tu
     return [(m[3], m[4]) for m in found]
 
 
-def build_tokenizer_json(gguf_path: Path) -> str:
-    """The tokenizer of ``gguf_path`` serialised as a ``tokenizer.json`` string."""
+def build_tokenizer_json(gguf_path: Path, space_prefix: bool | None = None,
+                         with_bos: bool | None = None) -> str:
+    """The tokenizer of ``gguf_path`` serialised as a ``tokenizer.json`` string.
+
+    ``space_prefix`` and ``with_bos`` override the GGUF's ``add_space_prefix`` and
+    ``add_bos_token`` (None: the GGUF's own) — deliberately wrong tokenizers for the
+    labelled benchmark (SentencePiece's default "dummy prefix" applied to a model trained
+    without it; a BOS token never added).
+    """
     try:
         from gguf import GGUFReader
         from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
@@ -89,6 +96,10 @@ def build_tokenizer_json(gguf_path: Path) -> str:
     unk = int(_field(reader, "tokenizer.ggml.unknown_token_id", 0))
     add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", True))
     add_prefix = bool(_field(reader, "tokenizer.ggml.add_space_prefix", True))
+    if space_prefix is not None:
+        add_prefix = space_prefix
+    if with_bos is not None:
+        add_bos = with_bos
 
     vocab = {p: i for i, p in enumerate(pieces)}
     model = models.BPE(vocab=vocab, merges=_merges(pieces, scores, types),
@@ -116,16 +127,20 @@ def _fingerprint(gguf_path: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def ensure_tokenizer_json(gguf_path: Path, cache: Path | None = None) -> Path:
-    """The cached ``tokenizer.json`` for ``gguf_path`` (built once, written atomically)."""
+def ensure_tokenizer_json(gguf_path: Path, cache: Path | None = None,
+                          space_prefix: bool | None = None, bos: bool | None = None) -> Path:
+    """The cached ``tokenizer.json`` for ``gguf_path`` (built once, written atomically);
+    ``space_prefix``/``bos`` as in :func:`build_tokenizer_json` (a variant: its own file)."""
     from shadow_burnin.io.servers.llama_build import cache_dir
 
     folder = cache or cache_dir() / "tokenizers"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{gguf_path.stem}-{_fingerprint(gguf_path)}.tokenizer.json"
+    variant = "".join(f"-{name}{int(flag)}" for name, flag in
+                      (("prefix", space_prefix), ("bos", bos)) if flag is not None)
+    target = folder / f"{gguf_path.stem}-{_fingerprint(gguf_path)}{variant}.tokenizer.json"
     if target.is_file():
         return target
-    text = build_tokenizer_json(gguf_path)
+    text = build_tokenizer_json(gguf_path, space_prefix, bos)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")

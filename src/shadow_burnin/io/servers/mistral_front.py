@@ -56,24 +56,47 @@ from shadow_burnin.io.servers.local import LocalServer
 
 ENTRY = "shadow_burnin.io.servers.serve_mistral"
 RAW_TEMPLATE = "{{ bos_token }}{% for message in messages %}{{ message['content'] }}{% endfor %}"
+# the same without the BOS token: a deliberately broken front (the labelled benchmark)
+RAW_TEMPLATE_NO_BOS = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 WHEEL_HINT = "install the demo extra: pip install 'shadow-burnin[demo]' (wheel: mistralrs)"
 
 
 @dataclass(frozen=True)
 class MistralSettings:
-    """What the mistral.rs side is told; ``threads`` sets ``RAYON_NUM_THREADS``."""
+    """What the mistral.rs side is told; ``threads`` sets ``RAYON_NUM_THREADS``.
+
+    ``bos`` and ``space_prefix`` exist to break the front on purpose (the labelled
+    benchmark's broken pairs): ``bos=False`` drops the BOS token from every prompt (a
+    template without it and a tokenizer that does not add it: mistral.rs adds the
+    tokenizer's BOS when the template has none),
+    ``space_prefix=True`` tokenizes with SentencePiece's "dummy prefix" (a ``▁`` before
+    the text) which this model was not trained with. The defaults are the correct front.
+    """
 
     threads: int = 1
     alias: str | None = None  # the model id served (default: the file's stem)
+    bos: bool = True
+    space_prefix: bool | None = None  # None: what the GGUF says
+
+    def label(self) -> str:
+        """A short description for logs and reports."""
+        parts = [f"mistral.rs {self.threads}t"]
+        if not self.bos:
+            parts.append("no BOS")
+        if self.space_prefix is not None:
+            parts.append(f"space prefix {'on' if self.space_prefix else 'off'}")
+        return ", ".join(parts)
 
 
-def raw_template_path() -> Path:
-    """The raw-prompt jinja template (written once into the cache)."""
-    path = cache_dir() / "templates" / "raw-prompt.jinja"
-    if not path.is_file() or path.read_text() != RAW_TEMPLATE:
+def raw_template_path(bos: bool = True) -> Path:
+    """The raw-prompt jinja template (written once into the cache); ``bos=False``: the
+    broken variant without the BOS token."""
+    text = RAW_TEMPLATE if bos else RAW_TEMPLATE_NO_BOS
+    path = cache_dir() / "templates" / ("raw-prompt.jinja" if bos else "raw-prompt-no-bos.jinja")
+    if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(RAW_TEMPLATE)
+        tmp.write_text(text)
         os.replace(tmp, path)
     return path
 
@@ -413,7 +436,8 @@ def mistral_front_server(
 
     def build(port: int) -> list[str]:
         config = {"model": str(model), "port": port, "alias": chosen.alias or model.stem,
-                  "tokenizer_json": str(tokenizer_json) if tokenizer_json else None}
+                  "tokenizer_json": str(tokenizer_json) if tokenizer_json else None,
+                  "bos": chosen.bos, "space_prefix": chosen.space_prefix}
         return [sys.executable, "-m", ENTRY, json.dumps(config)]
 
     env = dict(os.environ)

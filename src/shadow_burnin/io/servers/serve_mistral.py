@@ -1,8 +1,9 @@
 """Process entry point: mistral.rs behind the OpenAI-compatible front until SIGTERM/SIGINT.
 
 ``python -m shadow_burnin.io.servers.serve_mistral '{"model", "port", "alias",
-"tokenizer_json"}'`` — loads the engine first, then listens (so ``/health`` answering
-means ready).
+"tokenizer_json", "bos", "space_prefix"}'`` (the last two optional: the broken variants of
+``MistralSettings``) — loads the engine first, then listens (so ``/health`` answering means
+ready).
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ def main(argv: list[str]) -> int:
     from shadow_burnin.io.servers.mistral_front import Engine, Front, raw_template_path
 
     tok = Path(config["tokenizer_json"]) if config.get("tokenizer_json") else None
+    space_prefix = config.get("space_prefix")
+    bos = bool(config.get("bos", True))
     if tok is None:
         print("tokenizer.json from the GGUF's metadata (built once, cached)…", flush=True)
-        tok = ensure_tokenizer_json(model)
-    print(f"mistral.rs: loading {model} (tokenizer {tok})", flush=True)
+        tok = ensure_tokenizer_json(model, space_prefix=space_prefix,
+                                    bos=None if bos else False)
+    print(f"mistral.rs: loading {model} (tokenizer {tok}{'' if bos else ', no BOS'})",
+          flush=True)
     try:
-        engine = Engine(model, tok, raw_template_path())
+        engine = Engine(model, tok, raw_template_path(bos))
     except Exception as exc:
         print(f"mistralrs.Runner failed: {exc}", file=sys.stderr, flush=True)
         return 5

@@ -8,7 +8,8 @@ the ``CommonParams``, starts the server and waits for SIGTERM. :class:`LocalServ
 it a free loopback port, a parent-death signal, a log file and readiness via ``/health``.
 
 :class:`XllamaSettings` holds the knobs that matter for numbers: threads, batch/ubatch,
-flash attention, KV cache types, RoPE base/scale, context, the repeat-penalty default.
+flash attention, KV cache types, RoPE base/scale, context (and whether a full context
+shifts out old tokens instead of stopping), the repeat-penalty default.
 Different thread/batch settings put the same weights on different numeric paths (the
 forensics tests use that); a wrong RoPE base breaks the model on purpose.
 """
@@ -52,6 +53,8 @@ class XllamaSettings:
     rope_freq_scale: float = 0.0  # 0: the model's own
     repeat_penalty: float = 1.0
     cache_prompt: bool = False
+    ctx_shift: bool = False  # on a full context, drop old tokens instead of stopping
+    swa_full: bool = False  # full-size cache for sliding-window attention layers
     warmup: bool = False
     alias: str | None = None  # the model id served (default: the file's stem)
 
@@ -77,6 +80,14 @@ class XllamaSettings:
             parts.append(f"kv {self.cache_type_k}/{self.cache_type_v}")
         if self.rope_freq_base:
             parts.append(f"rope base {self.rope_freq_base:g}")
+        if self.rope_freq_scale:
+            parts.append(f"rope scale {self.rope_freq_scale:g}")
+        if self.repeat_penalty != 1.0:
+            parts.append(f"repeat_penalty {self.repeat_penalty:g}")
+        if self.n_ctx != CTX_SIZE:
+            parts.append(f"n_ctx {self.n_ctx}{' (shift)' if self.ctx_shift else ''}")
+        if self.swa_full:
+            parts.append("swa full")
         return ", ".join(parts)
 
 
@@ -107,6 +118,8 @@ def common_params(config: dict[str, Any]) -> Any:
     params.rope_freq_base = s.rope_freq_base
     params.rope_freq_scale = s.rope_freq_scale
     params.sampling.penalty_repeat = s.repeat_penalty
+    params.ctx_shift = s.ctx_shift
+    params.swa_full = s.swa_full
     params.cache_prompt = s.cache_prompt
     params.cache_ram_mib = 0
     params.warmup = s.warmup

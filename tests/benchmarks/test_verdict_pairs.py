@@ -1,0 +1,160 @@
+"""The labelled benchmark's catalogue and results table, on synthetic rows (the real
+servers are in tests/e2e/test_verdict_pairs.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"verdicts_{name}", ROOT / "benchmarks/verdicts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run() -> ModuleType:
+    module = load("run")
+    sys.path.remove(str(ROOT / "benchmarks/verdicts"))
+    return module
+
+
+@pytest.fixture(scope="module")
+def pairs() -> ModuleType:
+    return load("pairs")
+
+
+def test_catalogue_labels_and_variants(pairs: ModuleType) -> None:
+    cat = pairs.CATALOGUE
+    assert len({p.name for p in cat}) == len(cat)
+    assert {p.label for p in cat} == {"benign", "broken"}
+    # every broken pair has a severity, every v2 differs from its v1
+    assert all(p.severity for p in cat if p.label == "broken")
+    assert all(p.v1 != p.v2 for p in cat)
+    # the table prints catalogue strings as they are: none may break a markdown row
+    assert not any("|" in s for p in cat for s in (p.name, p.why, p.v1.describe(),
+                                                   p.v2.describe()))
+    # one v1 spec serves every pair but the llama.cpp upgrade (one v1 process, reused)
+    assert len({p.v1 for p in cat}) == 2
+    assert {p.name for p in cat if p.v1 != pairs.V1} == {"llama-upgrade"}
+    reduced = pairs.select(None, reduced=True)
+    assert [p.label for p in reduced].count("benign") == 1
+    assert all(p.v2.engine == "xllamacpp" for p in reduced)
+    assert [p.name for p in pairs.select("rope-x2, threads-2")] == ["rope-x2", "threads-2"]
+    with pytest.raises(SystemExit, match="unknown pair 'nope'"):
+        pairs.select("threads-2,nope")
+
+
+def test_compiled_pair_is_skipped_without_the_extra(pairs: ModuleType,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    upgrade = pairs.BY_NAME["llama-upgrade"]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert "llama-cpp" in upgrade.v1.unavailable()
+    assert upgrade.v2.unavailable() is None
+    assert pairs.BY_NAME["cpp-vs-rust"].v2.unavailable() is None
+
+
+def test_matched_tokens_aggregates_tokstats(run: ModuleType) -> None:
+    recs: list[dict[str, Any]] = [
+        {"bucket": "exact", "tokstats": {"n": 10, "dlp_sum": 0.5, "dlp_max": 0.2,
+                                         "move_n": 5, "move_sum": 0.25, "move_max": 0.1,
+                                         "topk_overlap": 9.0, "off_top1": 0}},
+        {"bucket": "no-match", "tokstats": {"n": 30, "dlp_sum": 1.5, "dlp_max": 0.4,
+                                            "move_n": 0, "move_sum": 0.0,
+                                            "move_max": math.nan, "topk_overlap": 27.0,
+                                            "off_top1": 2}},
+        {"bucket": "v2-unreachable"},
+    ]
+    m = run.matched_tokens(recs)
+    assert m["rounds"] == 2 and m["tokens"] == 40
+    assert m["dlp_mean"] == pytest.approx(0.05) and m["dlp_max"] == 0.4
+    assert m["move_mean"] == pytest.approx(0.05) and m["move_max"] == 0.1
+    assert m["topk_overlap"] == pytest.approx(0.9) and m["off_top1"] == 2
+    assert run.matched_tokens([{"bucket": "exact"}]) is None
+
+
+def _row(name: str, label: str, decision: str, verdicts: dict[str, int],
+         **kw: Any) -> dict[str, Any]:
+    flips = sum(verdicts.values())
+    return {"name": name, "label": label, "severity": kw.get("severity", ""),
+            "v2": kw.get("v2", "xllamacpp 2t"), "status": "ok", "exact": 10 - flips,
+            "parity": 10, "buckets": {"exact": 10 - flips, "no-match": flips,
+                                      **kw.get("buckets", {})},
+            "flips": flips, "verdicts": verdicts, "regression": verdicts.get("regression", 0),
+            "decision": decision,
+            "right": decision == ("noise" if label == "benign" else "changed"),
+            "run_verdict": {"decision": decision, "explanation": kw.get("why", "because"),
+                            "swing_max": 0.5, "drift_max": None,
+                            "tests": [{"name": "outside", "observed": 1, "n": flips,
+                                       "p_value": 1e-9 if decision == "changed" else 0.5}]},
+            "matched": None}
+
+
+def test_table_marks_decisions_escapes_and_sums_up(run: ModuleType) -> None:
+    rows = [
+        _row("threads-2", "benign", "noise", {"near-tie": 19, "regression": 1}),
+        _row("rope-x2", "broken", "changed", {"regression": 3, "x | <b>y</b>": 1},
+             severity="blatant"),
+        _row("rope-x1.01", "broken", "noise", {}, severity="subtle"),
+        {"name": "llama-upgrade", "label": "benign", "severity": "", "v2": "xllamacpp",
+         "status": "skipped", "note": "needs the compiled `llama-cpp` extra"},
+    ]
+    meta = {"rounds": 10, "max_tokens": 8, "date": "2026-11-29", "load": "1.0→2.0",
+            "seconds": 600.0, "v1": "xllamacpp 1t", "test_names": "a · b",
+            "command": "python benchmarks/verdicts/run.py --markdown --rounds 10"}
+    rows[0]["matched"] = {"rounds": 10, "tokens": 120, "dlp_mean": 0.0123, "dlp_max": 0.3,
+                          "move_mean": 0.05, "move_max": 0.6, "topk_overlap": 0.97,
+                          "off_top1": 0}
+    rows[0]["run_verdict"]["tokens"] = {"predicted_flips": 17.25}
+    table = run.markdown_table(rows, meta)
+    assert "| threads-2 | benign | 120 | 0.012 / 0.30 | 0.050 / 0.60 | 0.970 | 0 | 20 / 17.2 |" \
+        in table
+    lines: dict[str, str] = {}
+    for x in table.splitlines():  # the results table's row (the first row of that name)
+        if x.startswith("| "):
+            lines.setdefault(x.split(" | ")[0], x)
+    assert "**noise** ✓" in lines["| threads-2"]
+    assert "**changed** ✓" in lines["| rope-x2"] and "(p 1e-09)" in lines["| rope-x2"]
+    assert "**noise** ✗" in lines["| rope-x1.01"]
+    assert "not run: needs the compiled" in lines["| llama-upgrade"]
+    # a hostile verdict name from a log cannot add a column or markup
+    assert lines["| rope-x2"].count(" | ") == lines["| threads-2"].count(" | ")
+    assert "<b>" not in table
+    assert "Run-level decision right: 2 of 3 pairs" in table
+    assert "Benign flips not called `regression`: 19 of 20 = 95 %" in table
+    assert "`regression` rate on rope-x2 (blatant): 3 of 4 flips = 75 %" in table
+    assert "No divergence at all in this run" in table and "rope-x1.01" in table
+    assert "--rounds 10" in table
+
+
+def test_round_verdict_applies_the_current_thresholds(run: ModuleType) -> None:
+    base = {"divergence_token": 3, "a": " x", "b": " y", "margin_v1": 0.1, "margin_v2": 0.1,
+            "b_in_v1_top": True, "a_in_v2_top": True, "k": 5}
+    # recorded under older, tighter rules: the figures now make it a near-tie
+    assert run.round_verdict({**base, "verdict": "regression", "swing": 0.2,
+                              "prefix_drift": 0.12}) == "near-tie"
+    assert run.round_verdict({**base, "verdict": "near-tie", "swing": 0.2,
+                              "prefix_drift": 0.1, "b_in_v1_top": False,
+                              "swing_min": 2.0}) in ("near-tie", "regression")
+    assert run.round_verdict({**base, "verdict": "near-tie", "swing": 5.0,
+                              "prefix_drift": 0.0}) == "regression"
+    # a side's pick below its own top-1: a regression (older logs said unexplained)
+    assert run.round_verdict({**base, "verdict": "unexplained", "swing": 0.0,
+                              "reason": "v2 chose ' a' but ranks ' b' higher: its logprobs "
+                                        "do not describe its greedy choice"}) == "regression"
+    # no figures (no logprobs): kept as recorded
+    assert run.round_verdict({"verdict": "unexplained",
+                              "reason": "no logprobs from v2"}) == "unexplained"

@@ -152,6 +152,7 @@ class _Upstream(asyncio.Protocol):
         self._framed = False  # v1's reply has a length or chunks (else: ends at close)
         self._head_done = False
         self._complete = False
+        self._keep_alive = False
 
     # -- the exchange -----------------------------------------------------------------
     def begin(self, client: _Client) -> None:
@@ -207,7 +208,7 @@ class _Upstream(asyncio.Protocol):
             client.send(out)
         if self._complete and self.client is client:
             self.client = None
-            client.upstream_done(self, reusable=self.parser.should_keep_alive())
+            client.upstream_done(self, reusable=self._keep_alive)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -228,6 +229,7 @@ class _Upstream(asyncio.Protocol):
         client = self.client
         assert client is not None
         status = self.parser.get_status_code()
+        self._keep_alive = self.parser.should_keep_alive()  # (reset once the reply is in)
         ex = client.ex
         assert ex is not None
         length = chunked = None

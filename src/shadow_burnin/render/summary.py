@@ -201,8 +201,8 @@ def show_round(r: dict[str, Any]) -> RenderableType:
             parts.append(data(f"text not kept: {_or_dash(reply.get('text_chars'))} "
                               f"characters  sha256 {reply['text_sha256']}", style="dim"))
         if context is not None:
-            at, shared = context[0], context[1]
-            excerpt = context[2 if side == "v1" else 3]
+            at, shared, v1_excerpt, v2_excerpt = context
+            excerpt = v1_excerpt if side == "v1" else v2_excerpt
             cut = None if shared is None else shared - at
             chars = reply.get("text_chars")
             more = isinstance(chars, int) and at + len(excerpt) < chars
@@ -228,7 +228,8 @@ def _num(value: Any) -> float | None:
 
 
 def _mirror_line(r: dict[str, Any]) -> Text:
-    meta = r.get("mirror") if isinstance(r.get("mirror"), dict) else {}
+    found = r.get("mirror")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
     bits = [f"mirrored request {_or_dash(meta.get('path'))}",
             "streamed" if meta.get("stream") is True else "not streamed"]
     if meta.get("reason") is not None:

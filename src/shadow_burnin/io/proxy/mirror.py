@@ -255,7 +255,7 @@ class MirrorProxy:
         if api is None:
             stats.passthrough += 1
             return
-        if ex.streaming:
+        if ex.oversize:
             stats.too_large += 1
             return
         try:

@@ -64,7 +64,8 @@ class Exchange:
     keep_alive: bool
     start: float
     body: bytearray
-    streaming: bool = False  # too large: forwarded as it arrives, never compared
+    oversize: bool = False  # over max_body: forwarded, never compared
+    streaming: bool = False  # oversize, and forwarded as it arrives
     chunked_in: bool = False  # the client sent its body chunked
     job: Any = None  # the proxy's: what it needs back in ``finished``
     feed: Any = None  # receives v1's body bytes (decoded framing) while they pass
@@ -292,7 +293,9 @@ class _Client(asyncio.Protocol):
         self.loop_time = asyncio.get_running_loop().time
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.ex: Exchange | None = None  # being parsed or exchanged
+        self.ex: Exchange | None = None  # with v1 (or being streamed to it)
+        self._cur: Exchange | None = None  # being parsed
+        self._queued: deque[Exchange] = deque()  # pipelined, complete, waiting their turn
         self.up: _Upstream | None = None
         self.busy = False  # the request is complete and with v1
         self.closing = False
@@ -312,8 +315,9 @@ class _Client(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.clients.discard(self)
         self.closing = True
+        self._queued.clear()  # (never sent: nobody is left to answer)
         ex = self.ex
-        if ex is not None and (self.busy or ex.streaming):
+        if ex is not None:
             self._end(ex, error="client-cancelled", cancelled=True)
         self.transport = None
 
@@ -357,7 +361,8 @@ class _Client(asyncio.Protocol):
         ex = Exchange(method=p.get_method(), path=self._url, headers=self._headers,
                       keep_alive=p.should_keep_alive(), start=time.perf_counter(),
                       body=bytearray())
-        self.ex = ex
+        self._cur = ex
+        idle = self.ex is None  # (else: pipelined behind a request still with v1)
         length = None
         for name, value in self._headers:
             low = name.lower()
@@ -366,40 +371,51 @@ class _Client(asyncio.Protocol):
                     length = int(value)
             elif low == b"transfer-encoding":
                 ex.chunked_in = True
-            elif low == b"expect" and value.lower() == b"100-continue" and \
+            elif low == b"expect" and value.lower() == b"100-continue" and idle and \
                     self.transport is not None:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if length is not None and length > self.server.max_body:
-            self._stream(ex)
+            self._too_large(ex)
 
     def on_body(self, body: bytes) -> None:
-        ex = self.ex
+        ex = self._cur
         if ex is None:
             return
-        if not ex.streaming:
-            ex.body += body
-            if len(ex.body) > self.server.max_body:
-                self._stream(ex)
+        if ex.streaming:
+            self._send_body(body)
             return
-        self._send_body(body)
+        ex.body += body
+        if not ex.oversize and len(ex.body) > self.server.max_body:
+            self._too_large(ex)
 
     def on_message_complete(self) -> None:
-        ex = self.ex
+        ex, self._cur = self._cur, None
         if ex is None:
             return
-        self.busy = True
         if ex.streaming:
+            self.busy = True
             self._send_body(None)
-            return
-        self.proxy.request(ex)
-        self.server.spawn(self._exchange(ex))
+        elif self.ex is None:
+            self._start(ex)
+        else:
+            self._queued.append(ex)
 
     # -- the exchange -------------------------------------------------------------------
-    def _stream(self, ex: Exchange) -> None:
-        """Too large to compare: forward the request now, its body as it arrives."""
-        ex.streaming = True
-        self._body_buffer = [bytes(ex.body)] if ex.body else []
-        ex.body = bytearray()
+    def _too_large(self, ex: Exchange) -> None:
+        """Too large to compare: forwarded now, its body as it arrives (or, pipelined
+        behind another request, kept whole until its turn)."""
+        ex.oversize = True
+        if self.ex is None:
+            ex.streaming = True
+            self._body_buffer = [bytes(ex.body)] if ex.body else []
+            ex.body = bytearray()
+            self.ex = ex
+            self.proxy.request(ex)
+            self.server.spawn(self._exchange(ex))
+
+    def _start(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.busy = True
         self.proxy.request(ex)
         self.server.spawn(self._exchange(ex))
 
@@ -542,11 +558,8 @@ class _Client(asyncio.Protocol):
         body = _error_body(f"shadow-burnin mirror: the primary could not answer ({error})")
         reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json; "
-                             b"charset=utf-8\r\nContent-Length: %d\r\n%s\r\n%b" % (
-                                 status, reason, len(body),
-                                 b"" if ex.keep_alive and not self.closing else
-                                 b"Connection: close\r\n", body))
-        ex.status = status
+                             b"charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n"
+                             b"\r\n%b" % (status, reason, len(body), body))
         self._end(ex, error=error, failed=True, delivered=True)
 
     def _end(self, ex: Exchange, *, error: str | None, failed: bool = False,
@@ -575,6 +588,9 @@ class _Client(asyncio.Protocol):
         if not ex.keep_alive or self.closing or self.server.closing or \
                 ex.status is None:
             transport.close()
+            return
+        if self._queued:
+            self._start(self._queued.popleft())
             return
         if self._pending:
             data, self._pending = bytes(self._pending), bytearray()

@@ -112,18 +112,21 @@ class Upstreams:
         self.idle: deque[_Upstream] = deque()
         self.every: set[_Upstream] = set()
 
-    async def get(self) -> tuple[_Upstream, bool]:
-        """(a connection, whether it was reused)."""
+    def take(self) -> _Upstream | None:
+        """A kept-alive connection, if one is idle."""
         while self.idle:
             up = self.idle.pop()
             if not up.closed:
-                return up, True
+                return up
+        return None
+
+    async def connect(self) -> _Upstream:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
             _t, up = await loop.create_connection(
                 lambda: _Upstream(self), self.host, self.port, ssl=self._ssl,
                 server_hostname=self.host if self._ssl is not None else None)
-        return up, False
+        return up
 
     def put(self, up: _Upstream) -> None:
         if not up.closed:
@@ -411,13 +414,13 @@ class _Client(asyncio.Protocol):
             ex.body = bytearray()
             self.ex = ex
             self.proxy.request(ex)
-            self.server.spawn(self._exchange(ex))
+            self._begin(ex)
 
     def _start(self, ex: Exchange) -> None:
         self.ex = ex
         self.busy = True
         self.proxy.request(ex)
-        self.server.spawn(self._exchange(ex))
+        self._begin(ex)
 
     def _send_body(self, chunk: bytes | None) -> None:
         """A piece of a streaming body (None: its end) to v1, or kept until connected."""
@@ -458,12 +461,22 @@ class _Client(asyncio.Protocol):
         out.append(b"\r\n")
         return out
 
-    async def _exchange(self, ex: Exchange, retry: bool = False) -> None:
-        """Connect (or reuse a connection) to v1 and send the request; the reply comes
-        back through ``_Upstream.data_received``."""
+    def _begin(self, ex: Exchange) -> None:
+        """Send the request to v1: at once on a kept-alive connection (no task, no loop
+        turn), else once a new connection is up."""
+        self.server.exchange_started()
+        up = self.server.upstreams.take()
+        if up is not None:
+            self._send_request(ex, up, reused=True)
+        else:
+            self.server.spawn(self._exchange(ex))
+
+    async def _exchange(self, ex: Exchange) -> None:
+        """Connect to v1, then send; the reply comes back through
+        ``_Upstream.data_received``."""
         pool = self.server.upstreams
         try:
-            up, reused = await pool.get()
+            up = await pool.connect()
         except TimeoutError:
             self._fail(ex, 504, "timeout: the primary did not answer in time")
             return
@@ -473,11 +486,14 @@ class _Client(asyncio.Protocol):
         if self.ex is not ex or self.transport is None:  # the client left meanwhile
             pool.put(up)
             return
+        self._send_request(ex, up, reused=False)
+
+    def _send_request(self, ex: Exchange, up: _Upstream, *, reused: bool) -> None:
         self.up = up
         up.begin(self)
-        up.reused = reused and not retry  # (a retried request is not retried again)
+        up.reused = reused
         self.last = self.loop_time()
-        head = self._request_head(ex, pool)
+        head = self._request_head(ex, self.server.upstreams)
         assert up.transport is not None
         if ex.streaming:
             up.transport.writelines(head)
@@ -538,7 +554,7 @@ class _Client(asyncio.Protocol):
         if up.reused and up.received == 0 and not ex.streaming and ex.status is None:
             # a kept-alive connection v1 had closed: no byte of a reply came and the
             # request was whole; send it again, once, on a fresh connection
-            self.server.spawn(self._exchange(ex, retry=True), count=False)
+            self.server.spawn(self._exchange(ex))  # (a fresh one: never retried again)
             return
         self._upstream_error(ex, 502, error)
 
@@ -630,11 +646,12 @@ class RelayServer:
                                                 port, backlog=1024, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def spawn(self, coro: Any, count: bool = True) -> None:
-        """Run an exchange's coroutine (``count``: a new exchange, over at ``_end``)."""
-        if count:
-            self.active += 1
-            self._idle.clear()
+    def exchange_started(self) -> None:
+        self.active += 1  # (over at ``_Client._end``)
+        self._idle.clear()
+
+    def spawn(self, coro: Any) -> None:
+        """Run a coroutine of an exchange (cancelled at close if still running)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

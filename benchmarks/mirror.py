@@ -229,6 +229,17 @@ async def memory(url: str, pid: int, n: int, concurrency: int) -> list[float]:
     return steps
 
 
+def stats_of(log: Path) -> str:
+    """The mirror's own counters, from the ``mirror-stats`` event it appended at its end."""
+    events = [orjson.loads(line) for line in
+              Path(str(log) + ".events.jsonl").read_bytes().splitlines()]
+    last = [e for e in events if e.get("event") == "mirror-stats"][-1]
+    p = last["proxy"]
+    return (f"requests {p['requests']}, shadowed {p['mirrored']}, dropped (queue full) "
+            f"{p['dropped_full']}, dropped at shutdown {p['dropped_shutdown']}, "
+            f"v1 failed {p['v1_failed']}")
+
+
 def main() -> None:
     global OTHER_CPU
     ap = argparse.ArgumentParser()
@@ -309,7 +320,8 @@ def main() -> None:
             stop(proc)
             procs.remove(proc)
             lines = (work / f"fast-{name}.jsonl").read_bytes().count(b"\n")
-            print(f"{name} logged {lines} rounds", flush=True)
+            print(f"{name} logged {lines} rounds; {stats_of(work / f'fast-{name}.jsonl')}",
+                  flush=True)
         if args.memory:
             dead = f"http://127.0.0.1:{free_port()}"
             for name, extra in (("mirror", ()), ("mirror-1p", ("--single-process",))):
@@ -321,7 +333,8 @@ def main() -> None:
                 stop(pm)
                 procs.remove(pm)
                 rounds = (work / f"dead-{name}.jsonl").read_bytes().count(b"\n")
-                print(f"{name} dead-shadow log: {rounds} rounds", flush=True)
+                figures = stats_of(work / f"dead-{name}.jsonl")
+                print(f"{name} dead-shadow log: {rounds} rounds; {figures}", flush=True)
     finally:
         for proc in procs:
             if proc in (p1, p2):

@@ -252,3 +252,30 @@ def test_a_silent_primary_gives_504_or_a_cut_connection(loop: str) -> None:
             hold.set()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_early_hint_and_a_reply_that_ends_at_close(loop: str) -> None:
+    """v1 sends a 103 first (not relayed: the client asked for nothing of the kind), then
+    a reply with neither a length nor chunks, ended by closing the connection: the
+    client gets the whole body, framed, and the reply is compared."""
+    async def v1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\n\r\n" + completion("until the end"))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        async with raw_server(v1) as url1, proxy(url1) as (url, p, hooks), \
+                aiohttp.ClientSession() as http:
+            for _ in range(2):
+                async with http.post(url + "/v1/completions", json=BODY) as resp:
+                    assert resp.status == 200 and "Link" not in resp.headers
+                    assert (await resp.json())["choices"][0]["text"] == "until the end"
+            jobs = await hooks.wait_done(2)
+            assert [j.v1.text for j in jobs if j.v1] == ["until the end"] * 2
+            assert p.stats.v1_failed == 0
+
+    run(loop, main)

@@ -156,6 +156,7 @@ class _Upstream(asyncio.Protocol):
         self._framed = False  # v1's reply has a length or chunks (else: ends at close)
         self._head_done = False
         self._complete = False
+        self._interim = False  # a 1xx reply before the real one: not relayed
         self._keep_alive = False
 
     # -- the exchange -----------------------------------------------------------------
@@ -164,7 +165,8 @@ class _Upstream(asyncio.Protocol):
         self.received = 0
         self._headers = []
         self._reason = b""
-        self._head_done = self._complete = False
+        self._head_done = self._complete = self._interim = False
+        self._out = []
         self.parser = httptools.HttpResponseParser(self)
 
     def abort(self) -> None:
@@ -185,6 +187,8 @@ class _Upstream(asyncio.Protocol):
         if client is not None and not self._complete:
             if self._head_done and not self._framed:  # a body that ends at close
                 self._finish_body()
+                out, self._out = self._out, []
+                client.send(out)
                 client.upstream_done(self, reusable=False)
             else:
                 client.upstream_failed(self, "connection-reset: "
@@ -233,6 +237,9 @@ class _Upstream(asyncio.Protocol):
         client = self.client
         assert client is not None
         status = self.parser.get_status_code()
+        if 100 <= status < 200:  # (v1 never got our Expect; 103 hints are dropped)
+            self._interim = True
+            return
         self._keep_alive = self.parser.should_keep_alive()  # (reset once the reply is in)
         ex = client.ex
         assert ex is not None
@@ -248,7 +255,7 @@ class _Upstream(asyncio.Protocol):
                 continue
             head.append(name + b": " + value + b"\r\n")
         client.proxy.headers(ex, status, self._headers)
-        no_body = ex.method == b"HEAD" or status in _NO_BODY or 100 <= status < 200
+        no_body = ex.method == b"HEAD" or status in _NO_BODY
         self._framed = bool(chunked) or length is not None or no_body
         self._chunked = False
         if length is not None and not chunked:
@@ -256,7 +263,7 @@ class _Upstream(asyncio.Protocol):
         elif not no_body:
             head.append(b"Transfer-Encoding: chunked\r\n")
             self._chunked = True
-        if not ex.keep_alive or client.closing:
+        if not ex.keep_alive or client.closing or client.server.closing:
             head.append(b"Connection: close\r\n")
         head.append(b"\r\n")
         self._out.append(b"".join(head))
@@ -278,6 +285,11 @@ class _Upstream(asyncio.Protocol):
             feed(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:  # the real reply follows on the same connection
+            self._interim = False
+            self._headers = []
+            self._reason = b""
+            return
         self._finish_body()
 
     def _finish_body(self) -> None:

@@ -1,28 +1,32 @@
 """The mirror's reverse proxy: clients are served by v1, a copy of each request goes to v2.
 
-Every request is forwarded to the primary (v1) and its reply is passed back as it
-arrives: status, headers (but for hop-by-hop ones) and body bytes unchanged, an SSE
-stream chunk by chunk (aiohttp writes each chunk at once, TCP_NODELAY). Nothing on that
-path waits for the shadow.
+The client's path is ``io.proxy.relay``: raw asyncio protocols parsed by httptools, a
+kept-alive pool of connections to v1, v1's reply relayed as it arrives (status and
+headers but for hop-by-hop ones, body bytes unchanged, a chunked/SSE reply re-chunked
+read by read, TCP_NODELAY). Nothing on that path waits for the shadow.
 
 A POST to ``/v1/chat/completions``, ``/v1/completions`` or llama.cpp's ``/completion``
 whose body is a JSON object no larger than ``max_body`` is handed to the session's
 ``Hooks.on_request``, which may return a :class:`Mirrored` job. The client's v1 reply is
 teed into the run's own reply parsers while it streams (so its TTFT is the time of its
 first text). Once the client's exchange is over — whole, failed or cancelled, exactly
-once whatever ended it — the job goes on a bounded queue with ``put_nowait``: a full
-queue drops the copy (counted), nothing ever waits for room, and a copy never runs
-alongside its own client's exchange. ``shadow_concurrency`` workers send queued
-copies to v2 (``SideClient``: the run's client, its per-request timeout and error codes)
-— and, when the session forces a greedy comparison, a second, shadow-only copy to v1 —
-then hand the finished job to ``Hooks.on_done``.
+once whatever ended it — the job goes to the sink: by default a bounded queue here
+(``ShadowPool``, ``put_nowait``: a full queue drops the copy, counted; nothing ever
+waits for room), in ``shadow-burnin mirror`` the pipe to its shadow process
+(``app.mirror_split``). A copy never runs alongside its own client's exchange.
+``shadow_concurrency`` workers send queued copies to v2 (``SideClient``: the run's
+client, its per-request timeout and error codes) — and, when the session forces a greedy
+comparison, a second, shadow-only copy to v1 — then hand the finished job to
+``Hooks.on_done``.
 
-Faults: v1 unreachable before its headers → 502 (504 on a timeout) with a JSON error
-body, as from any reverse proxy; v1 failing mid-body → the client connection is cut
-(never a short body that looks complete). A client that leaves cancels the request to v1
-(aiohttp's handler cancellation); its job is marked ``cancelled`` and its shadow copy
-still runs. ``close`` stops accepting, lets in-flight client requests finish, drains the
-queue within a grace period and drops (counts) what is left.
+Faults: v1 unreachable before its headers → 502 (504 on a timeout: ``v1_timeout``
+seconds without a byte from v1) with a JSON error body, as from any reverse proxy; v1
+failing mid-body → the client connection is cut (never a short body that looks
+complete). A kept-alive connection v1 had closed is retried once on a fresh one when no
+byte of a reply came. A client that leaves closes its connection to v1; its job is
+marked ``cancelled`` and its shadow copy still runs. ``close`` stops accepting, lets
+in-flight client requests finish (within the grace period), drains the queue within it
+and drops (counts) what is left.
 """
 
 from __future__ import annotations
@@ -48,13 +52,7 @@ from shadow_burnin.io.proxy.relay import Exchange, RelayServer
 
 API_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
              "/completion": "native"}
-# hop-by-hop (RFC 9110 §7.6.1) and framing headers: the proxy sets its own
-_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                  "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-                  "host", "content-length"))
 _READABLE = ("identity", "", "gzip", "x-gzip", "deflate")  # reply encodings the tee reads
-# headers aiohttp's client would add when absent: the primary must see the client's own
-_SKIP_AUTO = ("Accept-Encoding", "User-Agent", "Content-Type", "Accept")
 
 
 @dataclass(eq=False)  # identity: a job is one request
@@ -196,7 +194,8 @@ async def parse_reply(parser: SideClient, upstream: _Upstream, start: float) -> 
 
 
 class MirrorProxy:
-    """The aiohttp server, the client session to v1 and the shadow workers."""
+    """The relay server (clients and v1), the decisions on each request, and the shadow
+    workers (unless a ``sink`` takes the jobs elsewhere)."""
 
     def __init__(self, cfg: ProxyConfig, hooks: Hooks,
                  sink: Callable[[Mirrored], None] | None = None) -> None:

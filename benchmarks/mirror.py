@@ -1,24 +1,30 @@
 """The mirror against Caddy's ``reverse_proxy``, side by side in the same run.
 
-Usage: python benchmarks/mirror.py [--latency 600] [--throughput 3000] [--memory 100000]
-(from the repository root; needs /usr/bin/caddy)
+Usage: python benchmarks/mirror.py [--latency 600] [--rounds 5] [--seconds 5]
+       [--memory 100000] [--reference-src DIR] [--no-pin]
+(from the repository root; needs /usr/bin/caddy; uses /usr/bin/wrk when installed)
 
-Starts, each in its own process on loopback ports: v1 and v2 (the scripted server,
-instant), Caddy (``reverse_proxy`` to v1, admin off) and ``shadow-burnin mirror`` (v1,
-v2 at sample 1.0, logging every round). Then:
+Fairness on a small machine (2 cores here, shared): every proxy under test — Caddy, the
+mirror's two processes, the single-process mirror — runs pinned to the same one CPU
+(``taskset``; Go sizes GOMAXPROCS from that affinity, so Caddy gets one core, as the
+mirror does), and everything else — the load generator, v1, v2 — on the other CPU.
+``--no-pin`` lets the kernel place everything (then Caddy's goroutines use both cores
+while the mirror's client path is one Python thread).
 
-1. latency: requests to v1 directly, through Caddy, through the mirror (two processes)
-   and through a ``--single-process`` mirror, interleaved one by one; what each proxy
-   adds at p50 and p99 (its percentile minus the direct one), non-streaming (total) and
-   streaming (time to first byte and total);
-2. requests/s: ``--concurrency`` clients against Caddy, both mirrors and a mirror at
-   ``--sample 0`` (its client path alone), in turn, twice, against the instant v1 (a
-   mirror at sample 1 also sends every request to v2 and logs it);
-3. memory: a mirror whose shadow is dead (a closed port) takes ``--memory`` requests; its
-   RSS (both of its processes) every tenth of the way; then the same single-process.
+1. latency: requests to v1 (the scripted server, streaming 6-character chunks every
+   0.5 ms) directly, through Caddy and through each mirror, interleaved one by one; what
+   each proxy adds at p50 and p99 (its percentile minus the direct one), non-streaming
+   (total) and streaming (time to first byte and total);
+2. requests/s: ``--rounds`` rounds, each running every proxy in turn for ``--seconds``
+   with 32 connections (wrk, C, one thread; else an aiohttp client), against an instant
+   v1 and v2 (a Caddy ``static_response`` on the other CPU); the median per proxy and its
+   ratio to Caddy's median (and the ratio in each round);
+3. memory: a mirror whose shadow is dead (a closed port) takes ``--memory`` requests;
+   its RSS (both of its processes) every tenth of the way; then the same single-process.
 
-The load generator is one Python process (aiohttp): at the higher rates it is part of
-what is measured, the same for both proxies. Prints figures; asserts nothing.
+``--reference-src DIR``: also measure a mirror from another source tree (e.g. the
+aiohttp-based client path before this one: ``git archive <commit> src | tar -x -C DIR``).
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -54,18 +60,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_caddy(v1: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+PROXY_CPU: list[str] = []  # taskset prefix for the proxies under test
+OTHER_CPU: set[int] | None = None  # this process, the load generator, v1 and v2
+INSTANT = orjson.dumps({"id": "c", "object": "text_completion", "created": 1, "model": "m",
+                        "choices": [{"index": 0, "text": "Paris is the capital of France.",
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 8}}).decode()
+
+
+def start_caddy(v1: str | None, workdir: Path, name: str = "caddy",
+                pin: bool = True) -> tuple[str, subprocess.Popen[bytes]]:
+    """Caddy as ``reverse_proxy`` to ``v1``, or (``v1`` None) an instant completions
+    server (``static_response``)."""
     port = free_port()
-    upstream = v1.removeprefix("http://")
+    handler: dict[str, object]
+    if v1 is None:
+        handler = {"handler": "static_response", "status_code": 200, "body": INSTANT,
+                   "headers": {"Content-Type": ["application/json"]}}
+    else:
+        handler = {"handler": "reverse_proxy", "upstreams": [{"dial": v1.removeprefix(
+            "http://")}], "flush_interval": -1}
     config = {"admin": {"disabled": True}, "logging": {"logs": {"default": {"level": "ERROR"}}},
               "apps": {"http": {"servers": {"bench": {
                   "listen": [f"127.0.0.1:{port}"], "automatic_https": {"disable": True},
-                  "routes": [{"handle": [{"handler": "reverse_proxy",
-                                          "upstreams": [{"dial": upstream}],
-                                          "flush_interval": -1}]}]}}}}}
-    path = workdir / "caddy.json"
+                  "routes": [{"handle": [handler]}]}}}}}
+    path = workdir / f"{name}.json"
     path.write_text(json.dumps(config))
-    proc = subprocess.Popen(["/usr/bin/caddy", "run", "--config", str(path)],
+    proc = subprocess.Popen([*(PROXY_CPU if pin else []), "/usr/bin/caddy", "run",
+                             "--config", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=dict(os.environ, HOME=str(workdir)))
     for _ in range(200):
@@ -77,12 +99,12 @@ def start_caddy(v1: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     raise RuntimeError("caddy did not start")
 
 
-def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0, *extra: str
-                 ) -> tuple[str, subprocess.Popen[bytes]]:
+def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0, *extra: str,
+                 src: Path = ROOT / "src") -> tuple[str, subprocess.Popen[bytes]]:
     env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(src) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shadow_burnin", "mirror", "--listen", "127.0.0.1:0",
+        [*PROXY_CPU, sys.executable, "-m", "shadow_burnin", "mirror", "--listen", "127.0.0.1:0",
          "--v1", v1, "--v2", v2, "--log", str(log), "--quiet", "--max-queue", "10000",
          "--shadow-concurrency", "16", "--timeout", "10", "--grace", "5",
          "--sample", str(sample), *extra],
@@ -162,6 +184,32 @@ async def throughput(url: str, n: int, concurrency: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.body = '%s'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def wrk_rate(url: str, seconds: float, connections: int, workdir: Path) -> float:
+    """Requests/s of wrk (one thread) on the load generator's CPU; non-2xx replies make
+    the figure void (raises)."""
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT % orjson.dumps(BODY).decode())
+    out = subprocess.run(["/usr/bin/wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+                          "-s", str(script), url + "/v1/completions"],
+                         capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
+    return float(out.split("Requests/sec:")[1].split()[0])
+
+
+def rate(url: str, seconds: float, connections: int, workdir: Path) -> float:
+    if Path("/usr/bin/wrk").exists():
+        return wrk_rate(url, seconds, connections, workdir)
+    first = asyncio.run(throughput(url, 200, connections))  # sizes the run to ~seconds
+    return asyncio.run(throughput(url, max(200, int(first * seconds)), connections))
+
+
 def rss_mb(pid: int) -> float:
     """RSS of the mirror and of its shadow process (its children), MB."""
     pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
@@ -181,67 +229,112 @@ async def memory(url: str, pid: int, n: int, concurrency: int) -> list[float]:
     return steps
 
 
+def stats_of(log: Path) -> str:
+    """The mirror's own counters, from the ``mirror-stats`` event it appended at its end."""
+    events = [orjson.loads(line) for line in
+              Path(str(log) + ".events.jsonl").read_bytes().splitlines()]
+    last = [e for e in events if e.get("event") == "mirror-stats"][-1]
+    p = last["proxy"]
+    return (f"requests {p['requests']}, shadowed {p['mirrored']}, dropped (queue full) "
+            f"{p['dropped_full']}, dropped at shutdown {p['dropped_shutdown']}, "
+            f"v1 failed {p['v1_failed']}")
+
+
 def main() -> None:
+    global OTHER_CPU
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=int, default=600)
-    ap.add_argument("--throughput", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--memory", type=int, default=100_000)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--reference-src", type=Path)
+    ap.add_argument("--no-pin", action="store_true")
     args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if not args.no_pin and len(cpus) >= 2:
+        PROXY_CPU[:] = ["taskset", "-c", str(cpus[-1])]
+        OTHER_CPU = set(cpus[:-1])
+        os.sched_setaffinity(0, OTHER_CPU)  # inherited by v1, v2 and the load generator
     work = Path(tempfile.mkdtemp(prefix="sb-mirror-bench-"))
-    v1, p1 = spawn_scripted_process(reply="Paris is the capital of France, and it is "
-                                    "lovely in spring.", reply_mode="fixed",
-                                    per_chunk_ms=0.5, chunk_chars=6)
-    v2, p2 = spawn_scripted_process(reply="Paris is the capital of France, and it is "
-                                    "lovely in spring.", reply_mode="fixed")
-    procs = [p1, p2]
+    reply = "Paris is the capital of France, and it is lovely in spring."
+    v1, p1 = spawn_scripted_process(reply=reply, reply_mode="fixed", per_chunk_ms=0.5,
+                                    chunk_chars=6)
+    v2, p2 = spawn_scripted_process(reply=reply, reply_mode="fixed")
+    procs: list[subprocess.Popen[bytes]] = [p1, p2]
     try:
+        fast1, pf1 = start_caddy(None, work, "instant-v1", pin=False)
+        fast2, pf2 = start_caddy(None, work, "instant-v2", pin=False)
+        procs += [pf1, pf2]
         caddy, pc = start_caddy(v1, work)
-        procs.append(pc)
-        mirrors = {  # name -> (sample, extra flags)
-            "mirror": (1.0, ()), "mirror-1p": (1.0, ("--single-process",)),
-            "mirror@0": (0.0, ()),
+        caddy_fast, pcf = start_caddy(fast1, work, "caddy-fast")
+        procs += [pc, pcf]
+        mirrors: dict[str, tuple[float, tuple[str, ...], Path]] = {
+            "mirror": (1.0, (), ROOT / "src"),
+            "mirror-1p": (1.0, ("--single-process",), ROOT / "src"),
+            "mirror@0": (0.0, (), ROOT / "src"),
         }
-        started = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra)
-                   for name, (sample, extra) in mirrors.items()}
-        procs.extend(proc for _url, proc in started.values())
+        if args.reference_src is not None:
+            mirrors["reference"] = (1.0, (), args.reference_src.resolve())
+        slow = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra, src=src)
+                for name, (sample, extra, src) in mirrors.items()}
+        procs.extend(proc for _url, proc in slow.values())
         targets = {"direct": v1, "caddy": caddy,
-                   **{name: url for name, (url, _proc) in started.items()}}
+                   **{name: url for name, (url, _proc) in slow.items() if name != "mirror@0"}}
         version = subprocess.run(["/usr/bin/caddy", "version"], capture_output=True,
                                  text=True).stdout.split()[0]
-        print(f"caddy {version}, load {os.getloadavg()[0]:.1f}; mirror: two processes, "
-              "mirror-1p: --single-process, mirror@0: --sample 0", flush=True)
+        where = (f"proxies pinned to CPU {PROXY_CPU[-1]}, the rest to {sorted(OTHER_CPU)}"
+                 if PROXY_CPU else "not pinned")
+        print(f"caddy {version}, {len(cpus)} CPUs, {where}, load "
+              f"{os.getloadavg()[0]:.1f}; mirror: two processes, mirror-1p: "
+              "--single-process, mirror@0: --sample 0"
+              + (f", reference: {args.reference_src}" if args.reference_src else ""),
+              flush=True)
         for stream in (False, True):
-            asyncio.run(latency({k: targets[k] for k in ("direct", "caddy", "mirror",
-                                                         "mirror-1p")},
-                                args.latency, stream))
-        rates: dict[str, list[float]] = {"caddy": [], **{name: [] for name in mirrors}}
-        for _ in range(2):
-            for name in rates:
-                rates[name].append(asyncio.run(throughput(targets[name], args.throughput,
-                                                          args.concurrency)))
-        c = statistics.mean(rates["caddy"])
-        print(f"requests/s at concurrency {args.concurrency}, load "
-              f"{os.getloadavg()[0]:.1f}: " + "; ".join(
-                  f"{name} {', '.join(f'{r:.0f}' for r in got)}"
-                  + ("" if name == "caddy" else f" ({statistics.mean(got) / c:.2f} of caddy)")
-                  for name, got in rates.items()), flush=True)
-        for name, (_url, proc) in started.items():
+            asyncio.run(latency(targets, args.latency, stream))
+        for _name, (_url, proc) in slow.items():
             stop(proc)
             procs.remove(proc)
-            lines = len((work / f"{name}.jsonl").read_bytes().splitlines())
-            print(f"{name} logged {lines} rounds", flush=True)
-        dead = f"http://127.0.0.1:{free_port()}"
-        for name, extra in (("mirror", ()), ("mirror-1p", ("--single-process",))):
-            url, pm = start_mirror(v1, dead, work / f"dead-{name}.jsonl", 1.0, *extra)
-            procs.append(pm)
-            steps = asyncio.run(memory(url, pm.pid, args.memory, args.concurrency))
-            print(f"{name} RSS over {args.memory} requests, dead shadow (MB, every tenth): "
-                  f"{' '.join(f'{s:.1f}' for s in steps)}", flush=True)
-            stop(pm)
-            procs.remove(pm)
-            rounds = (work / f"dead-{name}.jsonl").read_bytes().count(b"\n")
-            print(f"{name} dead-shadow log: {rounds} rounds", flush=True)
+        fast = {name: start_mirror(fast1, fast2, work / f"fast-{name}.jsonl", sample, *extra,
+                                   src=src)
+                for name, (sample, extra, src) in mirrors.items()}
+        procs.extend(proc for _url, proc in fast.values())
+        rate_targets = {"caddy": caddy_fast, **{n: u for n, (u, _p) in fast.items()}}
+        rates: dict[str, list[float]] = {name: [] for name in rate_targets}
+        for i in range(args.rounds):
+            for name, url in rate_targets.items():
+                rates[name].append(rate(url, args.seconds, args.concurrency, work))
+            print(f"round {i + 1}, load {os.getloadavg()[0]:.1f}: " + "; ".join(
+                f"{name} {got[-1]:.0f}" + ("" if name == "caddy" else
+                                           f" ({got[-1] / rates['caddy'][-1]:.2f})")
+                for name, got in rates.items()), flush=True)
+        c = statistics.median(rates["caddy"])
+        print(f"requests/s, median of {args.rounds} rounds of {args.seconds:g} s at "
+              f"{args.concurrency} connections (instant v1 and v2): caddy {c:.0f}; " +
+              "; ".join(f"{name} {statistics.median(got):.0f} "
+                        f"({statistics.median(got) / c:.2f} of caddy; per round "
+                        f"{min(g / r for g, r in zip(got, rates['caddy'], strict=True)):.2f}–"
+                        f"{max(g / r for g, r in zip(got, rates['caddy'], strict=True)):.2f})"
+                        for name, got in rates.items() if name != "caddy"), flush=True)
+        for name, (_url, proc) in fast.items():
+            stop(proc)
+            procs.remove(proc)
+            lines = (work / f"fast-{name}.jsonl").read_bytes().count(b"\n")
+            print(f"{name} logged {lines} rounds; {stats_of(work / f'fast-{name}.jsonl')}",
+                  flush=True)
+        if args.memory:
+            dead = f"http://127.0.0.1:{free_port()}"
+            for name, extra in (("mirror", ()), ("mirror-1p", ("--single-process",))):
+                url, pm = start_mirror(fast1, dead, work / f"dead-{name}.jsonl", 1.0, *extra)
+                procs.append(pm)
+                steps = asyncio.run(memory(url, pm.pid, args.memory, args.concurrency))
+                print(f"{name} RSS over {args.memory} requests, dead shadow (MB, every "
+                      f"tenth): {' '.join(f'{s:.1f}' for s in steps)}", flush=True)
+                stop(pm)
+                procs.remove(pm)
+                rounds = (work / f"dead-{name}.jsonl").read_bytes().count(b"\n")
+                figures = stats_of(work / f"dead-{name}.jsonl")
+                print(f"{name} dead-shadow log: {rounds} rounds; {figures}", flush=True)
     finally:
         for proc in procs:
             if proc in (p1, p2):

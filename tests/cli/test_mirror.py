@@ -79,7 +79,8 @@ def test_mirror_serves_logs_captures_and_stops_cleanly(tmp_path: Path, spawn_scr
     assert proc.returncode == 0, err
     assert b"3 rounds" in err.splitlines()[-1]
     rounds = read_log(log)
-    assert [r["bucket"] for r in rounds] == ["exact", "exact", "not-comparable"]
+    # (committed in the order the shadow finished them)
+    assert sorted(r["bucket"] for r in rounds) == ["exact", "exact", "not-comparable"]
     assert {r["source"] for r in rounds} == {"mirror"}
     assert stat.S_IMODE(os.stat(capture).st_mode) == 0o600
     assert len(capture.read_bytes().splitlines()) == 3

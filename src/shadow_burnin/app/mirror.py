@@ -374,19 +374,102 @@ class MirrorSession:
     def figures(self) -> dict[str, Any]:
         return figures_of(self.proxy.stats, self.stats)
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.opts.host}:{self.proxy.port}"
+
     async def serve(self, ready: Callable[[str], None] | None = None,
                     tick: Callable[[dict[str, Any]], None] | None = None,
                     tick_every: float = 60.0) -> dict[str, Any]:
         """Run until SIGTERM/SIGINT (or ``stop_event``), then close gracefully."""
+        return await serve(self, ready, tick, tick_every)
+
+
+class Serving(Protocol):
+    """What ``serve`` runs: a mirror in one process or two. ``start`` cleans up after
+    itself when it fails; ``close`` is graceful and returns the session's figures."""
+
+    stop_event: asyncio.Event
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> dict[str, Any]: ...
+
+    def figures(self) -> dict[str, Any]: ...
+
+
+async def serve(server: Serving, ready: Callable[[str], None] | None = None,
+                tick: Callable[[dict[str, Any]], None] | None = None,
+                tick_every: float = 60.0) -> dict[str, Any]:
+    """The one serve sequence of both modes: start → ready → run until SIGTERM/SIGINT
+    (or ``stop_event``) → close gracefully; returns the figures."""
+    await server.start()
+    try:
+        if ready is not None:
+            ready(server.url)
+        await run_until_signal(server.stop_event, None if tick is None else
+                               (lambda: tick(server.figures())), tick_every)
+    finally:
+        figures = await server.close()
+    return figures
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (about twice aiohttp's throughput), else
+    asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+@dataclass
+class Outlets:
+    """How the session talks to its user (the CLI renders; the app decides)."""
+
+    notice: Callable[[str], None]  # warnings, one line each
+    alert: Callable[[str], None]  # a halt alert (loud)
+    ready: Callable[[str], None] | None = None  # the URL clients use, once listening
+    tick: Callable[[dict[str, Any]], None] | None = None  # figures now and then
+
+
+def serve_mirror(cfg: Config, outlets: Outlets, *, single_process: bool = False,
+                 tick_every: float = 60.0) -> dict[str, Any]:
+    """``shadow-burnin mirror``: the whole session, from the config to the final figures.
+    By default the shadow (v2, comparison, the log and its lock) runs in a second
+    process (``app.mirror_split``); ``single_process`` keeps it in this one."""
+    from shadow_burnin.app.burnin import api_key, halt_watch
+
+    opts = options_from(cfg, api_key(cfg.v1.api_key_env, "v1"),
+                        api_key(cfg.v2.api_key_env, "v2"))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        if not single_process:
+            from shadow_burnin.app.mirror_split import SplitMirror
+
+            split = SplitMirror(cfg, opts, notice=outlets.notice)
+            return runner.run(serve(split, outlets.ready, outlets.tick, tick_every))
+        store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
+        for message in store.open().warnings:
+            outlets.notice(message)
         try:
-            await self.start()
-            if ready is not None:
-                ready(f"http://{self.opts.host}:{self.proxy.port}")
-            await run_until_signal(self.stop_event, None if tick is None else
-                                   (lambda: tick(self.figures())), tick_every)
+            watch = halt_watch(cfg, store, outlets.notice, outlets.alert)
+
+            async def single() -> dict[str, Any]:
+                session = MirrorSession(opts, store, observers=[watch] if watch else [],
+                                        notice=outlets.notice)
+                try:
+                    return await serve(session, outlets.ready, outlets.tick, tick_every)
+                finally:
+                    if watch is not None:
+                        await watch.drain()
+
+            return runner.run(single())
         finally:
-            figures = await self.close()
-        return figures
+            store.close()
 
 
 def proxy_config(opts: MirrorOptions) -> ProxyConfig:

@@ -1,17 +1,19 @@
 """``shadow-burnin mirror`` in two processes: the clients' side and the shadow's side.
 
 This process runs the proxy (clients, v1, the capture, the comparability rules, the
-reading of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``)
-runs the shadow: the bounded queue, the copies to v2, the comparison and the log. The two
-share nothing but a pipe: each finished client exchange is one frame (a pickled
-:class:`~shadow_burnin.io.proxy.mirror.Mirrored`) written without waiting; when more
-than ``PIPE_LIMIT`` bytes are still unread by the child, the job is dropped and counted,
+reading of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``,
+whose body is :func:`shadow_process` here) runs the shadow: the bounded queue, the copies
+to v2, the comparison and the log. The two share nothing but a pipe: the client
+exchanges finished in one turn of the event loop go as one frame (pickled
+:class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs), one write that never waits; when
+more than ``PIPE_LIMIT`` bytes are still unread by the child, a job is dropped and counted,
 as a full queue drops it. So the shadow's work (an HTTP exchange with v2, two parses, a
 round, the commit) never runs on the event loop that serves the clients, and on a
 machine with two cores or more it runs on another.
 
 Protocol: frames of a 4-byte big-endian length and a pickle (between two processes of
-this program only). To the child: ``{"cfg", "opts"}``, then jobs, then end of file. From
+this program only). To the child: ``{"cfg", "opts"}``, then lists of jobs (those
+finished in one turn of the event loop: one frame, one write), then end of file. From
 the child: ``{"kind": "ready"}`` (or the ``ShadowBurninError`` that stopped it, e.g. the
 log is locked), ``{"kind": "stats", …}`` now and then, ``{"kind": "final", …}`` once it
 has drained its queue (within ``grace``) and committed every round.
@@ -23,8 +25,10 @@ import asyncio
 import contextlib
 import os
 import pickle
+import signal
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -32,16 +36,19 @@ from typing import Any
 from shadow_burnin.app.mirror import (
     Front,
     MirrorOptions,
+    RoundLog,
     SessionStats,
     figures_of,
+    loop_factory,
     proxy_config,
-    run_until_signal,
+    serve,
     stats_event,
 )
 from shadow_burnin.config import Config
 from shadow_burnin.errors import ShadowBurninError, StorageError
 from shadow_burnin.io.log.events import append_event
-from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyStats
+from shadow_burnin.io.log.store import Store
+from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyStats, ShadowPool
 
 _HEAD = struct.Struct(">I")
 PIPE_LIMIT = 64 * 1024 * 1024  # bytes of jobs the child has not read yet, at most
@@ -91,6 +98,8 @@ class SplitMirror:
         self._latest: dict[str, Any] = {}
         self._final: dict[str, Any] | None = None
         self._broken = False
+        self._batch: list[Mirrored] = []  # jobs for the next frame
+        self._flush_soon = False
 
     # the proxy's hooks
     def on_request(self, path: str, api: str, body: dict[str, Any], raw: bytes,
@@ -101,13 +110,32 @@ class SplitMirror:
         raise AssertionError("the split mirror sends jobs to its shadow process")
 
     def _send(self, job: Mirrored) -> None:
-        child = self._child
-        stdin = None if child is None else child.stdin
-        if stdin is None or self._broken or stdin.is_closing() or \
-                stdin.transport.get_write_buffer_size() > PIPE_LIMIT:
+        """Queue the job for the shadow process; never waits. The jobs finished in one
+        turn of the event loop go in one frame, one write (``_flush``)."""
+        if not self._writable():
             self.proxy.stats.dropped_full += 1
             return
-        stdin.write(frame(job))
+        self._batch.append(job)
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _writable(self) -> bool:
+        child = self._child
+        stdin = None if child is None else child.stdin
+        return not (stdin is None or self._broken or stdin.is_closing() or
+                    stdin.transport.get_write_buffer_size() > PIPE_LIMIT)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        if not self._writable():
+            self.proxy.stats.dropped_full += len(batch)
+            return
+        assert self._child is not None and self._child.stdin is not None
+        self._child.stdin.write(frame(batch))
 
     async def _start_child(self) -> None:
         env = dict(os.environ)
@@ -145,28 +173,39 @@ class SplitMirror:
                              buckets=dict(child.get("buckets", {})))
         return figures_of(add_stats(self.proxy.stats, child.get("pool", {})), stats)
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.opts.host}:{self.proxy.port}"
+
+    async def start(self) -> None:
+        """Start the shadow process, then listen; on failure, nothing is left running."""
+        try:
+            await self._start_child()
+        except BaseException:
+            self.front.close()
+            raise
+        try:
+            await self.proxy.start(self.opts.host, self.opts.port)
+        except BaseException:
+            await self._shut()
+            raise
+
     async def serve(self, ready: Any = None, tick: Any = None,
                     tick_every: float = 60.0) -> dict[str, Any]:
         """Start the shadow process, serve until SIGTERM/SIGINT, then close gracefully.
         Returns the figures of both processes."""
-        await self._start_child()
-        try:
-            await self.proxy.start(self.opts.host, self.opts.port)
-            if ready is not None:
-                ready(f"http://{self.opts.host}:{self.proxy.port}")
-            await run_until_signal(self.stop_event, None if tick is None else
-                                   (lambda: tick(self.figures())), tick_every)
-        finally:
-            figures = await self.close()
-        return figures
+        return await serve(self, ready, tick, tick_every)
 
-    async def close(self) -> dict[str, Any]:
-        """Clients finished and every job sent; the child drains, commits and reports."""
+    async def _shut(self) -> None:
         try:
             await self.proxy.close()
         finally:
             self.front.close()
             await self._end_child()
+
+    async def close(self) -> dict[str, Any]:
+        """Clients finished and every job sent; the child drains, commits and reports."""
+        await self._shut()
         if self._final is None:
             raise ShadowProcessError(
                 "the shadow process ended before its final figures (exit "
@@ -181,6 +220,7 @@ class SplitMirror:
         child = self._child
         if child is None:
             return
+        self._flush()
         if child.stdin is not None:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 await child.stdin.drain()
@@ -195,3 +235,84 @@ class SplitMirror:
         except TimeoutError:
             child.kill()
             await child.wait()
+
+
+# -- the shadow process (``python -m shadow_burnin.cli.mirror_shadow``) --------------------
+
+STATS_EVERY = 5.0  # seconds between the figures sent to the mirror
+
+
+async def shadow_process(notice: Callable[[str], None],
+                         alert: Callable[[str, str], None]) -> None:
+    """The shadow's side: read the hello and the jobs on stdin, send each to v2, compare,
+    log; report on stdout (``alert(message, log)``: a halt raised on that log). Ends
+    once stdin does: drains within ``grace``, commits every round, sends its final
+    figures."""
+    from shadow_burnin.app.burnin import halt_watch
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout.buffer
+
+    def send(obj: Any) -> None:
+        out.write(frame(obj))
+        out.flush()
+
+    hello = await read_frame(reader)
+    if not isinstance(hello, dict):
+        return
+    cfg, opts = hello["cfg"], hello["opts"]
+    store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
+    try:
+        for message in store.open().warnings:
+            notice(message)
+    except ShadowBurninError as exc:
+        send(exc)
+        return
+    try:
+        watch = halt_watch(cfg, store, notice, lambda m: alert(m, str(cfg.paths.log)))
+        stats, pool_stats = SessionStats(), ProxyStats()
+        log = RoundLog(store, opts.setup(), keep_text=opts.keep_text, stats=stats,
+                       observers=[watch] if watch else [], notice=notice)
+        pool = ShadowPool(proxy_config(opts), log.on_done, pool_stats)
+        log.start()
+        pool.start()
+        send({"kind": "ready"})
+
+        def figures(kind: str) -> dict[str, Any]:
+            return {"kind": kind, "pool": pool_stats.to_json(), "rounds": stats.rounds,
+                    "log_dropped": stats.log_dropped, "buckets": dict(stats.buckets)}
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(STATS_EVERY)
+                send(figures("stats"))
+
+        reporter = asyncio.create_task(report())
+        while (jobs := await read_frame(reader)) is not None:
+            for job in jobs:
+                if log.shadow_off:  # a halt with action "stop": no more shadowing
+                    pool_stats.skipped += 1
+                    continue
+                pool.offer(job)
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        await pool.close(loop.time() + opts.grace)
+        await log.close()
+        if watch is not None:
+            await watch.drain()
+        send(figures("final"))
+    finally:
+        store.close()
+
+
+def run_shadow_process(notice: Callable[[str], None],
+                       alert: Callable[[str, str], None]) -> None:
+    """The shadow process's main: it ignores SIGINT and SIGTERM (a service manager signals
+    the whole group; the mirror coordinates the end)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(shadow_process(notice, alert))

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from shadow_burnin.app.burnin import api_key, halt_watch
-from shadow_burnin.app.mirror import MirrorSession, options_from
-from shadow_burnin.app.mirror_split import SplitMirror
+from shadow_burnin.app.mirror import Outlets, serve_mirror
 from shadow_burnin.cli.options import load_config, store_options
-from shadow_burnin.io.log.store import Store
 from shadow_burnin.render.escape import term
 from shadow_burnin.render.gates import halt_alert
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when installed (about twice aiohttp's throughput), else
-    asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-def _line(figures: dict[str, Any]) -> str:
-    p = figures["proxy"]
-    buckets = " ".join(f"{b} {n}" for b, n in sorted(figures["buckets"].items())) or "-"
-    return (f"mirror: {p['requests']} requests, {p['mirrored']} shadowed, "
-            f"{p['dropped_full'] + p['dropped_shutdown']} dropped, {figures['rounds']} rounds "
-            f"({buckets})")
+from shadow_burnin.render.mirror import ready_line, summary_line
 
 
 @click.command()
@@ -112,47 +90,18 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
                    "grace": grace},
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
-    opts = options_from(cfg, api_key(cfg.v1.api_key_env, "v1"),
-                        api_key(cfg.v2.api_key_env, "v2"))
     err = Console(stderr=True, soft_wrap=True)
 
     def say(message: str) -> None:  # URLs, paths and errors come from outside
         err.print(term(message), markup=False, highlight=False)
 
-    def ready(url: str) -> None:
-        say(f"mirror listening on {url} (v1 {opts.v1.url}, shadow {opts.v2.url}, "
-            f"log {cfg.paths.log})")
-
-    tick = None if quiet else (lambda f: say(_line(f)))
-
-    async def split() -> dict[str, Any]:
-        # the shadow (v2, comparison, the log and its lock) runs in a second process
-        session = SplitMirror(cfg, opts, notice=lambda m: say(f"warning: {m}"))
-        return await session.serve(ready=ready, tick=tick)
-
-    async def single(store: Store) -> dict[str, Any]:
-        watch = halt_watch(cfg, store, lambda m: say(f"warning: {m}"),
-                           lambda m: err.print(halt_alert(m, cfg.paths.log), soft_wrap=False))
-        session = MirrorSession(opts, store, observers=[watch] if watch else [],
-                                notice=lambda m: say(f"warning: {m}"))
-        try:
-            return await session.serve(ready=ready, tick=tick)
-        finally:
-            if watch is not None:
-                await watch.drain()
-
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        if not single_process:
-            figures = runner.run(split())
-        else:
-            store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
-            for message in store.open().warnings:
-                say(f"warning: {message}")
-            try:
-                figures = runner.run(single(store))
-            finally:
-                store.close()
-    say(_line(figures))
+    outlets = Outlets(
+        notice=lambda m: say(f"warning: {m}"),
+        alert=lambda m: err.print(halt_alert(m, cfg.paths.log), soft_wrap=False),
+        ready=lambda url: say(ready_line(url, cfg.v1.url, cfg.v2.url, str(cfg.paths.log))),
+        tick=None if quiet else (lambda f: say(summary_line(f))))
+    figures = serve_mirror(cfg, outlets, single_process=single_process)
+    say(summary_line(figures))
     sys.exit(0)
 
 

@@ -127,7 +127,11 @@ def recent_table(records: list[dict[str, Any]]) -> RenderableType:
             "—" if r.get("divergence_byte") is None else data(r["divergence_byte"]),
             _side_cell(r["v1"]), _side_cell(r["v2"]),
         )
-    return table
+    private = sum(1 for r in records if is_private(r))
+    if not private:
+        return table
+    return Group(table, Text(f"{plural(private, 'round')} logged without texts (`show ROUND` "
+                             "shows what was kept): " + KEEP_TEXT_HINT, style="yellow"))
 
 
 def _side_cell(reply: dict[str, Any]) -> Text:
@@ -140,41 +144,130 @@ def _or_dash(value: Any) -> str:
     return "—" if value is None else term(value)
 
 
+KEEP_TEXT_HINT = ("the mirror keeps only a SHA-256 and the length of the prompt and of each "
+                  "reply, and ±40 characters around the first divergence, unless it runs "
+                  "with --keep-text ([mirror] keep_text = true)")
+
+
+def is_private(r: dict[str, Any]) -> bool:
+    """A round logged without its texts (the mirror's default): a side whose text is
+    null while its hash is there."""
+    return any(isinstance(r.get(side), dict) and r[side].get("text") is None
+               and r[side].get("text_sha256") is not None for side in SIDES)
+
+
 def show_round(r: dict[str, Any]) -> RenderableType:
-    """Both replies in full; the first divergence marked; invisible characters shown."""
+    """Both replies in full; the first divergence marked; invisible characters shown.
+    A private round (texts not kept) shows what is there: hashes, lengths and the
+    divergence context, and says how to keep the texts."""
     b = r["bucket"]
     head = Text.assemble(
         (f"round {term(r['round'])}", "bold"), f"  {term(r['ts'])}  prompt "
-        f"{term(r['prompt_id'])} ", (f"({term(r['category'])})  ", "dim"), (b, STYLE[b]),
+        f"{term(r['prompt_id'])} ", (f"({term(r['category'])})  ", "dim"),
+        (term(b), STYLE.get(b, "")),
     )
     parts: list[RenderableType] = [head]
+    private = is_private(r)
+    if r.get("source") == "mirror":
+        parts.append(_mirror_line(r))
     if r.get("divergence_byte") is not None:
-        parts.append(Text(f"first divergence at byte {r['divergence_byte']}, after "
-                          f"{r.get('prefix_match_chars')} shared characters", style="yellow"))
-    v1t, v2t = r["v1"].get("text"), r["v2"].get("text")
-    cmp = classify(v1t if not r["v1"].get("error") else None,
-                   v2t if not r["v2"].get("error") else None)
+        parts.append(Text(f"first divergence at byte {term(r['divergence_byte'])}, after "
+                          f"{term(r.get('prefix_match_chars'))} shared characters",
+                          style="yellow"))
+    if private:
+        parts.append(Text("texts not kept: " + KEEP_TEXT_HINT, style="yellow"))
+        if r.get("prompt_sha256") is not None:
+            parts.append(data(f"prompt  {_or_dash(r.get('prompt_chars'))} characters  "
+                              f"sha256 {r['prompt_sha256']}"))
+    v1t, v2t = _side(r, "v1").get("text"), _side(r, "v2").get("text")
+    cmp = classify(v1t if isinstance(v1t, str) and not _side(r, "v1").get("error") else None,
+                   v2t if isinstance(v2t, str) and not _side(r, "v2").get("error") else None)
+    context = _context(r)
     for side in SIDES:
-        reply = r[side]
+        reply = _side(r, side)
         meta = (f"status {_or_dash(reply.get('status'))}  latency "
-                f"{fmt_ms(reply.get('latency_ms'))}  ttft {fmt_ms(reply.get('ttft_ms'))}  "
+                f"{fmt_ms(_num(reply.get('latency_ms')))}  "
+                f"ttft {fmt_ms(_num(reply.get('ttft_ms')))}  "
                 f"finish {_or_dash(reply.get('finish_reason'))}  "
                 f"tokens {_or_dash(reply.get('completion_tokens'))}")
         parts.append(Text(f"── {side} ── {meta}", style="bold cyan"))
         if reply.get("error"):
             parts.append(data(f"error: {reply['error']}", style="red"))
         text = reply.get("text")
-        if text is None:
+        if isinstance(text, str):
+            parts.append(marked(text, cmp.divergence_byte))
             continue
-        parts.append(marked(text, cmp.divergence_byte))
+        if reply.get("text_sha256") is not None:
+            parts.append(data(f"text not kept: {_or_dash(reply.get('text_chars'))} "
+                              f"characters  sha256 {reply['text_sha256']}", style="dim"))
+        if context is not None:
+            at, shared, v1_excerpt, v2_excerpt = context
+            excerpt = v1_excerpt if side == "v1" else v2_excerpt
+            cut = None if shared is None else shared - at
+            chars = reply.get("text_chars")
+            more = isinstance(chars, int) and at + len(excerpt) < chars
+            line = Text(f"…[{at}] " if at else "", style="dim")
+            line.append_text(marked_at(excerpt, cut))
+            if more:
+                line.append(" …", style="dim")
+            parts.append(line)
+    if private and context is None and b in ("prefix-only", "no-match"):
+        parts.append(Text("no divergence context in this round", style="dim"))
+    if private and b == "exact":
+        parts.append(Text("both replies have the same SHA-256: identical", style="green"))
     return Group(*parts)
+
+
+def _side(r: dict[str, Any], side: str) -> dict[str, Any]:
+    reply = r.get(side)
+    return reply if isinstance(reply, dict) else {}
+
+
+def _num(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _mirror_line(r: dict[str, Any]) -> Text:
+    found = r.get("mirror")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
+    bits = [f"mirrored request {_or_dash(meta.get('path'))}",
+            "streamed" if meta.get("stream") is True else "not streamed"]
+    if meta.get("reason") is not None:
+        bits.append(f"not comparable: {term(meta['reason'])}")
+    if meta.get("forced_greedy"):
+        bits.append("forced greedy (v1's reply is a shadow-only greedy copy)")
+    if meta.get("client_cancelled"):
+        bits.append("the client left before v1's reply was complete")
+    return Text("  ".join(bits), style="dim")
+
+
+def _context(r: dict[str, Any]) -> tuple[int, int | None, str, str] | None:
+    """(first character index, shared characters, v1 excerpt, v2 excerpt) of a private
+    round's divergence context; None when absent or malformed."""
+    ctx = r.get("context")
+    if not isinstance(ctx, dict):
+        return None
+    at, v1, v2 = ctx.get("at"), ctx.get("v1"), ctx.get("v2")
+    if not (isinstance(at, int) and not isinstance(at, bool) and at >= 0
+            and isinstance(v1, str) and isinstance(v2, str)):
+        return None
+    shared = r.get("prefix_match_chars")
+    if not (isinstance(shared, int) and not isinstance(shared, bool) and shared >= at):
+        shared = None
+    return at, shared, v1, v2
 
 
 def marked(text: str, divergence_byte: int | None) -> Text:
     """The text with invisible characters shown and the first differing character marked."""
     if divergence_byte is None:
         return Text(visible(text))
-    cut = char_offset(text, divergence_byte)
+    return marked_at(text, char_offset(text, divergence_byte))
+
+
+def marked_at(text: str, cut: int | None) -> Text:
+    """``marked`` at a character index (None: nothing marked)."""
+    if cut is None:
+        return Text(visible(text))
     out = Text(visible(text[:cut]))
     if cut < len(text):
         out.append("⟦", style="bold red")

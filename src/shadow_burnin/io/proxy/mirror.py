@@ -1,28 +1,32 @@
 """The mirror's reverse proxy: clients are served by v1, a copy of each request goes to v2.
 
-Every request is forwarded to the primary (v1) and its reply is passed back as it
-arrives: status, headers (but for hop-by-hop ones) and body bytes unchanged, an SSE
-stream chunk by chunk (aiohttp writes each chunk at once, TCP_NODELAY). Nothing on that
-path waits for the shadow.
+The client's path is ``io.proxy.relay``: raw asyncio protocols parsed by httptools, a
+kept-alive pool of connections to v1, v1's reply relayed as it arrives (status and
+headers but for hop-by-hop ones, body bytes unchanged, a chunked/SSE reply re-chunked
+read by read, TCP_NODELAY). Nothing on that path waits for the shadow.
 
 A POST to ``/v1/chat/completions``, ``/v1/completions`` or llama.cpp's ``/completion``
 whose body is a JSON object no larger than ``max_body`` is handed to the session's
 ``Hooks.on_request``, which may return a :class:`Mirrored` job. The client's v1 reply is
 teed into the run's own reply parsers while it streams (so its TTFT is the time of its
 first text). Once the client's exchange is over — whole, failed or cancelled, exactly
-once whatever ended it — the job goes on a bounded queue with ``put_nowait``: a full
-queue drops the copy (counted), nothing ever waits for room, and a copy never runs
-alongside its own client's exchange. ``shadow_concurrency`` workers send queued
-copies to v2 (``SideClient``: the run's client, its per-request timeout and error codes)
-— and, when the session forces a greedy comparison, a second, shadow-only copy to v1 —
-then hand the finished job to ``Hooks.on_done``.
+once whatever ended it — the job goes to the sink: by default a bounded queue here
+(``ShadowPool``, ``put_nowait``: a full queue drops the copy, counted; nothing ever
+waits for room), in ``shadow-burnin mirror`` the pipe to its shadow process
+(``app.mirror_split``). A copy never runs alongside its own client's exchange.
+``shadow_concurrency`` workers send queued copies to v2 (``SideClient``: the run's
+client, its per-request timeout and error codes) — and, when the session forces a greedy
+comparison, a second, shadow-only copy to v1 — then hand the finished job to
+``Hooks.on_done``.
 
-Faults: v1 unreachable before its headers → 502 (504 on a timeout) with a JSON error
-body, as from any reverse proxy; v1 failing mid-body → the client connection is cut
-(never a short body that looks complete). A client that leaves cancels the request to v1
-(aiohttp's handler cancellation); its job is marked ``cancelled`` and its shadow copy
-still runs. ``close`` stops accepting, lets in-flight client requests finish, drains the
-queue within a grace period and drops (counts) what is left.
+Faults: v1 unreachable before its headers → 502 (504 on a timeout: ``v1_timeout``
+seconds without a byte from v1) with a JSON error body, as from any reverse proxy; v1
+failing mid-body → the client connection is cut (never a short body that looks
+complete). A kept-alive connection v1 had closed is retried once on a fresh one when no
+byte of a reply came. A client that leaves closes its connection to v1; its job is
+marked ``cancelled`` and its shadow copy still runs. ``close`` stops accepting, lets
+in-flight client requests finish (within the grace period), drains the queue within it
+and drops (counts) what is left.
 """
 
 from __future__ import annotations
@@ -32,30 +36,23 @@ import contextlib
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from shadow_burnin.core.records import SideReply
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.io.http.client import Endpoint, RequestSpec, SideClient
 from shadow_burnin.io.http.reply_error import ReplyError
+from shadow_burnin.io.proxy.relay import Exchange, RelayServer
 
 API_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
              "/completion": "native"}
-# hop-by-hop (RFC 9110 §7.6.1) and framing headers: the proxy sets its own
-_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                  "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-                  "host", "content-length"))
 _READABLE = ("identity", "", "gzip", "x-gzip", "deflate")  # reply encodings the tee reads
-# headers aiohttp's client would add when absent: the primary must see the client's own
-_SKIP_AUTO = ("Accept-Encoding", "User-Agent", "Content-Type", "Accept")
 
 
 @dataclass(eq=False)  # identity: a job is one request
@@ -196,24 +193,9 @@ async def parse_reply(parser: SideClient, upstream: _Upstream, start: float) -> 
     return reply
 
 
-def _error_body(message: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "bad_gateway",
-                                   "code": "mirror_upstream_error"}})
-
-
-def _upstream_error(exc: BaseException) -> tuple[int, str]:
-    """(status for the client, the round's error code) for a failed v1 exchange."""
-    if isinstance(exc, TimeoutError):
-        return 504, "timeout: the primary did not answer in time"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        err = exc.os_error
-        reason = (err.strerror or type(err).__name__) if err is not None else "connect failed"
-        return 502, f"connection-refused: {reason}"
-    return 502, f"connection-reset: {type(exc).__name__}"
-
-
 class MirrorProxy:
-    """The aiohttp server, the client session to v1 and the shadow workers."""
+    """The relay server (clients and v1), the decisions on each request, and the shadow
+    workers (unless a ``sink`` takes the jobs elsewhere)."""
 
     def __init__(self, cfg: ProxyConfig, hooks: Hooks,
                  sink: Callable[[Mirrored], None] | None = None) -> None:
@@ -227,34 +209,23 @@ class MirrorProxy:
         self.pool = None if sink is not None else ShadowPool(cfg, hooks.on_done, self.stats)
         self._sink = sink or self.pool.offer  # type: ignore[union-attr]
         self._v1_base = cfg.v1.url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: web.ServerRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: RelayServer | None = None
+        self._reading: dict[Exchange, tuple[asyncio.Task[SideReply], _Feed]] = {}
         self._parsers: dict[tuple[str, bool], SideClient] = {}
         self._parsing: set[asyncio.Task[SideReply]] = set()
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ssl=not self.cfg.v1.insecure,
-                                         enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0,
-                                          sock_read=self.cfg.v1_timeout))
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None,
-                            auto_decompress=False)
-        self._runner = web.ServerRunner(server, shutdown_timeout=self.cfg.grace,
-                                        handle_signals=False)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port, backlog=1024)
+        self._server = RelayServer(self, self._v1_base, insecure=self.cfg.v1.insecure,
+                                   max_body=self.cfg.max_body, v1_timeout=self.cfg.v1_timeout)
         try:
-            await self._site.start()
+            await self._server.start(host, port)
         except OSError as exc:
             await self.close()
             raise ConfigError(None, f"mirror.listen: cannot listen on {host}:{port} "
                               f"({exc.strerror or type(exc).__name__})") from None
-        self.port = self._runner.addresses[-1][1]
+        self.port = self._server.port
         if self.pool is not None:
             self.pool.start()
 
@@ -263,127 +234,79 @@ class MirrorProxy:
         period, then drop (count) what is left; close every connection."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.grace
-        if self._runner is not None:
-            await self._runner.cleanup()  # waits up to ``grace`` for in-flight handlers
-            self._runner = None
+        if self._server is not None:
+            await self._server.close(self.cfg.grace)  # in-flight exchanges finish first
+            self._server = None
         # the last replies' parsers hand their jobs on (their callbacks run first)
         await asyncio.gather(*self._parsing, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close(deadline)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
-    # -- the client's path ----------------------------------------------------------
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    # -- the client's path (``io.proxy.relay`` calls these) ----------------------------
+    def request(self, ex: Exchange) -> None:
+        """A whole request (or the head of one too large to compare): mirror it?"""
         stats = self.stats
         stats.requests += 1
-        body, rest = await self._read_body(request)
-        job: Mirrored | None = None
-        api = API_PATHS.get(request.path) if request.method == "POST" else None
+        api = None
+        if ex.method == b"POST":
+            path = ex.path.split(b"?", 1)[0].decode("latin-1")
+            api = API_PATHS.get(path)
         if api is None:
             stats.passthrough += 1
-        elif rest is not None:
+            return
+        if ex.oversize:
             stats.too_large += 1
-        else:
-            try:
-                obj = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                obj = None
-            if not isinstance(obj, dict):
-                stats.not_json += 1
-            else:
-                job = self.hooks.on_request(request.path, api, obj, body, _utc_now())
-                if job is None:
-                    stats.skipped += 1
-        return await self._forward(request, body, rest, job)
-
-    async def _read_body(self, request: web.BaseRequest
-                         ) -> tuple[bytes, aiohttp.StreamReader | None]:
-        """The body, or (its first bytes, the rest unread) when over ``max_body``."""
-        limit = self.cfg.max_body
-        length = request.content_length
-        if length is not None and length > limit:
-            return b"", request.content
-        if length is not None:
-            return await request.content.readexactly(length) if length else b"", None
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := await request.content.readany():
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                return b"".join(chunks), request.content
-        return b"".join(chunks), None
-
-    async def _forward(self, request: web.BaseRequest, body: bytes,
-                       rest: aiohttp.StreamReader | None,
-                       job: Mirrored | None) -> web.StreamResponse:
-        assert self._session is not None
-        headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in _HOP)
-        data: Any = body if rest is None else _chain(body, rest)
-        start = time.perf_counter()
-        resp: web.StreamResponse | None = None
-        feed: _Feed | None = None
-        parse: asyncio.Task[SideReply] | None = None
-        delivered = False  # the whole reply was handed to the client
-        error: str | None = "client-cancelled"  # v1's outcome for the job, until known
+            return
         try:
-            async with self._session.request(
-                request.method, self._v1_base + request.raw_path, data=data,
-                headers=headers, skip_auto_headers=_SKIP_AUTO, allow_redirects=False,
-            ) as up:
-                resp = web.StreamResponse(status=up.status, reason=up.reason)
-                for k, v in up.headers.items():
-                    if k.lower() not in _HOP:
-                        resp.headers.add(k, v)
-                if up.content_length is not None and \
-                        "chunked" not in up.headers.get("Transfer-Encoding", "").lower():
-                    resp.content_length = up.content_length
-                encoding = up.headers.get("Content-Encoding", "identity").strip().lower()
-                if job is not None and encoding not in _READABLE:
-                    self.stats.undecodable += 1  # e.g. br, zstd: v1's reply is not read
-                    job = None
-                if job is not None:
-                    feed = _Feed(compressed=encoding in ("gzip", "x-gzip", "deflate"))
-                    view = _Upstream(up.status, up.headers, feed)
-                    parse = asyncio.ensure_future(
-                        parse_reply(self._parser(job.api, job.stream), view, start))
-                await _to_client(resp.prepare(request))
-                async for chunk in up.content.iter_any():
-                    await _to_client(resp.write(chunk))
-                    if feed is not None and parse is not None and not parse.done():
-                        feed.feed(chunk)  # (a parser that gave up, e.g. too-large: no more)
-                await _to_client(resp.write_eof())
-                delivered, error = True, None
-        except (_ClientGone, asyncio.CancelledError) as exc:
-            # the client left: leaving the ``async with`` closed v1's connection
-            if not delivered:
-                self.stats.client_cancelled += 1
-                if job is not None:
-                    job.cancelled = True
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            assert resp is not None
-            return resp
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            if delivered:  # e.g. the connection to v1 failed to close: the reply is whole
-                return resp  # type: ignore[return-value]
+            obj = orjson.loads(ex.body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            stats.not_json += 1
+            return
+        ex.job = self.hooks.on_request(path, api, obj, bytes(ex.body), _utc_now())
+        if ex.job is None:
+            stats.skipped += 1
+
+    def headers(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """v1's head: start reading its reply for the job as it passes (a task)."""
+        job = ex.job
+        if job is None:
+            return
+        view_headers = CIMultiDictProxy(CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in headers))
+        encoding = view_headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in _READABLE:
+            self.stats.undecodable += 1  # e.g. br, zstd: v1's reply is not read
+            ex.job = None
+            return
+        feed = _Feed(compressed=encoding in ("gzip", "x-gzip", "deflate"))
+        length = view_headers.get("Content-Length")
+        view = _Upstream(status, view_headers, feed,
+                         int(length) if length and length.isdigit() else None)
+        parse = asyncio.ensure_future(parse_reply(self._parser(job.api, job.stream), view,
+                                                  ex.start))
+
+        def tee(chunk: bytes) -> None:
+            if not parse.done():  # (a parser that gave up, e.g. too-large: no more)
+                feed.feed(chunk)
+
+        ex.feed = tee
+        self._reading[ex] = (parse, feed)
+
+    def finished(self, ex: Exchange) -> None:
+        """The exchange is over (exactly once): count it; the job's v1 side is known."""
+        if ex.failed:
             self.stats.v1_failed += 1
-            status, error = _upstream_error(exc)
-            if resp is None or not resp.prepared:
-                return web.Response(status=status, body=_error_body(
-                    f"shadow-burnin mirror: the primary could not answer ({error})"),
-                    content_type="application/json")
-            if request.transport is not None:  # mid-body: cut, never a short body
-                request.transport.abort()
-            return resp
-        finally:
-            if job is not None:  # exactly once, whatever ended the exchange
-                self._v1_outcome(job, parse, feed, start, error,
-                                 None if resp is None else resp.status)
-        return resp
+        if ex.cancelled and not ex.delivered:
+            self.stats.client_cancelled += 1
+        job = ex.job
+        if job is None:
+            return
+        if ex.cancelled and not ex.delivered:
+            job.cancelled = True
+        parse, feed = self._reading.pop(ex, (None, None))
+        self._v1_outcome(job, parse, feed, ex.start, ex.error, ex.status)
 
     def _v1_outcome(self, job: Mirrored, parse: asyncio.Task[SideReply] | None,
                     feed: _Feed | None, start: float, error: str | None,
@@ -527,25 +450,6 @@ QUEUE_BYTES = 256 * 1024 * 1024  # request and reply bytes the shadow queue hold
 def _size(job: Mirrored) -> int:
     text = job.v1.text if job.v1 is not None else None
     return len(job.shadow_body) + (len(text) if text else 0)
-
-
-class _ClientGone(Exception):
-    """Writing to the client failed: it closed its connection."""
-
-
-async def _to_client(write: Awaitable[Any]) -> None:
-    try:
-        await write
-    except (ConnectionResetError, ConnectionError) as exc:
-        raise _ClientGone from exc
-
-
-async def _chain(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """A request body already partly read, as one stream again."""
-    if head:
-        yield head
-    async for chunk in rest.iter_any():
-        yield chunk
 
 
 def _utc_now() -> str:

@@ -211,3 +211,33 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("mode", [[], ["--single-process"]], ids=["split", "single"])
+def test_a_dead_shadow_raises_the_liveness_spike(tmp_path: Path, spawn_scripted: Spawn,
+                                                 mirror_proc: Callable[..., tuple[
+                                                     str, subprocess.Popen[bytes]]],
+                                                 mode: list[str]) -> None:
+    """``[alerts]`` works in the mirror as in ``run``: a v2 that refuses every copy is an
+    unreachable spike (one event), clients are served all along."""
+    from shadow_burnin.io.log.events import read_events
+    from tests.procs import free_port
+
+    url1, _ = spawn_scripted(reply_mode="fixed", reply="served")
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = tmp_path / "c.toml"
+    config.write_text('[alerts]\nspike_window = 3\nspike_rounds = 3\nstall = "1000d"\n')
+    log = tmp_path / "m.jsonl"
+    url, proc = mirror_proc("--config", config, "--v1", url1, "--v2", dead, "--log", log,
+                            "--quiet", *mode)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    for _ in range(3):
+        assert client.completions.create(model="m", prompt="p",
+                                         temperature=0).choices[0].text == "served"
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert [r["bucket"] for r in read_log(log)] == ["v2-unreachable"] * 3
+    spikes = [(e["alert"], e.get("side")) for e in read_events(log)
+              if e.get("event") == "liveness"]
+    assert spikes == [("unreachable-spike", "v2")]

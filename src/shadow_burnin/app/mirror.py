@@ -442,7 +442,7 @@ def serve_mirror(cfg: Config, outlets: Outlets, *, single_process: bool = False,
     """``shadow-burnin mirror``: the whole session, from the config to the final figures.
     By default the shadow (v2, comparison, the log and its lock) runs in a second
     process (``app.mirror_split``); ``single_process`` keeps it in this one."""
-    from shadow_burnin.app.burnin import api_key, halt_watch
+    from shadow_burnin.app.burnin import api_key, halt_watch, liveness_watch
 
     opts = options_from(cfg, api_key(cfg.v1.api_key_env, "v1"),
                         api_key(cfg.v2.api_key_env, "v2"))
@@ -457,13 +457,19 @@ def serve_mirror(cfg: Config, outlets: Outlets, *, single_process: bool = False,
             outlets.notice(message)
         try:
             watch = halt_watch(cfg, store, outlets.notice, outlets.alert)
+            live = liveness_watch(cfg, outlets.notice)
 
             async def single() -> dict[str, Any]:
-                session = MirrorSession(opts, store, observers=[watch] if watch else [],
+                session = MirrorSession(opts, store,
+                                        observers=[o for o in (watch, live) if o is not None],
                                         notice=outlets.notice)
+                if live is not None:
+                    live.start()
                 try:
                     return await serve(session, outlets.ready, outlets.tick, tick_every)
                 finally:
+                    if live is not None:
+                        await live.close()
                     if watch is not None:
                         await watch.drain()
 

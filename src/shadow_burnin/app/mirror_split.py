@@ -248,7 +248,7 @@ async def shadow_process(notice: Callable[[str], None],
     log; report on stdout (``alert(message, log)``: a halt raised on that log). Ends
     once stdin does: drains within ``grace``, commits every round, sends its final
     figures."""
-    from shadow_burnin.app.burnin import halt_watch
+    from shadow_burnin.app.burnin import halt_watch, liveness_watch
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -272,9 +272,12 @@ async def shadow_process(notice: Callable[[str], None],
         return
     try:
         watch = halt_watch(cfg, store, notice, lambda m: alert(m, str(cfg.paths.log)))
+        live = liveness_watch(cfg, notice)  # stall / unreachable spikes, as in ``run``
         stats, pool_stats = SessionStats(), ProxyStats()
         log = RoundLog(store, opts.setup(), keep_text=opts.keep_text, stats=stats,
-                       observers=[watch] if watch else [], notice=notice)
+                       observers=[o for o in (watch, live) if o is not None], notice=notice)
+        if live is not None:
+            live.start()
         pool = ShadowPool(proxy_config(opts), log.on_done, pool_stats)
         log.start()
         pool.start()
@@ -301,6 +304,8 @@ async def shadow_process(notice: Callable[[str], None],
             await reporter
         await pool.close(loop.time() + opts.grace)
         await log.close()
+        if live is not None:
+            await live.close()
         if watch is not None:
             await watch.drain()
         send(figures("final"))

@@ -157,7 +157,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "forensics": {"logprobs": _INT, "refire": _INT, "aa_every": _INT, "v1b": _STR,
                   "tau_tie": _NUM, "tau_drift": _NUM, "tau_regress": _NUM,
                   "calibrate": _BOOL, "max_slowdown": _NUM},
-    "gates": {"statistical": _BOOL, "bootstrap": _INT, "seed": _INT,
+    "gates": {"statistical": _BOOL, "bootstrap": _INT, "seed": _INT, "scope": _STR,
               "*": ((dict,), "a gate table ([gates.NAME])")},
     "halt": {"enabled": _BOOL, "window": ((int, float, str), "a duration"),
              "min_rounds": _INT, "threshold": _NUM, "action": _STR, "on_halt": _STR,

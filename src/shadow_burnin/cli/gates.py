@@ -8,16 +8,18 @@ from pathlib import Path
 
 import click
 
-from shadow_burnin.app import files
 from shadow_burnin.app.ack import acknowledge
-from shadow_burnin.app.evidence import gather
+from shadow_burnin.app.logset import gather_set, guard_set, shards_of, write_set
 from shadow_burnin.cli.options import (
+    first_log,
     load_config,
+    logs_options,
     make_window,
     out_console,
     store_options,
     window_options,
 )
+from shadow_burnin.core.gates import SCOPES
 from shadow_burnin.render.cutover import cutover_markdown
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.flip import flip_markdown, flip_text
@@ -27,7 +29,7 @@ CUTOVER_KIND = "cutover"  # the marker of a CUTOVER.md this command wrote
 
 
 @click.command()
-@store_options
+@logs_options
 @window_options
 @click.option("--write", "write_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the cutover document (Markdown), e.g. CUTOVER.md. Refused: the "
@@ -37,9 +39,12 @@ CUTOVER_KIND = "cutover"  # the marker of a CUTOVER.md this command wrote
 @click.option("--statistical/--no-statistical", default=None,
               help="Wilson lower bound for exact match, bootstrap interval for the p95 gap "
                    "[gates.statistical].")
-def gates(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+@click.option("--scope", type=click.Choice(SCOPES), default=None,
+              help="Several logs: judge their pooled rounds, or each shard (every shard "
+                   "must pass; the table names the shard) [gates.scope].")
+def gates(config_path: Path | None, log_specs: tuple[str, ...], state_path: Path | None,
           since: str | None, until: str | None, write_path: Path | None, as_json: bool,
-          statistical: bool | None) -> None:
+          statistical: bool | None, scope: str | None) -> None:
     """Judge the cutover gates: gate | target | current | state.
 
     Each gate is ✓ pass, ✗ fail or ⌛ waiting (more rounds or time needed). Figures come
@@ -51,16 +56,19 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
     Example:
       shadow-burnin gates --write CUTOVER.md
       shadow-burnin gates --json --statistical && echo "cut over"
+      shadow-burnin gates --log 'fleet/*/burnin.jsonl' --scope shard
     """
-    cfg = load_config(config_path, {"gates": {"statistical": statistical}}, log_path,
-                      state_path)
+    cfg = load_config(config_path, {"gates": {"statistical": statistical, "scope": scope}},
+                      first_log(log_specs), state_path)
     window = make_window(since, until)
+    shards = shards_of(cfg, log_specs)
     if write_path is not None:  # refused before the (long) scan, and again at the write
-        files.guard(cfg, write_path, kind=CUTOVER_KIND, medium="markdown")
-    ev = gather(cfg, window)
+        guard_set(cfg, shards, write_path, kind=CUTOVER_KIND, medium="markdown")
+    ev = gather_set(cfg, shards, window).evidence
     if write_path is not None:
-        files.write(cfg, write_path, cutover_markdown(
-            ev.report, ev.summary, ev.drift, ev.halt, ev.ppl, log=cfg.paths.log)
+        where = cfg.paths.log if len(shards) == 1 else ", ".join(str(s.path) for s in shards)
+        write_set(cfg, shards, write_path, cutover_markdown(
+            ev.report, ev.summary, ev.drift, ev.halt, ev.ppl, log=where)
             + flip_markdown(ev.flip), kind=CUTOVER_KIND, medium="markdown")
     if as_json:
         out = ev.report.to_json()

@@ -61,8 +61,16 @@ def closed_segments(log: Path) -> list[Path]:
 
 
 def segments(log: Path) -> list[Path]:
-    """Every file of ``log`` in round order: closed segments, then the live log."""
-    return [*closed_segments(log), log]
+    """Every file of ``log`` in round order: closed segments, then the live log (left
+    out while it is still the same file as the last segment: a rotation cut short)."""
+    closed = closed_segments(log)
+    if closed:
+        try:
+            if os.path.samefile(closed[-1], log):
+                return closed
+        except OSError:
+            pass
+    return [*closed, log]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from shadow_burnin.cli.options import (
 from shadow_burnin.core import limits
 from shadow_burnin.core.gates import SCOPES
 from shadow_burnin.errors import LogError
-from shadow_burnin.io.log.logread import find_round, last_rounds
+from shadow_burnin.io.log.logset import find_round, last_rounds
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.flip import flip_text
 from shadow_burnin.render.gates import drift_section, gates_table

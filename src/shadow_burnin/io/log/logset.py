@@ -32,6 +32,8 @@ from shadow_burnin.inputs import check_input
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.logread import LogScan, Window, iter_rounds, scan
+from shadow_burnin.io.log.logread import find_round as logread_find_round
+from shadow_burnin.io.log.logread import last_rounds as logread_last_rounds
 
 SEGMENT_DIGITS = 5
 _SEGMENT = re.compile(r"\.(\d{" + str(SEGMENT_DIGITS) + r",})$")
@@ -190,3 +192,37 @@ def iter_segment_rounds(log: Path, window: Window | None = None
     """``logread.iter_rounds`` over every segment, oldest first."""
     for p in segments(log):
         yield from iter_rounds(p, window)
+
+
+def _first_round(path: Path) -> int | None:
+    try:
+        with open_log(path) as fh:
+            head = fh.readline(1 << 20)
+        record = orjson.loads(head) if head.endswith(b"\n") else None
+    except (orjson.JSONDecodeError, LogError):
+        return None
+    number = record.get("round") if isinstance(record, dict) else None
+    return number if isinstance(number, int) else None
+
+
+def find_round(log: Path, number: int) -> dict[str, Any] | None:
+    """``logread.find_round`` across segments: only the segment that holds ``number``
+    (the last one whose first round is not after it) is read."""
+    for p in reversed(segments(log)):
+        first = _first_round(p)
+        if first is None or first <= number:
+            found = logread_find_round(p, number)
+            if found is not None or first is not None:
+                return found
+    return None
+
+
+def last_rounds(log: Path, n: int) -> list[dict[str, Any]]:
+    """``logread.last_rounds`` across segments (the live log first, older ones only if
+    it holds fewer than ``n``)."""
+    keep: list[dict[str, Any]] = []
+    for p in reversed(segments(log)):
+        if len(keep) >= n:
+            break
+        keep = logread_last_rounds(p, n - len(keep)) + keep
+    return keep

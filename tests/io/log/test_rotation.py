@@ -295,3 +295,33 @@ def test_config_rotate_is_validated() -> None:
 
     with pytest.raises((ConfigError, ValueError), match="rotate"):
         config_mod.load(None, {"run": {"rotate": "sometimes"}})
+
+
+def test_dashboard_status_and_report_read_every_segment(tmp_path: Path) -> None:
+    from shadow_burnin.app.dashboard import Dashboard
+    from shadow_burnin.cli.options import load_config
+
+    log, state = tmp_path / "burnin.jsonl", tmp_path / "burnin.state"
+    whole = tmp_path / "whole" / "burnin.jsonl"
+    whole.parent.mkdir()
+    view = Dashboard(load_config(None, None, log, state))
+    ref = Dashboard(load_config(None, None, whole, None))
+    with Store(log, state, Rotation(max_bytes=4096)) as store, \
+            Store(whole, tmp_path / "whole" / "burnin.state") as plain:
+        for first in range(1, 40, 6):
+            batch = rounds(first, 6)
+            store.append_many(batch)
+            plain.append_many(batch)
+            assert view.overview()["rounds"] == first + 5  # live, across rotations
+    assert len(closed_segments(log)) >= 3
+    ours, want = view.overview(), ref.overview()
+    assert ours["rounds"] == want["rounds"] == 42
+    assert ours["counts"] == want["counts"]
+    for n in (1, 7, 20, 42):
+        assert view.round(n) == ref.round(n) and view.round(n)["round"] == n
+    assert view.round(43) is None
+    status = invoke("status", "--log", log, "--json")
+    assert orjson.loads(status.output)["rounds"] == 42
+    out = tmp_path / "report.html"
+    result = invoke("report", "--log", log, "--html", out)
+    assert result.exit_code == 0, result.output

@@ -37,7 +37,7 @@ from shadow_burnin.io.clock import now_stamp
 from shadow_burnin.io.http.client import Api, Endpoint, RequestSpec
 from shadow_burnin.io.log.logread import iter_records
 from shadow_burnin.io.log.logset import closed_segments
-from shadow_burnin.io.log.rotation import Rotation, parse_rotate
+from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.store import Store, archive
 from shadow_burnin.io.run.forensics import ForensicsPlan, forensic_steps
 from shadow_burnin.io.run.haltwatch import HaltWatch
@@ -134,11 +134,6 @@ def halt_watch(cfg: Config, store: Store, warn: Say, loud: Say) -> HaltWatch | N
     watch = HaltWatch(cfg.halt, store, loud=loud, warn=warn, context=context)
     watch.prime()
     return watch
-
-
-def rotation_of(cfg: Config) -> Rotation | None:
-    """``[run] rotate`` (validated when the config was loaded) as the store's rule."""
-    return parse_rotate(cfg.run.rotate, "run.rotate") if cfg.run.rotate else None
 
 
 def open_store(cfg: Config, setup: str, *, new_run: bool, force: bool, warn: Say) -> Store:

@@ -21,6 +21,7 @@ from shadow_burnin.app.mirror import RoundLog, SessionStats, proxy_config
 from shadow_burnin.app.mirror_split import frame, read_frame
 from shadow_burnin.cli.mirror import loop_factory
 from shadow_burnin.errors import ShadowBurninError
+from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.store import Store
 from shadow_burnin.io.proxy.mirror import ProxyStats, ShadowPool
 from shadow_burnin.render.escape import term
@@ -48,7 +49,7 @@ async def _serve() -> None:
     if not isinstance(hello, dict):
         return
     cfg, opts = hello["cfg"], hello["opts"]
-    store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
+    store = Store(Path(cfg.paths.log), Path(cfg.paths.state), rotation_of(cfg))
     try:
         for message in store.open().warnings:
             say(f"warning: {message}")

@@ -325,3 +325,10 @@ def test_dashboard_status_and_report_read_every_segment(tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     result = invoke("report", "--log", log, "--html", out)
     assert result.exit_code == 0, result.output
+
+
+def test_mirror_rotate_flag_is_checked(tmp_path: Path) -> None:
+    result = invoke("mirror", "--rotate", "hourly", "--v1", "http://127.0.0.1:9",
+                    "--v2", "http://127.0.0.1:9", "--log", tmp_path / "m.jsonl")
+    assert result.exit_code == 2 and "run.rotate" in result.output
+    assert not (tmp_path / "m.jsonl").exists()

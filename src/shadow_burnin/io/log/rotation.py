@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from shadow_burnin.io.log.logset import segment_path
 from shadow_burnin.io.log.sidecars import index_path
@@ -77,6 +78,12 @@ def parse_rotate(text: str, what: str = "--rotate") -> Rotation:
     if size < MIN_BYTES:
         raise ValueError(f"{what}: at least {MIN_BYTES} bytes, got {text!r}")
     return Rotation(max_bytes=size)
+
+
+def rotation_of(cfg: Any) -> Rotation | None:
+    """``[run] rotate`` of a config (validated when it was loaded) as the store's rule."""
+    text = getattr(getattr(cfg, "run", None), "rotate", None)
+    return parse_rotate(text, "run.rotate") if text else None
 
 
 def day_of(ts: object) -> str | None:

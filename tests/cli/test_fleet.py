@@ -141,3 +141,21 @@ def test_gates_write_refuses_any_shards_side_file(tmp_path: Path) -> None:
     out = tmp_path / "CUTOVER.md"
     result = invoke("gates", "--log", logs, "--write", out)
     assert result.exit_code in (0, 1, 3) and out.exists()
+
+
+def test_divergences_over_shards_name_each_rows_shard(tmp_path: Path) -> None:
+    records = fleet(tmp_path)
+    logs = str(tmp_path / "*" / "burnin.jsonl")
+    result = invoke("divergences", "--log", logs, "--json")
+    assert result.exit_code == 0, result.output
+    rows = [orjson.loads(x) for x in result.output.splitlines()]
+    want = sorted((f"{h}/burnin.jsonl", r["round"]) for h, rs in records.items() for r in rs
+                  if r["bucket"] in ("prefix-only", "no-match"))
+    assert sorted((r["shard"], r["round"]) for r in rows) == want
+    assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
+    last = invoke("divergences", "--log", logs, "--json", "--limit", "3")
+    assert [orjson.loads(x) for x in last.output.splitlines()] == rows[-3:]
+    table = invoke("divergences", "--log", logs)
+    assert "shard" in table.output and "c/burnin.jsonl" in table.output
+    one = invoke("divergences", "--log", tmp_path / "a" / "burnin.jsonl", "--json")
+    assert all("shard" not in orjson.loads(x) for x in one.output.splitlines())

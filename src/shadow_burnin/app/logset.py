@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from shadow_burnin.app.evidence import Evidence, bench_summary, events_of, judge
 from shadow_burnin.app.files import inputs_of
@@ -124,3 +125,20 @@ def _summary(result: LogScan, logs: Sequence[Path], window: Window | None,
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
     return summary
+
+
+def divergence_rows_set(shards: Sequence[Shard], window: Window | None = None, *,
+                        verdict: str | None = None, category: str | None = None,
+                        limit: int | None = None) -> list[dict[str, Any]]:
+    """``divergences`` over several shards: each row names its shard (``"shard"``), rows
+    in round start order, the last ``limit`` of them. One shard: rows as before."""
+    from shadow_burnin.app.divergences import divergence_rows
+
+    if len(shards) == 1:
+        return divergence_rows(shards[0].path, window, verdict=verdict, category=category,
+                               limit=limit)
+    rows = [{"shard": s.name, **r} for s in shards
+            for r in divergence_rows(s.path, window, verdict=verdict, category=category,
+                                     limit=limit)]
+    rows.sort(key=lambda r: str(r.get("ts", "")))
+    return rows[-limit:] if limit else rows

@@ -332,3 +332,11 @@ def test_mirror_rotate_flag_is_checked(tmp_path: Path) -> None:
                     "--v2", "http://127.0.0.1:9", "--log", tmp_path / "m.jsonl")
     assert result.exit_code == 2 and "run.rotate" in result.output
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_state_named_like_a_segment_is_refused(tmp_path: Path) -> None:
+    log = tmp_path / "burnin.jsonl"
+    result = invoke("run", "--v1", "http://127.0.0.1:9", "--v2", "http://127.0.0.1:9",
+                    "--log", log, "--state", tmp_path / "burnin.jsonl.00002", "--rounds", "1")
+    assert result.exit_code == 2 and "side file" in result.output
+    assert not log.exists() and not (tmp_path / "burnin.jsonl.00002").exists()

@@ -62,6 +62,13 @@ def closed_segments(log: Path) -> list[Path]:
     return [p for _n, p in sorted(found)]
 
 
+def is_segment_of(log: Path, path: Path) -> bool:
+    """True when ``path`` has the name of one of ``log``'s closed segments."""
+    a, b = Path(os.path.abspath(log)), Path(os.path.abspath(path))
+    rest = b.name[len(a.name):] if b.name.startswith(a.name) else ""
+    return a.parent == b.parent and bool(rest) and _SEGMENT.fullmatch(rest) is not None
+
+
 def segments(log: Path) -> list[Path]:
     """Every file of ``log`` in round order: closed segments, then the live log (left
     out while it is still the same file as the last segment: a rotation cut short)."""

@@ -179,3 +179,27 @@ def test_readme_schema_table_lists_every_column() -> None:
     section = text[text.index("## Fleets, exports and rotation"):]
     listed = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M)
     assert [(n, t.strip()) for n, t in listed] == [(n, t) for n, t, _ in COLUMNS + TEXT_COLUMNS]
+
+
+def test_hostile_values_become_nulls_not_a_crash(tmp_path: Path) -> None:
+    log = tmp_path / "burnin.jsonl"
+    good = write_log(log, 3, seed=4)
+    odd = dict(good[0], round=4, prefix_match_chars=3.5, divergence_byte=True,
+               forensics={"verdict": 7, "swing": "big", "divergence_token": [1]},
+               refire="again", aa=["x"], prompt={"no": 1}, source=5)
+    odd["v1"] = dict(good[0]["v1"], latency_ms=True, status="200", error=404,
+                     completion_tokens=2**63 + 5)
+    with open(log, "ab") as fh:
+        fh.write(orjson.dumps(odd) + b"\n")
+    out = tmp_path / "out"
+    result = invoke("export", "--log", log, "--parquet", out)
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "burnin.parquet").to_pylist()
+    assert [r["round"] for r in rows] == [1, 2, 3, 4]
+    last = rows[-1]
+    assert last["prefix_match_chars"] is None and last["divergence_byte"] is None
+    assert last["verdict"] is None and last["swing"] is None and last["refire"] is None
+    assert last["v1_latency_ms"] is None and last["v1_status"] is None
+    assert last["v1_error_code"] is None and last["v1_completion_tokens"] is None
+    assert last["source"] == "run" and last["aa_target"] is None
+    assert rows[0]["v1_latency_ms"] == good[0]["v1"]["latency_ms"]  # the rest as usual

@@ -29,7 +29,7 @@ from shadow_burnin.io.log.sidecars import LogFiles, atomic_path
 
 MARKER_KEY = b"shadow-burnin"
 MARKER_VALUE = b"export"
-BATCH = 50_000  # rows per record batch (bounded memory)
+BATCH = 25_000  # rows per record batch and Parquet row group (bounded memory)
 
 # name, Arrow type name, what it is (the README's schema table is this list)
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -190,33 +190,113 @@ def _schema(texts: bool) -> Any:
 
 def _write_shard(shard: Shard, target: Path, *, texts: bool, window: Window | None,
                  prompts: dict[str, str], progress: Progress | None) -> int:
-    import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     schema = _schema(texts)
-    names = schema.names
     total = sum(_size(p) for p in shard.segments())
     done = rows = 0
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema,
                                                        compression="zstd") as writer:
         for segment in shard.segments():
             size = _size(segment)
-            batch: dict[str, list[Any]] = {n: [] for n in names}
-            for i, record in enumerate(_rounds(segment, window), 1):
-                _row(batch, shard.name, record, texts, prompts)
-                if i % BATCH == 0:
-                    writer.write_batch(pa.record_batch(batch, schema=schema))
-                    rows += len(batch["round"])
-                    batch = {n: [] for n in names}
+            held: list[dict[str, Any]] = []
+            for record in _rounds(segment, window):
+                held.append(record)
+                if len(held) == BATCH:
+                    writer.write_batch(_batch(held, schema, shard.name, texts, prompts))
+                    rows += len(held)
+                    held = []
                     if progress is not None:
                         progress(shard, done, total, rows)
-            if batch["round"]:
-                writer.write_batch(pa.record_batch(batch, schema=schema))
-                rows += len(batch["round"])
+            if held:
+                writer.write_batch(_batch(held, schema, shard.name, texts, prompts))
+                rows += len(held)
             done += size
             if progress is not None:
                 progress(shard, done, total, rows)
     return rows
+
+
+def _batch(records: list[dict[str, Any]], schema: Any, shard: str, texts: bool,
+           prompts: dict[str, str]) -> Any:
+    """One record batch: the fast path takes the values as the runner writes them and
+    lets Arrow check their types; a batch holding anything else (a hand-edited or
+    hostile log) is converted again value by value (wrong types become nulls)."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    try:
+        return pa.record_batch(_fast(records, shard, texts, prompts, schema.names),
+                               schema=schema)
+    except (pa.ArrowException, AttributeError, KeyError, TypeError, ValueError,
+            OverflowError):
+        batch: dict[str, list[Any]] = {n: [] for n in schema.names}
+        for record in records:
+            _row(batch, shard, record, texts, prompts)
+        return pa.record_batch(batch, schema=schema)
+
+
+_SILENT = {"v1": frozenset({"v1-unreachable", "both-unreachable", "client-cancelled"}),
+           "v2": frozenset({"v2-unreachable", "both-unreachable", "client-cancelled"})}
+
+
+def _fast(records: list[dict[str, Any]], shard: str, texts: bool, prompts: dict[str, str],
+          names: list[str]) -> dict[str, list[Any]]:
+    c: dict[str, list[Any]] = {n: [] for n in names}
+    none: dict[str, Any] = {}
+    ts = c["ts"]
+    for r in records:
+        bucket = r["bucket"]
+        fx = r.get("forensics") or none
+        refire = r.get("refire") or none
+        aa = r.get("aa") or none
+        aa_fx = aa.get("forensics") or none
+        pid = r.get("prompt_id")
+        c["round"].append(r.get("round"))
+        ts.append(r.get("ts"))
+        c["source"].append(r.get("source") or "run")
+        c["bucket"].append(bucket)
+        c["prompt_id"].append(pid)
+        c["category"].append(r.get("category"))
+        c["prompt"].append(r.get("prompt") or (prompts.get(pid) if isinstance(pid, str)
+                                                else None))
+        c["prefix_match_chars"].append(r.get("prefix_match_chars"))
+        c["divergence_byte"].append(r.get("divergence_byte"))
+        c["verdict"].append(fx.get("verdict"))
+        c["cause"].append(fx.get("cause"))
+        c["swing"].append(fx.get("swing"))
+        c["divergence_token"].append(fx.get("divergence_token"))
+        c["refire"].append(refire.get("outcome"))
+        c["aa_target"].append(aa.get("target"))
+        c["aa_bucket"].append(aa.get("bucket"))
+        c["aa_prefix_match_chars"].append(aa.get("prefix_match_chars"))
+        c["aa_divergence_byte"].append(aa.get("divergence_byte"))
+        c["aa_swing"].append(aa_fx.get("swing"))
+        for side in ("v1", "v2"):
+            s = r[side]
+            replied = bucket not in _SILENT[side]
+            c[f"{side}_latency_ms"].append(s.get("latency_ms") if replied else None)
+            c[f"{side}_ttft_ms"].append(s.get("ttft_ms") if replied else None)
+            c[f"{side}_status"].append(s.get("status"))
+            error = s.get("error")
+            c[f"{side}_error_code"].append(None if error is None else _code(error))
+            c[f"{side}_completion_tokens"].append(s.get("completion_tokens"))
+            c[f"{side}_finish_reason"].append(s.get("finish_reason"))
+            if texts:
+                c[f"{side}_text"].append(s.get("text"))
+    c["shard"] = [shard] * len(records)
+    c["ts"] = [_ts(t) for t in ts]
+    if any(t is None for t in c["ts"]):
+        raise ValueError("a round without a valid ts")
+    for key in ("swing", "aa_swing", "v1_latency_ms", "v2_latency_ms", "v1_ttft_ms",
+                "v2_ttft_ms"):  # bools are ints to Python: only numbers, as the slow path
+        if any(v is not None and type(v) not in (int, float) for v in c[key]):
+            raise TypeError(key)
+    for key in ("round", "prefix_match_chars", "divergence_byte", "divergence_token",
+                "aa_prefix_match_chars", "aa_divergence_byte", "v1_status", "v2_status",
+                "v1_completion_tokens", "v2_completion_tokens"):
+        if any(v is not None and type(v) is not int for v in c[key]):
+            raise TypeError(key)
+    return c
 
 
 def _size(path: Path) -> int:

@@ -159,3 +159,28 @@ def test_divergences_over_shards_name_each_rows_shard(tmp_path: Path) -> None:
     assert "shard" in table.output and "c/burnin.jsonl" in table.output
     one = invoke("divergences", "--log", tmp_path / "a" / "burnin.jsonl", "--json")
     assert all("shard" not in orjson.loads(x) for x in one.output.splitlines())
+
+
+def test_a_halt_in_one_shard_is_a_fleet_halt_and_only_its_ack_clears_it(
+        tmp_path: Path) -> None:
+    from shadow_burnin.core.halt import ACK_EVENT, HALT_EVENT
+    from shadow_burnin.io.log.events import append_event
+
+    fleet(tmp_path / "fleet")
+    config = tmp_path / "gates.toml"
+    config.write_text(GATES)
+    logs = str(tmp_path / "fleet" / "*" / "burnin.jsonl")
+    a, b = (tmp_path / "fleet" / h / "burnin.jsonl" for h in "ab")
+
+    def halt_state() -> str:
+        result = invoke("gates", "--config", config, "--log", logs, "--json")
+        report = orjson.loads(result.output)
+        return next(g["state"] for g in report["gates"] if g["gate"] == "halt")
+
+    assert halt_state() == "pass"
+    append_event(b, {"event": HALT_EVENT, "ts": "2026-05-28T20:30:00.000Z", "round": 50})
+    assert halt_state() == "fail"
+    append_event(a, {"event": ACK_EVENT, "ts": "2026-05-28T20:31:00.000Z", "reason": "x"})
+    assert halt_state() == "fail"  # a's ack does not forgive b's halt
+    append_event(b, {"event": ACK_EVENT, "ts": "2026-05-28T20:32:00.000Z", "reason": "y"})
+    assert halt_state() == "pass"

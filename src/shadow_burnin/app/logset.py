@@ -105,7 +105,9 @@ def gather_set(cfg: Config, shards: Sequence[Shard], window: Window | None = Non
     pooled = combine_scans(scans, by_time=True)
     logs = [s.path for s in shards]
     summary = _summary(pooled, logs, window, bench)
-    ev = judge(cfg, summary, pooled, window, logs=logs, halt=_pooled_halt(scans, shards))
+    # pooled: the ppl runs beside the first shard (or the config's [ppl] log)
+    ev = judge(_shard_cfg(cfg, shards[0]), summary, pooled, window, logs=logs,
+               halt=_pooled_halt(scans, shards))
     summaries: dict[str, Summary] = {}
     if by_shard or scope == "shard":
         summaries = {s.name: _summary(sc, [s.path], window, bench and scope == "shard")

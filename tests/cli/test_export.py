@@ -203,3 +203,24 @@ def test_hostile_values_become_nulls_not_a_crash(tmp_path: Path) -> None:
     assert last["v1_error_code"] is None and last["v1_completion_tokens"] is None
     assert last["source"] == "run" and last["aa_target"] is None
     assert rows[0]["v1_latency_ms"] == good[0]["v1"]["latency_ms"]  # the rest as usual
+
+
+def test_prompt_texts_joined_by_id_and_a_missing_prompts_file_only_costs_them(
+        tmp_path: Path) -> None:
+    log = tmp_path / "burnin.jsonl"
+    records = write_log(log, 4)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_bytes(b"".join(orjson.dumps({"id": r["prompt_id"], "category": "c",
+                                               "prompt": f"text of {r['prompt_id']}"}) + b"\n"
+                                 for r in records))
+    config = tmp_path / "c.toml"
+    config.write_text(f'[run]\nprompts = "{prompts}"\n')
+    out = tmp_path / "out"
+    assert invoke("export", "--config", config, "--log", log, "--parquet", out).exit_code == 0
+    got = pq.read_table(out / "burnin.parquet").column("prompt").to_pylist()
+    assert got == [f"text of {r['prompt_id']}" for r in records]
+    prompts.unlink()
+    result = invoke("export", "--config", config, "--log", log, "--parquet", out)
+    assert result.exit_code == 0, result.output
+    assert "prompt texts not joined" in result.output
+    assert pq.read_table(out / "burnin.parquet").column("prompt").to_pylist() == [None] * 4

@@ -403,6 +403,17 @@ def export_logs(cfg: Config, shards: Sequence[Shard], targets: Sequence[Path], *
                 texts: bool = False, window: Window | None = None,
                 progress: Progress | None = None) -> ExportResult:
     """:func:`export` with the prompt texts of the config's prompts (or the built-in
-    corpus) joined by prompt id."""
-    return export(shards, targets, texts=texts, window=window, prompts=prompt_texts(cfg),
-                  progress=progress)
+    corpus) joined by prompt id (an unreadable prompts file only costs that column, with
+    a note)."""
+    from shadow_burnin.errors import ShadowBurninError
+
+    notes = []
+    try:
+        prompts = prompt_texts(cfg)
+    except ShadowBurninError as exc:
+        prompts = {}
+        notes.append(f"prompt texts not joined (column 'prompt' empty): {exc}")
+    result = export(shards, targets, texts=texts, window=window, prompts=prompts,
+                    progress=progress)
+    result.notes.extend(notes)
+    return result

@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None)
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="sb-fleet-"))
+    work.mkdir(parents=True, exist_ok=True)
     single = work / "all.jsonl"
     pattern = str(work / "fleet" / "*" / "burnin.jsonl")
     if not single.exists():

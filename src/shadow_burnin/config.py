@@ -71,6 +71,7 @@ class RunConfig:
     seed: int | None = None
     prompts: str | None = None
     insecure: bool = False
+    rotate: str | None = None  # "1GB", "daily": close the live log into segments
 
 
 @dataclass(frozen=True)
@@ -159,12 +160,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
                 "logprobs": _INT, "max_reply_bytes": _INT, "extra": ((dict,), "a table")},
     "run": {"interval": _NUM, "rounds": _INT, "duration": ((int, float, str), "a duration"),
             "concurrent": _BOOL, "concurrency": _INT, "seed": _INT, "prompts": _STR,
-            "insecure": _BOOL},
+            "insecure": _BOOL, "rotate": _STR},
     "paths": {"log": _STR, "state": _STR},
     "forensics": {"logprobs": _INT, "refire": _INT, "aa_every": _INT, "v1b": _STR,
                   "tau_tie": _NUM, "tau_drift": _NUM, "tau_regress": _NUM,
                   "calibrate": _BOOL, "max_slowdown": _NUM},
-    "gates": {"statistical": _BOOL, "bootstrap": _INT, "seed": _INT,
+    "gates": {"statistical": _BOOL, "bootstrap": _INT, "seed": _INT, "scope": _STR,
               "*": ((dict,), "a gate table ([gates.NAME])")},
     "halt": {"enabled": _BOOL, "window": ((int, float, str), "a duration"),
              "min_rounds": _INT, "threshold": _NUM, "action": _STR, "on_halt": _STR,
@@ -249,6 +250,10 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
     if run.rounds is not None:
         in_bounds("run.rounds", run.rounds, limits.ROUNDS)
     in_bounds("run.concurrency", run.concurrency, limits.CONCURRENCY)
+    if run.rotate is not None:
+        from shadow_burnin.io.log.rotation import parse_rotate
+
+        parse_rotate(run.rotate, "run.rotate")
     if run.seed is not None:
         in_bounds("run.seed", run.seed, limits.SEED)
     p = m.get("paths", {})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shadow_burnin.core import limits
-from shadow_burnin.core.gates import DEFAULT_GATES, GateSpec, merge_specs
+from shadow_burnin.core.gates import DEFAULT_GATES, SCOPES, GateSpec, merge_specs
 from shadow_burnin.core.halt import HALT_ON, HaltRule
 from shadow_burnin.core.liveness import LivenessRule
 from shadow_burnin.values import check_url, in_bounds, parse_duration, positive
@@ -24,6 +24,7 @@ class GatesConfig:
     bootstrap: int = 1000
     seed: int = 0
     specs: tuple[GateSpec, ...] = DEFAULT_GATES
+    scope: str = "pooled"  # several logs: "pooled" (their rounds together) or "shard"
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,15 @@ PPL_METHODS = ("auto", "echo", "llama", "endpoint")
 
 
 def _gates(raw: dict[str, Any]) -> GatesConfig:
-    options = {k: v for k, v in raw.items() if k in ("statistical", "bootstrap", "seed")}
+    options = {k: v for k, v in raw.items()
+               if k in ("statistical", "bootstrap", "seed", "scope")}
     tables = {k: v for k, v in raw.items() if k not in options}
     cfg = GatesConfig(**options, specs=tuple(merge_specs(tables)))
     in_bounds("gates.bootstrap", cfg.bootstrap, limits.BOOTSTRAP)
     in_bounds("gates.seed", cfg.seed, limits.SEED)
+    if cfg.scope not in SCOPES:
+        raise ValueError(f"gates.scope must be one of {', '.join(SCOPES)}, "
+                         f"got {cfg.scope!r}")
     return cfg
 
 

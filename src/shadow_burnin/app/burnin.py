@@ -36,6 +36,8 @@ from shadow_burnin.inputs import check_input
 from shadow_burnin.io.clock import now_stamp
 from shadow_burnin.io.http.client import Api, Endpoint, RequestSpec
 from shadow_burnin.io.log.logread import iter_records
+from shadow_burnin.io.log.logset import closed_segments
+from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.store import Store, archive
 from shadow_burnin.io.run.forensics import ForensicsPlan, forensic_steps
 from shadow_burnin.io.run.haltwatch import HaltWatch
@@ -151,15 +153,16 @@ def open_store(cfg: Config, setup: str, *, new_run: bool, force: bool, warn: Say
     check_store_paths(log, state, inputs_of(cfg))
     check_input(log, LogError, "log")  # before the lock or any directory is created
     check_input(state, StateError, "state")
-    store = Store(log, state)
+    store = Store(log, state, rotation_of(cfg))
     for message in store.open().warnings:
         warn(message)
     old = store.state.setup
     if store.state.last_round and old is not None and old != setup:
         if new_run:
             store.close()
-            archive([log, state], now_stamp(), lambda a, b: warn(f"archived {a} → {b}"))
-            store = Store(log, state)
+            archive([*closed_segments(log), log, state], now_stamp(),
+                    lambda a, b: warn(f"archived {a} → {b}"))
+            store = Store(log, state, rotation_of(cfg))
             store.open()
         elif not force:
             store.close()

@@ -33,7 +33,8 @@ from shadow_burnin.core.stats import summarise, wilson
 from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.core.verdict import VERDICTS
 from shadow_burnin.io.log.events import read_events
-from shadow_burnin.io.log.livescan import LiveLog, Snapshot
+from shadow_burnin.io.log.livescan import Snapshot
+from shadow_burnin.io.log.livesegments import LiveSegments
 from shadow_burnin.io.log.logread import LogScan, Window
 
 CUTOVER_EVENTS = ("cutover", "rollback", "cutover-check")
@@ -140,7 +141,7 @@ class Dashboard:
     cfg: Config
     window: Window | None = None
     log: Path = field(init=False)
-    live: LiveLog = field(init=False)
+    live: LiveSegments = field(init=False)
     _cache: dict[str, Any] = field(default_factory=dict)
     _key: tuple[int, int, int] | None = None
     _windowed: Any = None
@@ -148,7 +149,7 @@ class Dashboard:
 
     def __post_init__(self) -> None:
         self.log = Path(self.cfg.paths.log)
-        self.live = LiveLog(self.log)
+        self.live = LiveSegments(self.log)  # one LiveLog per rotated segment
 
     def snapshot(self) -> Snapshot:
         """Fold new bytes (LogError for a missing/foreign log); resets the cache on change."""

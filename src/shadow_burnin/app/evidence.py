@@ -4,6 +4,7 @@ judging itself is pure (``core``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from shadow_burnin.core.runverdict import (
     widen,
 )
 from shadow_burnin.core.stats import Summary, summarise
-from shadow_burnin.io.log.logread import LogScan, Window, iter_rounds, scan
+from shadow_burnin.io.log.logread import LogScan, Window
+from shadow_burnin.io.log.logset import iter_segment_rounds, scan_segments
 from shadow_burnin.io.log.pplstore import latest_run
 
 
@@ -53,11 +55,15 @@ def events_of(result: LogScan) -> list[dict[str, Any]]:
 
 
 def judge(cfg: Config, summary: Summary, result: LogScan,
-          window: Window | None = None) -> Evidence:
-    """Gates and drift for rounds already scanned and summarised."""
+          window: Window | None = None, *, logs: Sequence[Path] | None = None,
+          halt: HaltStatus | None = None) -> Evidence:
+    """Gates and drift for rounds already scanned and summarised (``logs``: the files
+    the rounds came from, default the config's log; ``halt``: the halt status when the
+    caller folded it already, e.g. over several shards)."""
     cols = result.columns
     events = events_of(result)
-    halt = halt_status(events)
+    if halt is None:
+        halt = halt_status(events)
     d = drift(cols.ts, cols.latency)
     ppl = latest_run(Path(cfg.ppl_log()))
     g = cfg.gates
@@ -69,8 +75,9 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
     if any(spec.metric == "run_changed" and spec.enabled for spec in g.specs):
         rv = (summary.forensics or {}).get("run_verdict")
         if rv is None and summary.parity_rounds:  # gates' own scan: one more pass
-            rv = run_level_verdict(Path(cfg.paths.log), window, summary.counts["no-match"],
-                                   summary.aa, token_evidence(cols.tokstats),
+            rv = run_level_verdict(logs or [Path(cfg.paths.log)], window,
+                                   summary.counts["no-match"], summary.aa,
+                                   token_evidence(cols.tokstats),
                                    (ppl or {}).get("paired")).to_json()
         figures.update(run_figures(rv))
     notes = []
@@ -85,7 +92,7 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
 def gather(cfg: Config, window: Window | None = None) -> Evidence:
     """Scan the log once and judge it (``window``: only rounds and events inside it)."""
     log = require_log(cfg.paths.log)
-    result = scan(log, window)
+    result = scan_segments(log, window)
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
     return judge(cfg, summary, result, window)
@@ -93,7 +100,14 @@ def gather(cfg: Config, window: Window | None = None) -> Evidence:
 
 def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogScan]:
     """``bench``'s summary (with forensics and A/A) and the scan it came from (one pass)."""
-    result = scan(require_log(log), window)
+    result = scan_segments(require_log(log), window)
+    return bench_summary(result, [log], window), result
+
+
+def bench_summary(result: LogScan, logs: Sequence[Path], window: Window | None = None
+                  ) -> Summary:
+    """``bench``'s summary of rounds already scanned from ``logs`` (their no-match
+    rounds are read again for the run-level verdict)."""
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
     summary.forensics = forensics_summary(result.columns)
@@ -101,24 +115,26 @@ def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogS
                               summary.parity_rounds).to_json()
     if summary.parity_rounds:
         summary.forensics["run_verdict"] = run_level_verdict(
-            log, window, summary.counts["no-match"], summary.aa,
+            logs, window, summary.counts["no-match"], summary.aa,
             token_evidence(result.columns.tokstats)).to_json()
-    return summary, result
+    return summary
 
 
-def run_level_verdict(log: Path, window: Window | None, no_match: int,
+def run_level_verdict(log: Path | Sequence[Path], window: Window | None, no_match: int,
                       aa: dict[str, Any] | None = None,
                       tokens: TokenEvidence | None = None,
                       ppl: dict[str, Any] | None = None) -> RunVerdict:
     """Noise or a changed distribution, from the rounds' token statistics (``tokens``,
-    from the columns) and the no-match rounds' forensics (a second pass over the log,
+    from the columns) and the no-match rounds' forensics (a second pass over the log(s),
     only when there are no-match rounds) against the default noise prior, widened by
     the A/A's p99 swing and drift when the log has an A/A."""
     prior = widen(DEFAULT_PRIOR, (aa or {}).get("swing_p99"), (aa or {}).get("drift_p99"))
     if not no_match:
         return run_verdict([], prior, no_match=0, tokens=tokens, ppl=ppl)
+    logs = [log] if isinstance(log, Path) else list(log)
     flips = (flip_of(r.get("forensics"), r.get("refire"))
-             for _, _, r in iter_rounds(log, window) if r.get("bucket") == "no-match")
+             for one in logs for _, _, r in iter_segment_rounds(one, window)
+             if r.get("bucket") == "no-match")
     return run_verdict(flips, prior, no_match=no_match, tokens=tokens, ppl=ppl)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from shadow_burnin.config import Config
 from shadow_burnin.errors import ConfigError, LogError
 from shadow_burnin.inputs import check_input
+from shadow_burnin.io.log.logset import is_segment_of
 from shadow_burnin.io.log.sidecars import (
     LogFiles,
     default_ppl,
@@ -64,7 +65,7 @@ def check_store_paths(log: Path, state: Path, inputs: Iterable[Path] = ()) -> No
     state, and a log or state that is an input of this command."""
     if _same(log, state):
         raise ConfigError(state, "the state file and the log must differ")
-    if any(_same(state, side) for side in _side_files(log)):
+    if is_segment_of(log, state) or any(_same(state, side) for side in _side_files(log)):
         raise ConfigError(state, f"refusing to use a side file of {log} as the state")
     if any(_same(log, side) for side in _side_files(state)):
         raise ConfigError(log, f"refusing to use a side file of {state} as the log")

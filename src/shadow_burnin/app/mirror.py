@@ -51,6 +51,7 @@ from shadow_burnin.core.records import Round, SideReply
 from shadow_burnin.errors import ConfigError, StorageError
 from shadow_burnin.io.http.client import Endpoint
 from shadow_burnin.io.log.events import append_event
+from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.sidecars import LogFiles
 from shadow_burnin.io.log.store import State, Store
 from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyConfig, ProxyStats
@@ -452,7 +453,7 @@ def serve_mirror(cfg: Config, outlets: Outlets, *, single_process: bool = False,
 
             split = SplitMirror(cfg, opts, notice=outlets.notice)
             return runner.run(serve(split, outlets.ready, outlets.tick, tick_every))
-        store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
+        store = Store(Path(cfg.paths.log), Path(cfg.paths.state), rotation_of(cfg))
         for message in store.open().warnings:
             outlets.notice(message)
         try:

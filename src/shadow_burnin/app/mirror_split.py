@@ -47,6 +47,7 @@ from shadow_burnin.app.mirror import (
 from shadow_burnin.config import Config
 from shadow_burnin.errors import ShadowBurninError, StorageError
 from shadow_burnin.io.log.events import append_event
+from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.store import Store
 from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyStats, ShadowPool
 
@@ -263,7 +264,7 @@ async def shadow_process(notice: Callable[[str], None],
     if not isinstance(hello, dict):
         return
     cfg, opts = hello["cfg"], hello["opts"]
-    store = Store(Path(cfg.paths.log), Path(cfg.paths.state))
+    store = Store(Path(cfg.paths.log), Path(cfg.paths.state), rotation_of(cfg))
     try:
         for message in store.open().warnings:
             notice(message)

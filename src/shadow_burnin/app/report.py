@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,15 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from shadow_burnin.app import files
 from shadow_burnin.app.dashboard import Dashboard, Filters
-from shadow_burnin.app.evidence import Evidence, gather, run_level_verdict
+from shadow_burnin.app.evidence import Evidence, run_level_verdict
+from shadow_burnin.app.logset import gather_set, guard_set, shards_of, write_set
 from shadow_burnin.config import Config
 from shadow_burnin.core.columns import NOMATCH
 from shadow_burnin.core.runverdict import token_evidence
 from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.io.log.logread import Window
+from shadow_burnin.io.log.logset import Shard
 from shadow_burnin.io.log.sidecars import LogFiles, guard_output, write_output
 from shadow_burnin.render.cutover import cutover_markdown
 from shadow_burnin.render.cutover_report import report_section
@@ -94,7 +96,8 @@ class CutoverWritten:
 
 
 def cutover(cfg: Config, window: Window | None = None, document: Path | None = None,
-            report_path: Path | None = None, first: int = 20) -> CutoverWritten:
+            report_path: Path | None = None, first: int = 20,
+            shards: Sequence[Shard] | None = None) -> CutoverWritten:
     """``gates``: judge the log; with ``document`` write CUTOVER.md, and with
     ``report_path`` also the HTML report of the same rounds, linked from the document
     (relative link, size, SHA-256 and the report's headline figures).
@@ -102,23 +105,28 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
     Both outputs are refused (ConfigError) before the scan: a side file of the log, an
     input, an existing file this tool did not write, or the same path twice. The report
     is written first, so the document never links to a file that is not there."""
+    shards = list(shards) if shards is not None else shards_of(cfg)
     if report_path is not None and document is None:
         raise ConfigError(report_path, "--report needs --write (the document that links it)")
+    if report_path is not None and len(shards) > 1:
+        raise ConfigError(report_path, "--report reads one log (with its segments); "
+                                       "give one --log")
     if document is not None:
-        files.guard(cfg, document, kind=CUTOVER_KIND, medium="markdown")
+        guard_set(cfg, shards, document, kind=CUTOVER_KIND, medium="markdown")
     if report_path is not None and document is not None:
         if _same(report_path, document):
             raise ConfigError(report_path, "the report and the cutover document must differ")
-        files.guard(cfg, report_path, kind=REPORT_KIND, medium="html")
-    ev = gather(cfg, window)
+        guard_set(cfg, shards, report_path, kind=REPORT_KIND, medium="html")
+    ev = gather_set(cfg, shards, window).evidence
     if document is None:
         return CutoverWritten(ev)
+    where = cfg.paths.log if len(shards) == 1 else ", ".join(str(s.path) for s in shards)
     text = cutover_markdown(ev.report, ev.summary, ev.drift, ev.halt, ev.ppl,
-                            log=cfg.paths.log) + flip_markdown(ev.flip)
+                            log=where) + flip_markdown(ev.flip)
     written = None
     if report_path is not None:
         html, ov, total = _build(cfg, window, first)
-        files.write(cfg, report_path, html, kind=REPORT_KIND, medium="html")
+        write_set(cfg, shards, report_path, html, kind=REPORT_KIND, medium="html")
         data = report_path.read_bytes()
         written = Written(report_path, len(data), ov["rounds"], total)
         rv = ov.get("run_verdict") if ov.get("parity_rounds") else None
@@ -126,7 +134,7 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
                                         os.path.abspath(document.parent))).as_posix()
         text += "\n" + report_section(relative, report_path.name, len(data),
                                       hashlib.sha256(data).hexdigest(), ov, rv)
-    files.write(cfg, document, text, kind=CUTOVER_KIND, medium="markdown")
+    write_set(cfg, shards, document, text, kind=CUTOVER_KIND, medium="markdown")
     return CutoverWritten(ev, document, written)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from shadow_burnin.app.files import require_log
 from shadow_burnin.config import Config
-from shadow_burnin.io.log.logread import find_round, last_rounds
+from shadow_burnin.io.log.logset import find_round, last_rounds  # across rotated segments
 
 
 def recent_rounds(cfg: Config, count: int) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "migrate": "migrate",
     "mirror": "mirror",
     "preflight": "preflight",
+    "export": "export",
 }
 
 

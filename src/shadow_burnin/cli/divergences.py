@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
-from shadow_burnin.app.divergences import FILTERS, divergence_rows
+from shadow_burnin.app.divergences import FILTERS
+from shadow_burnin.app.logset import divergence_rows_set, shards_of
 from shadow_burnin.cli.options import (
     bounded,
+    first_log,
     load_config,
+    logs_options,
     make_window,
     out_console,
-    store_options,
     window_options,
 )
 from shadow_burnin.core import limits
@@ -21,14 +23,14 @@ from shadow_burnin.render.escape import json_bytes
 
 
 @click.command()
-@store_options
+@logs_options
 @window_options
 @click.option("--verdict", type=click.Choice(FILTERS),
               help="Only rounds with this verdict (no-match) or cause (prefix-only).")
 @click.option("--category", help="Only rounds of this prompt category.")
 @click.option("--limit", type=bounded(limits.COUNT), help="Only the last N rows.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row (JSON lines).")
-def divergences(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+def divergences(config_path: Path | None, log_specs: tuple[str, ...], state_path: Path | None,
                 since: str | None, until: str | None, verdict: str | None,
                 category: str | None, limit: int | None, as_json: bool) -> None:
     """One row per non-exact round: round, prompt, category, first differing token, verdict,
@@ -46,10 +48,11 @@ def divergences(config_path: Path | None, log_path: Path | None, state_path: Pat
     Example:
       shadow-burnin divergences --verdict regression
       shadow-burnin divergences --since 2026-04-20T00:00:00Z --category code --json
+      shadow-burnin divergences --log 'fleet/*/burnin.jsonl' --verdict regression
     """
-    cfg = load_config(config_path, None, log_path, state_path)
-    rows = divergence_rows(cfg.paths.log, make_window(since, until), verdict=verdict,
-                           category=category, limit=limit)
+    cfg = load_config(config_path, None, first_log(log_specs), state_path)
+    rows = divergence_rows_set(shards_of(cfg, log_specs), make_window(since, until),
+                               verdict=verdict, category=category, limit=limit)
     if as_json:
         for r in rows:
             click.echo(json_bytes(r).decode())

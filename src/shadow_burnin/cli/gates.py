@@ -9,21 +9,25 @@ from pathlib import Path
 import click
 
 from shadow_burnin.app.ack import acknowledge
+from shadow_burnin.app.logset import shards_of
 from shadow_burnin.app.report import cutover
 from shadow_burnin.cli.options import (
+    first_log,
     load_config,
+    logs_options,
     make_window,
     out_console,
     store_options,
     window_options,
 )
+from shadow_burnin.core.gates import SCOPES
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.flip import flip_text
 from shadow_burnin.render.gates import gates_table
 
 
 @click.command()
-@store_options
+@logs_options
 @window_options
 @click.option("--write", "write_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the cutover document (Markdown), e.g. CUTOVER.md. Refused: the "
@@ -37,9 +41,13 @@ from shadow_burnin.render.gates import gates_table
 @click.option("--statistical/--no-statistical", default=None,
               help="Wilson lower bound for exact match, bootstrap interval for the p95 gap "
                    "[gates.statistical].")
-def gates(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+@click.option("--scope", type=click.Choice(SCOPES), default=None,
+              help="Several logs: judge their pooled rounds, or each shard (every shard "
+                   "must pass; the table names the shard) [gates.scope].")
+def gates(config_path: Path | None, log_specs: tuple[str, ...], state_path: Path | None,
           since: str | None, until: str | None, write_path: Path | None,
-          report_path: Path | None, as_json: bool, statistical: bool | None) -> None:
+          report_path: Path | None, as_json: bool,
+          statistical: bool | None, scope: str | None) -> None:
     """Judge the cutover gates: gate | target | current | state.
 
     Each gate is ✓ pass, ✗ fail or ⌛ waiting (more rounds or time needed). Figures come
@@ -51,11 +59,13 @@ def gates(config_path: Path | None, log_path: Path | None, state_path: Path | No
     Example:
       shadow-burnin gates --write CUTOVER.md --report report.html
       shadow-burnin gates --json --statistical && echo "cut over"
+      shadow-burnin gates --log 'fleet/*/burnin.jsonl' --scope shard
     """
-    cfg = load_config(config_path, {"gates": {"statistical": statistical}}, log_path,
-                      state_path)
+    cfg = load_config(config_path, {"gates": {"statistical": statistical, "scope": scope}},
+                      first_log(log_specs), state_path)
     # the outputs are refused before the (long) scan, and again at the write
-    done = cutover(cfg, make_window(since, until), write_path, report_path)
+    done = cutover(cfg, make_window(since, until), write_path, report_path,
+                   shards=shards_of(cfg, log_specs))
     ev = done.evidence
     if as_json:
         out = ev.report.to_json()

@@ -51,6 +51,8 @@ from shadow_burnin.render.mirror import ready_line, summary_line
 @click.option("--grace", type=click.FloatRange(min=0.0),
               help="On SIGTERM: seconds to finish clients and drain the shadow queue [30].")
 @click.option("--insecure", is_flag=True, default=None, help="Do not verify TLS for https.")
+@click.option("--rotate", help="Close the log into numbered segments at this size (1GB) or "
+              "daily, as `run --rotate` [run.rotate].")
 @click.option("--single-process", is_flag=True,
               help="Run the shadow in this process too (half the memory; the shadow's "
                    "work then shares the clients' event loop).")
@@ -61,8 +63,8 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
            max_queue: int | None, shadow_concurrency: int | None, sample: float | None,
            timeout: float | None, max_body: int | None, force_greedy_shadow: bool | None,
            trust_seed: bool | None, keep_text: bool | None, capture: Path | None,
-           grace: float | None, insecure: bool | None, single_process: bool,
-           quiet: bool) -> None:
+           grace: float | None, insecure: bool | None, rotate: str | None,
+           single_process: bool, quiet: bool) -> None:
     """A reverse proxy for real traffic: clients get v1's replies untouched, a copy of
     each request goes to v2 off their path, both replies are compared and logged as
     rounds with "source": "mirror" (bench, gates, divergences read them as usual).
@@ -81,7 +83,7 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
     overrides: dict[str, dict[str, Any]] = {
         "v1": {"url": v1_url, "api_key_env": v1_key_env},
         "v2": {"url": v2_url, "api_key_env": v2_key_env, "model": v2_model},
-        "run": {"insecure": insecure},
+        "run": {"insecure": insecure, "rotate": rotate},
         "mirror": {"listen": listen, "max_queue": max_queue,
                    "shadow_concurrency": shadow_concurrency, "sample": sample,
                    "timeout": timeout, "max_body": max_body,

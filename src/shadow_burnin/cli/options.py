@@ -44,6 +44,31 @@ def store_options(fn: F) -> F:
     return fn
 
 
+def logs_options(fn: F) -> F:
+    """``--config``, ``--log`` (repeatable; each a file or a quoted glob, expanded by us),
+    ``--state``: the reading commands that take several logs (a fleet's shards)."""
+    fn = click.option("--state", "state_path", type=click.Path(path_type=Path, readable=False),
+                      help="State file (default: beside the log, x.jsonl → x.state).")(fn)
+    fn = click.option("--log", "log_specs", multiple=True, metavar="LOG|GLOB",
+                      help="JSONL log; repeat it or give a quoted glob for several shards "
+                           "(e.g. 'fleet/*/burnin.jsonl'), pooled, each shard named by its "
+                           "path under their common directory (default: $XDG_DATA_HOME/"
+                           "shadow-burnin/shadow-burnin.jsonl).")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(path_type=Path, readable=False),
+                      help="TOML config file ([v1] [v2] [request] [run] [paths]).")(fn)
+    return fn
+
+
+def first_log(specs: tuple[str, ...]) -> Path | None:
+    """The config's log when ``--log`` names exactly one file (the state, ppl runs and
+    outputs are then placed beside it as before); None for several or a glob."""
+    from shadow_burnin.app.logset import is_glob
+
+    if len(specs) == 1 and not is_glob(specs[0]):
+        return Path(specs[0])
+    return None
+
+
 def window_options(fn: F) -> F:
     fn = click.option("--until", help="Only rounds that started before this ISO-8601 time.")(fn)
     fn = click.option("--since", help="Only rounds that started at/after this ISO-8601 time "

@@ -6,17 +6,21 @@ from pathlib import Path
 
 import click
 
-from shadow_burnin.app.evidence import judge, scan_summary, summary_of
+from shadow_burnin.app.evidence import summary_of
+from shadow_burnin.app.logset import gather_set, shards_of
 from shadow_burnin.app.rounds import recent_rounds, round_of
 from shadow_burnin.cli.options import (
     bounded,
+    first_log,
     load_config,
+    logs_options,
     make_window,
     out_console,
     store_options,
     window_options,
 )
 from shadow_burnin.core import limits
+from shadow_burnin.core.gates import SCOPES
 from shadow_burnin.errors import LogError
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.flip import flip_text
@@ -27,36 +31,49 @@ __all__ = ["bench", "recent", "show", "summary_of"]  # summary_of: for the demo 
 
 
 @click.command()
-@store_options
+@logs_options
 @window_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--by", "by", type=click.Choice(["source"]),
-              help="Also one summary per source (run, mirror, legacy).")
-def bench(config_path: Path | None, log_path: Path | None, state_path: Path | None,
-          since: str | None, until: str | None, as_json: bool, by: str | None) -> None:
-    """Summarise the log: buckets, exact-match rate with its 95% interval, latency.
+@click.option("--by", "by", type=click.Choice(["source", "shard"]),
+              help="Also one summary per source (run, mirror, legacy) or per shard (log).")
+@click.option("--scope", type=click.Choice(SCOPES), default=None,
+              help="Several logs: judge the gates on their pooled rounds or on each shard "
+                   "(every shard must pass) [gates.scope].")
+def bench(config_path: Path | None, log_specs: tuple[str, ...], state_path: Path | None,
+          since: str | None, until: str | None, as_json: bool, by: str | None,
+          scope: str | None) -> None:
+    """Summarise the log(s): buckets, exact-match rate with its 95% interval, latency.
 
     \b
     Example:
       shadow-burnin bench --since 2026-04-20T00:00:00Z --json
       shadow-burnin bench --by source
+      shadow-burnin bench --log 'fleet/*/burnin.jsonl' --by shard
       halo bench
     """
-    cfg = load_config(config_path, None, log_path, state_path)
+    cfg = load_config(config_path, {"gates": {"scope": scope}}, first_log(log_specs),
+                      state_path)
     window = make_window(since, until)
-    summary, result = scan_summary(Path(cfg.paths.log), window)
-    cutover = judge(cfg, summary, result, window)  # gates and drift over the same rounds
+    shards = shards_of(cfg, log_specs)
+    fleet = gather_set(cfg, shards, window, bench=True, by_shard=by == "shard")
+    summary, cutover = fleet.summary, fleet.evidence  # gates and drift over the same rounds
+    logs = [s.path for s in shards]
     if as_json:
         out = summary.to_json()
         out["gates"] = cutover.report.to_json()
         out["drift"] = cutover.drift.to_json()
         if cutover.flip is not None:
             out["cutover"] = cutover.flip.to_json()
+        if len(shards) > 1:
+            out["shards"] = [s.name for s in shards]
+            out["gates"]["scope"] = fleet.scope
         if by == "source":
             from shadow_burnin.app.sources import summaries_by_source
 
             out["by_source"] = {k: v.to_json() for k, v in summaries_by_source(
-                Path(cfg.paths.log), make_window(since, until)).items()}
+                logs, make_window(since, until)).items()}
+        elif by == "shard":
+            out["by_shard"] = {k: v.to_json() for k, v in fleet.by_shard.items()}
         click.echo(json_bytes(out, indent=True).decode())
     elif summary.rounds == 0:
         click.echo("no rounds")
@@ -70,12 +87,16 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         if flip is not None:
             console.print(flip)
         console.print(drift_section(cutover.drift))
-        if by == "source":
-            from shadow_burnin.app.sources import summaries_by_source
+        if by is not None:
             from shadow_burnin.render.sources import sources_table
 
-            console.print(sources_table(summaries_by_source(Path(cfg.paths.log),
-                                                            make_window(since, until))))
+            if by == "source":
+                from shadow_burnin.app.sources import summaries_by_source
+
+                console.print(sources_table(summaries_by_source(logs, make_window(since,
+                                                                                   until))))
+            else:
+                console.print(sources_table(fleet.by_shard, key="shard"))
 
 
 @click.command()

@@ -75,6 +75,9 @@ __all__ = ["run"]
               help="Thresholds from the A/A noise floor: tau_tie = max(tau_tie, p99 of the "
                    "A/A swings and margin moves), tau_drift = max(tau_drift, p99 of the A/A "
                    "logprob drifts), each once 100 samples are in.")
+@click.option("--rotate", help="Close the log into a numbered segment (x.jsonl.00001, …) when "
+              "it would pass this size (1GB, 500MB) or at each new UTC day ('daily'); every "
+              "command reads the segments as one log [run.rotate].")
 @click.option("--new-run", is_flag=True, help="Archive the old log/state and start fresh.")
 @click.option("--force", is_flag=True, help="Continue a log written by a different setup.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -91,8 +94,8 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         prompts_file: str | None, replay_file: str | None, speed: float | None,
         insecure: bool | None, logprobs: int | None,
         refire: int | None, aa_every: int | None, v1b_url: str | None,
-        calibrate: bool | None, new_run: bool, force: bool, quiet: bool,
-        metrics_port: int | None, stall: str | None) -> None:
+        calibrate: bool | None, rotate: str | None, new_run: bool, force: bool,
+        quiet: bool, metrics_port: int | None, stall: str | None) -> None:
     """Fire every prompt at v1 and v2, bucket the replies, log every round.
 
     Runs until --rounds/--duration or SIGINT/SIGTERM (the round in flight is finished and
@@ -115,7 +118,7 @@ def run(config_path: Path | None, log_path: Path | None, state_path: Path | None
         "request": {"api": api, "max_tokens": max_tokens, "stream": stream, "timeout": timeout},
         "run": {"interval": interval, "rounds": rounds, "duration": duration,
                 "concurrent": concurrent, "concurrency": concurrency, "seed": seed,
-                "prompts": prompts_file, "insecure": insecure},
+                "prompts": prompts_file, "insecure": insecure, "rotate": rotate},
         "forensics": {"logprobs": logprobs, "refire": refire, "aa_every": aa_every,
                       "v1b": v1b_url, "calibrate": calibrate},
         "alerts": {"stall": stall},

@@ -303,3 +303,21 @@ def _checked(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{where}.comparator must be one of {' '.join(COMPARATORS)}, "
                          f"got {out['comparator']!r}")
     return out
+
+
+SCOPES = ("pooled", "shard")  # ``[gates] scope``: judge the shards' rounds pooled, or each
+
+
+def shard_report(reports: Mapping[str, GateReport]) -> GateReport:
+    """Gates judged per shard as one report: every shard's gates, each named
+    ``<shard>: <gate>`` so the table says which shard failed; the verdict is the worst
+    shard's (every shard must pass)."""
+    results = [replace(r, spec=replace(r.spec, name=f"{shard}:{r.spec.name}",
+                                       label=f"{shard}: {r.spec.describe()}"))
+               for shard, report in reports.items() for r in report.results]
+    first = next(iter(reports.values()), None)
+    stamps = [r.as_of for r in reports.values() if r.as_of is not None]
+    notes = [f"{shard}: {n}" for shard, report in reports.items() for n in report.notes]
+    return GateReport(results, statistical=first.statistical if first else False,
+                      rounds=sum(r.rounds for r in reports.values()),
+                      as_of=max(stamps) if stamps else None, notes=notes)

@@ -104,6 +104,9 @@ def _swing(r: dict[str, Any]) -> str:
 
 def divergences_table(rows: list[dict[str, Any]]) -> RenderableType:
     table = Table(title=f"{plural(len(rows), 'non-exact round')}", title_justify="left")
+    shards = any("shard" in r for r in rows)  # several logs: the shard of each row
+    if shards:
+        table.add_column("shard", no_wrap=True)
     for col in ("round", "prompt", "category", "tok", "verdict", "swing", "re-fire",
                 "texts at the first difference"):
         table.add_column(col, justify="right" if col in ("round", "tok", "swing") else "left",
@@ -116,7 +119,8 @@ def divergences_table(rows: list[dict[str, Any]]) -> RenderableType:
         tok = "—" if r["divergence_token"] is None else str(r["divergence_token"])
         texts = Text("\n").join([context_text(r["context"], "v1"),
                                  context_text(r["context"], "v2")])
-        table.add_row(data(r["round"]), data(r["prompt_id"]), data(r["category"]), data(tok),
+        table.add_row(*([data(r.get("shard", ""))] if shards else []),
+                      data(r["round"]), data(r["prompt_id"]), data(r["category"]), data(tok),
                       label, _swing(r), data(r["refire"] or "—"), texts)
     return table
 

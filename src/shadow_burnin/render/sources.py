@@ -1,4 +1,4 @@
-"""``bench --by source``: one row per origin of the rounds."""
+"""``bench --by source`` / ``--by shard``: one row per origin or shard of the rounds."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from shadow_burnin.render.escape import markup
 from shadow_burnin.render.text import fmt_ms, fmt_pct
 
 
-def sources_table(by_source: dict[str, Summary]) -> Table:
-    table = Table(title="by source", title_justify="left")
-    for col in ("source", "rounds", "parity", "exact %", "no-match", "not-comparable",
+def sources_table(by_source: dict[str, Summary], key: str = "source") -> Table:
+    """One row per source (``key="shard"``: per shard, ``bench --by shard``)."""
+    table = Table(title=f"by {key}", title_justify="left")
+    for col in (key, "rounds", "parity", "exact %", "no-match", "not-comparable",
                 "client-cancelled", "v1 unreach.", "v2 unreach.", "v1 p50", "v2 p50"):
-        table.add_column(col, justify="left" if col == "source" else "right")
+        table.add_column(col, justify="left" if col == key else "right")
     for source, s in by_source.items():
         c = s.counts
         lat = {side: (s.latency_ms[side] or {}).get("p50") for side in ("v1", "v2")}

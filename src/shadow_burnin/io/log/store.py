@@ -40,7 +40,11 @@ from shadow_burnin.errors import LockedError, LogError, StateError, StorageError
 from shadow_burnin.inputs import STATE_MAX_BYTES, check_input, read_input
 from shadow_burnin.io.log.events import append_events, events_size, read_event_lines
 from shadow_burnin.io.log.lines import iter_lines, open_log
+from shadow_burnin.io.log.logset import closed_segments
+from shadow_burnin.io.log.rotation import Rotation, close_segment, day_of, finish_rotation
 from shadow_burnin.io.log.sidecars import events_path, lock_path, torn_path
+
+SEGMENTS = "segments"  # state key: how many closed segments the state has folded
 
 __all__ = ["STATE_SCHEMA", "Recovery", "State", "Store", "iter_log", "open_log",
            "rebuild_state"]
@@ -73,8 +77,14 @@ def first_line(path: Path) -> bytes:
 
 
 def rebuild_state(log: Path) -> State:
-    """Derive the state from the whole log and its events file (the sources of truth)."""
+    """Derive the state from the whole log (every rotated segment, then the live log)
+    and its events file (the sources of truth)."""
     state = State()
+    closed = closed_segments(log)
+    for segment in closed:
+        _fold_segment(state, segment, 0)
+    if closed:
+        state.extra[SEGMENTS] = len(closed)
     if log.exists():
         for number, record in iter_log(log):
             check_round_record(log, number, record)
@@ -84,6 +94,16 @@ def rebuild_state(log: Path) -> State:
         state.log_head = head_digest(head) if head.endswith(b"\n") else None
     _fold_events(log, state, 0)
     return state
+
+
+def _fold_segment(state: State, segment: Path, start: int) -> int:
+    """Fold a closed segment's rounds from byte ``start`` into ``state``; how many."""
+    n = 0
+    for number, record in iter_log(segment, start):
+        check_round_record(segment, number, record)
+        state.apply(record)
+        n += 1
+    return n
 
 
 def _fold_events(log: Path, state: State, start: int) -> list[dict[str, Any]]:
@@ -110,9 +130,11 @@ class Recovery:
 class Store:
     """Append-only log + atomically replaced state, under an exclusive lock."""
 
-    def __init__(self, log: Path, state_path: Path) -> None:
+    def __init__(self, log: Path, state_path: Path, rotate: Rotation | None = None) -> None:
         self.log = log
         self.state_path = state_path
+        self.rotate = rotate  # close the live segment when due (between batches)
+        self._live_day: str | None = None  # UTC day of the live segment's first round
         self.state = State()
         self._tmp = state_path.with_name(state_path.name + ".tmp")
         self._fd: int | None = None
@@ -135,8 +157,10 @@ class Store:
         self._lock()
         try:
             recovery = Recovery()
+            self._finish_rotation(recovery)
             self._repair_torn_tail(recovery)
             self.state = self._reconcile(recovery)
+            self._live_day = _first_day(self.log)
             try:
                 self._fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except PermissionError:
@@ -212,13 +236,64 @@ class Store:
             raise LogError(self.log, "line is not a JSON object", line=1)
         check_round_record(self.log, 1, record)
 
+    def _finish_rotation(self, recovery: Recovery) -> None:
+        """A rotation cut short (the live log is still the last segment): finish it."""
+        closed = closed_segments(self.log)
+        try:
+            cut = bool(closed) and os.path.samefile(closed[-1], self.log)
+        except OSError:
+            cut = False
+        if cut:
+            try:
+                finish_rotation(self.log, closed[-1])
+            except OSError as exc:
+                raise StorageError(f"{self.log}: cannot finish the rotation to "
+                                   f"{closed[-1].name} ({_why(exc)})") from None
+            recovery.warnings.append(f"{self.log}: an interrupted rotation to "
+                                     f"{closed[-1].name} was finished")
+
+    def _catch_up_segments(self, state: State, recovery: Recovery) -> State | None:
+        """The state saved before the last rotation(s): fold the rest of the segment it
+        knew as the live log, and any later segment; None when the segments do not
+        match what the state knew (the caller rebuilds)."""
+        closed = closed_segments(self.log)
+        known = int(state.extra.get(SEGMENTS, 0) or 0)
+        if len(closed) == known:
+            return state
+        if len(closed) < known or (not state.last_round and state.log_head is None):
+            return None
+        first = closed[known]
+        head = first_line(first)
+        if state.log_head is not None and not (
+                head.endswith(b"\n") and head_digest(head) == state.log_head):
+            return None
+        if first.stat().st_size < state.log_size or not _starts_line(first, state.log_size):
+            return None
+        caught = _fold_segment(state, first, state.log_size)
+        for segment in closed[known + 1:]:
+            caught += _fold_segment(state, segment, 0)
+        state.extra[SEGMENTS] = len(closed)
+        state.log_size, state.log_head = 0, None
+        recovery.warnings.append(f"{self.state_path}: saved before the log was rotated; "
+                                 f"caught up {caught} round(s) from its segments")
+        return state
+
     def _reconcile(self, recovery: Recovery) -> State:
         state = self._read_state()
         log_size = self.log.stat().st_size if self.log.exists() else 0
         if state is None:
-            if log_size:
+            if log_size or closed_segments(self.log):
                 recovery.warnings.append(f"{self.state_path}: missing; rebuilt from the log")
             return rebuild_state(self.log)
+        caught_up = self._catch_up_segments(state, recovery)
+        if caught_up is None:
+            recovery.warnings.append(f"{self.state_path}: does not match the log's rotated "
+                                     "segments; rebuilt from the log")
+            rebuilt = rebuild_state(self.log)
+            rebuilt.extra.update({k: v for k, v in state.extra.items()
+                                  if k not in ("halt", SEGMENTS)})
+            return rebuilt
+        state = caught_up
         self._check_belongs(state, log_size)
         if state.log_size == log_size:
             pass
@@ -239,6 +314,8 @@ class Store:
             rebuilt = rebuild_state(self.log)
             derived = rebuilt.extra.get("halt")  # from the events: it wins
             rebuilt.extra = {k: v for k, v in state.extra.items() if k != "halt"}
+            if SEGMENTS in rebuilt.extra or closed_segments(self.log):
+                rebuilt.extra[SEGMENTS] = len(closed_segments(self.log))
             if derived is not None:
                 rebuilt.extra["halt"] = derived
             return rebuilt
@@ -262,6 +339,8 @@ class Store:
         """Refuse a state file written for another log (it is never replaced)."""
         if not state.last_round and state.log_head is None:
             return  # nothing in it to lose
+        if state.extra.get(SEGMENTS) and state.log_head is None and state.log_size == 0:
+            return  # saved with a fresh live segment: its rounds are caught up from 0
         head = first_line(self.log)
         if state.log_head is not None:
             same = head.endswith(b"\n") and head_digest(head) == state.log_head
@@ -317,7 +396,11 @@ class Store:
         data = b"".join([_line(r) for r in records])
         with self._writing:
             state = self.state.copy()
+            if data and self.rotate is not None:
+                state = self._maybe_rotate(state, records, len(data))
             before = state.log_size
+            if before == 0 and records:
+                self._live_day = day_of(records[0].get("ts"))
             if before == 0 and data:
                 state.log_head = head_digest(data[:data.index(b"\n")])
             try:
@@ -337,6 +420,33 @@ class Store:
                 self._write_state(state)
             finally:
                 self.state = state  # the log holds these records, whatever the state file
+
+    def _maybe_rotate(self, state: State, records: list[dict[str, Any]], size: int
+                      ) -> State:
+        """Close the live segment before this batch when the rotation rule says so
+        (``io.log.rotation``); the state saved at once knows the new segment."""
+        assert self.rotate is not None and self._fd is not None
+        if not self.rotate.due(state.log_size, self._live_day, size,
+                               day_of(records[0].get("ts"))):
+            return state
+        number = int(state.extra.get(SEGMENTS, 0) or 0) + 1
+        try:
+            close_segment(self.log, number)
+            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"{self.log}: cannot rotate to segment {number} "
+                               f"({_why(exc)}); log and state left at the last complete "
+                               "round") from None
+        os.close(self._fd)
+        self._fd = fd
+        state.extra[SEGMENTS] = number
+        state.log_size, state.log_head = 0, None
+        self._live_day = None
+        try:
+            self._write_state(state)
+        finally:
+            self.state = state
+        return state.copy()
 
     def append_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append events to ``<log>.events.jsonl`` (one write, fsync), after folding in
@@ -416,6 +526,16 @@ def _line(record: dict[str, Any]) -> bytes:
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:
         return orjson.dumps(loggable(record), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _first_day(log: Path) -> str | None:
+    """The UTC day of the live log's first round (None: empty or unreadable)."""
+    head = first_line(log)
+    try:
+        record = orjson.loads(head) if head.endswith(b"\n") else None
+    except orjson.JSONDecodeError:
+        return None
+    return day_of(record.get("ts")) if isinstance(record, dict) else None
 
 
 def _starts_line(path: Path, offset: int) -> bool:

@@ -27,6 +27,7 @@ from shadow_burnin.core.runverdict import (
     run_verdict,
     widen,
 )
+from shadow_burnin.core.sidetables import summarise_aa_table
 from shadow_burnin.core.stats import Summary, summarise
 from shadow_burnin.io.log.logread import LogScan, Window, iter_rounds, scan
 from shadow_burnin.io.log.pplstore import latest_run
@@ -68,7 +69,7 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
         rv = (summary.forensics or {}).get("run_verdict")
         if rv is None and summary.parity_rounds:  # gates' own scan: one more pass
             rv = run_level_verdict(Path(cfg.paths.log), window, summary.counts["no-match"],
-                                   summary.aa).to_json()
+                                   summary.aa, result).to_json()
         figures.update(run_figures(rv))
     notes = []
     if ppl is None:
@@ -94,16 +95,24 @@ def scan_summary(log: Path, window: Window | None = None) -> tuple[Summary, LogS
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
     summary.forensics = forensics_summary(result.columns)
-    summary.aa = summarise_aa(result.other, summary.counts["exact"],
-                              summary.parity_rounds).to_json()
+    summary.aa = aa_summary(result, summary.counts["exact"], summary.parity_rounds)
     if summary.parity_rounds:
         summary.forensics["run_verdict"] = run_level_verdict(
-            log, window, summary.counts["no-match"], summary.aa).to_json()
+            log, window, summary.counts["no-match"], summary.aa, result).to_json()
     return summary, result
 
 
+def aa_summary(result: LogScan, ab_exact: int, ab_parity: int) -> dict[str, Any]:
+    """The A/A floor: from the index's A/A table when the scan has one, else from the
+    A/A records (the same figures)."""
+    if result.aa is not None:
+        return summarise_aa_table(result.aa, ab_exact, ab_parity).to_json()
+    return summarise_aa(result.other, ab_exact, ab_parity).to_json()
+
+
 def run_level_verdict(log: Path, window: Window | None, no_match: int,
-                      aa: dict[str, Any] | None = None) -> RunVerdict:
+                      aa: dict[str, Any] | None = None, result: LogScan | None = None
+                      ) -> RunVerdict:
     """Noise or a changed distribution, from the no-match rounds' forensics (a second
     pass over the log, only when there are no-match rounds) against the default noise
     prior, widened by the A/A's p99 swing and drift when the log has an A/A."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -14,12 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadow_burnin.cli import cli
+from shadow_burnin.core.runverdict import flip_of
+from shadow_burnin.core.sidetables import AATable, FlipTable, aa_table, flip_table
 from shadow_burnin.io.log import index as index_mod
 from shadow_burnin.io.log import logscan
 from shadow_burnin.io.log.index import CorruptIndex, decode, encode, load
 from shadow_burnin.io.log.logread import Window, scan
 from shadow_burnin.io.log.sidecars import index_path
-from tests.io.log.test_logscan import assert_same, reference, stamp, write_log
+from shadow_burnin.io.log.store import Store
+from tests.io.log.test_logscan import assert_same, record, reference, stamp, write_log
 
 
 def rebuilt(log: Path) -> index_mod.Index:
@@ -35,11 +39,36 @@ def _fresh(log: Path) -> index_mod.Index:
         index_path(log).write_bytes(saved)
 
 
+def assert_tables_equal(a: Any, b: Any, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def assert_aa_equal(a: AATable, b: AATable) -> None:
+    assert_tables_equal(a, b, (*AATable.ROW_FIELDS, "moves", "drifts"))
+    assert [a.labels[i] for i in a.label if i >= 0] == [b.labels[i] for i in b.label if i >= 0]
+
+
 def assert_index_equal(a: index_mod.Index, b: index_mod.Index) -> None:
     assert_same(a.columns, b.columns)
     np.testing.assert_array_equal(a.offset, b.offset)
     np.testing.assert_array_equal(a.length, b.length)
     assert a.other == b.other and a.imported == b.imported and a.covered == b.covered
+    assert_aa_equal(a.aa, b.aa)
+    assert_tables_equal(a.flips, b.flips, FlipTable.FIELDS)
+
+
+def split_reference(other: list[dict[str, Any]]) -> tuple[AATable, list[dict[str, Any]]]:
+    """The reference's other records as the index keeps them: A/A table, events."""
+    return (aa_table([r for r in other if r.get("kind") == "aa"]),
+            [r for r in other if r.get("kind") != "aa"])
+
+
+def reference_flips(lines: list[bytes]) -> FlipTable:
+    rounds = [r for r in map(orjson.loads, filter(bytes.strip, lines))
+              if r.get("kind") in (None, "round")]
+    return flip_table((i, f) for i, r in enumerate(rounds) if r["bucket"] == "no-match"
+                      and (f := flip_of(r.get("forensics"), r.get("refire"))) is not None)
 
 
 def check_offsets(log: Path, idx: index_mod.Index) -> None:
@@ -75,7 +104,10 @@ def test_index_grown_in_steps_equals_the_reference_and_points_at_each_round(
     assert not grown.notes
     want, want_other = reference(lines)
     assert_same(grown.columns, want)
-    assert grown.other == want_other
+    want_aa, want_events = split_reference(want_other)
+    assert grown.other == want_events
+    assert_aa_equal(grown.aa, want_aa)
+    assert_tables_equal(grown.flips, reference_flips(lines), FlipTable.FIELDS)
     check_offsets(log, grown)
     assert_index_equal(load(log), grown)  # read back from the file as saved
 
@@ -128,9 +160,11 @@ def test_decode_refuses_what_encode_did_not_write(tmp_path: Path) -> None:
     write_log(log, 5, 40)
     data = encode(load(log))
     assert_index_equal(decode(data), load(log))
-    for bad in (data[:-1], data + b"x", b"SBIDX1\n" + b"\xff" * 8, data[:20]):
+    for bad in (data[:-1], b"SBIDX1\n" + b"\xff" * 8, data[:20], b"SBX2" + data[4:-1]):
         with pytest.raises(CorruptIndex):
             decode(bad)
+    # bytes after a whole segment are a torn append: ignored, the chain ends before them
+    assert_index_equal(decode(data + b"x"), decode(data))
 
 
 def test_scan_through_the_index_equals_the_plain_scan_with_a_window(tmp_path: Path) -> None:
@@ -141,7 +175,10 @@ def test_scan_through_the_index_equals_the_plain_scan_with_a_window(tmp_path: Pa
     for w in (None, win):
         a, b = scan(log, w, use_index=True), scan(log, w, use_index=False)
         assert_same(a.columns, b.columns)
-        assert a.other == b.other and a.notes == b.notes
+        want_aa, want_events = split_reference(b.other)
+        assert a.other == want_events and a.notes == b.notes
+        assert a.aa is not None and b.aa is None
+        assert_aa_equal(a.aa, want_aa)
 
 
 def bench_json(log: Path, index: str, *extra: str) -> bytes:
@@ -176,3 +213,63 @@ def test_a_file_that_is_not_a_log_is_refused_and_gets_no_index(tmp_path: Path) -
         assert result.exit_code == 2 and name in result.output
         assert len(result.output.strip().splitlines()) == 1
         assert not index_path(path).exists()
+
+
+def _store_rounds(log: Path, seed: int, n: int, batch: int) -> list[dict[str, Any]]:
+    """Commit ``n`` generated rounds through the store, ``batch`` per commit."""
+
+    rng = np.random.default_rng(seed)
+    records = []
+    while len(records) < n:
+        r = record(rng, len(records) + 1, events=False)
+        if r.get("kind") is None:
+            records.append(r)
+    with Store(log, log.with_suffix(".state")) as store:
+        for i in range(0, n, batch):
+            store.append_many(records[i:i + batch])
+    return records
+
+
+def test_the_store_appends_one_segment_per_commit_equal_to_a_rebuild(tmp_path: Path) -> None:
+    log = tmp_path / "a.jsonl"
+    _store_rounds(log, 3, 60, 7)
+    raw = index_path(log).read_bytes()
+    on_disk = decode(raw)
+    assert on_disk.segments == 9 and on_disk.covered == log.stat().st_size
+    assert_index_equal(on_disk, _fresh(log))
+    check_offsets(log, on_disk)
+    # the file grows by a segment, never rewritten: the old bytes stay as they were
+    with Store(log, log.with_suffix(".state")) as store:
+        store.append_many([orjson.loads(log.read_bytes().splitlines()[-1])
+                           | {"round": 61}])
+    assert index_path(log).read_bytes().startswith(raw)
+    assert decode(index_path(log).read_bytes()).segments == 10
+
+
+def test_a_torn_last_segment_is_ignored_and_caught_up_from_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "a.jsonl"
+    _store_rounds(log, 4, 30, 4)
+    idx = index_path(log)
+    full = decode(idx.read_bytes())
+    idx.write_bytes(idx.read_bytes()[:-9])  # a kill -9 inside the last append
+    torn = decode(idx.read_bytes())
+    assert torn.covered < full.covered and torn.segments == full.segments - 1
+    caught = load(log)
+    assert not caught.notes  # stale, not corrupt: caught up, no rebuild
+    assert_index_equal(caught, full)
+    assert decode(idx.read_bytes()).segments == 1  # saved as one segment
+
+
+def test_many_segments_are_merged_by_a_reader_that_may_save(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_mod, "MAX_SEGMENTS", 5)
+    log = tmp_path / "a.jsonl"
+    _store_rounds(log, 5, 20, 2)
+    assert decode(index_path(log).read_bytes()).segments == 10
+    kept = load(log, save=False)
+    assert kept.segments == 10
+    merged = load(log)
+    assert decode(index_path(log).read_bytes()).segments == 1
+    assert_index_equal(merged, kept)
+    assert_index_equal(decode(index_path(log).read_bytes()), _fresh(log))

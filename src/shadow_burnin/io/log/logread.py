@@ -30,6 +30,7 @@ import orjson
 
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
 from shadow_burnin.core.records import BUCKETS, SCHEMA, RecordKind, aa_record, record_kind
+from shadow_burnin.core.sidetables import AATable, FlipTable
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.events import iter_event_file, read_events
@@ -67,6 +68,10 @@ class LogScan:
     columns: Columns
     other: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # read through the round index: the A/A pairs as a table (then not in ``other``)
+    # and the no-match rounds' flips (``core.sidetables``); None: not at hand
+    aa: AATable | None = None
+    flips: FlipTable | None = None
 
 
 def _ts(path: Path, number: int, record: dict[str, Any]) -> float:
@@ -157,6 +162,8 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
     other: list[dict[str, Any]] = []
     imported = 0
     notes: list[str] = []
+    aa: AATable | None = None
+    flips: FlipTable | None = None
     if legacy.is_legacy_log(path):
         builder.add_all(record for _number, _t, record in iter_records(path))
         notes.append(legacy.NOTE)
@@ -167,6 +174,7 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
 
             found = load(path)
             columns, other, imported = found.columns, list(found.other), found.imported
+            aa, flips = found.aa, found.flips
             notes.extend(found.notes)
         else:
             columns, other, imported = _scan_ours(path)
@@ -187,11 +195,25 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
         if window.until is not None:
             mask &= columns.ts < window.until
         columns = columns.select(mask)
+        if flips is not None:
+            flips = flips.select_rows(mask)
+        if aa is not None:
+            aa = aa.select(_window_mask(aa.ts, window))
         other = [r for r in other if window.contains(_ts(path, 0, r))]
     if imported:
         notes.append(f"{imported} round(s) imported from the earlier bash tool: their texts "
                      "hold only the first line of each reply")
-    return LogScan(columns=columns, other=other, notes=notes)
+    return LogScan(columns=columns, other=other, notes=notes, aa=aa, flips=flips)
+
+
+def _window_mask(ts: np.ndarray, window: Window) -> np.ndarray:
+    """Where ``window.contains`` holds, over an array of times (NaN: never)."""
+    mask = ~np.isnan(ts)
+    if window.since is not None:
+        mask &= ts >= window.since
+    if window.until is not None:
+        mask &= ts < window.until
+    return mask
 
 
 def _torn_tail(path: Path) -> bytes | None:

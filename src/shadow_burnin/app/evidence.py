@@ -119,6 +119,8 @@ def run_level_verdict(log: Path, window: Window | None, no_match: int,
     prior = widen(DEFAULT_PRIOR, (aa or {}).get("swing_p99"), (aa or {}).get("drift_p99"))
     if not no_match:
         return run_verdict([], prior, no_match=0)
+    if result is not None and result.flips is not None:  # the index keeps them
+        return run_verdict(result.flips.flips(), prior, no_match=no_match)
     flips = (flip_of(r.get("forensics"), r.get("refire"))
              for _, _, r in iter_rounds(log, window) if r.get("bucket") == "no-match")
     return run_verdict(flips, prior, no_match=no_match)

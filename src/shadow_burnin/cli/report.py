@@ -20,9 +20,6 @@ from shadow_burnin.core import limits
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log.logread import find_round, last_rounds
 from shadow_burnin.render.escape import json_bytes, term
-from shadow_burnin.render.flip import flip_text
-from shadow_burnin.render.gates import drift_section, gates_table
-from shadow_burnin.render.summary import bench_table, recent_table, show_round
 
 __all__ = ["bench", "recent", "show", "summary_of"]  # summary_of: for the demo command
 
@@ -64,6 +61,10 @@ def bench(config_path: Path | None, log_path: Path | None, state_path: Path | No
         for note in summary.notes:
             click.echo(f"note: {term(note)}", err=True)
     else:
+        from shadow_burnin.render.flip import flip_text
+        from shadow_burnin.render.gates import drift_section, gates_table
+        from shadow_burnin.render.summary import bench_table
+
         console = out_console()
         console.print(bench_table(summary))
         console.print(gates_table(cutover.report))
@@ -99,6 +100,8 @@ def recent(config_path: Path | None, log_path: Path | None, state_path: Path | N
     if not records:
         click.echo("no rounds")
         return
+    from shadow_burnin.render.summary import recent_table  # rich: only to print tables
+
     out_console().print(recent_table(records))
 
 
@@ -120,6 +123,7 @@ def show(config_path: Path | None, log_path: Path | None, state_path: Path | Non
     if record is None:
         raise LogError(cfg.paths.log, f"no round {round_number} in this log")
     from shadow_burnin.app.burnin import known_secrets, redact_errors  # not on bench's path
+    from shadow_burnin.render.summary import show_round
 
     out_console().print(show_round(redact_errors(record, known_secrets(cfg))))
 

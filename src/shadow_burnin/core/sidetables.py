@@ -188,15 +188,19 @@ class FlipTable:
         keep = np.isin(self.row, rows) if rows is not None else slice(None)
 
         def num(a: np.ndarray) -> list[float | None]:
-            return [None if math.isnan(x) else x for x in a[keep].tolist()]
+            out = a[keep].astype(object)
+            out[np.isnan(a[keep])] = None
+            return list(out)
 
         def tri(a: np.ndarray) -> list[bool | None]:
-            return [None if x < 0 else bool(x) for x in a[keep].tolist()]
+            values = a[keep]
+            out = (values > 0).astype(object)
+            out[values < 0] = None
+            return list(out)
 
-        return [Flip(*args) for args in zip(
-            num(self.swing), num(self.drift), num(self.swing_min), tri(self.in_topk),
-            [bool(x) for x in self.off_top1[keep].tolist()], tri(self.reproducible),
-            strict=True)]
+        return list(map(Flip, num(self.swing), num(self.drift), num(self.swing_min),
+                        tri(self.in_topk), list((self.off_top1[keep] > 0).astype(object)),
+                        tri(self.reproducible)))
 
 
 def empty_flips() -> FlipTable:

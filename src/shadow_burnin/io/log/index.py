@@ -36,13 +36,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import mmap
-import multiprocessing
 import os
 import struct
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,6 +366,9 @@ def _fold(log: Path, start: int, end: int) -> tuple[Any, ...]:
     if end - start < PARALLEL_MIN_BYTES or workers < 2:
         return _fold_range(log, start, end)
     bounds = [start + (end - start) * i // workers for i in range(workers)] + [end]
+    import multiprocessing  # only for a large range: not on the warm read path
+    from concurrent.futures import ProcessPoolExecutor
+
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         parts = list(pool.map(_fold_range, [log] * workers, bounds[:-1], bounds[1:]))

@@ -16,10 +16,8 @@ are filtered by their round start time (``ts``), compared as times, not strings.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,6 +243,9 @@ def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
     if size < PARALLEL_MIN_BYTES or workers < 2:
         return scan_range(path, 0, None)
     bounds = [size * i // workers for i in range(workers)] + [None]
+    import multiprocessing  # only for a large range: not on the warm read path
+    from concurrent.futures import ProcessPoolExecutor
+
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         # results in range order: a bad line raises the first range's error (exact line)

@@ -56,6 +56,7 @@ def assert_index_equal(a: index_mod.Index, b: index_mod.Index) -> None:
     assert a.other == b.other and a.imported == b.imported and a.covered == b.covered
     assert_aa_equal(a.aa, b.aa)
     assert_tables_equal(a.flips, b.flips, FlipTable.FIELDS)
+    np.testing.assert_array_equal(a.rounds, b.rounds)
 
 
 def split_reference(other: list[dict[str, Any]]) -> tuple[AATable, list[dict[str, Any]]]:
@@ -78,6 +79,7 @@ def check_offsets(log: Path, idx: index_mod.Index) -> None:
         assert data[at + n:at + n + 1] == b"\n"
         record = orjson.loads(data[at:at + n])
         assert record.get("kind") in (None, "round")
+        assert idx.rounds[i] == record.get("round", 0)
         assert idx.columns.ts[i] == pytest.approx(
             np.datetime64(record["ts"][:-1]).astype("datetime64[us]").astype(np.int64) / 1e6)
 
@@ -273,3 +275,41 @@ def test_many_segments_are_merged_by_a_reader_that_may_save(
     assert decode(index_path(log).read_bytes()).segments == 1
     assert_index_equal(merged, kept)
     assert_index_equal(decode(index_path(log).read_bytes()), _fresh(log))
+
+
+def test_show_recent_and_divergences_read_rounds_at_their_offsets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the index saved, finding a round or the divergence rows reads only their
+    lines: the same answers as the scan of the whole log, which is then never run."""
+    from shadow_burnin.app import divergences
+    from shadow_burnin.io.log import logread
+
+    log = tmp_path / "a.jsonl"
+    write_log(log, 21, 400, events=False)
+    records = [{"category": "none", **r} for r in map(orjson.loads, log.read_bytes(
+    ).splitlines()) if r.get("kind") is None]  # rows name a category
+    log.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    want_rows = {}
+    for kw in ({}, {"limit": 5}, {"verdict": "near-tie", "limit": 3}, {"category": "code"},
+               {"window": Window(None, np.datetime64(stamp(150)[:-1]).astype(
+                   "datetime64[ms]").astype(float) / 1e3)}):
+        monkeypatch.setattr(logread, "indexed", lambda _p: None)  # the old way: a scan
+        want_rows[str(kw)] = divergences.divergence_rows(log, **kw)
+        monkeypatch.undo()
+    load(log)
+
+    def no_scan(*_a: object, **_k: object) -> None:
+        raise AssertionError("the whole log was read")
+
+    monkeypatch.setattr(logread, "iter_rounds", no_scan)
+    monkeypatch.setattr(divergences, "iter_records", no_scan)
+    for r in (records[0], records[137], records[-1]):
+        assert logread.find_round(log, r["round"]) == r
+    assert logread.find_round(log, 10_000) is None
+    assert logread.last_rounds(log, 3) == records[-3:]
+    assert logread.last_rounds(log, 10_000) == records
+    for kw_text, want in want_rows.items():
+        kw = eval(kw_text, {"Window": Window, "np": np})  # noqa: S307 (our own repr, above)
+        got = divergences.divergence_rows(log, **kw)
+        assert got == want, kw_text
+    assert want_rows["{}"]  # the log has divergences to find

@@ -66,6 +66,7 @@ from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.logscan import scan_range_at
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 MAGIC = b"SBX2"
 VERSION = 2
 _HEAD = struct.Struct("<4sIQI")  # magic, header length, body length, CRC
@@ -94,6 +95,17 @@ class Index:
     aa: AATable = field(default_factory=empty_aa)
     flips: FlipTable = field(default_factory=empty_flips)
     segments: int = 1
+    rounds: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # numbers
+
+    def row_of(self, number: int) -> int | None:
+        """The row of round ``number`` (its first line if the log repeats it), None if
+        there is none (round numbers ascend in a log: a binary search, checked)."""
+        at = int(np.searchsorted(self.rounds, number, side="left"))
+        if at < self.rounds.size and self.rounds[at] == number and (
+                at == 0 or self.rounds[at - 1] < number):
+            return at
+        hits = np.flatnonzero(self.rounds == number)  # not in order (an imported log)
+        return int(hits[0]) if hits.size else None
 
 
 class CorruptIndex(Exception):
@@ -111,7 +123,8 @@ def _arrays(idx: Index) -> list[tuple[str, str, np.ndarray]]:
             out.append((f.name, "r", value))
         elif isinstance(value, dict):
             out += [(f"{f.name}.{k}", "r", v) for k, v in value.items()]
-    out += [("@offset", "r", idx.offset), ("@length", "r", idx.length)]
+    out += [("@offset", "r", idx.offset), ("@length", "r", idx.length),
+            ("@round", "r", idx.rounds)]
     out += [(f"@aa.{n}", "a", getattr(idx.aa, n)) for n in AATable.ROW_FIELDS]
     out += [("@aa.moves", "v", idx.aa.moves), ("@aa.drifts", "v2", idx.aa.drifts)]
     out += [(f"@flip.{n}", "f", getattr(idx.flips, n)) for n in FlipTable.FIELDS]
@@ -270,7 +283,7 @@ def _index_from(read: _Read) -> Index:
                          read.names)
     return Index(cols, named["@offset"], named["@length"], read.other, read.imported,
                  read.covered, read.first, read.last, aa=aa, flips=flips,
-                 segments=read.segments)
+                 segments=read.segments, rounds=named["@round"])
 
 
 def _table_of(name: str) -> str:
@@ -355,7 +368,7 @@ def _fold_range(log: Path, start: int, end: int) -> tuple[Any, ...]:
     columns, other, imported, _stop, lines = scan_range_at(log, start, end, [])
     offset, length = lines[0].astype(np.int64), lines[1].astype(np.int32)
     return (columns, other, imported, offset, length,
-            _flips_at(log, columns, offset, length))
+            _flips_at(log, columns, offset, length), lines[2].astype(np.int64))
 
 
 def _fold(log: Path, start: int, end: int) -> tuple[Any, ...]:
@@ -376,7 +389,8 @@ def _fold(log: Path, start: int, end: int) -> tuple[Any, ...]:
     return (concat_columns([p[0] for p in parts]), [r for p in parts for r in p[1]],
             sum(p[2] for p in parts), np.concatenate([p[3] for p in parts]),
             np.concatenate([p[4] for p in parts]),
-            concat_flips([p[5].shifted(int(r)) for p, r in zip(parts, rows, strict=False)]))
+            concat_flips([p[5].shifted(int(r)) for p, r in zip(parts, rows, strict=False)]),
+            np.concatenate([p[6] for p in parts]))
 
 
 def _split_other(other: list[dict[str, Any]], labels: list[str]
@@ -388,7 +402,7 @@ def _split_other(other: list[dict[str, Any]], labels: list[str]
 
 def _extend(log: Path, base: Index, end: int, first: str) -> Index:
     """``base`` with the log's lines from ``base.covered`` to ``end`` folded in."""
-    columns, other, imported, offset, length, flips = _fold(log, base.covered, end)
+    columns, other, imported, offset, length, flips, rounds = _fold(log, base.covered, end)
     aa, events = _split_other(other, base.aa.labels)
     n = len(base.columns)
     joined = concat_columns([base.columns, columns]) if n else columns
@@ -396,7 +410,8 @@ def _extend(log: Path, base: Index, end: int, first: str) -> Index:
                  np.concatenate((base.length, length)), [*base.other, *events],
                  base.imported + imported, end, first, _digest(_line_ending_at(log, end)),
                  list(base.notes), concat_aa([base.aa, aa]),
-                 concat_flips([base.flips, flips.shifted(n)]), base.segments + 1)
+                 concat_flips([base.flips, flips.shifted(n)]), base.segments + 1,
+                 np.concatenate((base.rounds, rounds)))
 
 
 def _progress(log: Path, what: str, nbytes: int) -> float | None:
@@ -419,7 +434,10 @@ def _open_index(target: Path, notes: list[str]) -> Index | None:
     with fh:
         size = os.fstat(fh.fileno()).st_size
         try:
-            buf: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            # mapped, its pages faulted in by one call (MAP_POPULATE): the CRC and the
+            # figures read every column anyway; page by page costs more
+            buf: Any = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE,
+                                 prot=mmap.PROT_READ) if size else b""
         except (OSError, ValueError):
             buf = fh.read()
     try:
@@ -534,8 +552,10 @@ class Appender:
         end = start + len(data)
         last = _digest(data[int(starts[-1]):])
         imported = sum(r.get("source") == "legacy" for r in records)
+        numbers = np.array([r.get("round") if type(r.get("round")) is int else 0
+                            for r in records], np.int64)
         idx = Index(cols, start + starts, (ends - starts - 1).astype(np.int32), [], imported,
-                    end, "", last, aa=aa, flips=flips)
+                    end, "", last, aa=aa, flips=flips, rounds=numbers)
         if start == 0:  # a new log: the index starts with this commit
             idx.first_digest = _digest(data[:int(ends[0])])
             write_atomic(self.path, encode(idx))

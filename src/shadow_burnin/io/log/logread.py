@@ -17,11 +17,12 @@ are filtered by their round start time (``ts``), compared as times, not strings.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -32,8 +33,11 @@ from shadow_burnin.core.sidetables import AATable, FlipTable
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.events import iter_event_file, read_events
-from shadow_burnin.io.log.lines import iter_lines, open_log
+from shadow_burnin.io.log.lines import decode_line, iter_lines, open_log
 from shadow_burnin.io.log.logscan import scan_range
+
+if TYPE_CHECKING:
+    from shadow_burnin.io.log.index import Index
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -196,7 +200,7 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
         if flips is not None:
             flips = flips.select_rows(mask)
         if aa is not None:
-            aa = aa.select(_window_mask(aa.ts, window))
+            aa = aa.select(window_mask(aa.ts, window))
         other = [r for r in other if window.contains(_ts(path, 0, r))]
     if imported:
         notes.append(f"{imported} round(s) imported from the earlier bash tool: their texts "
@@ -204,7 +208,7 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
     return LogScan(columns=columns, other=other, notes=notes, aa=aa, flips=flips)
 
 
-def _window_mask(ts: np.ndarray, window: Window) -> np.ndarray:
+def window_mask(ts: np.ndarray, window: Window) -> np.ndarray:
     """Where ``window.contains`` holds, over an array of times (NaN: never)."""
     mask = ~np.isnan(ts)
     if window.since is not None:
@@ -254,9 +258,33 @@ def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
     return concat_columns([p[0] for p in parts]), other, sum(p[2] for p in parts)
 
 
+def indexed(path: Path) -> Index | None:
+    """The log's round index (caught up, saved), None for a legacy log (no offsets)."""
+    if legacy.is_legacy_log(path):
+        return None
+    from shadow_burnin.io.log.index import load
+
+    return load(path)
+
+
+def read_rows(path: Path, index: Index, rows: Iterable[int]) -> Iterator[dict[str, Any]]:
+    """The round records of the given index rows, each read at its byte offset (one
+    seek and one read per round, no scan)."""
+    with open_log(path) as fh:
+        for i in rows:
+            fh.seek(int(index.offset[i]))
+            line = fh.read(int(index.length[i]))
+            yield decode_line(line, partial(LogError, path))
+
+
 def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:
-    """The last ``n`` round records (streaming; keeps at most ``n`` in memory)."""
+    """The last ``n`` round records (through the index: read at their offsets)."""
     from collections import deque
+
+    idx = indexed(path)
+    if idx is not None:
+        return list(read_rows(path, idx, range(max(0, len(idx.offset) - n),
+                                               len(idx.offset))))
 
     keep: deque[dict[str, Any]] = deque(maxlen=n)
     for _number, _t, record in iter_rounds(path):
@@ -265,6 +293,11 @@ def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:
 
 
 def find_round(path: Path, number: int) -> dict[str, Any] | None:
+    """Round ``number``'s record (through the index: one read at its offset)."""
+    idx = indexed(path)
+    if idx is not None:
+        row = idx.row_of(number)
+        return None if row is None else next(read_rows(path, idx, [row]))
     for _line, _t, record in iter_rounds(path):
         if record.get("round") == number:
             return record

@@ -28,12 +28,13 @@ from shadow_burnin.core.breakdown import forensics_summary
 from shadow_burnin.core.columns import EXACT, NOMATCH, PREFIX, Columns
 from shadow_burnin.core.outcomes import REFIRE_OUTCOMES
 from shadow_burnin.core.records import BUCKETS, SIDES
+from shadow_burnin.core.sidetables import aa_table, concat_aa, summarise_aa_table
 from shadow_burnin.core.stats import summarise, wilson
 from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.core.verdict import VERDICTS
 from shadow_burnin.io.log.events import read_events
 from shadow_burnin.io.log.livescan import LiveLog, Snapshot
-from shadow_burnin.io.log.logread import LogScan, Window
+from shadow_burnin.io.log.logread import LogScan, Window, window_mask
 
 CUTOVER_EVENTS = ("cutover", "rollback", "cutover-check")
 # bin widths the time axis may use (seconds): the smallest giving at most MAX_BINS bins
@@ -174,8 +175,10 @@ class Dashboard:
         if w.until is not None:
             mask &= ts < w.until
         other = [r for r in snap.other if _in_window(w, r)]
+        aa = snap.aa.select(window_mask(snap.aa.ts, w)) if snap.aa is not None else None
         return Snapshot(snap.columns.select(mask), other, snap.rounds[mask],
-                        snap.offsets[mask], snap.errors, snap.notes, snap.version, snap.size)
+                        snap.offsets[mask], snap.errors, snap.notes, snap.version, snap.size,
+                        aa)
 
     def version(self) -> str:
         self.snapshot()
@@ -199,8 +202,14 @@ class Dashboard:
         summary.notes.extend(snap.notes)
         summary.forensics = forensics_summary(cols)
         aa_records = [r for r in snap.other if r.get("kind") == "aa"]
-        summary.aa = summarise_aa(aa_records, summary.counts["exact"],
-                                  summary.parity_rounds).to_json()
+        if snap.aa is not None:  # the index's A/A table, and the pairs folded after it
+            table = concat_aa([snap.aa, aa_table(aa_records, {
+                n: i for i, n in enumerate(snap.aa.labels)})])
+            summary.aa = summarise_aa_table(table, summary.counts["exact"],
+                                            summary.parity_rounds).to_json()
+        else:
+            summary.aa = summarise_aa(aa_records, summary.counts["exact"],
+                                      summary.parity_rounds).to_json()
         inline = [r for r in snap.other if r.get("kind") == "event"]
         events = [e for e in read_events(self.log, inline) if _in_window(self.window, e)]
         ev = judge(self.cfg, summary, LogScan(cols, aa_records + events, []))

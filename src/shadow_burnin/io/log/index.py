@@ -371,12 +371,12 @@ def _fold_range(log: Path, start: int, end: int) -> tuple[Any, ...]:
             _flips_at(log, columns, offset, length), lines[2].astype(np.int64))
 
 
-def _fold(log: Path, start: int, end: int) -> tuple[Any, ...]:
+def _fold(log: Path, start: int, end: int, parallel: bool = True) -> tuple[Any, ...]:
     """The lines in [start, end) (``end`` after a newline) folded, on every core when the
     range is large, joined in order: columns, other records, imported, offsets, lengths,
     flips."""
     workers = min(os.cpu_count() or 1, 8)
-    if end - start < PARALLEL_MIN_BYTES or workers < 2:
+    if end - start < PARALLEL_MIN_BYTES or workers < 2 or not parallel:
         return _fold_range(log, start, end)
     bounds = [start + (end - start) * i // workers for i in range(workers)] + [end]
     import multiprocessing  # only for a large range: not on the warm read path
@@ -400,9 +400,10 @@ def _split_other(other: list[dict[str, Any]], labels: list[str]
     return aa_table(aa, {n: i for i, n in enumerate(labels)}), rest
 
 
-def _extend(log: Path, base: Index, end: int, first: str) -> Index:
+def _extend(log: Path, base: Index, end: int, first: str, parallel: bool = True) -> Index:
     """``base`` with the log's lines from ``base.covered`` to ``end`` folded in."""
-    columns, other, imported, offset, length, flips, rounds = _fold(log, base.covered, end)
+    columns, other, imported, offset, length, flips, rounds = _fold(log, base.covered, end,
+                                                                    parallel)
     aa, events = _split_other(other, base.aa.labels)
     n = len(base.columns)
     joined = concat_columns([base.columns, columns]) if n else columns
@@ -447,8 +448,10 @@ def _open_index(target: Path, notes: list[str]) -> Index | None:
         return None
 
 
-def load(log: Path, *, save: bool = True) -> Index:
-    """The log's index, checked against the log, caught up or rebuilt, saved if changed.
+def load(log: Path, *, save: bool = True, parallel: bool = True) -> Index:
+    """The log's index, checked against the log, caught up or rebuilt, saved if changed
+    (``parallel``: a large range is folded on every core, by forked workers; off for a
+    caller that is not the main thread).
 
     Raises ``LogError`` (from the fast reader) for a log that is not ours; the index
     itself never raises for being missing, stale or corrupt: it is rebuilt (noted).
@@ -473,7 +476,7 @@ def load(log: Path, *, save: bool = True) -> Index:
         return base
     started = _progress(log, "catching up" if base else "building", end - (
         base.covered if base else 0))
-    index = _extend(log, base if base is not None else _empty(first), end, first)
+    index = _extend(log, base if base is not None else _empty(first), end, first, parallel)
     if started is not None:
         print(f"round index of {log.name}: {len(index.columns)} rounds in "
               f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)

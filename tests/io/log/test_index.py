@@ -313,3 +313,18 @@ def test_show_recent_and_divergences_read_rounds_at_their_offsets(
         got = divergences.divergence_rows(log, **kw)
         assert got == want, kw_text
     assert want_rows["{}"]  # the log has divergences to find
+
+
+def test_an_index_without_a_column_this_version_keeps_is_rebuilt_with_a_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "a.jsonl"
+    write_log(log, 9, 50)
+    want = load(log)
+    real = index_mod._arrays
+    monkeypatch.setattr(index_mod, "_arrays",
+                        lambda idx: [a for a in real(idx) if a[0] != "@round"])
+    index_path(log).write_bytes(encode(want))  # as an older version wrote it
+    monkeypatch.undo()
+    again = load(log)
+    assert again.notes and "rebuilt" in again.notes[0]
+    assert_index_equal(again, want)

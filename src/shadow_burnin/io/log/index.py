@@ -296,8 +296,32 @@ def _table_of(name: str) -> str:
 
 def decode(data: Any) -> Index:
     """The index in ``data`` (bytes or a buffer). CorruptIndex: not one, or its first
-    segment truncated or altered; a bad later segment ends the chain there."""
-    return _index_from(_read_segments(data, len(data)))
+    segment truncated or altered, or columns missing (another version's layout); a bad
+    later segment ends the chain there."""
+    read = _read_segments(data, len(data))
+    try:
+        return _index_from(read)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptIndex(f"columns missing or of another shape ({exc})") from None
+
+
+def detached(index: Index) -> Index:
+    """The index with every array copied out of the file's mapping (for a long-lived
+    reader: the file may be replaced or, by hand, truncated under it)."""
+    def own(v: Any) -> Any:
+        if isinstance(v, np.ndarray):
+            return np.array(v)
+        return {k: np.array(a) for k, a in v.items()} if isinstance(v, dict) else v
+
+    cols = Columns(**{f.name: own(getattr(index.columns, f.name))
+                      for f in dataclasses.fields(Columns)})
+    aa = AATable(**{f.name: own(getattr(index.aa, f.name))
+                    for f in dataclasses.fields(AATable)})
+    flips = FlipTable(**{f.name: own(getattr(index.flips, f.name))
+                         for f in dataclasses.fields(FlipTable)})
+    return dataclasses.replace(index, columns=cols, offset=own(index.offset),
+                               length=own(index.length), aa=aa, flips=flips,
+                               rounds=own(index.rounds))
 
 
 # -- the log side ------------------------------------------------------------------------

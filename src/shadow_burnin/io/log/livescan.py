@@ -187,11 +187,12 @@ class LiveLog:
         round numbers as saved, caught up from the log if it lacks lines): no JSON is
         parsed but the lines of unreachable rounds (their error codes). False: the index
         has nothing (a log without a complete line), read the log instead."""
-        from shadow_burnin.io.log.index import load
+        from shadow_burnin.io.log.index import detached, load
 
         if os.environ.get("SHADOW_BURNIN_INDEX", "on").lower() in ("off", "0", "no", "false"):
             return False
-        idx = load(self.path, parallel=threading.current_thread() is threading.main_thread())
+        idx = detached(load(self.path, parallel=threading.current_thread()
+                            is threading.main_thread()))
         if not idx.covered:
             return False
         self._parts = [idx.columns] if len(idx.columns) else []

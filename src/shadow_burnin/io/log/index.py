@@ -66,7 +66,7 @@ from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.logscan import scan_range_at
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+CRC_CHUNK = 4 << 20
 MAGIC = b"SBX2"
 VERSION = 2
 _HEAD = struct.Struct("<4sIQI")  # magic, header length, body length, CRC
@@ -200,8 +200,9 @@ class _Read:
     stopped: str | None = None  # why reading stopped before the file's end
 
 
-def _read_segments(buf: Any, size: int) -> _Read:
-    """Read the chain of segments in ``buf`` (CorruptIndex: the first one is bad)."""
+def _read_segments(buf: Any, size: int, crc_of: Any = None) -> _Read:
+    """Read the chain of segments in ``buf`` (CorruptIndex: the first one is bad);
+    ``crc_of(start, end)``: the CRC of those bytes read another way (None: from ``buf``)."""
     out = _Read()
     pos = 0
     layout: list[Any] | None = None
@@ -217,7 +218,7 @@ def _read_segments(buf: Any, size: int) -> _Read:
             if end > size:
                 raise CorruptIndex("truncated")
             view = memoryview(buf)[start:end]
-            if zlib.crc32(view) != crc:
+            if (crc_of(start, end) if crc_of is not None else zlib.crc32(view)) != crc:
                 raise CorruptIndex("altered (CRC)")
             head = orjson.loads(bytes(view[:hlen]))
             if pos == 0:
@@ -294,11 +295,11 @@ def _table_of(name: str) -> str:
     return "v" if name in ("@aa.moves", "@aa.drifts") else "r"
 
 
-def decode(data: Any) -> Index:
+def decode(data: Any, crc_of: Any = None) -> Index:
     """The index in ``data`` (bytes or a buffer). CorruptIndex: not one, or its first
     segment truncated or altered, or columns missing (another version's layout); a bad
     later segment ends the chain there."""
-    read = _read_segments(data, len(data))
+    read = _read_segments(data, len(data), crc_of)
     try:
         return _index_from(read)
     except (KeyError, TypeError, ValueError) as exc:
@@ -458,18 +459,28 @@ def _open_index(target: Path, notes: list[str]) -> Index | None:
         return None
     with fh:
         size = os.fstat(fh.fileno()).st_size
+        fd = fh.fileno()
+
+        def crc_of(start: int, end: int) -> int:
+            """The CRC read through a small buffer, not the mapping: only the columns a
+            reader uses become resident (a 10 M-round index is 0.9 GB)."""
+            crc, pos = 0, start
+            while pos < end:
+                chunk = os.pread(fd, min(CRC_CHUNK, end - pos), pos)
+                if not chunk:
+                    break
+                crc, pos = zlib.crc32(chunk, crc), pos + len(chunk)
+            return crc
+
         try:
-            # mapped, its pages faulted in by one call (MAP_POPULATE): the CRC and the
-            # figures read every column anyway; page by page costs more
-            buf: Any = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE,
-                                 prot=mmap.PROT_READ) if size else b""
+            buf: Any = mmap.mmap(fd, 0, prot=mmap.PROT_READ) if size else b""
         except (OSError, ValueError):
-            buf = fh.read()
-    try:
-        return decode(buf)
-    except CorruptIndex as exc:
-        notes.append(f"round index {target.name} corrupt ({exc}): rebuilt from the log")
-        return None
+            buf, crc_of = fh.read(), None  # type: ignore[assignment]
+        try:
+            return decode(buf, crc_of)
+        except CorruptIndex as exc:
+            notes.append(f"round index {target.name} corrupt ({exc}): rebuilt from the log")
+            return None
 
 
 def load(log: Path, *, save: bool = True, parallel: bool = True) -> Index:

@@ -70,7 +70,7 @@ def series(cols: Columns) -> dict[str, Any]:
     ends = np.append(starts[1:], n)
     bucket = cols.bucket[order]
     # p50/p95 per bin and side, every bin at once (no percentile call per bin)
-    qs = {s: group_percentiles(sidx, cols.latency[s][order], uniq, (50, 95)) for s in SIDES}
+    pct = {s: group_percentiles(sidx, cols.latency[s][order], uniq, (50, 95)) for s in SIDES}
     bins = []
     for k, (b, lo, hi) in enumerate(zip(uniq, starts, ends, strict=True)):
         bk = np.bincount(bucket[lo:hi].astype(np.int64), minlength=len(BUCKETS))
@@ -86,7 +86,7 @@ def series(cols: Columns) -> dict[str, Any]:
         }
         p95 = {}
         for s in SIDES:
-            q = [qs[s][50][k], qs[s][95][k]]
+            q = [pct[s][50][k], pct[s][95][k]]
             row[f"{s}_p50"], row[f"{s}_p95"] = _f(q[0]), _f(q[1])
             p95[s] = q[1]
         row["gap_p95"] = _f(p95["v2"] - p95["v1"])

@@ -119,3 +119,33 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def replicate(source: Path, path: Path, copies: int) -> int:
+    """A long log made fast from a generated one: ``copies`` times its lines, each copy's
+    round numbers, cursors and start times moved on so the result reads as one run
+    (rounds 1..N in order, times ascending). Returns the rounds written."""
+    import re
+
+    lines = source.read_bytes().splitlines(keepends=True)
+    n = len(lines)
+    head = re.compile(rb'^\{"schema":1,"round":(\d+),"ts":"([^"]+)"')
+    span = 2.5 * n  # the generator's rounds are 2.5 s apart
+    with open(path, "wb") as fh:
+        for c in range(copies):
+            shift = c * n
+            out = []
+            for line in lines:
+                m = head.match(line)
+                if m is None:
+                    raise ValueError("not a bench_1m log line")
+                number = int(m.group(1)) + shift
+                stamp = m.group(2).decode()
+                t = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + c * span
+                ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + stamp[19:]
+                rest = line[m.end():].replace(b'"cursor":%d' % (number - shift - 1),
+                                              b'"cursor":%d' % (number - 1))
+                out.append(b'{"schema":1,"round":%d,"ts":"%s"' % (number, ts.encode())
+                           + rest)
+            fh.write(b"".join(out))
+    return n * copies

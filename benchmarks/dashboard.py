@@ -51,10 +51,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_serve(log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_serve(log: Path, index: bool = True) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
+    e = env()
+    if not index:  # the reference: the log's own fold (the dashboard before the index)
+        e["SHADOW_BURNIN_INDEX"] = "off"
     proc = subprocess.Popen([sys.executable, "-m", "shadow_burnin", "serve", "--log", str(log),
-                             "--port", str(port)], env=env(), stdout=subprocess.DEVNULL,
+                             "--port", str(port)], env=e, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     return f"http://127.0.0.1:{port}", proc
 
@@ -89,6 +92,9 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--reference", action="store_true",
+                    help="also first renders with SHADOW_BURNIN_INDEX=off, interleaved")
+    ap.add_argument("--no-report", action="store_true", help="skip the report timings")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="sb-dash-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -101,10 +107,24 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    first, load, update = [], [], []
+    first, load, update, without = [], [], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         for i in range(args.repeat):
+            if args.reference:
+                t0 = time.perf_counter()
+                url, proc = start_serve(big, index=False)
+                try:
+                    wait_up(url)
+                    page = browser.new_page()
+                    page.goto(url + "/")
+                    page.wait_for_selector("[data-figure=rounds]")
+                    without.append(time.perf_counter() - t0)
+                    print(f"  first render without the index {i + 1}: {without[-1]:.2f} s",
+                          flush=True)
+                    page.close()
+                finally:
+                    stop(proc)
             t0 = time.perf_counter()
             url, proc = start_serve(big)
             try:
@@ -148,7 +168,7 @@ def main() -> None:
         browser.close()
 
     reports = {}
-    for path, n in ((small, args.small), (big, args.rounds)):
+    for path, n in () if args.no_report else ((small, args.small), (big, args.rounds)):
         times = []
         out = work / f"report-{n}.html"
         for _ in range(3):
@@ -168,6 +188,10 @@ def main() -> None:
     print(f"{label:<52}"
           f"{med(first):>12.2f} s  < 3 s (issue)")
     print(f"{'  of which the page load once serve is up':<52}{med(load):>12.2f} s")
+    if without:
+        label = f"first render without the index (median of {len(without)})"
+        print(f"{label:<52}{med(without):>12.2f} s  = {med(without) / med(first):.1f}x "
+              "the indexed first render")
     label = f"update latency, append → page (median of {len(update)})"
     print(f"{label:<52}"
           f"{med(update):>12.2f} s  polls every 1 s")

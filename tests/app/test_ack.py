@@ -53,7 +53,8 @@ def test_ack_while_a_run_holds_the_log(log: Path, tmp_path: Path) -> None:
     assert not run_holds(log)
     assert [e["event"] for e in iter_event_file(log)] == ["halt", "ack-halt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "b.jsonl", "b.jsonl.events.jsonl", "b.jsonl.lock", "b.state"]  # no request file
+        "b.jsonl", "b.jsonl.events.jsonl", "b.jsonl.idx", "b.jsonl.lock",
+        "b.state"]  # no request file (the round index: the store keeps it)
 
 
 def test_inline_halt_of_an_old_log_is_acknowledged(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import livescan
 from shadow_burnin.io.log.livescan import LiveLog
 from shadow_burnin.io.log.logread import Window, scan
+from shadow_burnin.io.log.sidecars import index_path
 from tests.web.conftest import T0, build_known_log, round_record
 
 
@@ -33,6 +34,7 @@ def same_columns(a, b) -> None:
 
 def test_incremental_reads_equal_bench_and_read_only_new_bytes(tmp_path: Path,
                                                                monkeypatch) -> None:
+    monkeypatch.setenv("SHADOW_BURNIN_INDEX", "off")  # the log's own fold (index: below)
     monkeypatch.setattr(livescan, "BLOCK_BYTES", 4096)  # many blocks, and lines across them
     known = build_known_log(tmp_path / "b.jsonl")
     live = LiveLog(known.path)
@@ -59,6 +61,37 @@ def test_incremental_reads_equal_bench_and_read_only_new_bytes(tmp_path: Path,
                                                 for r in known.rounds())
 
 
+def test_the_first_read_comes_from_the_index_then_only_new_bytes(tmp_path: Path) -> None:
+    """The round index gives the first snapshot (no line parsed but the unreachable
+    rounds' for their error codes); later refreshes fold only the appended bytes; the
+    same figures as the log's own fold."""
+    known = build_known_log(tmp_path / "b.jsonl")
+    size = known.path.stat().st_size
+    ref = LiveLog(known.path)
+    ref._from_index = lambda: False  # type: ignore[method-assign]
+    want = ref.refresh()
+    live = LiveLog(known.path)
+    snap = live.refresh()
+    assert live.bytes_read == 0 and snap.size == size
+    same_columns(snap.columns, want.columns)
+    assert list(snap.rounds) == list(want.rounds)
+    assert list(snap.offsets) == list(want.offsets)
+    assert snap.errors == want.errors and snap.errors["v2"]["http-503"] > 0
+    assert snap.aa is not None and len(snap.aa) == 1  # the A/A pair: in the index's table
+    assert [o for o in snap.other if o.get("kind") != "aa"] == \
+        [o for o in want.other if o.get("kind") != "aa"]
+    new = [known.next_round("no-match")]
+    known.append(new)
+    snap = live.refresh()
+    assert live.bytes_read == known.path.stat().st_size - size
+    same_columns(snap.columns, scan(known.path).columns)
+    for r in known.rounds()[::17] + new:
+        assert live.read_round(r["round"]) == r
+    d = Dashboard(load_config(None, None, known.path))
+    ov = d.overview()
+    assert ov["aa"]["records"] == 1 and ov["rounds"] == len(known.rounds())
+
+
 def test_torn_tail_waits_until_complete_and_a_replaced_log_is_reread(tmp_path: Path) -> None:
     log = tmp_path / "t.jsonl"
     recs = [round_record(n, "exact", "a", "a", t=T0 + n, category="c") for n in (1, 2, 3)]
@@ -83,10 +116,17 @@ def test_embedded_aa_and_bad_lines(tmp_path: Path) -> None:
                        aa={"target": "v1", "bucket": "no-match", "forensics": None})
     log.write_bytes(orjson.dumps(rec) + b"\n")
     snap = LiveLog(log).refresh()
-    assert [o["bucket"] for o in snap.other if o["kind"] == "aa"] == ["no-match"]
+    assert snap.aa is not None and snap.aa.bucket.tolist() == [2]  # no-match, from the index
+    assert not [o for o in snap.other if o["kind"] == "aa"]
+    index_path(log).unlink()
+    with open(log, "ab") as fh:  # a pair folded after the index: a record in ``other``
+        fh.write(orjson.dumps(rec | {"round": 2}) + b"\n")
+    live = LiveLog(log)
+    live._from_index = lambda: False  # type: ignore[method-assign]
+    assert [o["bucket"] for o in live.refresh().other if o["kind"] == "aa"] == ["no-match"] * 2
     with open(log, "ab") as fh:
         fh.write(b"{not json}\n")
-    with pytest.raises(LogError, match=r"a\.jsonl:2: line is not JSON"):
+    with pytest.raises(LogError, match=r"a\.jsonl:3: line is not JSON"):  # the index names it
         LiveLog(log).refresh()
     foreign = tmp_path / "f.jsonl"
     foreign.write_text("hello")
@@ -147,6 +187,7 @@ def test_status_rate_age_and_eta(tmp_path: Path) -> None:
 
 def test_first_read_on_every_core_equals_the_serial_read(tmp_path: Path,
                                                          monkeypatch) -> None:
+    monkeypatch.setenv("SHADOW_BURNIN_INDEX", "off")  # the log's own fold, in parallel
     known = build_known_log(tmp_path / "b.jsonl")
     with open(known.path, "ab") as fh:
         fh.write(b'{"schema": 1, "rou')  # a torn tail stays unread

@@ -30,6 +30,7 @@ from shadow_burnin.core.runverdict import (
     token_evidence,
     widen,
 )
+from shadow_burnin.core.sidetables import summarise_aa_table
 from shadow_burnin.core.stats import Summary, summarise
 from shadow_burnin.io.log.logread import LogScan, Window
 from shadow_burnin.io.log.logset import iter_segment_rounds, scan_segments
@@ -78,7 +79,7 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
             rv = run_level_verdict(logs or [Path(cfg.paths.log)], window,
                                    summary.counts["no-match"], summary.aa,
                                    token_evidence(cols.tokstats),
-                                   (ppl or {}).get("paired")).to_json()
+                                   (ppl or {}).get("paired"), result).to_json()
         figures.update(run_figures(rv))
     notes = []
     if ppl is None:
@@ -111,26 +112,37 @@ def bench_summary(result: LogScan, logs: Sequence[Path], window: Window | None =
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
     summary.forensics = forensics_summary(result.columns)
-    summary.aa = summarise_aa(result.other, summary.counts["exact"],
-                              summary.parity_rounds).to_json()
+    summary.aa = aa_summary(result, summary.counts["exact"], summary.parity_rounds)
     if summary.parity_rounds:
         summary.forensics["run_verdict"] = run_level_verdict(
             logs, window, summary.counts["no-match"], summary.aa,
-            token_evidence(result.columns.tokstats)).to_json()
+            token_evidence(result.columns.tokstats), result=result).to_json()
     return summary
+
+
+def aa_summary(result: LogScan, ab_exact: int, ab_parity: int) -> dict[str, Any]:
+    """The A/A floor: from the index's A/A table when the scan has one, else from the
+    A/A records (the same figures)."""
+    if result.aa is not None:
+        return summarise_aa_table(result.aa, ab_exact, ab_parity).to_json()
+    return summarise_aa(result.other, ab_exact, ab_parity).to_json()
 
 
 def run_level_verdict(log: Path | Sequence[Path], window: Window | None, no_match: int,
                       aa: dict[str, Any] | None = None,
                       tokens: TokenEvidence | None = None,
-                      ppl: dict[str, Any] | None = None) -> RunVerdict:
+                      ppl: dict[str, Any] | None = None,
+                      result: LogScan | None = None) -> RunVerdict:
     """Noise or a changed distribution, from the rounds' token statistics (``tokens``,
-    from the columns) and the no-match rounds' forensics (a second pass over the log(s),
-    only when there are no-match rounds) against the default noise prior, widened by
-    the A/A's p99 swing and drift when the log has an A/A."""
+    from the columns) and the no-match rounds' forensics (the scan's flip table when
+    the round index kept it, else a second pass over the log(s)) against the default
+    noise prior, widened by the A/A's p99 swing and drift when the log has an A/A."""
     prior = widen(DEFAULT_PRIOR, (aa or {}).get("swing_p99"), (aa or {}).get("drift_p99"))
     if not no_match:
         return run_verdict([], prior, no_match=0, tokens=tokens, ppl=ppl)
+    if result is not None and result.flips is not None:  # the index keeps them
+        return run_verdict(result.flips.flips(), prior, no_match=no_match, tokens=tokens,
+                           ppl=ppl)
     logs = [log] if isinstance(log, Path) else list(log)
     flips = (flip_of(r.get("forensics"), r.get("refire"))
              for one in logs for _, _, r in iter_segment_rounds(one, window)

@@ -6,6 +6,12 @@ same program under the earlier tool's name (``halo bench`` = ``shadow-burnin ben
 
 from __future__ import annotations
 
+import os
+
+# every figure is a 1-D reduction: BLAS threads only cost their start-up (0.2 s of a
+# warm `bench` on a loaded machine); set before anything imports numpy
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import importlib
 import sys
 from typing import Any

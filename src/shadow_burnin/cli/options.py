@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from shadow_burnin import config as config_mod
 from shadow_burnin.app.window import make_window as make_window  # the reading commands'
 from shadow_burnin.config import Config
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,5 +91,7 @@ def load_config(config_path: Path | None, overrides: dict[str, dict[str, Any]] |
 
 def out_console() -> Console:
     """stdout console; off a terminal, wide enough that tables are not truncated."""
+    from rich.console import Console  # rich only for the commands that print tables
+
     probe = Console()
     return probe if probe.is_terminal else Console(width=160)

@@ -23,9 +23,6 @@ from shadow_burnin.core import limits
 from shadow_burnin.core.gates import SCOPES
 from shadow_burnin.errors import LogError
 from shadow_burnin.render.escape import json_bytes, term
-from shadow_burnin.render.flip import flip_text
-from shadow_burnin.render.gates import drift_section, gates_table
-from shadow_burnin.render.summary import bench_table, recent_table, show_round
 
 __all__ = ["bench", "recent", "show", "summary_of"]  # summary_of: for the demo command
 
@@ -80,6 +77,10 @@ def bench(config_path: Path | None, log_specs: tuple[str, ...], state_path: Path
         for note in summary.notes:
             click.echo(f"note: {term(note)}", err=True)
     else:
+        from shadow_burnin.render.flip import flip_text
+        from shadow_burnin.render.gates import drift_section, gates_table
+        from shadow_burnin.render.summary import bench_table
+
         console = out_console()
         console.print(bench_table(summary))
         console.print(gates_table(cutover.report))
@@ -116,6 +117,8 @@ def recent(config_path: Path | None, log_path: Path | None, state_path: Path | N
     if not records:
         click.echo("no rounds")
         return
+    from shadow_burnin.render.summary import recent_table  # rich: only to print tables
+
     out_console().print(recent_table(records))
 
 
@@ -136,6 +139,8 @@ def show(config_path: Path | None, log_path: Path | None, state_path: Path | Non
     record = round_of(cfg, round_number)
     if record is None:
         raise LogError(cfg.paths.log, f"no round {round_number} in this log")
+    from shadow_burnin.render.summary import show_round  # rich: only to print
+
     out_console().print(show_round(record))
 
 

@@ -20,7 +20,6 @@ import re
 from typing import Any
 
 import orjson
-from rich.markup import escape as _rich_escape
 
 _CONTROL = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
@@ -39,7 +38,9 @@ def term(text: object) -> str:
 
 def markup(text: object) -> str:
     """Safe inside rich markup: :func:`term` plus rich's own markup escape."""
-    return _rich_escape(term(text))
+    from rich.markup import escape as rich_escape  # rich only when rendering markup
+
+    return rich_escape(term(text))
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")

@@ -32,7 +32,9 @@ from typing import Any
 import orjson
 
 from shadow_burnin.core.records import BUCKETS
+from shadow_burnin.io.log.index import decode as decode_index
 from shadow_burnin.io.log.index import load as load_index
+from shadow_burnin.io.log.sidecars import index_path
 from shadow_burnin.io.log.store import Store
 from tests.cli.conftest import write_prompts
 from tests.io.log.test_index import assert_index_equal
@@ -153,6 +155,8 @@ class Figures:
     stale_tmp_seen: int = 0
     lines_checked: int = 0
     rounds: int = 0
+    index_covered: int = 0  # log bytes the index file on disk covered at the last check
+    index_behind: int = 0  # checks that found the index file behind the log (caught up)
 
     @property
     def total_kills(self) -> int:
@@ -271,12 +275,18 @@ class CrashRun:
         assert again["log_bytes"] == complete, "the restart did not cut exactly the torn tail"
         want = recount(records)
         assert {k: again[k] for k in want} == want and again["log_size"] == len(complete)
-        # the round index, kept across kills (the runner does not write it: readers catch
-        # it up from where it was), equals one rebuilt from the log as restarted
-        kept = load_index(self.log)
+        # the round index as the runner left it (its commit thread appends a segment
+        # after each fsync; a kill may tear one): read without saving, caught up from the
+        # log where it lacks rounds, it equals one rebuilt from the log as restarted
+        kept = load_index(self.log, save=False)
         assert kept.covered == len(complete) and not kept.notes, kept.notes
         assert_index_equal(kept, load_index(self.work / "restart" / self.log.name, save=False))
-        if strict:
+        on_disk = decode_index(index_path(self.log).read_bytes()) \
+            if index_path(self.log).exists() else None
+        self.fig.index_covered = on_disk.covered if on_disk else 0
+        self.fig.index_behind += self.fig.index_covered < len(complete)
+        if strict:  # a clean run leaves an index that covers the whole log, by itself
+            assert on_disk is not None and on_disk.covered == len(complete)
             assert not tail and not self.tmp.exists()
             assert st is not None and st["log_size"] == len(data)
             assert {k: st[k] for k in want} == want
@@ -303,7 +313,9 @@ def test_kills_and_restarts(tmp_path: Path, spawn_scripted: Any) -> None:
 def test_kill_between_temp_state_and_rename(tmp_path: Path, spawn_scripted: Any) -> None:
     v1, _ = spawn_scripted()
     run = CrashRun(tmp_path, v1, v1)
-    proc = subprocess.run(run.argv("kill:replace:3", 1, None), capture_output=True,
+    # os.replace calls: the new log's index (its first segment, written whole) in the
+    # first commit, then one per commit for the state: the 4th is the 3rd commit's state
+    proc = subprocess.run(run.argv("kill:replace:4", 1, None), capture_output=True,
                           timeout=120)
     assert proc.returncode == -signal.SIGKILL
     run.check(replace_kill=True)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from shadow_burnin.core.aa import summarise_aa
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns, epoch_seconds
 from shadow_burnin.core.records import BUCKETS, aa_records
+from shadow_burnin.core.sidetables import summarise_aa_table
 from shadow_burnin.core.tokstats import FIELDS
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import logread, logscan
@@ -225,9 +226,13 @@ def test_bench_a_a_figures_are_those_of_the_whole_records(tmp_path: Path) -> Non
     log = tmp_path / "log.jsonl"
     lines = write_log(log, 5, 400)
     full = list(aa_records(list(map(orjson.loads, lines))))  # both layouts
-    scanned = scan(log)
+    scanned = scan(log, use_index=False)
     assert len(full) > 10
     assert (summarise_aa(scanned.other, 90, 100).to_json()
+            == summarise_aa(full, 90, 100).to_json())
+    indexed = scan(log, use_index=True)  # the index's A/A table: the same figures
+    assert indexed.aa is not None
+    assert (summarise_aa_table(indexed.aa, 90, 100).to_json()
             == summarise_aa(full, 90, 100).to_json())
 
 

@@ -30,6 +30,7 @@ import orjson
 
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
 from shadow_burnin.core.records import BUCKETS, SCHEMA, SIDES
+from shadow_burnin.core.sidetables import AATable
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.logscan import (
@@ -93,6 +94,8 @@ class Snapshot:
     notes: list[str]
     version: int
     size: int
+    # the A/A pairs the round index held (``other`` has those folded after it)
+    aa: AATable | None = None
 
 
 @dataclass
@@ -112,12 +115,14 @@ class LiveLog:
     _legacy: bool = False
     _notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _aa: AATable | None = None
 
     def _reset(self) -> None:
         self._offset, self._parts, self._columns, self._other = 0, [], None, []
         self._rounds, self._offsets = [], []
         self._errors = {s: Counter() for s in SIDES}
         self._notes = []
+        self._aa = None
         self._version += 1
 
     def refresh(self) -> Snapshot:
@@ -136,6 +141,9 @@ class LiveLog:
                 self._legacy = st.st_size > 0 and legacy.is_legacy_log(self.path)
             if self._legacy:
                 self._fold_legacy(st.st_size)
+            elif self._offset == 0 and st.st_size > 0 and self._from_index():
+                if st.st_size > self._offset:
+                    self._read_new()
             elif (self._offset == 0 and st.st_size >= PARALLEL_MIN_BYTES
                   and threading.current_thread() is threading.main_thread()):
                 # forking is safe only from the main thread (a server's worker thread
@@ -174,6 +182,38 @@ class LiveLog:
         self._columns = None
         self._version += 1
 
+    def _from_index(self) -> bool:
+        """The first read from the round index (``io.log.index``: columns, offsets and
+        round numbers as saved, caught up from the log if it lacks lines): no JSON is
+        parsed but the lines of unreachable rounds (their error codes). False: the index
+        has nothing (a log without a complete line), read the log instead."""
+        from shadow_burnin.io.log.index import detached, load
+
+        if os.environ.get("SHADOW_BURNIN_INDEX", "on").lower() in ("off", "0", "no", "false"):
+            return False
+        idx = detached(load(self.path, parallel=threading.current_thread()
+                            is threading.main_thread()))
+        if not idx.covered:
+            return False
+        self._parts = [idx.columns] if len(idx.columns) else []
+        self._rounds, self._offsets = [idx.rounds], [idx.offset]
+        self._other = list(idx.other)  # inline events of older logs
+        self._aa = idx.aa
+        self._notes.extend(idx.notes)
+        self._offset = idx.covered
+        unreachable = np.flatnonzero(idx.columns.bucket >= 3)
+        if unreachable.size:
+            with open(self.path, "rb") as fh:
+                for i in unreachable.tolist():
+                    fh.seek(int(idx.offset[i]))
+                    rec = decode_line(fh.read(int(idx.length[i])),
+                                      partial(LogError, self.path))
+                    self._count_errors(BUCKETS[idx.columns.bucket[i]], rec.get("v1"),
+                                       rec.get("v2"))
+        self._columns = None
+        self._version += 1
+        return True
+
     def snapshot(self) -> Snapshot:
         if self._columns is None:
             self._columns = concat_columns(self._parts)
@@ -184,7 +224,7 @@ class LiveLog:
         offsets = self._offsets[0] if self._offsets else np.empty(0, np.int64)
         return Snapshot(self._columns, self._other, rounds, offsets,
                         {s: Counter(c) for s, c in self._errors.items()}, list(self._notes),
-                        self._version, self._offset)
+                        self._version, self._offset, self._aa)
 
     def _fold_legacy(self, size: int) -> None:
         if size == self._offset:

@@ -16,6 +16,7 @@ import numpy as np
 
 from shadow_burnin.core.columns import concat_columns
 from shadow_burnin.core.records import SIDES
+from shadow_burnin.core.sidetables import join_aa
 from shadow_burnin.io.log.livescan import LiveLog, Snapshot
 from shadow_burnin.io.log.logset import segments
 
@@ -67,7 +68,9 @@ class LiveSegments:
             offsets=np.concatenate([s.offsets for s in snaps]) if snaps else np.empty(0,
                                                                                     np.int64),
             errors=errors, notes=list(dict.fromkeys(n for s in snaps for n in s.notes)),
-            version=self._version, size=sum(s.size for s in snaps))
+            version=self._version, size=sum(s.size for s in snaps),
+            aa=join_aa([s.aa for s in snaps if s.aa is not None])
+            if any(s.aa is not None for s in snaps) else None)
 
     def read_round(self, number: int) -> dict[str, Any] | None:
         """The whole record of round ``number``, from the segment that holds it."""

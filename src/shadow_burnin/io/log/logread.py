@@ -16,25 +16,28 @@ are filtered by their round start time (``ts``), compared as times, not strings.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
 from shadow_burnin.core.records import BUCKETS, SCHEMA, RecordKind, aa_record, record_kind
+from shadow_burnin.core.sidetables import AATable, FlipTable
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.events import iter_event_file, read_events
-from shadow_burnin.io.log.lines import iter_lines, open_log
+from shadow_burnin.io.log.lines import decode_line, iter_lines, open_log
 from shadow_burnin.io.log.logscan import scan_range
+
+if TYPE_CHECKING:
+    from shadow_burnin.io.log.index import Index
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -67,6 +70,10 @@ class LogScan:
     columns: Columns
     other: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # read through the round index: the A/A pairs as a table (then not in ``other``)
+    # and the no-match rounds' flips (``core.sidetables``); None: not at hand
+    aa: AATable | None = None
+    flips: FlipTable | None = None
 
 
 def _ts(path: Path, number: int, record: dict[str, Any]) -> float:
@@ -157,6 +164,8 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
     other: list[dict[str, Any]] = []
     imported = 0
     notes: list[str] = []
+    aa: AATable | None = None
+    flips: FlipTable | None = None
     if legacy.is_legacy_log(path):
         builder.add_all(record for _number, _t, record in iter_records(path))
         notes.append(legacy.NOTE)
@@ -167,6 +176,7 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
 
             found = load(path)
             columns, other, imported = found.columns, list(found.other), found.imported
+            aa, flips = found.aa, found.flips
             notes.extend(found.notes)
         else:
             columns, other, imported = _scan_ours(path)
@@ -187,11 +197,25 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
         if window.until is not None:
             mask &= columns.ts < window.until
         columns = columns.select(mask)
+        if flips is not None:
+            flips = flips.select_rows(mask)
+        if aa is not None:
+            aa = aa.select(window_mask(aa.ts, window))
         other = [r for r in other if window.contains(_ts(path, 0, r))]
     if imported:
         notes.append(f"{imported} round(s) imported from the earlier bash tool: their texts "
                      "hold only the first line of each reply")
-    return LogScan(columns=columns, other=other, notes=notes)
+    return LogScan(columns=columns, other=other, notes=notes, aa=aa, flips=flips)
+
+
+def window_mask(ts: np.ndarray, window: Window) -> np.ndarray:
+    """Where ``window.contains`` holds, over an array of times (NaN: never)."""
+    mask = ~np.isnan(ts)
+    if window.since is not None:
+        mask &= ts >= window.since
+    if window.until is not None:
+        mask &= ts < window.until
+    return mask
 
 
 def _torn_tail(path: Path) -> bytes | None:
@@ -223,6 +247,9 @@ def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
     if size < PARALLEL_MIN_BYTES or workers < 2:
         return scan_range(path, 0, None)
     bounds = [size * i // workers for i in range(workers)] + [None]
+    import multiprocessing  # only for a large range: not on the warm read path
+    from concurrent.futures import ProcessPoolExecutor
+
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         # results in range order: a bad line raises the first range's error (exact line)
@@ -231,9 +258,43 @@ def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
     return concat_columns([p[0] for p in parts]), other, sum(p[2] for p in parts)
 
 
+def indexed(path: Path) -> Index | None:
+    """The log's round index (caught up, saved), None for a legacy log (no offsets)."""
+    if legacy.is_legacy_log(path):
+        return None
+    from shadow_burnin.io.log.index import load
+
+    return load(path)
+
+
+def _lookup_index(path: Path) -> Index | None:
+    """The index for reading single records (``show``/``recent``); None when the log
+    holds records the summaries refuse (e.g. a hand-edited field of the wrong type):
+    those commands then read the lines themselves, so such a record can still be shown."""
+    try:
+        return indexed(path)
+    except LogError:
+        return None
+
+
+def read_rows(path: Path, index: Index, rows: Iterable[int]) -> Iterator[dict[str, Any]]:
+    """The round records of the given index rows, each read at its byte offset (one
+    seek and one read per round, no scan)."""
+    with open_log(path) as fh:
+        for i in rows:
+            fh.seek(int(index.offset[i]))
+            line = fh.read(int(index.length[i]))
+            yield decode_line(line, partial(LogError, path))
+
+
 def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:
-    """The last ``n`` round records (streaming; keeps at most ``n`` in memory)."""
+    """The last ``n`` round records (through the index: read at their offsets)."""
     from collections import deque
+
+    idx = _lookup_index(path)
+    if idx is not None:
+        return list(read_rows(path, idx, range(max(0, len(idx.offset) - n),
+                                               len(idx.offset))))
 
     keep: deque[dict[str, Any]] = deque(maxlen=n)
     for _number, _t, record in iter_rounds(path):
@@ -242,6 +303,11 @@ def last_rounds(path: Path, n: int) -> list[dict[str, Any]]:
 
 
 def find_round(path: Path, number: int) -> dict[str, Any] | None:
+    """Round ``number``'s record (through the index: one read at its offset)."""
+    idx = _lookup_index(path)
+    if idx is not None:
+        row = idx.row_of(number)
+        return None if row is None else next(read_rows(path, idx, [row]))
     for _line, _t, record in iter_rounds(path):
         if record.get("round") == number:
             return record

@@ -96,8 +96,8 @@ def scan_range(path: Path, start: int, end: int | None
 def scan_range_at(path: Path, start: int, end: int | None, offsets: list[np.ndarray] | None
                   ) -> tuple[Columns, list[dict[str, Any]], int, int, np.ndarray]:
     """:func:`scan_range`, plus where the folded lines end and (``offsets`` a list to
-    fill) each round line's byte offset and length (without its newline) in the file, in
-    round order, as a 2×n array (the round index keeps them)."""
+    fill) each round line's byte offset, length (without its newline) and round number
+    (0: none) in the file, in round order, as a 3×n array (the round index keeps them)."""
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
     imported = 0
@@ -107,7 +107,7 @@ def scan_range_at(path: Path, start: int, end: int | None, offsets: list[np.ndar
             imported += _fold(path, buf, n, partial(_lines_before, path, offset), builder, other,
                               offsets, offset)
             stop = offset + n
-    found = np.concatenate(offsets, axis=1) if offsets else np.empty((2, 0), np.int64)
+    found = np.concatenate(offsets, axis=1) if offsets else np.empty((3, 0), np.int64)
     return builder.build(), other, imported, stop, found
 
 
@@ -182,7 +182,9 @@ def _fold(path: Path, buf: bytes, n: int, first_line: Callable[[], int],
         where[0] += at
         if len(rounds) != len(rows):
             where = where[:, [r.kind is None or r.kind == "round" for r in rows]]
-        offsets.append(where)
+        numbers = np.fromiter((r.round if type(r.round) is int else 0 for r in rounds),
+                              np.int64, len(rounds))
+        offsets.append(np.vstack((where, numbers)))
     with_pair = list(map(is_not, map(_get_aa, rounds), repeat(None)))
     if len(rounds) == len(rows):  # this version's layout: pairs inside their rounds
         if any(with_pair):
@@ -272,7 +274,7 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
                offsets: list[np.ndarray] | None = None, base: int = 0) -> int:
     """Line by line, for the exact error: the reference the fast path is held to."""
     at = [0, 0]  # [line number in the block, imported legacy rounds]
-    found: list[tuple[int, int]] = []
+    found: list[tuple[int, int, int]] = []
 
     def fail(reason: str) -> LogError:
         return LogError(path, reason, line=first_line() + at[0])
@@ -290,7 +292,8 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
                     raise fail("not a shadow-burnin round record")
                 if "source" in record:
                     at[1] += record["source"] == "legacy"
-                found.append((start, len(line)))
+                number = record.get("round")
+                found.append((start, len(line), number if type(number) is int else 0))
                 yield record
                 aa = aa_record(record)
                 if aa is not None:
@@ -305,5 +308,5 @@ def _fold_slow(path: Path, block: bytes, first_line: Callable[[], int],
     except ValueError:
         raise fail("record has no valid 'ts'") from None
     if offsets is not None:
-        offsets.append(np.array(found, dtype=np.int64).reshape(-1, 2).T)
+        offsets.append(np.array(found, dtype=np.int64).reshape(-1, 3).T)
     return at[1]

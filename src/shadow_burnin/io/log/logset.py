@@ -27,6 +27,8 @@ import numpy as np
 import orjson
 
 from shadow_burnin.core.columns import concat_columns
+from shadow_burnin.core.records import RecordKind, record_kind
+from shadow_burnin.core.sidetables import join_scans_tables
 from shadow_burnin.errors import LogError
 from shadow_burnin.inputs import check_input
 from shadow_burnin.io.log import legacy
@@ -175,14 +177,23 @@ def combine_scans(scans: Sequence[LogScan], *, by_time: bool = False) -> LogScan
     if len(scans) == 1:
         return scans[0]
     columns = concat_columns([s.columns for s in scans])
+    aa, flips = join_scans_tables([s.aa for s in scans], [s.other for s in scans],
+                                  [s.flips for s in scans], [len(s.columns) for s in scans])
     if by_time and len(columns):
         order = np.argsort(columns.ts, kind="stable")
         columns = columns.select(order)
-    other = [r for s in scans for r in s.other]
+        if flips is not None:  # rows renumbered as the columns were reordered
+            where = np.empty_like(order)
+            where[order] = np.arange(order.size)
+            flips = flips.shifted(0)
+            flips.row = where[flips.row]
+    # with an A/A table the A/A records are in it, not in ``other``
+    other = [r for s in scans for r in s.other
+             if aa is None or record_kind(r) is not RecordKind.AA]
     if by_time:
         other.sort(key=lambda r: str(r.get("ts", "")))
     notes = list(dict.fromkeys(n for s in scans for n in s.notes))
-    return LogScan(columns=columns, other=other, notes=notes)
+    return LogScan(columns=columns, other=other, notes=notes, aa=aa, flips=flips)
 
 
 def scan_segments(log: Path, window: Window | None = None) -> LogScan:

@@ -140,6 +140,7 @@ class Store:
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self._writing = threading.Lock()  # one writer at a time (loop or worker thread)
+        self._index: Any = None  # io.log.index.Appender, opened with the store
 
     # -- opening ------------------------------------------------------------------
     def open(self) -> Recovery:
@@ -165,6 +166,7 @@ class Store:
                 self._fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except PermissionError:
                 raise LogError(self.log, "permission denied (cannot append)") from None
+            self._open_index()
         except BaseException:
             self.close()  # a refused open leaves no lock behind
             raise
@@ -413,6 +415,7 @@ class Store:
                     os.ftruncate(self._fd, before)
                 raise StorageError(f"{self.log}: cannot append round ({_why(exc)}); "
                                    "log and state left at the last complete round") from None
+            self._append_index(records, data, before)
             for record in records:
                 state.apply(record)
             state.log_size = before + len(data)
@@ -439,6 +442,8 @@ class Store:
                                "round") from None
         os.close(self._fd)
         self._fd = fd
+        if self._index is not None:  # the closed segment took its index along
+            self._open_index()
         state.extra[SEGMENTS] = number
         state.log_size, state.log_head = 0, None
         self._live_day = None
@@ -447,6 +452,18 @@ class Store:
         finally:
             self.state = state
         return state.copy()
+
+    def _open_index(self) -> None:
+        """The round index's writer (``io.log.index``), caught up with the log."""
+        from shadow_burnin.io.log.index import open_appender
+
+        self._index = open_appender(self.log)
+
+    def _append_index(self, records: list[dict[str, Any]], data: bytes, start: int) -> None:
+        """The committed rounds into the round index (after the log's fsync; a cache:
+        a failure here never fails the commit, readers fold the log instead)."""
+        if self._index is not None:
+            self._index.append(records, data, start)
 
     def append_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append events to ``<log>.events.jsonl`` (one write, fsync), after folding in

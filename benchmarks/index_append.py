@@ -1,0 +1,94 @@
+"""The runner's rounds/s with and without the round index appended in its commit thread.
+
+Usage: python benchmarks/index_append.py [--rounds 5000] [--concurrency 8] [--repeat 3]
+
+Two instant scripted servers (subprocesses, one per side); ``shadow-burnin run --interval
+0 --concurrency 8 --rounds R`` into a fresh log, alternately with the index appender
+(``with``: what ``run`` does) and without it (``without``: ``Store._open_index`` replaced by
+a no-op in that process, i.e. the runner before the appendable index). Interleaved; prints
+each run's rounds/s (rounds over the process's wall time, start included), the medians and
+their ratio, and the index's size beside the log's. Asserts no time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import reap_process, spawn_scripted_process  # noqa: E402
+
+RUN = ("import sys\n"
+       "if sys.argv[1] == 'without':\n"
+       "    from shadow_burnin.io.log.store import Store\n"
+       "    Store._open_index = lambda self: None\n"
+       "from shadow_burnin.cli import main\n"
+       "sys.argv = ['shadow-burnin', *sys.argv[2:]]\nmain()\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sb-append-"))
+    rows = [orjson.dumps({"id": f"p{i}", "category": f"c{i % 4}", "prompt": f"bench {i}"})
+            for i in range(16)]
+    prompts = work / "p.jsonl"
+    prompts.write_bytes(b"\n".join(rows) + b"\n")
+    (u1, p1), (u2, p2) = spawn_scripted_process(), spawn_scripted_process()
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    sizes = (0, 0)
+    load0 = os.getloadavg()[0]
+    try:
+        for i in range(args.repeat):
+            for mode in rates:
+                log = work / f"{mode}-{i}.jsonl"
+                argv = [sys.executable, "-c", RUN, mode, "run", "--v1", u1, "--v2", u2,
+                        "--interval", "0", "--concurrency", str(args.concurrency),
+                        "--rounds", str(args.rounds), "--log", str(log), "--prompts",
+                        str(prompts), "--quiet"]
+                t0 = time.perf_counter()
+                subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+                rates[mode].append(args.rounds / (time.perf_counter() - t0))
+                idx = log.with_name(log.name + ".idx")
+                if mode == "with":
+                    from shadow_burnin.io.log.index import decode
+
+                    got = decode(idx.read_bytes())
+                    assert got.covered == log.stat().st_size and len(got.columns) == \
+                        args.rounds, "the runner's index does not cover its log"
+                    sizes = (idx.stat().st_size, log.stat().st_size)
+                else:
+                    assert not idx.exists()
+    finally:
+        reap_process(p1)
+        reap_process(p2)
+        shutil.rmtree(work, ignore_errors=True)
+    med = {m: statistics.median(r) for m, r in rates.items()}
+    print(f"run --interval 0 --concurrency {args.concurrency} --rounds {args.rounds}, instant "
+          f"scripted servers, {args.repeat} interleaved runs each, load {load0:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}")
+    for m, r in rates.items():
+        print(f"  {m:7s} index: median {med[m]:6.0f} rounds/s (runs "
+              f"{', '.join(f'{x:.0f}' for x in r)})")
+    print(f"  with/without: {med['with'] / med['without']:.3f} (target >= 1, i.e. not lower "
+          f"within noise); index as the runner left it {sizes[0] / 1e3:,.0f} kB = "
+          f"{100 * sizes[0] / max(1, sizes[1]):.1f} % of the log ({sizes[1] / 1e3:,.0f} kB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -340,3 +340,37 @@ def test_state_named_like_a_segment_is_refused(tmp_path: Path) -> None:
                     "--log", log, "--state", tmp_path / "burnin.jsonl.00002", "--rounds", "1")
     assert result.exit_code == 2 and "side file" in result.output
     assert not log.exists() and not (tmp_path / "burnin.jsonl.00002").exists()
+
+
+def test_the_store_keeps_appending_each_segments_index_across_rotations(
+        tmp_path: Path) -> None:
+    """The runner's index writer follows the rotation: each closed segment's index and
+    the live one cover their file by the store's appends (none left to readers)."""
+    import numpy as np
+
+    from shadow_burnin.io.log.index import decode
+    from shadow_burnin.io.log.rotation import parse_rotate
+    from shadow_burnin.io.log.sidecars import index_path
+    from tests.io.log.test_index import record
+
+    log = tmp_path / "a.jsonl"
+    rng = np.random.default_rng(3)
+    records: list[dict[str, Any]] = []
+    while len(records) < 60:
+        r = record(rng, len(records) + 1, events=False)
+        if r.get("kind") is None:
+            records.append(r)
+    with Store(log, tmp_path / "a.state", parse_rotate("8KB", "rotate")) as store:
+        for i in range(0, 60, 5):
+            store.append_many(records[i:i + 5])
+        assert store._index is not None and store._index.failed is None
+    files = [*sorted(p for p in tmp_path.glob("a.jsonl.0*") if p.suffix != ".idx"), log]
+    assert len(files) > 2
+    appended = 0
+    for f in files:
+        idx = decode(index_path(f).read_bytes())
+        assert idx.covered == f.stat().st_size
+        assert list(idx.rounds) == [orjson.loads(x)["round"]
+                                    for x in f.read_bytes().splitlines()]
+        appended += idx.segments > 1
+    assert appended  # later commits of a segment were appended, not rebuilt

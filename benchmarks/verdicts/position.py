@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-CUT = re.compile(r"^long-w(\d+)$")
+CUT = re.compile(r"^(?:long-w|recall-r)(\d+)$")
 
 
 def _num(x: Any) -> float:

@@ -46,8 +46,14 @@ def by_cut(log: Path) -> dict[int, dict[str, float]]:
         if m is None or not isinstance(ts, dict):
             continue
         acc = out.setdefault(int(m.group(1)), dict.fromkeys(
-            ("rounds", "diverged", "n", "dlp_sum", "move_n", "move_sum"), 0.0))
+            ("rounds", "diverged", "n", "dlp_sum", "move_n", "move_sum", "r_n", "r_sum",
+             "r_sq"), 0.0))
         acc["rounds"] += 1
+        mn, ms = _num(ts.get("move_n")), _num(ts.get("move_sum"))
+        if mn > 0 and not math.isnan(ms):  # the round's own mean move: one unit per round
+            acc["r_n"] += 1
+            acc["r_sum"] += ms / mn
+            acc["r_sq"] += (ms / mn) ** 2
         acc["diverged"] += r.get("bucket") != "exact"
         for k in ("n", "dlp_sum", "move_n", "move_sum"):
             v = _num(ts.get(k))
@@ -55,7 +61,22 @@ def by_cut(log: Path) -> dict[int, dict[str, float]]:
     for acc in out.values():
         acc["move_mean"] = acc["move_sum"] / acc["move_n"] if acc["move_n"] else math.nan
         acc["dlp_mean"] = acc["dlp_sum"] / acc["n"] if acc["n"] else math.nan
+        k = acc["r_n"]
+        mean = acc["r_sum"] / k if k else math.nan
+        var = (acc["r_sq"] - k * mean * mean) / (k - 1) if k > 1 else math.nan
+        acc["round_mean"], acc["round_se"] = mean, math.sqrt(max(var, 0.0) / k) \
+            if k > 1 else math.nan
     return out
+
+
+def contrast(cuts: dict[int, dict[str, float]]) -> tuple[float, float]:
+    """The longest cut's mean per-round move over the shortest's, and the Welch z of
+    their difference (rounds as units: tokens of one round are not independent)."""
+    lo, hi = cuts[min(cuts)], cuts[max(cuts)]
+    ratio = hi["round_mean"] / lo["round_mean"] if lo["round_mean"] else math.nan
+    se = math.hypot(lo["round_se"], hi["round_se"])
+    z = (hi["round_mean"] - lo["round_mean"]) / se if se else math.nan
+    return ratio, z
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             a = cuts[c]
             print(f"{name:32} {c:>5} {a['rounds']:>6.0f} {a['diverged']:>4.0f} "
                   f"{a['n']:>6.0f} {a['move_mean']:>7.3f} {a['dlp_mean']:>7.3f}")
-        lo, hi = cuts[min(cuts)], cuts[max(cuts)]
-        ratio = hi["move_mean"] / lo["move_mean"] if lo["move_mean"] else math.nan
-        print(f"{name:32} long/short move ratio {ratio:.2f}")
+        ratio, z = contrast(cuts)
+        print(f"{name:32} long/short per-round move ratio {ratio:.2f}, Welch z {z:.2f}")
     return 0
 
 

@@ -40,7 +40,7 @@ from shadow_burnin.io.log.sidecars import write_atomic
 from shadow_burnin.io.ppl.scoring import PplSide, ScoringClient, window_texts
 from shadow_burnin.io.servers.llama_build import ensure_model
 
-BANDS = (0, 64, 256, 512, 768, 1024, 4096)
+BANDS = (0, 64, 256, 512, 768, 1024, 1536, 2048, 4096)
 
 
 def text() -> str:

@@ -200,3 +200,20 @@ def test_position_figures_per_cut(tmp_path: Path) -> None:
     assert cuts[32]["rounds"] == 2 and cuts[32]["diverged"] == 1
     assert math.isclose(cuts[32]["move_mean"], 0.1) and math.isclose(cuts[32]["dlp_mean"], 0.02)
     assert math.isclose(cuts[768]["move_mean"], 0.5) and math.isclose(cuts[768]["dlp_mean"], 0.2)
+
+
+def test_ppl_position_bands() -> None:
+    from shadow_burnin.core.ppl import TokenScore
+
+    ppl_position = load("ppl_position")
+    s1 = [TokenScore("a", -0.1, {"a": -0.1, "b": -2.0})] * 100
+    s2 = ([TokenScore("a", -0.2, {"a": -0.2, "b": -1.5})] * 60
+          + [TokenScore("a", -0.9, {"a": -0.9, "b": -0.5})] * 40)
+    bands = ppl_position.compare(s1, s2)
+    assert [(b["from"], b["tokens"]) for b in bands] == [(0, 64), (64, 36)]
+    first, second = bands
+    # positions 0–59 move by 0.1, 60–63 by 0.8; the top-1 flips from position 60 on
+    assert math.isclose(first["dlp_mean"], (60 * 0.1 + 4 * 0.8) / 64)
+    assert first["top1_differs"] == 4 and second["top1_differs"] == 36
+    assert math.isclose(second["dlp_mean"], 0.8)
+    assert second["kl_mean"] > first["kl_mean"] > 0

@@ -6,7 +6,7 @@ Usage::
                                                [--tokens 1024] [--out DIR]
 
 The ``ppl`` scorer (``io.ppl.scoring``, llama.cpp method: one forced token per request,
-the prompt cached) scores the same long text (the first built-in long-context document)
+the prompt cached) scores the same long text (a built-in long-context document, ``--source``)
 on v1 (the catalogue's xllamacpp server) and on each pair's v2, and prints, per band of
 positions (the token's context length), the mean |Δ logprob| of the text's token, the
 mean top-K KL estimate Σ p₁ (log p₁ − log p₂) over tokens in both top-Ks, and how often
@@ -43,11 +43,13 @@ from shadow_burnin.io.servers.llama_build import ensure_model
 BANDS = (0, 64, 256, 512, 768, 1024, 1536, 2048, 4096)
 
 
-def text() -> str:
+def text(source: int = 0) -> str:
+    """The ``source``-th built-in long-context document (reading ones first)."""
     from shadow_burnin.prompts import load_builtin
 
-    return next(p.prompt for p in load_builtin()
-                if p.category == "long-context-reading" and p.prompt)
+    docs = sorted((p for p in load_builtin() if p.category.startswith("long-context")
+                   and not p.is_chat and p.prompt), key=lambda p: (p.category, p.id))
+    return str(docs[source % len(docs)].prompt)
 
 
 def cached(spec: ServerSpec) -> ServerSpec:
@@ -95,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", default="flash-attn,rope-x2,rope-x1.1,rope-x1.01")
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=Path("ppl-position"))
+    ap.add_argument("--source", type=int, default=0,
+                    help="which built-in long-context document to score (default 0)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     model = ensure_model()
     pairs = [BY_NAME[n.strip()] for n in args.pairs.split(",")]
     results: dict[str, Any] = {}
     with cached(ServerSpec()).server(model, "v1", args.out / "v1.server.log") as v1:
-        chunk = asyncio.run(window(v1.url, text(), args.tokens))
+        chunk = asyncio.run(window(v1.url, text(args.source), args.tokens))
         t0 = time.monotonic()
         s1 = asyncio.run(score(v1.url, "v1", chunk))
         print(f"v1: {len(s1)} tokens scored in {time.monotonic() - t0:.0f} s", flush=True)

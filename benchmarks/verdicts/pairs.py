@@ -123,7 +123,13 @@ CATALOGUE: tuple[Pair, ...] = (
          _x(rope_freq_base=1.01 * MODEL_ROPE_BASE), severity="subtle"),
 )
 
-BY_NAME = {p.name: p for p in CATALOGUE}
+# not in the table: a control for the RoPE pairs (the model's own base, set explicitly:
+# shows whether --rope-freq-base also reaches Gemma 3's local layers, base 10 000)
+EXTRA: tuple[Pair, ...] = (
+    Pair("rope-x1", "benign", "RoPE base set explicitly to the model's own 1e6",
+         _x(rope_freq_base=MODEL_ROPE_BASE)),
+)
+BY_NAME = {p.name: p for p in (*CATALOGUE, *EXTRA)}
 # the reduced CI form: one benign and two broken pairs, all xllamacpp at 1 thread (no
 # mistral.rs start; a 2-thread server crawls on a shared 2-core machine). batch-8 rather
 # than threads-2: 2 threads give bit-identical replies here (each dot product stays on one

@@ -47,6 +47,7 @@ from shadow_burnin.io.servers.local import LocalServer
 from shadow_burnin.render.escape import json_bytes, markdown
 
 EDGE_SOURCES = ("long-context-reading", "long-context-summary")
+LONG_WORDS = (32, 192, 768)  # the long set's cuts: ≈ 45, 260 and 1 000 tokens
 
 
 # ------------------------------------------------------------------------------ prompts
@@ -80,6 +81,71 @@ def write_edge_prompts(path: Path, model: Path, max_tokens: int) -> Path:
         d.update(id=f"edge-{p.id}", category="edge-of-context",
                  prompt=" ".join(words[:lo]))
         lines.append(orjson.dumps(d) + b"\n")
+    write_atomic(path, b"".join(lines))
+    return path
+
+
+def write_long_prompts(path: Path) -> Path:
+    """The ``long`` set: the built-in long-context documents and the ``ppl`` essay, each
+    cut (at a word boundary) after :data:`LONG_WORDS` words — the same texts at short
+    and long contexts, so that an error growing with the distance between tokens (a wrong
+    RoPE base) shows as a larger move at long prompts than at short ones of the same
+    run, while numeric noise moves both alike. Ids end in ``-w<words>``."""
+    from importlib import resources
+
+    from shadow_burnin.core.prompt import prompt_to_dict
+    from shadow_burnin.prompts import load_builtin
+
+    sources = [(p.id, p.prompt, prompt_to_dict(p)) for p in load_builtin()
+               if p.category in EDGE_SOURCES and not p.is_chat and p.prompt]
+    essay = resources.files("shadow_burnin").joinpath("data", "ppl-essay.txt").read_text(
+        encoding="utf-8")
+    sources.append(("ppl-essay", essay, {"id": "ppl-essay", "prompt": essay}))
+    lines = []
+    for words in LONG_WORDS:
+        for pid, text, base in sources:
+            cut = text.split(" ")
+            if len(cut) < words:
+                continue
+            d = dict(base)
+            d.update(id=f"long-{pid}-w{words}", category=f"long-w{words}",
+                     prompt=" ".join(cut[:words]))
+            lines.append(orjson.dumps(d) + b"\n")
+    write_atomic(path, b"".join(lines))
+    return path
+
+
+RECALL_WORDS = (100, 600)  # passage lengths: ≈ 130 and ≈ 800 tokens
+RECALL_CUE = 20  # words of the passage's start repeated after it
+
+
+def write_recall_prompts(path: Path) -> Path:
+    """The ``recall`` set: a passage, a blank line, then its first :data:`RECALL_CUE`
+    words again — the model continues by copying the passage, which means attending
+    back the passage's length. Gemma 3's local layers see 512 tokens, so past ≈ 400
+    words only its global layers (the ones whose RoPE base a wrong ``rope_freq_base``
+    changes) can find the text to copy. Two lengths per source (≈ 130 and ≈ 800 tokens
+    back); ids end in ``-r<words>``, categories ``recall-r<words>``."""
+    from importlib import resources
+
+    from shadow_burnin.core.prompt import prompt_to_dict
+    from shadow_burnin.prompts import load_builtin
+
+    sources = [(p.id, p.prompt, prompt_to_dict(p)) for p in load_builtin()
+               if p.category in EDGE_SOURCES and not p.is_chat and p.prompt]
+    essay = resources.files("shadow_burnin").joinpath("data", "ppl-essay.txt").read_text(
+        encoding="utf-8")
+    sources.append(("ppl-essay", essay, {"id": "ppl-essay", "prompt": essay}))
+    lines = []
+    for words in RECALL_WORDS:
+        for pid, text, base in sources:
+            cut = text.split()
+            if len(cut) < words:
+                continue
+            d = dict(base)
+            d.update(id=f"recall-{pid}-r{words}", category=f"recall-r{words}",
+                     prompt=" ".join(cut[:words]) + "\n\n" + " ".join(cut[:RECALL_CUE]))
+            lines.append(orjson.dumps(d) + b"\n")
     write_atomic(path, b"".join(lines))
     return path
 
@@ -301,6 +367,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="the CI form: one benign and two broken pairs")
     ap.add_argument("--out", type=Path, help="where logs and results go "
                     "(default: ./verdicts-<UTC time>)")
+    ap.add_argument("--prompts", choices=("demo", "long", "recall"), default="demo",
+                    help="the prompt set of the demo-prompt pairs: the demo's (default) or "
+                         "'long' (long documents cut at 32, 192 and 768 words) or 'recall' (a "
+                         "passage, then its start again: the model copies from far back)")
     ap.add_argument("--markdown", action="store_true",
                     help="print the README table (with its summary) at the end")
     ap.add_argument("--rejudge", type=Path, metavar="DIR",
@@ -360,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     model = ensure_model()
-    prompts = {"demo": write_demo_prompts(args.out / "prompts-demo.jsonl")}
+    writers = {"demo": write_demo_prompts, "long": write_long_prompts,
+               "recall": write_recall_prompts}
+    prompts = {"demo": writers[args.prompts](args.out / f"prompts-{args.prompts}.jsonl")}
     if any(p.prompts == "edge-of-context" for p in chosen):
         prompts["edge-of-context"] = write_edge_prompts(args.out / "prompts-edge.jsonl",
                                                         model, args.max_tokens)
@@ -397,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             "test_names": "outside envelope · top-K miss · off top-1",
             "command": "python benchmarks/verdicts/run.py --markdown"
                        + ("" if args.rounds == 40 else f" --rounds {args.rounds}")
-                       + ("" if args.max_tokens == 16 else f" --max-tokens {args.max_tokens}")}
+                       + ("" if args.max_tokens == 16 else f" --max-tokens {args.max_tokens}")
+                       + ("" if args.prompts == "demo" else f" --prompts {args.prompts}")}
     return finish(args.out, [rows[p.name] for p in chosen], meta, args.markdown)
 
 

@@ -158,3 +158,62 @@ def test_round_verdict_applies_the_current_thresholds(run: ModuleType) -> None:
     # no figures (no logprobs): kept as recorded
     assert run.round_verdict({"verdict": "unexplained",
                               "reason": "no logprobs from v2"}) == "unexplained"
+
+
+def test_long_and_recall_prompt_sets(run: ModuleType, tmp_path: Path) -> None:
+    import orjson
+
+    longs = [orjson.loads(x) for x in
+             run.write_long_prompts(tmp_path / "long.jsonl").read_bytes().splitlines()]
+    cuts = {d["category"] for d in longs}
+    assert cuts == {f"long-w{w}" for w in run.LONG_WORDS}
+    for d in longs:  # each prompt is its source cut after exactly that many words
+        assert len(d["prompt"].split(" ")) == int(d["category"].removeprefix("long-w"))
+    # the same sources at every cut: the short/long contrast compares like with like
+    by_cut = {c: {d["id"].rsplit("-w", 1)[0] for d in longs if d["category"] == c}
+              for c in cuts}
+    assert len({frozenset(v) for v in by_cut.values()}) == 1
+    recalls = [orjson.loads(x) for x in
+               run.write_recall_prompts(tmp_path / "recall.jsonl").read_bytes().splitlines()]
+    assert {d["category"] for d in recalls} == {f"recall-r{w}" for w in run.RECALL_WORDS}
+    for d in recalls:  # a passage, a blank line, the passage's start again
+        passage, cue = d["prompt"].split("\n\n")
+        assert passage.startswith(cue) and len(cue.split()) == run.RECALL_CUE
+        assert len(passage.split()) == int(d["category"].removeprefix("recall-r"))
+
+
+def test_position_figures_per_cut(tmp_path: Path) -> None:
+    import orjson
+
+    position = load("position")
+    log = tmp_path / "p.jsonl"
+    rows = [("long-w32", "exact", {"n": 10, "dlp_sum": 0.1, "move_n": 10, "move_sum": 1.0}),
+            ("long-w32", "no-match", {"n": 10, "dlp_sum": 0.3, "move_n": 10,
+                                      "move_sum": 1.0}),
+            ("long-w768", "exact", {"n": 5, "dlp_sum": 1.0, "move_n": 4, "move_sum": 2.0}),
+            ("demo", "exact", {"n": 5, "dlp_sum": 9.0, "move_n": 5, "move_sum": 9.0}),
+            ("long-w768", "exact", None)]
+    log.write_bytes(b"".join(orjson.dumps({"category": c, "bucket": b, "tokstats": t})
+                             + b"\n" for c, b, t in rows))
+    cuts = position.by_cut(log)
+    assert set(cuts) == {32, 768}  # other categories and rounds without stats: left out
+    assert cuts[32]["rounds"] == 2 and cuts[32]["diverged"] == 1
+    assert math.isclose(cuts[32]["move_mean"], 0.1) and math.isclose(cuts[32]["dlp_mean"], 0.02)
+    assert math.isclose(cuts[768]["move_mean"], 0.5) and math.isclose(cuts[768]["dlp_mean"], 0.2)
+
+
+def test_ppl_position_bands() -> None:
+    from shadow_burnin.core.ppl import TokenScore
+
+    ppl_position = load("ppl_position")
+    s1 = [TokenScore("a", -0.1, {"a": -0.1, "b": -2.0})] * 100
+    s2 = ([TokenScore("a", -0.2, {"a": -0.2, "b": -1.5})] * 60
+          + [TokenScore("a", -0.9, {"a": -0.9, "b": -0.5})] * 40)
+    bands = ppl_position.compare(s1, s2)
+    assert [(b["from"], b["tokens"]) for b in bands] == [(0, 64), (64, 36)]
+    first, second = bands
+    # positions 0–59 move by 0.1, 60–63 by 0.8; the top-1 flips from position 60 on
+    assert math.isclose(first["dlp_mean"], (60 * 0.1 + 4 * 0.8) / 64)
+    assert first["top1_differs"] == 4 and second["top1_differs"] == 36
+    assert math.isclose(second["dlp_mean"], 0.8)
+    assert second["kl_mean"] > first["kl_mean"] > 0

@@ -86,3 +86,12 @@ def test_columns_carry_tokstats_with_nan_where_a_round_has_none() -> None:
     empty = ColumnBuilder()
     empty.add_all([base])
     assert empty.build().tokstats == {}
+
+
+def test_the_prompt_length_is_recorded_as_ctx_when_given() -> None:
+    v = [tok("A", {"A": -0.1, "B": -2.0})]
+    with_ctx = summarise(v, v, context=1234)
+    without = summarise(v, v)
+    assert with_ctx is not None and without is not None
+    assert with_ctx["ctx"] == 1234 and to_json(with_ctx)["ctx"] == 1234
+    assert math.isnan(without["ctx"]) and to_json(without)["ctx"] is None

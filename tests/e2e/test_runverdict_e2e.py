@@ -77,6 +77,7 @@ def test_benign_numeric_path_is_noise(servers: dict[str, LocalServer],
     rounds, rv, gate = judged(servers, "benign", tmp_path)
     parity = [r for r in rounds if r["bucket"] in ("exact", "prefix-only", "no-match")]
     assert all("tokstats" in r for r in parity)  # every round, exact ones too
+    assert all(r["tokstats"]["ctx"] > 0 for r in parity)  # the prompt length, in chars
     flips = [r for r in rounds if r["bucket"] == "no-match"]
     assert flips, "this numeric path flips some of these prompts (measured: about half)"
     assert rv["decision"] == "noise", rv["explanation"]

@@ -27,9 +27,13 @@ chosen token's logprob minus the best other one's):
 ``div_margin``           v1's top-2 margin at the first differing token (NaN: none);
 ``div_swing``            how far the a-vs-b margin moved there (``core.verdict``'s swing;
                          NaN when a token is outside the other's top-K);
-``div_outside``          1 when a differing token is missing from the other side's top-K.
+``div_outside``          1 when a differing token is missing from the other side's top-K;
+``ctx``                  the prompt's length in characters (NaN: not given) — where in the
+                         context the matched tokens sit, for the context test of
+                         ``core.runverdict`` (a wrong RoPE base moves margins more at
+                         long contexts; numeric noise does not).
 
-About 24 numbers, ≈ 400 bytes of JSON per round (rounded to 5 digits).
+About 25 numbers, ≈ 410 bytes of JSON per round (rounded to 5 digits).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ MARGIN_FIELDS: tuple[str, ...] = tuple(_edge_name(x) for x in MARGIN_EDGES)
 FIELDS: tuple[str, ...] = (
     "n", "dlp_sum", "dlp_sq", "dlp_max", "move_n", "move_sum", "move_sq", "move_max",
     *MARGIN_FIELDS, "topk_overlap", "topk_same", "off_top1", "k",
-    "div_margin", "div_swing", "div_outside",
+    "div_margin", "div_swing", "div_outside", "ctx",
 )
 DIGITS = 5
 
@@ -86,9 +90,10 @@ def _overlap(x: Sequence[Alt], y: Sequence[Alt]) -> tuple[float, bool]:
     return common / k, same
 
 
-def summarise(tokens_v1: Sequence[Token] | None, tokens_v2: Sequence[Token] | None
-              ) -> dict[str, float] | None:
-    """The round's ``tokstats`` object; None when a side has no tokens to compare."""
+def summarise(tokens_v1: Sequence[Token] | None, tokens_v2: Sequence[Token] | None,
+              context: int | None = None) -> dict[str, float] | None:
+    """The round's ``tokstats`` object; None when a side has no tokens to compare.
+    ``context``: the prompt's length in characters (the ``ctx`` field)."""
     if not tokens_v1 or not tokens_v2:
         return None
     out: dict[str, float] = dict.fromkeys(FIELDS, 0.0)
@@ -125,6 +130,7 @@ def summarise(tokens_v1: Sequence[Token] | None, tokens_v2: Sequence[Token] | No
     ks = [len(t.top) for t in (*tokens_v1[:1], *tokens_v2[:1])]
     out["k"] = float(min(ks))
     out["div_margin"] = out["div_swing"] = out["div_outside"] = math.nan
+    out["ctx"] = math.nan if context is None else float(context)
     if d is not None:
         a, b = tokens_v1[d], tokens_v2[d]
         out["off_top1"] += _off_top1(a) or _off_top1(b)

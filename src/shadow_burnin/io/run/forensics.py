@@ -39,6 +39,7 @@ from shadow_burnin.config import ForensicsConfig
 from shadow_burnin.core.aa import MIN_SAMPLES, NoiseSamples, aa_noise
 from shadow_burnin.core.compare import classify
 from shadow_burnin.core.outcomes import prefix_cause, refire_outcome
+from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.records import SIDES, SideReply, aa_record
 from shadow_burnin.core.tokstats import summarise
 from shadow_burnin.core.tokstats import to_json as tokstats_json
@@ -157,7 +158,7 @@ class LogprobStep:
                      tokens["v2"], self.floor, self.k)
         if fx is not None:
             record["forensics"] = fx
-        stats = token_stats(record, tokens["v1"], tokens["v2"])
+        stats = token_stats(record, tokens["v1"], tokens["v2"], prompt_chars(ctx.prompt))
         if stats is not None:
             record["tokstats"] = stats
 
@@ -207,13 +208,21 @@ class LogprobStep:
                       prefix_match_chars=cmp.prefix_match_chars)
 
 
-def token_stats(record: dict[str, Any], t1: list[Token] | None, t2: list[Token] | None
-                ) -> dict[str, Any] | None:
+def prompt_chars(prompt: Prompt) -> int:
+    """The prompt's length in characters (chat: the messages' contents together)."""
+    if prompt.prompt is not None:
+        return len(prompt.prompt)
+    return sum(len(m.content) for m in prompt.messages or ())
+
+
+def token_stats(record: dict[str, Any], t1: list[Token] | None, t2: list[Token] | None,
+                context: int | None = None) -> dict[str, Any] | None:
     """The round's ``tokstats`` (``core.tokstats``), when both sides replied with
-    logprobs (every bucket where both replied: exact rounds too)."""
+    logprobs (every bucket where both replied: exact rounds too); ``context``: the
+    prompt's length in characters."""
     if record["v1"].get("error") is not None or record["v2"].get("error") is not None:
         return None
-    stats = summarise(t1, t2)
+    stats = summarise(t1, t2, context)
     return None if stats is None else tokstats_json(stats)
 
 

@@ -119,12 +119,14 @@ def slope(diff: np.ndarray) -> tuple[float | None, float | None]:
     n = diff.size
     if n < 3:
         return None, None
-    x = np.arange(n, dtype=np.float64)
-    xc = x - x.mean()
+    xc = np.arange(n, dtype=np.float64)
+    xc -= xc.mean()  # in place: the same values as x - x.mean(), one array fewer
     sxx = float(xc @ xc)
-    b = float(xc @ (diff - diff.mean())) / sxx
-    resid = diff - diff.mean() - b * xc
-    se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
+    dm = diff - diff.mean()  # once (it was computed twice)
+    b = float(xc @ dm) / sxx
+    xc *= b
+    dm -= xc  # the residuals, in place
+    se = math.sqrt(float(dm @ dm) / (n - 2) / sxx)
     return b * 1000.0, se * 1000.0
 
 

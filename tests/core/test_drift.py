@@ -142,3 +142,14 @@ def test_hourly_p95_in_log_order_equals_np_percentile(rows: list[tuple[int, floa
                      *(None if x is None else round(float(x), 3) for x in p)))
     got = [(h.hour, h.rounds, h.v1, h.v2) for h in hourly_p95(ts, {"v1": v1, "v2": v2})]
     assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.booleans(), max_size=300), st.integers(0, 40))
+def test_first_and_last_n_selected_values(mask_list: list[bool], n: int) -> None:
+    from shadow_burnin.core.drift import _first_n, _last_n
+
+    mask = np.array(mask_list, dtype=bool)
+    values = np.arange(mask.size, dtype=np.float64)
+    assert _first_n(values, mask, n).tolist() == values[mask][:n].tolist()
+    assert _last_n(values, mask, n).tolist() == values[mask][-n:].tolist()

@@ -110,6 +110,22 @@ def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
     return [float(x) if k else None for x, k in zip(got, n, strict=True)]
 
 
+def _first_n(values: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """``values[mask][:n]`` without selecting the whole array (the prefix that holds n
+    selected values is found by doubling)."""
+    k = max(n, 1)
+    while k < mask.size and int(np.count_nonzero(mask[:k])) < n:
+        k *= 2
+    return values[:k][mask[:k]][:n]
+
+
+def _last_n(values: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """``values[mask][-n:]`` without selecting the whole array."""
+    if n <= 0:
+        return values[mask][-n:]
+    return _first_n(values[::-1], mask[::-1], n)[::-1]
+
+
 def _ascending(a: np.ndarray) -> bool:
     return a.size < 2 or not bool((a[1:] < a[:-1]).any())
 
@@ -135,34 +151,40 @@ def drift(ts: np.ndarray, latency: dict[str, np.ndarray], n: int = DRIFT_N,
     """All drift figures from the columns (rounds in log order)."""
     hourly = hourly_p95(ts, latency)
     v1, v2 = latency["v1"], latency["v2"]
-    v2_ok = v2[~np.isnan(v2)]
-    paired = ~np.isnan(v1) & ~np.isnan(v2)
-    d1, d2 = v1[paired], v2[paired]
+    # no full copies of the replied/paired latencies (10 M rounds: 80 MB each): only
+    # their first and last n and the paired difference are used
+    ok2 = ~np.isnan(v2)
+    paired = ~np.isnan(v1) & ok2
+    n_ok2, n_paired = int(np.count_nonzero(ok2)), int(np.count_nonzero(paired))
     fig: dict[str, Any] = {}
     notes = []
-    if v2_ok.size >= 2 * n:
-        first, last = _p95(v2_ok[:n]), _p95(v2_ok[-n:])
+    if n_ok2 >= 2 * n:
+        first, last = _p95(_first_n(v2, ok2, n)), _p95(_last_n(v2, ok2, n))
         assert first is not None and last is not None
         fig.update(v2_first_p95=_r(first), v2_last_p95=_r(last),
                    v2_p95_drift_ms=_r(last - first),
                    v2_p95_drift_ratio=_r(last / first, 4) if first > 0 else None)
     else:
-        notes.append(f"v2 drift needs {2 * n} replies, has {v2_ok.size}")
+        notes.append(f"v2 drift needs {2 * n} replies, has {n_ok2}")
     slowing = False
-    if d1.size >= 2 * n:
-        g_first = (_p95(d2[:n]) or 0.0) - (_p95(d1[:n]) or 0.0)
-        g_last = (_p95(d2[-n:]) or 0.0) - (_p95(d1[-n:]) or 0.0)
+    if n_paired >= 2 * n:
+        d2_first, d2_last = _first_n(v2, paired, n), _last_n(v2, paired, n)
+        g_first = (_p95(d2_first) or 0.0) - (_p95(_first_n(v1, paired, n)) or 0.0)
+        g_last = (_p95(d2_last) or 0.0) - (_p95(_last_n(v1, paired, n)) or 0.0)
         rel = g_last - g_first
-        b, se = slope(d2 - d1)
+        diff = v2[paired]
+        diff -= v1[paired]  # v2 − v1 over the paired rounds, one array
+        b, se = slope(diff)
+        del diff
         tol = tolerance_ms if tolerance_ms is not None else \
-            max(10.0, 0.1 * (_p95(d2[:n]) or 0.0))
+            max(10.0, 0.1 * (_p95(d2_first) or 0.0))
         slowing = bool(rel > tol and b is not None and se is not None and b > 0
                        and (se == 0 or b / se > 3))
         fig.update(gap_first_p95=_r(g_first), gap_last_p95=_r(g_last),
                    relative_drift_ms=_r(rel), slope_ms_per_1k=_r(b, 4), slope_se=_r(se, 4))
     else:
-        notes.append(f"relative drift needs {2 * n} paired rounds, has {d1.size}")
-    return Drift(n=n, paired_rounds=int(d1.size), slowing=slowing, hourly=hourly,
+        notes.append(f"relative drift needs {2 * n} paired rounds, has {n_paired}")
+    return Drift(n=n, paired_rounds=n_paired, slowing=slowing, hourly=hourly,
                  note="; ".join(notes), **fig)
 
 

@@ -16,12 +16,14 @@ interleaved, medians:
 - ``bench indexed``: ``bench --json`` on the same rounds after ``import-legacy`` (our format,
   warm round index) — what a user who moved over runs.
 
+The package's bytecode is compiled first (``compileall``, as ``pip install`` leaves it).
 Asserts no time; exits with a message if the round counts disagree.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import random
 import statistics
@@ -32,6 +34,8 @@ import time
 from pathlib import Path
 
 import orjson
+
+import shadow_burnin
 
 PASSES = [
     "jq -s 'length'",
@@ -89,6 +93,7 @@ def main() -> int:
     old, new = work / f"legacy-{args.rounds}.jsonl", work / f"imported-{args.rounds}.jsonl"
     if not old.exists():
         generate(old, args.rounds)
+    compileall.compile_dir(Path(shadow_burnin.__file__).parent, quiet=1)
     sb = [sys.executable, "-m", "shadow_burnin"]
     if not new.exists():
         subprocess.run([*sb, "import-legacy", str(old), "--log", str(new)], check=True,

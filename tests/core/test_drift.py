@@ -118,3 +118,38 @@ def test_group_p95_equals_a_plain_percentile_per_group(rows: list[tuple[int, flo
         else:
             assert got == pytest.approx(linear_percentile(vals.tolist(), 95), rel=1e-9,
                                         abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5 * 3600),
+                          st.one_of(st.floats(0, 1e4, allow_nan=False), st.just(math.nan))),
+                max_size=120), st.booleans())
+def test_hourly_p95_in_log_order_equals_np_percentile(rows: list[tuple[int, float]],
+                                                      in_order: bool) -> None:
+    # a log's timestamps ascend (the fast path: no sort); shuffled ones take the sort
+    if in_order:
+        rows = sorted(rows, key=lambda r: r[0])
+    ts = T0 + np.array([t for t, _ in rows], dtype=np.float64)
+    v1 = np.array([v for _, v in rows], dtype=np.float64)
+    v2 = v1[::-1].copy()
+    hours = np.floor(ts / 3600.0)
+    want = []
+    for key in np.unique(hours):
+        sel = hours == key
+        p = [np.percentile(v[sel & ~np.isnan(v)], 95) if (sel & ~np.isnan(v)).any() else None
+             for v in (v1, v2)]
+        want.append((key * 3600.0, int(sel.sum()),
+                     *(None if x is None else round(float(x), 3) for x in p)))
+    got = [(h.hour, h.rounds, h.v1, h.v2) for h in hourly_p95(ts, {"v1": v1, "v2": v2})]
+    assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.booleans(), max_size=300), st.integers(0, 40))
+def test_first_and_last_n_selected_values(mask_list: list[bool], n: int) -> None:
+    from shadow_burnin.core.drift import _first_n, _last_n
+
+    mask = np.array(mask_list, dtype=bool)
+    values = np.arange(mask.size, dtype=np.float64)
+    assert _first_n(values, mask, n).tolist() == values[mask][:n].tolist()
+    assert _last_n(values, mask, n).tolist() == values[mask][-n:].tolist()

@@ -74,7 +74,12 @@ def hourly_p95(ts: np.ndarray, latency: dict[str, np.ndarray]) -> list[HourP95]:
     if ts.size == 0:
         return []
     hours = np.floor(ts / 3600.0).astype(np.int64)
-    keys, counts = np.unique(hours, return_counts=True)
+    if _ascending(hours):  # a log's rounds: the hours are runs, no sort needed
+        starts = np.flatnonzero(np.diff(hours)) + 1
+        keys = hours[np.concatenate(([0], starts))]
+        counts = np.diff(np.concatenate(([0], starts, [hours.size])))
+    else:
+        keys, counts = np.unique(hours, return_counts=True)
     p = {side: group_p95(hours, latency[side], keys) for side in ("v1", "v2")}
     return [HourP95(float(key) * 3600.0, int(n), _r(a), _r(b))
             for key, n, a, b in zip(keys, counts, p["v1"], p["v2"], strict=True)]
@@ -86,20 +91,43 @@ def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
     once: ``np.percentile``'s linear interpolation between order statistics; None for a
     group with no value."""
     ok = ~np.isnan(values)
-    g, v = groups[ok], values[ok]
-    order = np.argsort(g, kind="stable")  # already in order for a log: then cheap
-    g, v = g[order], v[order]
+    g, v = groups[ok], values[ok]  # copies: v is partitioned in place below
+    if not _ascending(g):  # a log's groups are already in order: no sort
+        order = np.argsort(g, kind="stable")
+        g, v = g[order], v[order]
     first = np.searchsorted(g, keys, side="left")
     n = np.searchsorted(g, keys, side="right") - first
-    for lo_, n_ in zip(first.tolist(), n.tolist(), strict=True):
-        v[lo_:lo_ + n_].sort()  # each group's values in order, in place (fast sort)
     pos = 0.95 * np.maximum(n - 1, 0)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    for s_, n_, lo_, hi_ in zip(first.tolist(), n.tolist(), lo.tolist(), hi.tolist(),
+                                strict=True):
+        if n_:  # the two order statistics in place (what a full sort puts there)
+            v[s_:s_ + n_].partition((lo_, hi_) if hi_ != lo_ else lo_)
     base = np.minimum(first + lo, max(v.size - 1, 0))
     top = np.minimum(first + hi, max(v.size - 1, 0))
     got = v[base] + (v[top] - v[base]) * (pos - lo) if v.size else np.zeros(keys.size)
     return [float(x) if k else None for x, k in zip(got, n, strict=True)]
+
+
+def _first_n(values: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """``values[mask][:n]`` without selecting the whole array (the prefix that holds n
+    selected values is found by doubling)."""
+    k = max(n, 1)
+    while k < mask.size and int(np.count_nonzero(mask[:k])) < n:
+        k *= 2
+    return values[:k][mask[:k]][:n]
+
+
+def _last_n(values: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """``values[mask][-n:]`` without selecting the whole array."""
+    if n <= 0:
+        return values[mask][-n:]
+    return _first_n(values[::-1], mask[::-1], n)[::-1]
+
+
+def _ascending(a: np.ndarray) -> bool:
+    return a.size < 2 or not bool((a[1:] < a[:-1]).any())
 
 
 def slope(diff: np.ndarray) -> tuple[float | None, float | None]:
@@ -107,12 +135,14 @@ def slope(diff: np.ndarray) -> tuple[float | None, float | None]:
     n = diff.size
     if n < 3:
         return None, None
-    x = np.arange(n, dtype=np.float64)
-    xc = x - x.mean()
+    xc = np.arange(n, dtype=np.float64)
+    xc -= xc.mean()  # in place: the same values as x - x.mean(), one array fewer
     sxx = float(xc @ xc)
-    b = float(xc @ (diff - diff.mean())) / sxx
-    resid = diff - diff.mean() - b * xc
-    se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
+    dm = diff - diff.mean()  # once (it was computed twice)
+    b = float(xc @ dm) / sxx
+    xc *= b
+    dm -= xc  # the residuals, in place
+    se = math.sqrt(float(dm @ dm) / (n - 2) / sxx)
     return b * 1000.0, se * 1000.0
 
 
@@ -121,34 +151,40 @@ def drift(ts: np.ndarray, latency: dict[str, np.ndarray], n: int = DRIFT_N,
     """All drift figures from the columns (rounds in log order)."""
     hourly = hourly_p95(ts, latency)
     v1, v2 = latency["v1"], latency["v2"]
-    v2_ok = v2[~np.isnan(v2)]
-    paired = ~np.isnan(v1) & ~np.isnan(v2)
-    d1, d2 = v1[paired], v2[paired]
+    # no full copies of the replied/paired latencies (10 M rounds: 80 MB each): only
+    # their first and last n and the paired difference are used
+    ok2 = ~np.isnan(v2)
+    paired = ~np.isnan(v1) & ok2
+    n_ok2, n_paired = int(np.count_nonzero(ok2)), int(np.count_nonzero(paired))
     fig: dict[str, Any] = {}
     notes = []
-    if v2_ok.size >= 2 * n:
-        first, last = _p95(v2_ok[:n]), _p95(v2_ok[-n:])
+    if n_ok2 >= 2 * n:
+        first, last = _p95(_first_n(v2, ok2, n)), _p95(_last_n(v2, ok2, n))
         assert first is not None and last is not None
         fig.update(v2_first_p95=_r(first), v2_last_p95=_r(last),
                    v2_p95_drift_ms=_r(last - first),
                    v2_p95_drift_ratio=_r(last / first, 4) if first > 0 else None)
     else:
-        notes.append(f"v2 drift needs {2 * n} replies, has {v2_ok.size}")
+        notes.append(f"v2 drift needs {2 * n} replies, has {n_ok2}")
     slowing = False
-    if d1.size >= 2 * n:
-        g_first = (_p95(d2[:n]) or 0.0) - (_p95(d1[:n]) or 0.0)
-        g_last = (_p95(d2[-n:]) or 0.0) - (_p95(d1[-n:]) or 0.0)
+    if n_paired >= 2 * n:
+        d2_first, d2_last = _first_n(v2, paired, n), _last_n(v2, paired, n)
+        g_first = (_p95(d2_first) or 0.0) - (_p95(_first_n(v1, paired, n)) or 0.0)
+        g_last = (_p95(d2_last) or 0.0) - (_p95(_last_n(v1, paired, n)) or 0.0)
         rel = g_last - g_first
-        b, se = slope(d2 - d1)
+        diff = v2[paired]
+        diff -= v1[paired]  # v2 − v1 over the paired rounds, one array
+        b, se = slope(diff)
+        del diff
         tol = tolerance_ms if tolerance_ms is not None else \
-            max(10.0, 0.1 * (_p95(d2[:n]) or 0.0))
+            max(10.0, 0.1 * (_p95(d2_first) or 0.0))
         slowing = bool(rel > tol and b is not None and se is not None and b > 0
                        and (se == 0 or b / se > 3))
         fig.update(gap_first_p95=_r(g_first), gap_last_p95=_r(g_last),
                    relative_drift_ms=_r(rel), slope_ms_per_1k=_r(b, 4), slope_se=_r(se, 4))
     else:
-        notes.append(f"relative drift needs {2 * n} paired rounds, has {d1.size}")
-    return Drift(n=n, paired_rounds=int(d1.size), slowing=slowing, hourly=hourly,
+        notes.append(f"relative drift needs {2 * n} paired rounds, has {n_paired}")
+    return Drift(n=n, paired_rounds=n_paired, slowing=slowing, hourly=hourly,
                  note="; ".join(notes), **fig)
 
 

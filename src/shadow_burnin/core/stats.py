@@ -36,10 +36,10 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float,
 
 def percentiles(values: np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float] | None:
     """Percentiles of the non-NaN values (``p50`` …), None when there are none."""
-    finite = values[~np.isnan(values)]
+    finite = values[~np.isnan(values)]  # a copy: percentile may partition it in place
     if finite.size == 0:
         return None
-    got = np.percentile(finite, qs)
+    got = np.percentile(finite, qs, overwrite_input=True)
     return {f"p{q}": round(float(v), 3) for q, v in zip(qs, got, strict=True)}
 
 
@@ -112,8 +112,10 @@ def _by_category(cols: Columns) -> dict[str, dict[str, Any]]:
     ncat = len(cols.categories)
     if not ncat:
         return {}
-    table = np.zeros((ncat, len(BUCKETS)), dtype=np.int64)
-    np.add.at(table, (cols.category, cols.bucket.astype(np.int64)), 1)
+    # one bincount over (category, bucket) pairs: the counts np.add.at gave, without its
+    # per-element dispatch
+    pair = cols.category.astype(np.int64) * len(BUCKETS) + cols.bucket
+    table = np.bincount(pair, minlength=ncat * len(BUCKETS)).reshape(ncat, len(BUCKETS))
     out: dict[str, dict[str, Any]] = {}
     for i in sorted(range(ncat), key=lambda j: cols.categories[j]):
         row = {b: int(table[i, j]) for j, b in enumerate(BUCKETS)}

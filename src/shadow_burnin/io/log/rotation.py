@@ -22,7 +22,6 @@ segment; ``Store.open`` finishes the rotation); after 3 the state is behind (it 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shadow_burnin.io.log.logset import segment_path
-from shadow_burnin.io.log.sidecars import index_path
+from shadow_burnin.io.log.sidecars import fsync_dir, index_path
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*$", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
@@ -97,15 +96,6 @@ def day_of(ts: object) -> str | None:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).date().isoformat()
-
-
-def fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory if str(directory) else ".", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def close_segment(log: Path, number: int) -> Path:

@@ -167,16 +167,7 @@ def write_atomic(target: Path, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StorageError(f"{target}: cannot write: {exc.strerror}") from None
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    fsync_dir(directory)
 
 
 @contextlib.contextmanager
@@ -203,20 +194,18 @@ def atomic_path(target: Path, *, mode: int = 0o644) -> Iterator[Path]:
         if isinstance(exc, OSError):
             raise StorageError(f"{target}: cannot write: {exc.strerror}") from None
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (best effort: a directory
+    that cannot be opened or synced is left as it is)."""
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory if str(directory) else ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def write_output(target: Path, text: str, logs: Iterable[LogFiles], *, kind: str,

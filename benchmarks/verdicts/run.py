@@ -232,7 +232,8 @@ def judge_pair(pair: Pair, log: Path) -> dict[str, Any]:
         "exact": summary.counts.get("exact", 0), "flips": flips,
         "verdicts": dict(sorted(verdicts.items())), "run_verdict": rv,
         "decision": decision,
-        "right": decision == ("noise" if pair.label == "benign" else "changed"),
+        "expected": pair.expected(), "undetectable": pair.undetectable,
+        "right": pair.expected() is None or decision == pair.expected(),
         "regression": verdicts.get("regression", 0),
         "matched": matched_tokens(records),
         # the run's own halt (whatever [halt] on is): the first round it fired at
@@ -298,7 +299,8 @@ def markdown_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         other = {k: v for k, v in row["buckets"].items() if k not in ("exact", "no-match")}
         exact = f"{row['exact']}/{row['parity']}" + (
             "" if not other else " (" + ", ".join(f"{k} {v}" for k, v in other.items()) + ")")
-        mark = "✓" if row["right"] else "✗"
+        mark = ("(undetectable)" if row.get("undetectable") else "✓") if row["right"] \
+            else "✗"
         out.append(
             f"| {row['name']} | {label} | {row['v2']} | {exact} | "
             f"{markdown(verdicts)} | **{row['decision']}** {mark} | "
@@ -331,9 +333,17 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     ran = [r for r in rows if r["status"] == "ok"]
     benign = [r for r in ran if r["label"] == "benign"]
     broken = [r for r in ran if r["label"] == "broken"]
-    lines = [f"- Run-level decision right: {sum(r['right'] for r in ran)} of {len(ran)} pairs"
-             f" (benign called noise: {sum(r['right'] for r in benign)}/{len(benign)}; "
-             f"broken called changed: {sum(r['right'] for r in broken)}/{len(broken)})."]
+    hidden = [r for r in broken if r.get("undetectable")]
+    shown = [r for r in broken if not r.get("undetectable")]
+    scored = [r for r in ran if not r.get("undetectable")]
+    lines = [f"- Run-level decision right: {sum(r['right'] for r in scored)} of {len(scored)} "
+             f"scored pairs (benign called noise: {sum(r['right'] for r in benign)}/"
+             f"{len(benign)}; detectable broken called changed: "
+             f"{sum(r['right'] for r in shown)}/{len(shown)})."]
+    if hidden:
+        said = ", ".join(f"{r['name']} {r.get('decision')}" for r in hidden)
+        lines.append(f"- Broken but undetectable at this size ({hidden[0]['undetectable']}), "
+                     f"not scored: {said}.")
     flips = sum(r["flips"] for r in benign)
     reg = sum(r["regression"] for r in benign)
     share = f"{100 * (flips - reg) / flips:.0f} %" if flips else "– (no flips)"

@@ -109,6 +109,8 @@ def test_table_marks_decisions_escapes_and_sums_up(run: ModuleType) -> None:
         _row("rope-x2", "broken", "changed", {"regression": 3, "x | <b>y</b>": 1},
              severity="blatant"),
         _row("rope-x1.01", "broken", "noise", {}, severity="subtle"),
+        {**_row("rope-x1.1", "broken", "noise", {"near-tie": 2}, severity="subtle"),
+         "undetectable": "looks like a kernel change", "right": True},
         {"name": "llama-upgrade", "label": "benign", "severity": "", "v2": "xllamacpp",
          "status": "skipped", "note": "needs the compiled `llama-cpp` extra"},
     ]
@@ -133,7 +135,10 @@ def test_table_marks_decisions_escapes_and_sums_up(run: ModuleType) -> None:
     # a hostile verdict name from a log cannot add a column or markup
     assert lines["| rope-x2"].count(" | ") == lines["| threads-2"].count(" | ")
     assert "<b>" not in table
-    assert "Run-level decision right: 2 of 3 pairs" in table
+    assert "**noise** (undetectable)" in lines["| rope-x1.1"]
+    assert "Run-level decision right: 2 of 3 scored pairs" in table
+    assert "undetectable at this size (looks like a kernel change), not scored: " \
+        "rope-x1.1 noise." in table
     assert "Benign flips not called `regression`: 19 of 20 = 95 %" in table
     assert "`regression` rate on rope-x2 (blatant): 3 of 4 flips = 75 %" in table
     assert "No divergence at all in this run" in table and "rope-x1.01" in table

@@ -243,10 +243,13 @@ def test_default_thresholds_follow_the_noise_model() -> None:
     th = Thresholds()
     assert math.exp(-th.tau_tie / NOISE_SCALE) == pytest.approx(0.01, rel=0.01)
     assert math.exp(-th.tau_regress / NOISE_SCALE) == pytest.approx(1e-4, rel=0.01)
-    # a benign flip (measured: swing 0.74, drift 0.3) is not a regression; a 1.2 swing is
+    # benign flips (measured: swings up to 0.88 on another engine) are near-ties; a 1.2
+    # swing is unexplained; a 2.0 swing is a regression
     t1, t2 = diverge(tok(" on", -0.5, (" in", -0.9)), tok(" in", -0.5, (" on", -0.84)))
-    assert token_verdict(t1, t2).verdict == "unexplained"
+    assert token_verdict(t1, t2).verdict == "near-tie"
     t1, t2 = diverge(tok(" on", -0.2, (" in", -0.8)), tok(" in", -0.2, (" on", -0.8)))
+    assert token_verdict(t1, t2).verdict == "unexplained"
+    t1, t2 = diverge(tok(" on", -0.2, (" in", -1.2)), tok(" in", -0.2, (" on", -1.2)))
     assert token_verdict(t1, t2).verdict == "regression"
     t1, t2 = diverge(tok(" on", -0.7, (" in", -0.9)), tok(" in", -0.69, (" on", -0.9)))
     assert token_verdict(t1, t2).verdict == "near-tie"

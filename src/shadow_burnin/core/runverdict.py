@@ -44,7 +44,7 @@ import numpy as np
 
 from shadow_burnin.core.gates import Figure
 from shadow_burnin.core.tokstats import MARGIN_EDGES, MARGIN_FIELDS
-from shadow_burnin.core.verdict import NOISE_SCALE
+from shadow_burnin.core.verdict import NOISE_SCALE, SAME_PATH_SCALE
 
 Decision = Literal["noise", "changed", "unknown"]
 OFF_TOP1 = "do not describe its greedy"  # core.verdict's reason for an off-top-1 pick
@@ -64,6 +64,9 @@ class NoisePrior:
     # Laplace amount of scale ``move_scale`` nats (its mean |move|); a flip at a token of
     # margin m has probability ½·exp(−m / move_scale) under noise
     move_scale: float = NOISE_SCALE
+    # one kernel on other thread/batch paths moves margins at most this much on average:
+    # a run above it (and within ``move_scale``) is said to be on another numeric path
+    same_path_scale: float = SAME_PATH_SCALE
     off_top1_token_rate: float = 0.001  # per matched token, a pick that is not top-1
     min_tokens: int = 50  # matched tokens before the token-level tests count
     source: str = "default prior (README: benign numeric variants vs broken pairs)"
@@ -72,6 +75,7 @@ class NoisePrior:
         return {"swing": self.swing, "drift": self.drift, "outside_rate": self.outside_rate,
                 "topk_miss_rate": self.topk_miss_rate, "off_top1_rate": self.off_top1_rate,
                 "alpha": self.alpha, "move_scale": self.move_scale,
+                "same_path_scale": self.same_path_scale,
                 "off_top1_token_rate": self.off_top1_token_rate,
                 "min_tokens": self.min_tokens, "source": self.source}
 
@@ -338,7 +342,19 @@ class RunVerdict:
                            if ev.flip_margins else None,
                            "topk_overlap": r(ev.topk_overlap / ev.n) if ev.n else None,
                            "off_top1": ev.off_top1},
+                "numeric_path": self.numeric_path(),
                 "ppl": self.ppl}
+
+    def numeric_path(self) -> str | None:
+        """``same`` (margins moved like one kernel's thread/batch noise), ``other``
+        (like another kernel or engine, see :func:`other_path`), ``beyond`` (more than
+        the prior); None before the token-level tests run."""
+        moves = next((t for t in self.tests if t.name == MOVES_TEST), None)
+        if moves is None:
+            return None
+        if moves.p_value < self.prior.alpha:
+            return "beyond"
+        return "other" if other_path(moves, self.prior) else "same"
 
 
 def outside(flip: Flip, prior: NoisePrior) -> bool:
@@ -466,6 +482,16 @@ def _clause(t: Test, prior: NoisePrior) -> str:
             + (f" (p = {t.p_value:.2g})" if t.p_value < prior.alpha else ""))
 
 
+def other_path(moves: Test, prior: NoisePrior) -> bool:
+    """The mean margin move is beyond one kernel's thread/batch noise
+    (``prior.same_path_scale``, one-sided at ``alpha``) but not beyond the prior: the
+    numbers moved like another kernel's or engine's."""
+    if moves.sd is None or prior.same_path_scale >= prior.move_scale:
+        return False
+    z = (moves.observed - prior.same_path_scale) / max(moves.sd, 1e-9)
+    return normal_sf(z) < prior.alpha and moves.p_value >= prior.alpha
+
+
 def _explain_tokens(tests: Sequence[Test], prior: NoisePrior, ev: TokenEvidence) -> str:
     """The token-level sentence: flips against the noise's prediction, the margin moves,
     off-top-1 picks; empty when the token-level tests did not run."""
@@ -488,6 +514,10 @@ def _explain_tokens(tests: Sequence[Test], prior: NoisePrior, ev: TokenEvidence)
     if moves is not None:
         parts.append(f"mean margin move {moves.observed:.3f} nats (noise ≤ "
                      f"{prior.move_scale:g}){mark(moves)}")
+        if other_path(moves, prior):
+            parts.append(f"above one kernel's thread/batch noise (≤ {prior.same_path_scale:g}):"
+                         " another kernel or engine — or a change as small as one (a RoPE "
+                         "base off by up to 2× looks the same at short contexts)")
     if ev.dlp_mean is not None:
         parts.append(f"mean |Δlp| {ev.dlp_mean:.3f}")
     off = by.get(OFF_TOP1_TOKENS)

@@ -60,9 +60,9 @@ def test_reduced_benchmark_decisions_match_labels(tmp_path: Path) -> None:
     assert all(row["flips"] > 0 for row in rows.values()), {n: r["flips"] for n, r in rows.items()}
     # the benign kernel change is noise *on another numeric path*, said in the explanation
     fa = rows["flash-attn"]["run_verdict"]
-    assert fa["numeric_path"] in ("other", "same"), fa
-    if fa["numeric_path"] == "other":
-        assert "another kernel or engine" in fa["explanation"]
+    # (measured: mean margin move 0.161 nats, beyond one kernel's 0.1, within the prior)
+    assert fa["numeric_path"] == "other", fa
+    assert "another kernel or engine" in fa["explanation"]
     # the subtle break is caught by its margin moves, beyond the prior
     assert rows["kv-q4_0"]["run_verdict"]["numeric_path"] == "beyond"
     # the README table came out, one line per pair, each decision marked right

@@ -58,13 +58,20 @@ def test_catalogue_labels_and_variants(pairs: ModuleType) -> None:
         pairs.select("threads-2,nope")
 
 
-def test_compiled_pair_is_skipped_without_the_extra(pairs: ModuleType,
+def test_compiled_pair_is_skipped_without_the_extra(pairs: ModuleType, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from shadow_burnin.io.servers.llama_build import llama_server_dir
+
     upgrade = pairs.BY_NAME["llama-upgrade"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no llama-server built here
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert "llama-cpp" in upgrade.v1.unavailable()
     assert upgrade.v2.unavailable() is None
     assert pairs.BY_NAME["cpp-vs-rust"].v2.unavailable() is None
+    # a llama-server already built in the cache is enough (no extra needed)
+    llama_server_dir().mkdir(parents=True)
+    (llama_server_dir() / "OK").write_text("")
+    assert upgrade.v1.unavailable() is None
 
 
 def test_matched_tokens_aggregates_tokstats(run: ModuleType) -> None:

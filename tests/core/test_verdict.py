@@ -9,6 +9,7 @@ import pytest
 from shadow_burnin.core.outcomes import NO_CODES, forensic_codes, prefix_cause, refire_outcome
 from shadow_burnin.core.verdict import (
     NOISE_SCALE,
+    SAME_PATH_SCALE,
     Alt,
     Thresholds,
     Token,
@@ -238,18 +239,17 @@ def test_merged_byte_pieces_at_the_divergence_are_unexplained() -> None:
 
 
 def test_default_thresholds_follow_the_noise_model() -> None:
-    """τ_tie / τ_regress: the swings numeric noise (Laplace margin moves of mean
-    NOISE_SCALE) exceeds at 1 % and 0.01 % of tokens."""
+    """τ_tie / τ_regress: the swings one kernel's numeric noise (Laplace margin moves of
+    mean SAME_PATH_SCALE, half the run-level prior) exceeds at 1 % and 0.01 % of tokens."""
     th = Thresholds()
-    assert math.exp(-th.tau_tie / NOISE_SCALE) == pytest.approx(0.01, rel=0.01)
-    assert math.exp(-th.tau_regress / NOISE_SCALE) == pytest.approx(1e-4, rel=0.01)
-    # benign flips (measured: swings up to 0.88 on another engine) are near-ties; a 1.2
-    # swing is unexplained; a 2.0 swing is a regression
+    assert SAME_PATH_SCALE == NOISE_SCALE / 2
+    assert math.exp(-th.tau_tie / SAME_PATH_SCALE) == pytest.approx(0.01, rel=0.01)
+    assert math.exp(-th.tau_regress / SAME_PATH_SCALE) == pytest.approx(1e-4, rel=0.01)
+    # a flip beyond one kernel's noise but not far (measured: swing 0.74 on another
+    # kernel) is unexplained, not a regression; a 1.2 swing is
     t1, t2 = diverge(tok(" on", -0.5, (" in", -0.9)), tok(" in", -0.5, (" on", -0.84)))
-    assert token_verdict(t1, t2).verdict == "near-tie"
-    t1, t2 = diverge(tok(" on", -0.2, (" in", -0.8)), tok(" in", -0.2, (" on", -0.8)))
     assert token_verdict(t1, t2).verdict == "unexplained"
-    t1, t2 = diverge(tok(" on", -0.2, (" in", -1.2)), tok(" in", -0.2, (" on", -1.2)))
+    t1, t2 = diverge(tok(" on", -0.2, (" in", -0.8)), tok(" in", -0.2, (" on", -0.8)))
     assert token_verdict(t1, t2).verdict == "regression"
     t1, t2 = diverge(tok(" on", -0.7, (" in", -0.9)), tok(" in", -0.69, (" on", -0.9)))
     assert token_verdict(t1, t2).verdict == "near-tie"

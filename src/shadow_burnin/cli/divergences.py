@@ -38,9 +38,9 @@ def divergences(config_path: Path | None, log_specs: tuple[str, ...], state_path
     characters, the differing character highlighted, invisible characters shown).
 
     Verdicts (no-match), relative to the noise model: near-tie (both tokens in each
-    other's top-K, swing ≤ tau_tie 0.92 nats, prefix drift ≤ tau_drift 0.25),
+    other's top-K, swing ≤ tau_tie 0.46 nats, prefix drift ≤ tau_drift 0.25),
     regression (a token outside the other's top-K, a pick that is not the side's own
-    top-1, swing > tau_regress 1.84 nats or drift > 2·tau_drift), unexplained
+    top-1, swing > tau_regress 0.92 nats or drift > 2·tau_drift), unexplained
     (otherwise, or no logprobs).
     Prefix-only rounds get a cause instead: length, stop or unexplained.
 

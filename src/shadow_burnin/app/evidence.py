@@ -22,6 +22,7 @@ from shadow_burnin.core.gates import GateReport, evaluate
 from shadow_burnin.core.halt import HaltStatus, halt_status
 from shadow_burnin.core.runverdict import (
     DEFAULT_PRIOR,
+    RUN_METRICS,
     RunVerdict,
     TokenEvidence,
     flip_of,
@@ -73,7 +74,7 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
     figures.update(halt_figures(halt))
     figures.update(ppl_figures(ppl))
     figures.update(drift_figures(d, summary.last_ts))
-    if any(spec.metric == "run_changed" and spec.enabled for spec in g.specs):
+    if any(spec.metric in RUN_METRICS and spec.enabled for spec in g.specs):
         rv = (summary.forensics or {}).get("run_verdict")
         if rv is None and summary.parity_rounds:  # gates' own scan: one more pass
             rv = run_level_verdict(logs or [Path(cfg.paths.log)], window,

@@ -47,6 +47,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "median_prefix_match_chars": ("chars", "median shared prefix of non-exact rounds"),
     "active_halt": ("flag", "1 while a no-match halt is not acknowledged"),
     "run_changed": ("flag", "1 when the run-level verdict says the distribution changed"),
+    "run_off_path": ("flag", "1 when the run's margins moved beyond one kernel's "
+                     "thread/batch noise (numeric_path other or beyond)"),
     "ppl_v1": ("ppl", "v1's perplexity (latest `ppl` run)"),
     "ppl_v2": ("ppl", "v2's perplexity (latest `ppl` run)"),
     "mean_nll_diff": ("nats", "paired mean NLL v2 − v1 (latest `ppl` run)"),

@@ -527,11 +527,20 @@ def _explain_tokens(tests: Sequence[Test], prior: NoisePrior, ev: TokenEvidence)
     return "; ".join(parts)
 
 
+RUN_METRICS = ("run_changed", "run_off_path")
+
+
 def run_figures(rv: Mapping[str, Any] | None) -> dict[str, Figure]:
-    """The ``run_changed`` gate figure from a verdict's JSON: 1 changed, 0 noise, no value
-    (the gate waits) when the run cannot be judged."""
+    """The gate figures from a verdict's JSON: ``run_changed`` 1 changed, 0 noise;
+    ``run_off_path`` 1 when the margins moved beyond one kernel's thread/batch noise
+    (``numeric_path`` other or beyond), 0 same; no value (the gate waits) when the run
+    cannot be judged (or, for the path, before the token-level tests run)."""
     if not rv:
-        return {"run_changed": Figure(None)}
+        return {name: Figure(None) for name in RUN_METRICS}
     value = {"changed": 1.0, "noise": 0.0}.get(str(rv.get("decision")))
-    return {"run_changed": Figure(value, int(rv.get("flips") or 0),
-                                  note=str(rv.get("explanation") or ""))}
+    path = {"same": 0.0, "other": 1.0, "beyond": 1.0}.get(str(rv.get("numeric_path")))
+    n = int(rv.get("flips") or 0)
+    note = str(rv.get("explanation") or "")
+    return {"run_changed": Figure(value, n, note=note),
+            "run_off_path": Figure(path, int((rv.get("tokens") or {}).get("matched") or 0),
+                                   note=note)}

@@ -219,7 +219,8 @@ def test_a_file_that_is_not_a_log_is_refused_and_gets_no_index(tmp_path: Path) -
 
 
 def _store_rounds(log: Path, seed: int, n: int, batch: int) -> list[dict[str, Any]]:
-    """Commit ``n`` generated rounds through the store, ``batch`` per commit."""
+    """Commit ``n`` generated rounds through the store, ``batch`` per commit, the index
+    appending a segment at every commit (its batch set to one round)."""
 
     rng = np.random.default_rng(seed)
     records = []
@@ -227,13 +228,19 @@ def _store_rounds(log: Path, seed: int, n: int, batch: int) -> list[dict[str, An
         r = record(rng, len(records) + 1, events=False)
         if r.get("kind") is None:
             records.append(r)
-    with Store(log, log.with_suffix(".state")) as store:
-        for i in range(0, n, batch):
-            store.append_many(records[i:i + batch])
+    saved, index_mod.BATCH_ROUNDS = index_mod.BATCH_ROUNDS, 1
+    try:
+        with Store(log, log.with_suffix(".state")) as store:
+            for i in range(0, n, batch):
+                store.append_many(records[i:i + batch])
+    finally:
+        index_mod.BATCH_ROUNDS = saved
     return records
 
 
-def test_the_store_appends_one_segment_per_commit_equal_to_a_rebuild(tmp_path: Path) -> None:
+def test_the_store_appends_one_segment_per_commit_equal_to_a_rebuild(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_mod, "BATCH_ROUNDS", 1)  # a segment at every commit
     log = tmp_path / "a.jsonl"
     _store_rounds(log, 3, 60, 7)
     raw = index_path(log).read_bytes()
@@ -250,10 +257,11 @@ def test_the_store_appends_one_segment_per_commit_equal_to_a_rebuild(tmp_path: P
 
 
 @pytest.mark.parametrize("with_stats", [[1], [0], [0, 2]], ids=["later", "first", "gaps"])
-def test_commits_with_and_without_token_statistics_chain(tmp_path: Path,
-                                                         with_stats: list[int]) -> None:
+def test_commits_with_and_without_token_statistics_chain(
+        tmp_path: Path, with_stats: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Only rounds with logprobs carry ``tokstats``: a commit without any has no such
     columns; the chain still reads whole (NaN there), equal to a rebuild."""
+    monkeypatch.setattr(index_mod, "BATCH_ROUNDS", 1)  # a segment at every commit
     from shadow_burnin.core.tokstats import FIELDS
 
     log = tmp_path / "a.jsonl"

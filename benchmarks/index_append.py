@@ -5,7 +5,8 @@ Usage: python benchmarks/index_append.py [--rounds 5000] [--concurrency 8] [--re
 Two instant scripted servers (subprocesses, one per side); ``shadow-burnin run --interval
 0 --concurrency 8 --rounds R`` into a fresh log, alternately with the index appender
 (``with``: what ``run`` does) and without it (``without``: ``Store._open_index`` replaced by
-a no-op in that process, i.e. the runner before the appendable index). Interleaved; prints
+a no-op in that process, i.e. the runner before the appendable index). Interleaved in
+ABBA order (without/with, then with/without, …); prints
 each run's rounds/s (rounds over the process's wall time, start included), the medians and
 their ratio, and the index's size beside the log's. Asserts no time.
 """
@@ -51,10 +52,12 @@ def main() -> int:
     (u1, p1), (u2, p2) = spawn_scripted_process(), spawn_scripted_process()
     rates: dict[str, list[float]] = {"without": [], "with": []}
     sizes = (0, 0)
+    segments: list[int] = []
     load0 = os.getloadavg()[0]
     try:
         for i in range(args.repeat):
-            for mode in rates:
+            # ABBA order: neither mode always runs first (warm caches, load drift)
+            for mode in (("without", "with") if i % 2 == 0 else ("with", "without")):
                 log = work / f"{mode}-{i}.jsonl"
                 argv = [sys.executable, "-c", RUN, mode, "run", "--v1", u1, "--v2", u2,
                         "--interval", "0", "--concurrency", str(args.concurrency),
@@ -71,6 +74,7 @@ def main() -> int:
                     assert got.covered == log.stat().st_size and len(got.columns) == \
                         args.rounds, "the runner's index does not cover its log"
                     sizes = (idx.stat().st_size, log.stat().st_size)
+                    segments.append(got.segments)
                 else:
                     assert not idx.exists()
     finally:
@@ -86,7 +90,8 @@ def main() -> int:
               f"{', '.join(f'{x:.0f}' for x in r)})")
     print(f"  with/without: {med['with'] / med['without']:.3f} (target >= 1, i.e. not lower "
           f"within noise); index as the runner left it {sizes[0] / 1e3:,.0f} kB = "
-          f"{100 * sizes[0] / max(1, sizes[1]):.1f} % of the log ({sizes[1] / 1e3:,.0f} kB)")
+          f"{100 * sizes[0] / max(1, sizes[1]):.1f} % of the log ({sizes[1] / 1e3:,.0f} kB), "
+          f"{statistics.median(segments or [0]):.0f} segments (median)")
     return 0
 
 

@@ -13,9 +13,9 @@ reader decodes blocks of lines straight into arrays). Both give the same columns
 - ``extra``: forensic codes per round (``FX_COLUMNS``; see ``core.outcomes``);
 - ``tokstats``: the round's token statistics (``core.tokstats.FIELDS``), one float32
   column per name, NaN where a round has none; empty when no round has any;
-- ``status`` per side: the HTTP status as logged (int32, ``NO_STATUS`` = −1 where there
-  is none or it is not an integer in range); ``completion_tokens`` per side as logged
-  (float64, NaN where none); ``error`` per side: the error's code (``error_code``:
+- ``status`` per side: the HTTP status as logged (int16, ``NO_STATUS`` = −1 where there
+  is none or it is not an integer in [0, 32767]); ``completion_tokens`` per side as
+  logged (float32, exact up to 2^24; NaN where none); ``error`` per side: the error's code (``error_code``:
   ``"http-503: …"`` → ``"http-503"``) as an index into ``errors`` (int32, ``NO_ERROR`` =
   −1 where the side has no error). These three are kept as logged, whatever the bucket.
 """
@@ -70,7 +70,7 @@ class Columns:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     # token statistics per round (core.tokstats.FIELDS), float32, NaN where none
     tokstats: dict[str, np.ndarray] = field(default_factory=dict)
-    # per side: HTTP status (int32, −1 none), completion tokens (float64, NaN none), error
+    # per side: HTTP status (int16, −1 none), completion tokens (float32, NaN none), error
     # code as an id into ``errors`` (int32, −1 none); empty dicts in hand-made columns
     status: dict[str, np.ndarray] = field(default_factory=dict)
     completion_tokens: dict[str, np.ndarray] = field(default_factory=dict)
@@ -144,27 +144,30 @@ _INTS = {int, type(None)}
 _NUMBERS = {int, float, type(None)}
 
 
+STATUS_MAX = 32767
+
+
 def status_column(values: Sequence[Any]) -> np.ndarray:
-    """HTTP statuses as int32: an integer in [0, 2^31) as it is, anything else (None, a
-    bool, a string, a float) ``NO_STATUS``."""
+    """HTTP statuses as int16: an integer in [0, 32767] as it is, anything else (None, a
+    bool, a string, a float, a larger number) ``NO_STATUS``."""
     if set(map(type, values)) <= _INTS:  # the usual case: one C-level pass
         try:
             arr = np.array(values, dtype=np.float64)  # None → NaN
         except OverflowError:
             arr = None
         if arr is not None:
-            ok = (arr >= 0) & (arr < 2**31)  # NaN compares false
-            return np.where(ok, arr, NO_STATUS).astype(np.int32)
-    return np.fromiter((v if type(v) is int and 0 <= v < 2**31 else NO_STATUS
-                        for v in values), np.int32, len(values))
+            ok = (arr >= 0) & (arr <= STATUS_MAX)  # NaN compares false
+            return np.where(ok, arr, NO_STATUS).astype(np.int16)
+    return np.fromiter((v if type(v) is int and 0 <= v <= STATUS_MAX else NO_STATUS
+                        for v in values), np.int16, len(values))
 
 
 def count_column(values: Sequence[Any]) -> np.ndarray:
-    """Counts (completion tokens) as float64: a JSON number as it is, anything else
-    (None, a bool, a string, a number too large for a float) NaN."""
+    """Counts (completion tokens) as float32 (exact up to 2^24): a JSON number as it is,
+    anything else (None, a bool, a string, a number too large for a float64) NaN."""
     if set(map(type, values)) <= _NUMBERS:
         try:
-            return np.array(values, dtype=np.float64)
+            return _float32(np.array(values, dtype=np.float64))
         except OverflowError:
             pass
 
@@ -176,7 +179,14 @@ def count_column(values: Sequence[Any]) -> np.ndarray:
         except OverflowError:
             return np.nan
 
-    return np.fromiter(map(one, values), np.float64, len(values))
+    return _float32(np.fromiter(map(one, values), np.float64, len(values)))
+
+
+def _float32(arr: np.ndarray) -> np.ndarray:
+    """float64 → float32, NaN where a value is beyond float32's range."""
+    with np.errstate(invalid="ignore"):
+        fits = np.abs(arr) <= np.finfo(np.float32).max
+    return np.where(fits, arr, np.nan).astype(np.float32)
 
 
 def error_code(error: Any) -> str | None:
@@ -346,9 +356,9 @@ def _concat_replies(parts: list[Columns]) -> dict[str, Any]:
         return np.concatenate([get(p)[s] if get(p) else np.full(len(p), fill, kind)
                                for p in parts] or [np.empty(0, kind)]).astype(kind)
 
-    return {"status": {s: side(lambda p: p.status, s, NO_STATUS, np.int32) for s in SIDES},
+    return {"status": {s: side(lambda p: p.status, s, NO_STATUS, np.int16) for s in SIDES},
             "completion_tokens": {s: side(lambda p: p.completion_tokens, s, np.nan,
-                                          np.float64) for s in SIDES},
+                                          np.float32) for s in SIDES},
             "error": {s: np.concatenate(error[s] or [np.empty(0, np.int32)])
                       .astype(np.int32) for s in SIDES},
             "errors": list(names)}

@@ -27,8 +27,8 @@ T0 = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
 
 ERRORS = ["connection-refused: x", "http-503: Service Unavailable", "timeout", None, "",
           "<b>x</b>: y", ": no code", 7, "x" * 80 + ": long"]
-STATUSES = [None, 503, "503", True, 10**12, -1, 500]
-TOKENS = [3, None, 12, 2.5, "x", False, 2**63 - 1]
+STATUSES = [None, 503, "503", True, 10**12, -1, 500, 32768, 32767]
+TOKENS = [3, None, 12, 2.5, "x", False, 2**63 - 1, 1e300]
 
 
 def _variety(rng: np.random.Generator) -> np.random.Generator:
@@ -156,9 +156,9 @@ def assert_same(a: Columns, b: Columns) -> None:
         assert a.tokstats[k].dtype == b.tokstats[k].dtype == np.float32
         np.testing.assert_array_equal(a.tokstats[k], b.tokstats[k])
     for s in ("v1", "v2"):
-        assert a.status[s].dtype == b.status[s].dtype == np.int32
+        assert a.status[s].dtype == b.status[s].dtype == np.int16
         np.testing.assert_array_equal(a.status[s], b.status[s])
-        assert a.completion_tokens[s].dtype == b.completion_tokens[s].dtype == np.float64
+        assert a.completion_tokens[s].dtype == b.completion_tokens[s].dtype == np.float32
         np.testing.assert_array_equal(a.completion_tokens[s], b.completion_tokens[s])
         assert [a.errors[i] if i >= 0 else None for i in a.error[s]] == \
             [b.errors[i] if i >= 0 else None for i in b.error[s]]

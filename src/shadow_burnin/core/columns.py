@@ -15,9 +15,10 @@ reader decodes blocks of lines straight into arrays). Both give the same columns
   column per name, NaN where a round has none; empty when no round has any;
 - ``status`` per side: the HTTP status as logged (int16, ``NO_STATUS`` = −1 where there
   is none or it is not an integer in [0, 32767]); ``completion_tokens`` per side as
-  logged (float32, exact up to 2^24; NaN where none); ``error`` per side: the error's code (``error_code``:
-  ``"http-503: …"`` → ``"http-503"``) as an index into ``errors`` (int32, ``NO_ERROR`` =
-  −1 where the side has no error). These three are kept as logged, whatever the bucket.
+  logged (float32, exact up to 2^24; NaN where none); ``error`` per side: the error's
+  code (``error_code``: ``"http-503: …"`` → ``"http-503"``) as an index into ``errors``
+  (int32, ``NO_ERROR`` = −1 where the side has no error). These three are kept as
+  logged, whatever the bucket.
 """
 
 from __future__ import annotations

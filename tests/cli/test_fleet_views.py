@@ -119,6 +119,18 @@ def test_report_over_shards_has_pooled_figures_and_a_shard_table(tmp_path: Path)
         assert (bad.read_bytes() if bad.exists() else None) == before
 
 
+def test_gates_write_with_report_over_shards_links_the_pooled_report(tmp_path: Path) -> None:
+    records = fleet(tmp_path / "fleet")
+    glob = str(tmp_path / "fleet" / "*" / "burnin.jsonl")
+    doc, html = tmp_path / "CUTOVER.md", tmp_path / "fleet-report.html"
+    result = invoke("gates", "--log", glob, "--write", doc, "--report", html)
+    assert result.exit_code in (0, 1, 3), result.output
+    text = html.read_text()
+    assert text.count('<tr data-shard="') == len(records) == 3
+    assert f'data-figure="rounds">{sum(map(len, records.values())):,}<' in text
+    assert "fleet-report.html" in doc.read_text()
+
+
 @pytest.mark.parametrize("command", ["status", "report", "serve"])
 def test_bad_shard_lists_are_one_line_exit_2(tmp_path: Path, command: str) -> None:
     fleet(tmp_path / "fleet")

@@ -112,7 +112,8 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
             shards: Sequence[Shard] | None = None) -> CutoverWritten:
     """``gates``: judge the log; with ``document`` write CUTOVER.md, and with
     ``report_path`` also the HTML report of the same rounds, linked from the document
-    (relative link, size, SHA-256 and the report's headline figures).
+    (relative link, size, SHA-256 and the report's headline figures). Several shards:
+    the report pools them, with its per-shard table (as ``report --html``).
 
     Both outputs are refused (ConfigError) before the scan: a side file of the log, an
     input, an existing file this tool did not write, or the same path twice. The report
@@ -120,9 +121,6 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
     shards = list(shards) if shards is not None else shards_of(cfg)
     if report_path is not None and document is None:
         raise ConfigError(report_path, "--report needs --write (the document that links it)")
-    if report_path is not None and len(shards) > 1:
-        raise ConfigError(report_path, "--report reads one log (with its segments); "
-                                       "give one --log")
     if document is not None:
         guard_set(cfg, shards, document, kind=CUTOVER_KIND, medium="markdown")
     if report_path is not None and document is not None:
@@ -137,7 +135,7 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
                             log=where) + flip_markdown(ev.flip)
     written = None
     if report_path is not None:
-        html, ov, total = _build(cfg, window, first)
+        html, ov, total = _build(cfg, window, first, shards=shards)  # several: pooled
         write_set(cfg, shards, report_path, html, kind=REPORT_KIND, medium="html")
         data = report_path.read_bytes()
         written = Written(report_path, len(data), ov["rounds"], total)

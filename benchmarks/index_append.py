@@ -5,8 +5,10 @@ Usage: python benchmarks/index_append.py [--rounds 5000] [--concurrency 8] [--re
 Two instant scripted servers (subprocesses, one per side); ``shadow-burnin run --interval
 0 --concurrency 8 --rounds R`` into a fresh log, alternately with the index appender
 (``with``: what ``run`` does) and without it (``without``: ``Store._open_index`` replaced by
-a no-op in that process, i.e. the runner before the appendable index). Interleaved; prints
-each run's rounds/s (rounds over the process's wall time, start included), the medians and
+a no-op in that process, i.e. the runner before the appendable index). Interleaved in
+ABBA order (without/with, then with/without, …); prints
+each run's rounds/s (rounds over the process's wall time, start included) and its CPU
+time per round (user + system of the run process, start included), the medians and
 their ratio, and the index's size beside the log's. Asserts no time.
 """
 
@@ -37,6 +39,14 @@ RUN = ("import sys\n"
        "sys.argv = ['shadow-burnin', *sys.argv[2:]]\nmain()\n")
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5000)
@@ -50,19 +60,24 @@ def main() -> int:
     prompts.write_bytes(b"\n".join(rows) + b"\n")
     (u1, p1), (u2, p2) = spawn_scripted_process(), spawn_scripted_process()
     rates: dict[str, list[float]] = {"without": [], "with": []}
+    cpu: dict[str, list[float]] = {"without": [], "with": []}  # µs of CPU per round
     sizes = (0, 0)
+    segments: list[int] = []
     load0 = os.getloadavg()[0]
     try:
         for i in range(args.repeat):
-            for mode in rates:
+            # ABBA order: neither mode always runs first (warm caches, load drift)
+            for mode in (("without", "with") if i % 2 == 0 else ("with", "without")):
                 log = work / f"{mode}-{i}.jsonl"
                 argv = [sys.executable, "-c", RUN, mode, "run", "--v1", u1, "--v2", u2,
                         "--interval", "0", "--concurrency", str(args.concurrency),
                         "--rounds", str(args.rounds), "--log", str(log), "--prompts",
                         str(prompts), "--quiet"]
                 t0 = time.perf_counter()
+                cpu0 = _children_cpu()
                 subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
                 rates[mode].append(args.rounds / (time.perf_counter() - t0))
+                cpu[mode].append((_children_cpu() - cpu0) / args.rounds * 1e6)
                 idx = log.with_name(log.name + ".idx")
                 if mode == "with":
                     from shadow_burnin.io.log.index import decode
@@ -71,6 +86,7 @@ def main() -> int:
                     assert got.covered == log.stat().st_size and len(got.columns) == \
                         args.rounds, "the runner's index does not cover its log"
                     sizes = (idx.stat().st_size, log.stat().st_size)
+                    segments.append(got.segments)
                 else:
                     assert not idx.exists()
     finally:
@@ -83,10 +99,13 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f}")
     for m, r in rates.items():
         print(f"  {m:7s} index: median {med[m]:6.0f} rounds/s (runs "
-              f"{', '.join(f'{x:.0f}' for x in r)})")
+              f"{', '.join(f'{x:.0f}' for x in r)}); CPU of the run process median "
+              f"{statistics.median(cpu[m]):.0f} µs/round (runs "
+              f"{', '.join(f'{x:.0f}' for x in cpu[m])})")
     print(f"  with/without: {med['with'] / med['without']:.3f} (target >= 1, i.e. not lower "
           f"within noise); index as the runner left it {sizes[0] / 1e3:,.0f} kB = "
-          f"{100 * sizes[0] / max(1, sizes[1]):.1f} % of the log ({sizes[1] / 1e3:,.0f} kB)")
+          f"{100 * sizes[0] / max(1, sizes[1]):.1f} % of the log ({sizes[1] / 1e3:,.0f} kB), "
+          f"{statistics.median(segments or [0]):.0f} segments (median)")
     return 0
 
 

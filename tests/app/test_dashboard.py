@@ -13,6 +13,7 @@ from shadow_burnin.app.dashboard import Dashboard, Filters, bin_width, series, s
 from shadow_burnin.cli.options import load_config
 from shadow_burnin.core.stats import summarise
 from shadow_burnin.errors import LogError
+from shadow_burnin.io.log import index as index_mod
 from shadow_burnin.io.log import livescan
 from shadow_burnin.io.log.livescan import LiveLog
 from shadow_burnin.io.log.logread import Window, scan
@@ -61,17 +62,28 @@ def test_incremental_reads_equal_bench_and_read_only_new_bytes(tmp_path: Path,
                                                 for r in known.rounds())
 
 
-def test_the_first_read_comes_from_the_index_then_only_new_bytes(tmp_path: Path) -> None:
-    """The round index gives the first snapshot (no line parsed but the unreachable
-    rounds' for their error codes); later refreshes fold only the appended bytes; the
+def test_the_first_read_comes_from_the_index_then_only_new_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round index gives the first snapshot (no line read: the unreachable rounds'
+    error codes are index columns); later refreshes fold only the appended bytes; the
     same figures as the log's own fold."""
     known = build_known_log(tmp_path / "b.jsonl")
     size = known.path.stat().st_size
     ref = LiveLog(known.path)
     ref._from_index = lambda: False  # type: ignore[method-assign]
     want = ref.refresh()
-    live = LiveLog(known.path)
-    snap = live.refresh()
+    LiveLog(known.path).refresh()  # the index built (this read folds the log)
+
+    def no_line(*_a: object, **_k: object) -> None:
+        raise AssertionError("a line of the log was decoded")
+
+    with monkeypatch.context() as m:  # a reader of the saved index decodes no line
+        m.setattr(livescan, "decode_line", no_line)
+        m.setattr(livescan, "_fold_slow", no_line)
+        m.setattr(livescan.LiveLog, "_fold", no_line)
+        m.setattr(index_mod, "scan_range_at", no_line)
+        live = LiveLog(known.path)
+        snap = live.refresh()
     assert live.bytes_read == 0 and snap.size == size
     same_columns(snap.columns, want.columns)
     assert list(snap.rounds) == list(want.rounds)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from shadow_burnin.app.evidence import judge
 from shadow_burnin.config import Config
 from shadow_burnin.core.aa import summarise_aa
 from shadow_burnin.core.breakdown import forensics_summary
-from shadow_burnin.core.columns import EXACT, NOMATCH, PREFIX, Columns
+from shadow_burnin.core.columns import EXACT, NOMATCH, PREFIX, Columns, concat_columns
+from shadow_burnin.core.halt import HaltStatus, halt_status
 from shadow_burnin.core.liveness import LivenessRule, conditions
 from shadow_burnin.core.outcomes import REFIRE_OUTCOMES
 from shadow_burnin.core.records import BUCKETS, SIDES
-from shadow_burnin.core.sidetables import aa_table, concat_aa, summarise_aa_table
+from shadow_burnin.core.sidetables import aa_table, concat_aa, join_aa, summarise_aa_table
 from shadow_burnin.core.stats import summarise, wilson
 from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.core.verdict import VERDICTS
@@ -37,6 +39,7 @@ from shadow_burnin.io.log.events import read_events
 from shadow_burnin.io.log.livescan import Snapshot
 from shadow_burnin.io.log.livesegments import LiveSegments
 from shadow_burnin.io.log.logread import LogScan, Window, window_mask
+from shadow_burnin.io.log.logset import Shard
 
 CUTOVER_EVENTS = ("cutover", "rollback", "cutover-check")
 # bin widths the time axis may use (seconds): the smallest giving at most MAX_BINS bins
@@ -234,18 +237,35 @@ class Dashboard:
         else:
             summary.aa = summarise_aa(aa_records, summary.counts["exact"],
                                       summary.parity_rounds).to_json()
-        inline = [r for r in snap.other if r.get("kind") == "event"]
-        events = [e for e in read_events(self.log, inline) if _in_window(self.window, e)]
-        ev = judge(self.cfg, summary, LogScan(cols, aa_records + events, []))
+        events = self.events(snap)
+        ev = judge(self.cfg, summary, LogScan(cols, aa_records + events, []),
+                   logs=self.logs(), halt=self.pooled_halt())
         cutover = [e for e in events if e.get("event") in CUTOVER_EVENTS]
         out = summary.to_json()
         out.update(
             first_ts=iso(summary.first_ts), last_ts=iso(summary.last_ts),
             last_epoch=summary.last_ts, gates=ev.report.to_json(), halt=ev.halt.to_json(),
             cutover=cutover[-1] if cutover else None, cutover_events=len(cutover),
-            events=len(events), log=str(self.log), notes=summary.notes + ev.notes,
+            events=len(events), log=self.name(), notes=summary.notes + ev.notes,
         )
         return out
+
+    def events(self, snap: Snapshot) -> list[dict[str, Any]]:
+        """The log's events in the window (inline ones of older logs and
+        ``<log>.events.jsonl``), in time order."""
+        inline = [r for r in snap.other if r.get("kind") == "event"]
+        return [e for e in read_events(self.log, inline) if _in_window(self.window, e)]
+
+    def logs(self) -> list[Path]:
+        """The log files behind this view (the run-level verdict's second pass)."""
+        return [self.log]
+
+    def pooled_halt(self) -> HaltStatus | None:
+        """The halt when several logs' halts are folded (None: from the events)."""
+        return None
+
+    def name(self) -> str:
+        return str(self.log)
 
     # -- plots -------------------------------------------------------------------------
 
@@ -376,3 +396,161 @@ def status(view: Dashboard, now: float, window_s: float = 600.0,
             "window_s": window_s, "last_round_ts": iso(last),
             "last_round_age_s": round(now - last, 1) if last is not None else None,
             "halt": ov["halt"], "verdict": ov["gates"]["verdict"], "waiting": etas}
+
+
+def shard_cfg(cfg: Config, path: Path) -> Config:
+    """The config with ``path`` as its log (its ppl runs beside it, unless the config
+    names one ppl file for all)."""
+    return replace(cfg, paths=replace(cfg.paths, log=str(path)))
+
+
+@dataclass
+class FleetDashboard(Dashboard):
+    """Several logs (a fleet's shards): one :class:`Dashboard` per shard (``views``, by
+    shard name) and, as this object, the pooled view of all of them (every shard's rounds
+    in round start order; a halt active in any shard is active here; events of every
+    shard). The pooled view has no round pages (round numbers repeat across shards):
+    those are read from the shard's own view."""
+
+    shards: list[Shard] = field(default_factory=list)
+    views: dict[str, Dashboard] = field(init=False)
+    shard_of: np.ndarray = field(init=False)  # shard index per pooled row
+    _shards_key: tuple[Any, ...] | None = None
+    _version: int = 0
+
+    def __post_init__(self) -> None:
+        self.log = self.shards[0].path
+        self.views = {s.name: Dashboard(shard_cfg(self.cfg, s.path), self.window)
+                      for s in self.shards}
+        self.shard_of = np.empty(0, np.int32)
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            snaps = [v.snapshot() for v in self.views.values()]
+            key = tuple(v._key for v in self.views.values())
+            if key != self._shards_key:
+                self._shards_key = key
+                self._version += 1
+                self._windowed = self._join(snaps)
+                self._cache = {}
+                self._key = (self._version, self._windowed.size, len(self.views))
+            return self._windowed
+
+    def _join(self, snaps: list[Snapshot]) -> Snapshot:
+        names = list(self.views)
+        columns = concat_columns([s.columns for s in snaps])
+        shard_of = np.concatenate([np.full(len(s.columns), i, np.int32)
+                                   for i, s in enumerate(snaps)] or [np.empty(0, np.int32)])
+        rounds = np.concatenate([s.rounds for s in snaps])
+        offsets = np.concatenate([s.offsets for s in snaps])
+        order = np.argsort(columns.ts, kind="stable")  # shards ran side by side
+        errors: dict[str, Counter[str]] = {side: Counter() for side in SIDES}
+        for snap in snaps:
+            for side in SIDES:
+                errors[side].update(snap.errors.get(side, Counter()))
+        self.shard_of = shard_of[order]
+        aa = [s.aa for s in snaps if s.aa is not None]
+        return Snapshot(
+            columns=columns.select(order), rounds=rounds[order], offsets=offsets[order],
+            other=sorted((r for s in snaps for r in s.other),
+                         key=lambda r: str(r.get("ts", ""))),
+            errors=errors, notes=[f"{n}: {note}" for n, s in zip(names, snaps, strict=True)
+                                  for note in s.notes],
+            version=self._version, size=sum(s.size for s in snaps),
+            aa=join_aa(aa) if aa else None)
+
+    def events(self, snap: Snapshot) -> list[dict[str, Any]]:
+        return sorted((e for v in self.views.values() for e in v.events(v.snapshot())),
+                      key=lambda e: str(e.get("ts", "")))
+
+    def logs(self) -> list[Path]:
+        return [s.path for s in self.shards]
+
+    def pooled_halt(self) -> HaltStatus | None:
+        """Each shard's halts and acknowledgements folded on their own (an ack forgives
+        only its own shard's halt); active when any shard's is."""
+        statuses = [halt_status(v.events(v.snapshot())) for v in self.views.values()]
+        active = [st for st in statuses if st.active]
+        pick = active[0] if active else next((st for st in statuses if st.halt), None)
+        return replace(pick or HaltStatus(), active=bool(active),
+                       halts=sum(st.halts for st in statuses),
+                       acks=sum(st.acks for st in statuses))
+
+    def name(self) -> str:
+        return f"{len(self.shards)} shards"
+
+    def _overview(self, snap: Snapshot) -> dict[str, Any]:
+        out = super()._overview(snap)
+        out["shards"] = [shard_row(name, v.overview()) for name, v in self.views.items()]
+        return out
+
+    def divergences(self, f: Filters) -> dict[str, Any]:
+        """Every shard's divergences (each row names its ``shard``), in round start
+        order, the first ``f.limit``."""
+        parts = {name: v.divergences(f) for name, v in self.views.items()}
+        items = sorted(({"shard": name, **item} for name, d in parts.items()
+                        for item in d["items"]), key=lambda r: str(r["ts"]))[:f.limit]
+        return {"total": sum(d["total"] for d in parts.values()), "shown": len(items),
+                "items": items,
+                "categories": sorted({c for d in parts.values() for c in d["categories"]}),
+                "buckets": list(BUCKETS[1:]), "verdicts": list(VERDICTS),
+                "filters": f.__dict__, "shards": list(self.views)}
+
+    def round(self, number: int) -> dict[str, Any] | None:
+        return None  # a round number names a round only within its shard
+
+    def first_divergences(self, n: int) -> list[dict[str, Any]]:
+        """The first ``n`` non-exact parity rounds of the fleet (round start order), each
+        record in full with its ``shard``."""
+        found = [{"shard": name, **rec} for name, v in self.views.items()
+                 for rec in v.first_divergences(n)]
+        return sorted(found, key=lambda r: str(r.get("ts", "")))[:n]
+
+
+def shard_row(name: str, ov: dict[str, Any]) -> dict[str, Any]:
+    """One shard's line of the fleet's per-shard table."""
+    return {"shard": name, "rounds": ov["rounds"], "parity_rounds": ov["parity_rounds"],
+            "exact_match_rate": ov["exact_match_rate"],
+            "unreachable_rate": ov["unreachable_rate"],
+            "p95": {s: (ov["latency_ms"][s] or {}).get("p95") for s in SIDES},
+            "halt": bool(ov["halt"]["active"]), "verdict": ov["gates"]["verdict"],
+            "last_ts": ov["last_ts"]}
+
+
+def fleet_of(cfg: Config, specs: Sequence[str]) -> list[Shard] | None:
+    """The shards ``--log`` names when it names several logs or a glob (each checked:
+    ``LogError`` for a missing one or one that is not a log); None for the config's one
+    log or one plain file, read as before (a log not there yet is shown by the pages)."""
+    from shadow_burnin.app.logset import is_glob, shards_of
+
+    if not specs or (len(specs) == 1 and not is_glob(specs[0])):
+        return None
+    return shards_of(cfg, specs)
+
+
+def dashboard_for(cfg: Config, shards: Sequence[Shard] | None, window: Window | None = None
+                  ) -> Dashboard:
+    """One shard: its :class:`Dashboard` (as before); several: a :class:`FleetDashboard`;
+    None: the config's log."""
+    if not shards:
+        return Dashboard(cfg, window)
+    if len(shards) == 1:
+        return Dashboard(shard_cfg(cfg, shards[0].path), window)
+    return FleetDashboard(cfg, window, shards=list(shards))
+
+
+def fleet_status(view: Dashboard, now: float, window_s: float = 600.0,
+                 rule: LivenessRule | None = None) -> dict[str, Any]:
+    """``status`` of one log, or of a fleet: the pooled figures (rate and rounds summed,
+    the last round of any shard, the pooled halt and gates), each shard's liveness
+    alerts (named ``shard: …``) and one line per shard (``shards``)."""
+    if not isinstance(view, FleetDashboard):
+        return status(view, now, window_s, rule)
+    out = status(view, now, window_s, rule)
+    shards = [{"shard": name, **status(v, now, window_s, rule)}
+              for name, v in view.views.items()]
+    out["alerts"] = [{**a, "shard": s["shard"], "text": f"{s['shard']}: {a['text']}"}
+                     for s in shards for a in s["alerts"]]
+    out["shards"] = shards
+    out["log"] = view.name()
+    return out

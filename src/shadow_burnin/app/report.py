@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from shadow_burnin.app.dashboard import Dashboard, Filters
+from shadow_burnin.app.dashboard import Dashboard, Filters, dashboard_for, shard_cfg
 from shadow_burnin.app.evidence import Evidence, run_level_verdict
 from shadow_burnin.app.logset import gather_set, guard_set, shards_of, write_set
 from shadow_burnin.config import Config
@@ -48,15 +48,18 @@ def _log_files(cfg: Config) -> LogFiles:
 
 
 def build(cfg: Config, window: Window | None = None, first: int = 20, listed: int = 500,
-          now: datetime | None = None) -> tuple[str, int, int]:
-    """The report's HTML, its rounds and its divergences (no file written)."""
-    text, ov, total = _build(cfg, window, first, listed, now)
+          now: datetime | None = None, shards: Sequence[Shard] | None = None
+          ) -> tuple[str, int, int]:
+    """The report's HTML, its rounds and its divergences (no file written); ``shards``:
+    several logs pooled, with a per-shard table (default: the config's log)."""
+    text, ov, total = _build(cfg, window, first, listed, now, shards)
     return text, ov["rounds"], total
 
 
 def _build(cfg: Config, window: Window | None, first: int, listed: int = 500,
-           now: datetime | None = None) -> tuple[str, dict[str, Any], int]:
-    view = Dashboard(cfg, window)
+           now: datetime | None = None, shards: Sequence[Shard] | None = None
+           ) -> tuple[str, dict[str, Any], int]:
+    view = dashboard_for(cfg, shards, window) if shards else Dashboard(cfg, window)
     ov = {**view.overview(), "run_verdict": run_verdict_of(cfg, view, window)}
     divs = view.divergences(Filters(limit=listed))
     w = window or Window()
@@ -72,13 +75,22 @@ def run_verdict_of(cfg: Config, view: Dashboard, window: Window | None) -> dict[
     columns, the no-match rounds' forensics from one more pass over the log)."""
     cols = view.snapshot().columns
     no_match = int(np.count_nonzero(cols.bucket == NOMATCH))
-    return run_level_verdict(Path(cfg.paths.log), window, no_match, view.overview().get("aa"),
+    return run_level_verdict(view.logs(), window, no_match, view.overview().get("aa"),
                              token_evidence(cols.tokstats)).to_json()
 
 
-def write(cfg: Config, target: Path, window: Window | None = None, first: int = 20) -> Written:
-    """Guard the target first (never the log or a side file, never a file we did not
-    write), then build and write it atomically with the report marker."""
+def write(cfg: Config, target: Path, window: Window | None = None, first: int = 20,
+          shards: Sequence[Shard] | None = None) -> Written:
+    """Guard the target first (never the log or a side file of any shard, never a file
+    we did not write), then build and write it atomically with the report marker.
+    ``shards``: several logs, pooled with a per-shard table (one: as the config's log)."""
+    if shards is not None and len(shards) == 1:  # a glob that matched one log
+        cfg, shards = shard_cfg(cfg, shards[0].path), None
+    if shards is not None and len(shards) > 1:
+        guard_set(cfg, shards, target, kind=REPORT_KIND, medium="html")
+        text, rounds, divs = build(cfg, window, first, shards=shards)
+        write_set(cfg, shards, target, text, kind=REPORT_KIND, medium="html")
+        return Written(target, target.stat().st_size, rounds, divs)
     files = _log_files(cfg)
     guard_output(target, [files], kind="report", medium="html")
     text, rounds, divs = build(cfg, window, first)
@@ -100,7 +112,8 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
             shards: Sequence[Shard] | None = None) -> CutoverWritten:
     """``gates``: judge the log; with ``document`` write CUTOVER.md, and with
     ``report_path`` also the HTML report of the same rounds, linked from the document
-    (relative link, size, SHA-256 and the report's headline figures).
+    (relative link, size, SHA-256 and the report's headline figures). Several shards:
+    the report pools them, with its per-shard table (as ``report --html``).
 
     Both outputs are refused (ConfigError) before the scan: a side file of the log, an
     input, an existing file this tool did not write, or the same path twice. The report
@@ -108,9 +121,6 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
     shards = list(shards) if shards is not None else shards_of(cfg)
     if report_path is not None and document is None:
         raise ConfigError(report_path, "--report needs --write (the document that links it)")
-    if report_path is not None and len(shards) > 1:
-        raise ConfigError(report_path, "--report reads one log (with its segments); "
-                                       "give one --log")
     if document is not None:
         guard_set(cfg, shards, document, kind=CUTOVER_KIND, medium="markdown")
     if report_path is not None and document is not None:
@@ -125,7 +135,7 @@ def cutover(cfg: Config, window: Window | None = None, document: Path | None = N
                             log=where) + flip_markdown(ev.flip)
     written = None
     if report_path is not None:
-        html, ov, total = _build(cfg, window, first)
+        html, ov, total = _build(cfg, window, first, shards=shards)  # several: pooled
         write_set(cfg, shards, report_path, html, kind=REPORT_KIND, medium="html")
         data = report_path.read_bytes()
         written = Written(report_path, len(data), ov["rounds"], total)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from shadow_burnin.cli.options import load_config, store_options
+from shadow_burnin.cli.options import first_log, load_config, logs_options
 from shadow_burnin.errors import ConfigError, ShadowBurninError
 from shadow_burnin.render.escape import term
 
@@ -52,7 +52,7 @@ def preload(app: Any) -> None:
 
 
 @click.command()
-@store_options
+@logs_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (a non-loopback address prints a warning).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
@@ -60,30 +60,35 @@ def preload(app: Any) -> None:
               help="Protect every page (login form, cookie) and /metrics (Bearer) with the "
                    "token in this environment variable (never pass a token on the command "
                    "line).")
-def serve(config_path: Path | None, log_path: Path | None, state_path: Path | None,
+def serve(config_path: Path | None, log_specs: tuple[str, ...], state_path: Path | None,
           host: str, port: int, token_env: str | None) -> None:
     """The dashboard (overview, plots, divergences, round pages) and /metrics, live while
-    `run` writes the log.
+    `run` writes the log. Several logs (--log repeated or a glob): the pooled figures, a
+    per-shard table, each shard's pages at ?shard=NAME; a halt in any shard is shown.
 
     \b
     Example:
       shadow-burnin serve --log burnin.jsonl            # http://127.0.0.1:8765/
+      shadow-burnin serve --log 'fleet/*/burnin.jsonl'  # a fleet, pooled
       ssh -L 8765:127.0.0.1:8765 burnin-host            # from your machine
     """
     from aiohttp import web
 
+    from shadow_burnin.app.dashboard import fleet_of
     from shadow_burnin.web.app import make_app
 
-    cfg = load_config(config_path, None, log_path, state_path)
+    cfg = load_config(config_path, None, first_log(log_specs), state_path)
+    shards = fleet_of(cfg, log_specs)
     token = token_from_env(token_env)
     if not is_loopback(host):
         click.echo(f"warning: serving on {term(host)}, reachable from other machines"
                    + ("" if token else " WITHOUT authentication (use --auth-token-env VAR, "
                       "or keep 127.0.0.1 and an SSH tunnel)"), err=True)
-    app = make_app(cfg, token)
+    app = make_app(cfg, token, shards)
     preload(app)
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"serving {term(cfg.paths.log)} on http://{term(shown)}:{port}/ "
+    what = f"{len(shards)} shards" if shards else cfg.paths.log
+    click.echo(f"serving {term(what)} on http://{term(shown)}:{port}/ "
                "(Ctrl-C to stop)", err=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 

@@ -12,14 +12,23 @@ reader decodes blocks of lines straight into arrays). Both give the same columns
 - ``category``/``prompt``: indexes into ``categories``/``prompts``;
 - ``extra``: forensic codes per round (``FX_COLUMNS``; see ``core.outcomes``);
 - ``tokstats``: the round's token statistics (``core.tokstats.FIELDS``), one float32
-  column per name, NaN where a round has none; empty when no round has any.
+  column per name, NaN where a round has none; empty when no round has any;
+- ``status`` per side: the HTTP status as logged (int16, ``NO_STATUS`` = −1 where there
+  is none or it is not an integer in [0, 32767]); ``completion_tokens`` per side as
+  logged (float32, exact up to 2^24; NaN where none); ``error`` per side: the error's
+  code (``error_code``: ``"http-503: …"`` → ``"http-503"``) as an index into ``errors``
+  (int32, ``NO_ERROR`` = −1 where the side has no error). These three are kept as
+  logged, whatever the bucket.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any
 
 import numpy as np
@@ -38,6 +47,13 @@ Codes = tuple[int, int, int, int]
 # (``client-cancelled``: v1's reply was cut by the client, neither side's figures count)
 REPLIED = {side: np.array([b not in (f"{side}-unreachable", "both-unreachable",
                                      "client-cancelled") for b in BUCKETS]) for side in SIDES}
+# per side: is it unreachable in this round, by bucket code (the rounds whose error codes
+# the dashboard and ``bench`` break down)
+UNREACHABLE = {side: np.array([b in (f"{side}-unreachable", "both-unreachable")
+                               for b in BUCKETS]) for side in SIDES}
+NO_STATUS = -1
+NO_ERROR = -1
+ERROR_CODE_CHARS = 64
 
 
 @dataclass
@@ -55,6 +71,12 @@ class Columns:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     # token statistics per round (core.tokstats.FIELDS), float32, NaN where none
     tokstats: dict[str, np.ndarray] = field(default_factory=dict)
+    # per side: HTTP status (int16, −1 none), completion tokens (float32, NaN none), error
+    # code as an id into ``errors`` (int32, −1 none); empty dicts in hand-made columns
+    status: dict[str, np.ndarray] = field(default_factory=dict)
+    completion_tokens: dict[str, np.ndarray] = field(default_factory=dict)
+    error: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.bucket.size)
@@ -68,18 +90,26 @@ class Columns:
             categories=self.categories, prompts=self.prompts,
             extra={k: v[mask] for k, v in self.extra.items()},
             tokstats={k: v[mask] for k, v in self.tokstats.items()},
+            status={k: v[mask] for k, v in self.status.items()},
+            completion_tokens={k: v[mask] for k, v in self.completion_tokens.items()},
+            error={k: v[mask] for k, v in self.error.items()}, errors=self.errors,
         )
 
 
 def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, Any],
          prefix: Any, category: Sequence[str], prompt: Sequence[str], ts: list[str],
-         fx: Mapping[int, Codes], tokstats: Mapping[int, Any] | None = None) -> Columns:
+         fx: Mapping[int, Codes], tokstats: Mapping[int, Any] | None = None,
+         status: Mapping[str, list[Any]] | None = None,
+         completion_tokens: Mapping[str, list[Any]] | None = None,
+         error: Mapping[str, list[Any]] | None = None) -> Columns:
     """Columns of consecutive rounds from per-row values (arrays or lists; None → NaN).
 
     ``latency``/``ttft`` are as logged: a side's figures are dropped (NaN) here where its
     bucket says it did not reply. ``category``/``prompt`` are names, indexed here; ``fx``
     maps a row to its forensic codes (rows without are left out); ``tokstats`` maps a
     row to its record's ``tokstats`` object (rows without are left out).
+    ``status``/``completion_tokens``/``error``: each side's values as logged (any JSON
+    value: what is not of the expected type reads as none); None: none for every row.
     """
     categories = {c: i for i, c in enumerate(dict.fromkeys(category))}  # first-seen order
     prompts = {p: i for i, p in enumerate(dict.fromkeys(prompt))}
@@ -88,6 +118,9 @@ def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, A
     def replied(side: str, values: Any) -> np.ndarray:
         return np.where(REPLIED[side][codes], np.asarray(values, dtype=np.float64), np.nan)
 
+    n = len(bucket)
+    none = [None] * n
+    errors: dict[str, int] = {}
     return Columns(
         bucket=codes,
         latency={s: replied(s, latency[s]) for s in SIDES},
@@ -100,7 +133,102 @@ def part(bucket: Sequence[int], latency: Mapping[str, Any], ttft: Mapping[str, A
         prompts=list(prompts),
         extra=fx_columns(fx, len(bucket)),
         tokstats=tokstats_columns(tokstats or {}, len(bucket)),
+        status={s: status_column((status or {}).get(s, none)) for s in SIDES},
+        completion_tokens={s: count_column((completion_tokens or {}).get(s, none))
+                           for s in SIDES},
+        error={s: error_column((error or {}).get(s, none), errors) for s in SIDES},
+        errors=list(errors),
     )
+
+
+_INTS = {int, type(None)}
+_NUMBERS = {int, float, type(None)}
+
+
+STATUS_MAX = 32767
+
+
+def status_column(values: Sequence[Any]) -> np.ndarray:
+    """HTTP statuses as int16: an integer in [0, 32767] as it is, anything else (None, a
+    bool, a string, a float, a larger number) ``NO_STATUS``."""
+    if set(map(type, values)) <= _INTS:  # the usual case: one C-level pass
+        try:
+            arr = np.array(values, dtype=np.float64)  # None → NaN
+        except OverflowError:
+            arr = None
+        if arr is not None:
+            ok = (arr >= 0) & (arr <= STATUS_MAX)  # NaN compares false
+            return np.where(ok, arr, NO_STATUS).astype(np.int16)
+    return np.fromiter((v if type(v) is int and 0 <= v <= STATUS_MAX else NO_STATUS
+                        for v in values), np.int16, len(values))
+
+
+def count_column(values: Sequence[Any]) -> np.ndarray:
+    """Counts (completion tokens) as float32 (exact up to 2^24): a JSON number as it is,
+    anything else (None, a bool, a string, a number too large for a float64) NaN."""
+    if set(map(type, values)) <= _NUMBERS:
+        try:
+            return _float32(np.array(values, dtype=np.float64))
+        except OverflowError:
+            pass
+
+    def one(v: Any) -> float:
+        if type(v) not in (int, float):
+            return np.nan
+        try:
+            return float(v)
+        except OverflowError:
+            return np.nan
+
+    return _float32(np.fromiter(map(one, values), np.float64, len(values)))
+
+
+def _float32(arr: np.ndarray) -> np.ndarray:
+    """float64 → float32, NaN where a value is beyond float32's range."""
+    with np.errstate(invalid="ignore"):
+        fits = np.abs(arr) <= np.finfo(np.float32).max
+    return np.where(fits, arr, np.nan).astype(np.float32)
+
+
+def error_code(error: Any) -> str | None:
+    """A side's error as its code, the part before the first colon (``"http-503: Service
+    Unavailable"`` → ``"http-503"``, at most 64 characters; the detail, which could echo
+    anything a server sent, stays out); None for no error (None, not a string, or
+    nothing before the colon)."""
+    if not isinstance(error, str):
+        return None
+    return error.split(":", 1)[0].strip()[:ERROR_CODE_CHARS] or None
+
+
+def error_column(values: Sequence[Any], names: dict[str, int]) -> np.ndarray:
+    """Error codes as int32 ids into ``names`` (extended in first-seen order), ``NO_ERROR``
+    where a row has none; only rows with a value are looked at one by one (a few)."""
+    out = np.full(len(values), NO_ERROR, dtype=np.int32)
+    present = np.fromiter(map(is_not, values, repeat(None)), bool, len(values))
+    if present.any():
+        rows = np.flatnonzero(present)
+        for i, v in zip(rows.tolist(), compress(values, present), strict=True):
+            code = error_code(v)
+            if code is not None:
+                out[i] = names.setdefault(code, len(names))
+    return out
+
+
+def unreachable_errors(cols: Columns) -> dict[str, dict[str, int]]:
+    """Per side, how many rounds it was unreachable in (``side-unreachable`` and
+    ``both-unreachable``) by error code (``"unknown"`` for a round logged without one),
+    most frequent first (ties by code); empty for columns without error codes."""
+    if not cols.error:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for side in SIDES:
+        ids = cols.error[side][UNREACHABLE[side][cols.bucket.astype(np.int64)]]
+        counted = Counter(dict(zip(*np.unique(ids, return_counts=True), strict=True)))
+        named: Counter[str] = Counter()
+        for i, count in counted.items():
+            named["unknown" if i == NO_ERROR else cols.errors[int(i)]] += int(count)
+        out[side] = dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
 
 
 def tokstats_columns(rows: Mapping[int, Any], n: int) -> dict[str, np.ndarray]:
@@ -139,12 +267,18 @@ class ColumnBuilder:
         ts: list[str] = []
         fx: dict[int, Codes] = {}
         stats: dict[int, Any] = {}
+        status: dict[str, list[Any]] = {s: [] for s in SIDES}
+        tokens: dict[str, list[Any]] = {s: [] for s in SIDES}
+        error: dict[str, list[Any]] = {s: [] for s in SIDES}
         for record in records:
             bucket.append(BUCKET_CODE[record["bucket"]])
             for side in SIDES:
                 reply = record[side]
                 lat[side].append(reply.get("latency_ms"))
                 ttft[side].append(reply.get("ttft_ms"))
+                status[side].append(reply.get("status"))
+                tokens[side].append(reply.get("completion_tokens"))
+                error[side].append(reply.get("error"))
             prefix.append(record.get("prefix_match_chars"))
             cats.append(record.get("category", ""))
             prompts.append(record.get("prompt_id", ""))
@@ -156,7 +290,8 @@ class ColumnBuilder:
                 fx[len(bucket) - 1] = forensic_codes(forensics, refire)
             if record.get("tokstats") is not None:
                 stats[len(bucket) - 1] = record["tokstats"]
-        self.add_part(part(bucket, lat, ttft, prefix, cats, prompts, ts, fx, stats))
+        self.add_part(part(bucket, lat, ttft, prefix, cats, prompts, ts, fx, stats,
+                           status, tokens, error))
 
     def build(self) -> Columns:
         return concat_columns(self._parts)
@@ -200,7 +335,34 @@ def concat_columns(parts: list[Columns]) -> Columns:
         prompts=list(prompts),
         extra={name: cat([p.extra[name] for p in parts], kind) for name, kind in FX_COLUMNS},
         tokstats=_concat_tokstats(parts),
+        **_concat_replies(parts),
     )
+
+
+def _concat_replies(parts: list[Columns]) -> dict[str, Any]:
+    """The parts' per-side status, completion tokens and error codes joined (error ids
+    re-indexed into one list; a part without them — hand-made columns — reads as none;
+    no parts: empty columns, so every index segment has the same layout)."""
+    names: dict[str, int] = {}
+    error: dict[str, list[np.ndarray]] = {s: [] for s in SIDES}
+    for p in parts:
+        # the last entry maps NO_ERROR (−1) to itself
+        remap = np.array([names.setdefault(e, len(names)) for e in p.errors] + [NO_ERROR],
+                         dtype=np.int32)
+        for s in SIDES:
+            error[s].append(remap[p.error[s]] if p.error else
+                            np.full(len(p), NO_ERROR, np.int32))
+
+    def side(get: Any, s: str, fill: Any, kind: Any) -> np.ndarray:
+        return np.concatenate([get(p)[s] if get(p) else np.full(len(p), fill, kind)
+                               for p in parts] or [np.empty(0, kind)]).astype(kind)
+
+    return {"status": {s: side(lambda p: p.status, s, NO_STATUS, np.int16) for s in SIDES},
+            "completion_tokens": {s: side(lambda p: p.completion_tokens, s, np.nan,
+                                          np.float32) for s in SIDES},
+            "error": {s: np.concatenate(error[s] or [np.empty(0, np.int32)])
+                      .astype(np.int32) for s in SIDES},
+            "errors": list(names)}
 
 
 def _concat_tokstats(parts: list[Columns]) -> dict[str, np.ndarray]:

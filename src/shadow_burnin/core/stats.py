@@ -8,7 +8,9 @@ figures. Definitions:
 - ``unreachable_rate[side]`` = (side-unreachable + both-unreachable) / rounds;
 - latency percentiles per side over the rounds where that side replied (linear
   interpolation between order statistics); ``p95_gap_ms`` = p95(v2) − p95(v1);
-- ``median_prefix_match_chars`` over parity rounds that were not exact.
+- ``median_prefix_match_chars`` over parity rounds that were not exact;
+- ``unreachable_errors[side]``: that side's unreachable rounds by error code
+  (``core.columns.unreachable_errors``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shadow_burnin.core.columns import NOMATCH, PREFIX, Columns
+from shadow_burnin.core.columns import NOMATCH, PREFIX, Columns, unreachable_errors
 from shadow_burnin.core.records import BUCKETS, SIDES
 
 
@@ -62,6 +64,8 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     forensics: dict[str, Any] | None = None  # core.breakdown.forensics_summary
     aa: dict[str, Any] | None = None  # core.aa.summarise_aa
+    # per side: unreachable rounds by error code (core.columns.unreachable_errors)
+    unreachable_errors: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("first_ts", "last_ts")}
@@ -105,6 +109,7 @@ def summarise(cols: Columns, top: int = 10) -> Summary:
         top_divergent_prompts=_top_divergent(cols, non_exact, top),
         first_ts=float(cols.ts.min()) if n else None,
         last_ts=float(cols.ts.max()) if n else None,
+        unreachable_errors=unreachable_errors(cols),
     )
 
 

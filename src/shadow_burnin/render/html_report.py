@@ -41,7 +41,12 @@ def report(ov: Mapping[str, Any], series: Mapping[str, Any], divs: Mapping[str, 
         f"<h2>The first {len(first)} divergences side by side</h2>",
     ]
     for rec in first:
-        body.append(f'<div id="round-{esc(rec.get("round"))}">{hv.round_detail(rec)}</div>')
+        if "shard" in rec:  # a fleet's report: round numbers repeat across shards
+            body.append(f'<div id="round-{esc(rec["shard"])}-{esc(rec.get("round"))}">'
+                        f'<p class="count">shard <span class="mono">{esc(rec["shard"])}'
+                        f"</span></p>{hv.round_detail(rec)}</div>")
+        else:
+            body.append(f'<div id="round-{esc(rec.get("round"))}">{hv.round_detail(rec)}</div>')
     if not shown:
         body.append("<p class='count'>no divergent round in this window</p>")
     return (

@@ -66,7 +66,9 @@ def _card(label: str, value: str, sub: str = "", key: str = "", css: str = "",
             f'<div class="sub">{esc(sub)}</div></div>')
 
 
-def overview(ov: Mapping[str, Any]) -> str:
+def overview(ov: Mapping[str, Any], shard_link: Callable[[str], str] | None = None) -> str:
+    """The overview's cards and tables; a fleet's (``ov["shards"]``) also its per-shard
+    table, each shard linked by ``shard_link`` (None: plain names)."""
     ci = ov.get("exact_match_ci95")
     gates = ov["gates"]
     verdict = gates["verdict"]
@@ -89,6 +91,8 @@ def overview(ov: Mapping[str, Any]) -> str:
               "state-fail" if halt["active"] else "state-pass"),
     ]
     out = ['<section class="cards">', *cards, "</section>"]
+    if ov.get("shards"):
+        out.append("<h2>Shards</h2>" + shards_table(ov["shards"], shard_link))
     out.append('<section class="grid2"><div>')
     out.append("<h2>Buckets</h2>" + bucket_table(ov))
     out.append("<h2>A/B beside A/A (noise floor)</h2>" + aa_table(ov))
@@ -99,6 +103,30 @@ def overview(ov: Mapping[str, Any]) -> str:
         out.append('<section class="notes"><h2>Notes</h2><ul>' +
                    "".join(f"<li>{esc(n)}</li>" for n in ov["notes"]) + "</ul></section>")
     return "".join(out)
+
+
+def shards_table(rows: list[Mapping[str, Any]], link: Callable[[str], str] | None) -> str:
+    """One row per shard of a fleet: its rounds, exact match, unreachable, p95s, halt and
+    verdict (a halt in any shard shows here, and in the pooled halt card)."""
+    body = []
+    for r in rows:
+        name = esc(r["shard"])
+        cell = f'<a href="{esc(link(r["shard"]))}">{name}</a>' if link else name
+        un, p95 = r["unreachable_rate"], r["p95"]
+        body.append(
+            f'<tr data-shard="{name}"><td class="mono">{cell}</td>'
+            f'<td class="num">{r["rounds"]:,}</td><td class="num">{r["parity_rounds"]:,}</td>'
+            f'<td class="num">{pct(r["exact_match_rate"])}</td>'
+            f'<td class="num">{pct(un["v1"])} / {pct(un["v2"])}</td>'
+            f'<td class="num">{ms(p95["v1"])} / {ms(p95["v2"])}</td>'
+            f'<td class="{"state-fail" if r["halt"] else "state-pass"}">'
+            f'{"ACTIVE" if r["halt"] else "none"}</td><td>{esc(r["verdict"])}</td>'
+            f'<td class="mono">{esc(r["last_ts"] or "—")}</td></tr>')
+    return ('<table class="t shards"><thead><tr><th>shard</th><th class="num">rounds</th>'
+            '<th class="num">both replied</th><th class="num">exact match</th>'
+            '<th class="num">unreachable v1 / v2</th><th class="num">p95 v1 / v2</th>'
+            "<th>halt</th><th>verdict</th><th>last round</th></tr></thead><tbody>"
+            + "".join(body) + "</tbody></table>")
 
 
 def bucket_table(ov: Mapping[str, Any]) -> str:
@@ -207,20 +235,26 @@ def plots(s: Mapping[str, Any]) -> str:
     return '<section class="plots">' + "".join(charts) + "</section>"
 
 
-def divergence_rows(items: list[dict[str, Any]], link: Callable[[int], str] | None) -> str:
+def divergence_rows(items: list[dict[str, Any]],
+                    link: Callable[[dict[str, Any]], str] | None) -> str:
+    """The divergence list; rows of several shards (``"shard"`` in a row) get a shard
+    column. ``link``: a row's round page (None: no links)."""
     rows = []
+    shards = any("shard" in d for d in items)
     for d in items:
         r = d["round"]
-        cell = f'<a href="{esc(link(r))}">#{r}</a>' if link else f"#{r}"
+        cell = f'<a href="{esc(link(d))}">#{r}</a>' if link else f"#{r}"
+        shard = f'<td class="mono">{esc(d.get("shard", ""))}</td>' if shards else ""
         rows.append(
-            f'<tr class="b-{esc(d["bucket"])}" data-round="{r}"><td>{cell}</td>'
+            f'<tr class="b-{esc(d["bucket"])}" data-round="{r}"><td>{cell}</td>{shard}'
             f'<td class="mono">{esc(d["ts"])}</td><td>{esc(d["category"])}</td>'
             f'<td class="mono">{esc(d["prompt_id"])}</td><td><span class="dot"></span>'
             f'{esc(d["bucket"])}</td><td>{esc(d["verdict"] or "—")}</td>'
             f'<td>{esc(d["refire"] or "—")}</td><td class="num">{num(d["prefix_chars"])}</td>'
             f'<td class="num">{ms(d["latency"]["v1"])}</td>'
             f'<td class="num">{ms(d["latency"]["v2"])}</td></tr>')
-    return ('<table class="t divs"><thead><tr><th>round</th><th>time</th><th>category</th>'
+    return ('<table class="t divs"><thead><tr><th>round</th>'
+            + ("<th>shard</th>" if shards else "") + "<th>time</th><th>category</th>"
             "<th>prompt</th><th>bucket</th><th>verdict</th><th>re-fire</th>"
             '<th class="num">shared chars</th><th class="num">v1</th><th class="num">v2</th>'
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
@@ -235,7 +269,9 @@ def _select(name: str, options: list[str], current: str | None) -> str:
 
 def divergences(data: Mapping[str, Any], query: Mapping[str, str]) -> str:
     f = data["filters"]
+    shard = query.get("shard", "")
     form = ('<form class="filters" method="get" action="/divergences">' +
+            (f'<input type="hidden" name="shard" value="{esc(shard)}">' if shard else "") +
             _select("bucket", data["buckets"], f["bucket"]) +
             _select("verdict", data["verdicts"], f["verdict"]) +
             _select("category", data["categories"], f["category"]) +
@@ -245,7 +281,11 @@ def divergences(data: Mapping[str, Any], query: Mapping[str, str]) -> str:
             '<button type="submit">filter</button></form>')
     head = (f'<p class="count"><span data-figure="divergences-total">{data["total"]:,}</span> '
             f"matching round(s), the first {data['shown']:,} shown.</p>")
-    return form + head + divergence_rows(data["items"], lambda r: f"/round/{r}")
+    def link(d: dict[str, Any]) -> str:
+        where = d.get("shard") or shard
+        return f"/round/{d['round']}" + (f"?{query_string({'shard': where})}" if where else "")
+
+    return form + head + divergence_rows(data["items"], link)
 
 
 def _marked(text: str, cut: int | None) -> str:
@@ -353,9 +393,11 @@ def worst_prompts(items: list[dict[str, Any]]) -> str:
             "<th class='num'>share</th></tr></thead><tbody>" + rows + "</tbody></table>")
 
 
-def nav(current: str, prefix: str = "") -> str:
+def nav(current: str, prefix: str = "", shard: str | None = None) -> str:
+    """The page links (``shard``: kept on each link, the shard's own pages)."""
     items = [("overview", "/"), ("plots", "/plots"), ("divergences", "/divergences")]
-    return "".join(f'<a class="{"on" if name == current else ""}" href="{prefix}{href}">'
+    tail = esc(f"?{query_string({'shard': shard})}") if shard else ""
+    return "".join(f'<a class="{"on" if name == current else ""}" href="{prefix}{href}{tail}">'
                    f"{name}</a>" for name, href in items)
 
 

@@ -38,6 +38,8 @@ def status_text(st: Mapping[str, Any]) -> RenderableType:
     for alert in st.get("alerts", []):
         lines.append(f"[bold red]ALERT[/] {markup(alert['text'])}")
     parts: list[RenderableType] = [Text.from_markup("\n".join(lines))]
+    if st.get("shards"):
+        parts.append(shards_table(st["shards"]))
     if st["waiting"]:
         t = Table(title="waiting gates", title_justify="left")
         t.add_column("gate")
@@ -49,3 +51,20 @@ def status_text(st: Mapping[str, Any]) -> RenderableType:
                       markup(g["eta"] or f"— ({g['why']})"))
         parts.append(t)
     return Group(*parts)
+
+
+def shards_table(shards: list[Mapping[str, Any]]) -> RenderableType:
+    """One line per shard of a fleet's ``status``."""
+    t = Table(title="shards", title_justify="left")
+    for col in ("shard", "rounds", "rounds/min", "last round", "halt", "verdict", "alerts"):
+        t.add_column(col, justify="right" if col in ("rounds", "rounds/min", "alerts")
+                     else "left")
+    for s in shards:
+        t.add_row(Text.from_markup(markup(s["shard"])), f"{s['rounds']:,}",
+                  f"{s['rounds_per_minute']:,.1f}",
+                  Text.from_markup(f"{markup(s['last_round_ts'] or '—')} "
+                                   f"({_age(s['last_round_age_s'])} ago)"),
+                  Text.from_markup("[bold red]ACTIVE[/]" if s["halt"]["active"]
+                                   else "[green]none[/]"),
+                  Text.from_markup(markup(s["verdict"])), str(len(s["alerts"])))
+    return t

@@ -74,6 +74,8 @@ def bench_table(s: Summary) -> RenderableType:
         cats.add_row(data(name), str(row["rounds"]), str(c["exact"]), str(c["prefix-only"]),
                      str(c["no-match"]), str(unreach), fmt_pct(row["exact_match_rate"]))
     parts: list[RenderableType] = [head, counts, lat, cats]
+    if any(s.unreachable_errors.values()):
+        parts.append(unreachable_errors_table(s.unreachable_errors))
     fx = s.forensics
     if s.top_divergent_prompts:
         parts.append(top_prompts_table(s.top_divergent_prompts,
@@ -89,6 +91,17 @@ def bench_table(s: Summary) -> RenderableType:
     for note in s.notes:
         parts.append(data(f"note: {note}", style="yellow"))
     return Group(*parts)
+
+
+def unreachable_errors_table(errors: dict[str, dict[str, int]]) -> RenderableType:
+    """Each side's unreachable rounds by error code (codes come from the log: data)."""
+    table = Table(title="unreachable rounds by error code", title_justify="left")
+    for col in ("side", "error code", "rounds"):
+        table.add_column(col, justify="right" if col == "rounds" else "left")
+    for side, codes in errors.items():
+        for code, n in codes.items():
+            table.add_row(side, data(code), f"{n:,}")
+    return table
 
 
 VERDICT_COLUMNS = ("near-tie", "regression", "unexplained", "flaky")

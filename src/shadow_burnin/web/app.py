@@ -2,6 +2,8 @@
 
 Pages (server-rendered HTML; every string from data escaped by ``render.html_views``):
 ``/`` overview, ``/plots``, ``/divergences`` (filters in the query string), ``/round/N``;
+over several logs (a fleet) the pages show the pooled rounds, the overview a per-shard
+table, and ``?shard=NAME`` on any page shows that shard alone (a round page needs it);
 ``/api/version`` (what ``static/app.js`` polls to refresh the page without a reload) and
 ``/metrics`` (Prometheus text). Headers: a Content-Security-Policy allowing only this
 origin's script and style files (no inline script, no third-party origin), nosniff,
@@ -22,12 +24,13 @@ from typing import Any
 
 from aiohttp import web
 
-from shadow_burnin.app.dashboard import Dashboard, Filters
+from shadow_burnin.app.dashboard import Dashboard, Filters, FleetDashboard, dashboard_for
 from shadow_burnin.app.metrics import exposition, registry_for
 from shadow_burnin.config import Config
 from shadow_burnin.core.timefmt import iso_s as iso
 from shadow_burnin.errors import ShadowBurninError
 from shadow_burnin.io.log.logread import parse_time
+from shadow_burnin.io.log.logset import Shard
 from shadow_burnin.render import html_views as hv
 from shadow_burnin.render.escape import html as esc
 
@@ -45,7 +48,19 @@ def _static(name: str) -> bytes:
     return files("shadow_burnin.web").joinpath(f"static/{name}").read_bytes()
 
 
-def page(title: str, body: str, current: str, version: str = "", live: bool = True) -> str:
+def page(title: str, body: str, current: str, version: str = "", live: bool = True,
+         shard: str | None = None, fleet: bool = False) -> str:
+    """A whole page; ``fleet``: a bar naming the shard shown (``shard``) or the pool."""
+    if fleet:
+        where = (f'shard <span class="mono" data-figure="shard">{esc(shard)}</span> · '
+                 '<a href="/">all shards</a>' if shard else
+                 '<span data-figure="shard">all shards (pooled)</span>')
+        body = f'<p class="count shardbar">{where}</p>{body}'
+    return _page(title, body, current, version, live, shard)
+
+
+def _page(title: str, body: str, current: str, version: str, live: bool,
+          shard: str | None) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -54,7 +69,7 @@ def page(title: str, body: str, current: str, version: str = "", live: bool = Tr
         + ('<script src="/static/app.js" defer></script>' if live else "") +
         "</head><body>"
         '<header class="top"><div class="brand">shadow-burnin<small>v1 → v2 burn-in</small></div>'
-        f"<nav>{hv.nav(current)}</nav>"
+        f"<nav>{hv.nav(current, shard=shard)}</nav>"
         + (f'<div class="live" id="live"><span class="pulse"></span>live · '
            f'<span id="updated">updated {esc(iso(time.time()))}</span></div>'
            if live else "")
@@ -142,16 +157,43 @@ async def login(request: web.Request) -> web.StreamResponse:
     return login_page()
 
 
-async def overview(request: web.Request) -> web.StreamResponse:
+def _view(request: web.Request) -> tuple[Dashboard, str | None]:
+    """The view a page shows: ``?shard=NAME`` of a fleet → that shard's; else the app's
+    (one log, or the fleet pooled). HTTPNotFound for a shard that is not one."""
     d = request.app[DASH]
+    name = request.query.get("shard")
+    if not name:
+        return d, None
+    if isinstance(d, FleetDashboard) and name in d.views:
+        return d.views[name], name
+    raise web.HTTPNotFound(text=name)
+
+
+def _shard_link(name: str) -> str:
+    return f"/?{hv.query_string({'shard': name})}"
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    try:
+        d, shard = _view(request)
+    except web.HTTPNotFound:
+        return _no_shard(request)
     ov = await _call(request, d.overview)
-    return _html("Overview", hv.overview(ov), "overview", d)
+    return await _html(request, "Overview", hv.overview(ov, _shard_link), "overview", shard)
 
 
 async def plots(request: web.Request) -> web.StreamResponse:
-    d = request.app[DASH]
+    try:
+        d, shard = _view(request)
+    except web.HTTPNotFound:
+        return _no_shard(request)
     s = await _call(request, d.series)
-    return _html("Plots", hv.plots(s), "plots", d)
+    return await _html(request, "Plots", hv.plots(s), "plots", shard)
+
+
+def _no_shard(request: web.Request) -> web.Response:
+    return message("No such shard", f"{request.query.get('shard', '')!r} is not one of "
+                   "the logs this dashboard reads", 404)
 
 
 def _epoch(text: str) -> float:
@@ -162,31 +204,46 @@ def _epoch(text: str) -> float:
 
 
 async def divergences(request: web.Request) -> web.StreamResponse:
-    d = request.app[DASH]
+    try:
+        d, shard = _view(request)
+    except web.HTTPNotFound:
+        return _no_shard(request)
     q = {k: v for k, v in request.query.items()}
     try:
         f = Filters.parse(q, _epoch)
     except web.HTTPBadRequest as exc:
         return message("Bad filter", exc.text or "bad filter", 400)
     data = await _call(request, d.divergences, f)
-    return _html("Divergences", hv.divergences(data, q), "divergences", d)
+    return await _html(request, "Divergences", hv.divergences(data, q), "divergences", shard)
 
 
 async def round_page(request: web.Request) -> web.StreamResponse:
-    d = request.app[DASH]
+    try:
+        d, shard = _view(request)
+    except web.HTTPNotFound:
+        return _no_shard(request)
     try:
         n = int(request.match_info["n"])
     except ValueError:
         return message("No such round", "a round number is a whole number", 404)
+    if isinstance(d, FleetDashboard):
+        return message("Which shard?", "round numbers repeat across shards: open the round "
+                       "from the divergences list, or add ?shard=NAME", 404)
     rec = await _call(request, d.round, n)
     if rec is None:
         return message("No such round", f"round {n} is not in this log", 404)
-    return _html(f"Round {n}", hv.round_detail(rec), "divergences", d)
+    return await _html(request, f"Round {n}", hv.round_detail(rec), "divergences", shard)
 
 
-def _html(title: str, body: str, current: str, d: Dashboard) -> web.Response:
-    version = ":".join(map(str, d._key or ()))
-    return web.Response(text=page(title, body, current, version), content_type="text/html")
+async def _html(request: web.Request, title: str, body: str, current: str,
+                shard: str | None) -> web.Response:
+    """The page, stamped with the app's version (what ``/api/version`` answers: for a
+    fleet, of every shard, whichever shard the page shows)."""
+    d = request.app[DASH]
+    version = await _call(request, d.version)
+    return web.Response(text=page(title, body, current, version, shard=shard,
+                                  fleet=isinstance(d, FleetDashboard)),
+                        content_type="text/html")
 
 
 async def version(request: web.Request) -> web.StreamResponse:
@@ -214,12 +271,15 @@ async def static(request: web.Request) -> web.StreamResponse:
                         headers={"Cache-Control": "no-cache"})
 
 
-def make_app(cfg: Config, token: str | None = None) -> web.Application:
+def make_app(cfg: Config, token: str | None = None,
+             shards: list[Shard] | None = None) -> web.Application:
+    """The dashboard over the config's log, or over ``shards`` (several: pooled, with a
+    per-shard table and ``?shard=``)."""
     mws: list[Any] = [headers]
     if token:
         mws.append(auth_middleware(token))
     app = web.Application(middlewares=mws)
-    d = Dashboard(cfg)
+    d = dashboard_for(cfg, shards) if shards else Dashboard(cfg)
     app[DASH] = d
     app[STATE] = {"registry": registry_for(d)}
     app.router.add_get("/", overview)

@@ -205,6 +205,22 @@ def test_bench_json_is_identical_with_and_without_the_index(
     assert bench_json(log, "on") == cold == plain
     since = ["--since", stamp(n // 3)]
     assert bench_json(log, "on", *since) == bench_json(log, "off", *since)
+    # the per-side error-code breakdown of unreachable rounds, counted from the lines
+    records = [orjson.loads(x) for x in log.read_bytes().splitlines()]
+    want: dict[str, dict[str, int]] = {"v1": {}, "v2": {}}
+    for r in records:
+        if r.get("kind") not in (None, "round"):
+            continue
+        for s in ("v1", "v2"):
+            if r["bucket"] in (f"{s}-unreachable", "both-unreachable"):
+                err = r[s].get("error")
+                code = (err.split(":", 1)[0].strip()[:64] if isinstance(err, str) else "") \
+                    or "unknown"
+                want[s][code] = want[s].get(code, 0) + 1
+    got = orjson.loads(cold)["unreachable_errors"]
+    assert {s: dict(c) for s, c in got.items()} == want
+    for counts in got.values():  # most frequent first, ties by code
+        assert list(counts.items()) == sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def test_a_file_that_is_not_a_log_is_refused_and_gets_no_index(tmp_path: Path) -> None:
@@ -219,7 +235,8 @@ def test_a_file_that_is_not_a_log_is_refused_and_gets_no_index(tmp_path: Path) -
 
 
 def _store_rounds(log: Path, seed: int, n: int, batch: int) -> list[dict[str, Any]]:
-    """Commit ``n`` generated rounds through the store, ``batch`` per commit."""
+    """Commit ``n`` generated rounds through the store, ``batch`` per commit, the index
+    appending a segment at every commit (its batch set to one round)."""
 
     rng = np.random.default_rng(seed)
     records = []
@@ -227,13 +244,19 @@ def _store_rounds(log: Path, seed: int, n: int, batch: int) -> list[dict[str, An
         r = record(rng, len(records) + 1, events=False)
         if r.get("kind") is None:
             records.append(r)
-    with Store(log, log.with_suffix(".state")) as store:
-        for i in range(0, n, batch):
-            store.append_many(records[i:i + batch])
+    saved, index_mod.BATCH_ROUNDS = index_mod.BATCH_ROUNDS, 1
+    try:
+        with Store(log, log.with_suffix(".state")) as store:
+            for i in range(0, n, batch):
+                store.append_many(records[i:i + batch])
+    finally:
+        index_mod.BATCH_ROUNDS = saved
     return records
 
 
-def test_the_store_appends_one_segment_per_commit_equal_to_a_rebuild(tmp_path: Path) -> None:
+def test_the_store_appends_one_segment_per_commit_equal_to_a_rebuild(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_mod, "BATCH_ROUNDS", 1)  # a segment at every commit
     log = tmp_path / "a.jsonl"
     _store_rounds(log, 3, 60, 7)
     raw = index_path(log).read_bytes()
@@ -250,10 +273,11 @@ def test_the_store_appends_one_segment_per_commit_equal_to_a_rebuild(tmp_path: P
 
 
 @pytest.mark.parametrize("with_stats", [[1], [0], [0, 2]], ids=["later", "first", "gaps"])
-def test_commits_with_and_without_token_statistics_chain(tmp_path: Path,
-                                                         with_stats: list[int]) -> None:
+def test_commits_with_and_without_token_statistics_chain(
+        tmp_path: Path, with_stats: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Only rounds with logprobs carry ``tokstats``: a commit without any has no such
     columns; the chain still reads whole (NaN there), equal to a rebuild."""
+    monkeypatch.setattr(index_mod, "BATCH_ROUNDS", 1)  # a segment at every commit
     from shadow_burnin.core.tokstats import FIELDS
 
     log = tmp_path / "a.jsonl"
@@ -360,3 +384,60 @@ def test_an_index_without_a_column_this_version_keeps_is_rebuilt_with_a_note(
     again = load(log)
     assert again.notes and "rebuilt" in again.notes[0]
     assert_index_equal(again, want)
+
+
+def _as_previous_version(data: bytes) -> bytes:
+    """A one-segment index as the version before per-side status, error codes and
+    completion tokens wrote it: the same file without those columns and fields (its
+    CRC recomputed, so only the layout differs)."""
+    import struct
+    import zlib
+
+    head = struct.Struct("<4sIQI")
+    _magic, hlen, _blen, _crc = head.unpack_from(data, 0)
+    header = orjson.loads(data[head.size:head.size + hlen])
+    new = ("status", "completion_tokens", "error", "errors")
+    header["fields"] = [f for f in header["fields"] if f not in new]
+    header.pop("err")
+    body_at = head.size + hlen
+    counts = {"r": header["n"], "a": header["na"], "f": header["nf"], "v": header["nv"],
+              "v2": header["nv2"]}
+    chunks, layout = [], []
+    at = body_at
+    for name, dtype, table in header["cols"]:
+        size = np.dtype(dtype).itemsize * counts[table]
+        size += -size % 8
+        if name.split(".")[0] not in new:
+            chunks.append(data[at:at + size])
+            layout.append([name, dtype, table])
+        at += size
+    header["cols"] = layout
+    raw = orjson.dumps(header)
+    raw += b" " * (-(len(raw) + head.size) % 8)
+    body = b"".join(chunks)
+    crc = zlib.crc32(body, zlib.crc32(raw))
+    return head.pack(b"SBX2", len(raw), len(body), crc) + raw + body
+
+
+def test_an_index_of_the_previous_version_is_detected_and_rebuilt_with_a_note(
+        tmp_path: Path) -> None:
+    """An index written before status/error code/completion tokens were columns: its
+    layout differs, so it is rebuilt from the log (with a note), never read as is."""
+    log = tmp_path / "a.jsonl"
+    write_log(log, 11, 120)
+    want = load(log)
+    assert any(want.columns.errors) and (want.columns.status["v1"] == 200).any()
+    old = _as_previous_version(index_path(log).read_bytes())
+    with pytest.raises(CorruptIndex, match="another version"):
+        decode(old)
+    index_path(log).write_bytes(old)
+    again = load(log)
+    assert len(again.notes) == 1 and "another version" in again.notes[0] \
+        and "rebuilt" in again.notes[0], again.notes
+    assert_index_equal(again, want)
+    for s in ("v1", "v2"):
+        np.testing.assert_array_equal(again.columns.status[s], want.columns.status[s])
+    assert decode(index_path(log).read_bytes()).columns.errors == want.columns.errors
+    assert not load(log).notes  # saved in this version's layout: read as is
+    result = CliRunner().invoke(cli, ["bench", "--log", str(log), "--json"])
+    assert result.exit_code == 0 and orjson.loads(result.stdout_bytes)["unreachable_errors"]

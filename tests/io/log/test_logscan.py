@@ -25,14 +25,39 @@ from shadow_burnin.io.log.logread import scan
 T0 = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
 
 
+ERRORS = ["connection-refused: x", "http-503: Service Unavailable", "timeout", None, "",
+          "<b>x</b>: y", ": no code", 7, "x" * 80 + ": long"]
+STATUSES = [None, 503, "503", True, 10**12, -1, 500, 32768, 32767]
+TOKENS = [3, None, 12, 2.5, "x", False, 2**63 - 1, 1e300]
+
+
+def _variety(rng: np.random.Generator) -> np.random.Generator:
+    """A generator seeded from ``rng``'s state without drawing from it (the logs other
+    tests generate stay as they were)."""
+    return np.random.default_rng(rng.bit_generator.state["state"]["state"] % 2**63)
+
+
 def side(rng: np.random.Generator, ok: bool) -> dict[str, Any]:
+    """One side as logged: status, error and completion tokens of every shape a log
+    (or a hand-edited one) may hold, of the expected type or not."""
+    more = _variety(rng)
     if not ok:
-        return {"text": None, "latency_ms": 3.5, "ttft_ms": None, "status": None,
-                "error": "connection-refused: x"}
+        out: dict[str, Any] = {"text": None, "latency_ms": 3.5, "ttft_ms": None,
+                               "status": STATUSES[more.integers(len(STATUSES))],
+                               "error": ERRORS[more.integers(len(ERRORS))]}
+        if more.random() < 0.1:
+            del out["status"], out["error"]
+        return out
     text = rng.choice(["Paris", "a\nb\n", "日本🙂", "", '"text":null', "x" * 50])
-    return {"text": str(text), "latency_ms": float(rng.uniform(1, 900)),
-            "ttft_ms": None if rng.random() < 0.2 else float(rng.uniform(1, 50)),
-            "status": 200, "finish_reason": "stop", "completion_tokens": 3, "error": None}
+    out = {"text": str(text), "latency_ms": float(rng.uniform(1, 900)),
+           "ttft_ms": None if rng.random() < 0.2 else float(rng.uniform(1, 50)),
+           "status": 200 if more.random() < 0.8 else [201, None, 10**12][more.integers(3)],
+           "finish_reason": "stop",
+           "completion_tokens": 3 if more.random() < 0.6 else TOKENS[more.integers(7)],
+           "error": None}
+    if more.random() < 0.05:
+        del out["completion_tokens"]
+    return out
 
 
 def record(rng: np.random.Generator, n: int, events: bool = True) -> dict[str, Any]:
@@ -130,6 +155,13 @@ def assert_same(a: Columns, b: Columns) -> None:
     for k in a.tokstats:
         assert a.tokstats[k].dtype == b.tokstats[k].dtype == np.float32
         np.testing.assert_array_equal(a.tokstats[k], b.tokstats[k])
+    for s in ("v1", "v2"):
+        assert a.status[s].dtype == b.status[s].dtype == np.int16
+        np.testing.assert_array_equal(a.status[s], b.status[s])
+        assert a.completion_tokens[s].dtype == b.completion_tokens[s].dtype == np.float32
+        np.testing.assert_array_equal(a.completion_tokens[s], b.completion_tokens[s])
+        assert [a.errors[i] if i >= 0 else None for i in a.error[s]] == \
+            [b.errors[i] if i >= 0 else None for i in b.error[s]]
 
 
 @settings(max_examples=25, deadline=None,

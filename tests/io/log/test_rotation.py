@@ -342,11 +342,17 @@ def test_state_named_like_a_segment_is_refused(tmp_path: Path) -> None:
     assert not log.exists() and not (tmp_path / "burnin.jsonl.00002").exists()
 
 
+@pytest.mark.parametrize("batch", [1, 1024], ids=["each-commit", "batched"])
 def test_the_store_keeps_appending_each_segments_index_across_rotations(
-        tmp_path: Path) -> None:
+        tmp_path: Path, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The runner's index writer follows the rotation: each closed segment's index and
-    the live one cover their file by the store's appends (none left to readers)."""
+    the live one cover their file by the store's appends (none left to readers), with a
+    segment at every commit or in batches (flushed before each rotation and on close)."""
     import numpy as np
+
+    from shadow_burnin.io.log import index as index_mod
+
+    monkeypatch.setattr(index_mod, "BATCH_ROUNDS", batch)
 
     from shadow_burnin.io.log.index import decode
     from shadow_burnin.io.log.rotation import parse_rotate
@@ -373,4 +379,4 @@ def test_the_store_keeps_appending_each_segments_index_across_rotations(
         assert list(idx.rounds) == [orjson.loads(x)["round"]
                                     for x in f.read_bytes().splitlines()]
         appended += idx.segments > 1
-    assert appended  # later commits of a segment were appended, not rebuilt
+    assert appended or batch > 1  # later commits of a segment were appended, not rebuilt

@@ -39,6 +39,7 @@ import mmap
 import os
 import struct
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ import numpy as np
 import orjson
 
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
-from shadow_burnin.core.records import BUCKETS, RecordKind, aa_record, record_kind
+from shadow_burnin.core.records import BUCKETS, RecordKind, record_kind
 from shadow_burnin.core.runverdict import flip_of
 from shadow_burnin.core.sidetables import (
     AATable,
@@ -61,7 +62,7 @@ from shadow_burnin.core.sidetables import (
     empty_flips,
     flip_table,
 )
-from shadow_burnin.errors import StorageError
+from shadow_burnin.errors import LogError, StorageError
 from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.logscan import scan_range_at
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
@@ -74,8 +75,10 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 MAX_SEGMENTS = 64  # a reader that may save rewrites a file of more as one segment
 NOMATCH = BUCKETS.index("no-match")
-# dictionaries of Columns and the id column each one names
-DICTS = {"categories": "category", "prompts": "prompt"}
+# dictionaries of Columns and the id column each one names (``error``: one per side,
+# −1 for none), and the segment header key that lists the names a segment adds
+DICTS = {"categories": "category", "prompts": "prompt", "errors": "error"}
+DICT_KEYS = {"categories": "cat", "prompts": "pr", "errors": "err"}
 TABLES = ("r", "a", "f", "v")  # rounds, A/A pairs, flips, noise values
 
 
@@ -182,7 +185,8 @@ def encode(index: Index) -> bytes:
             "n": len(cols), "na": len(index.aa), "nf": len(index.flips),
             "nv": int(index.aa.moves.size), "nv2": int(index.aa.drifts.size),
             "s": 0, "e": index.covered, "l": index.last_digest, "imp": index.imported,
-            "cat": cols.categories, "pr": cols.prompts, "lab": index.aa.labels}
+            "cat": cols.categories, "pr": cols.prompts, "err": cols.errors,
+            "lab": index.aa.labels}
     if index.other:
         head["ev"] = index.other
     data, _ = _segment(_arrays(index), head, None)
@@ -199,7 +203,7 @@ class _Read:
     imported: int = 0
     parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
     names: dict[str, list[str]] = field(default_factory=lambda: {
-        "categories": [], "prompts": [], "labels": []})
+        "categories": [], "prompts": [], "errors": [], "labels": []})
     other: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
     segments: int = 0
@@ -273,6 +277,7 @@ def _read_segments(buf: Any, size: int, crc_of: Any = None) -> _Read:
             out.parts.setdefault(name, []).append(arr)
         out.names["categories"] += head.get("cat", [])
         out.names["prompts"] += head.get("pr", [])
+        out.names["errors"] += head.get("err", [])
         out.names["labels"] += head.get("lab", [])
         out.other += head.get("ev", [])
         out.imported += int(head.get("imp", 0))
@@ -542,82 +547,139 @@ def _save(target: Path, index: Index, notes: list[str]) -> None:
 
 # -- the runner's appends ----------------------------------------------------------------
 
+BATCH_ROUNDS = 1024  # the runner's appends: a segment every this many rounds …
+BATCH_SECONDS = 1.0  # … or when the oldest round not yet in the index is this old
+
+
 class Appender:
-    """Appends the rounds of each commit to the log's index as one segment.
+    """Appends the runner's committed rounds to the log's index, in batches.
 
     Opened when the store opens (the index caught up with the log first, so the segments
-    chain); :meth:`append` runs in the commit's worker thread after the log's fsync. An
-    error here never fails a commit: the index is a cache, the next reader folds what
-    it lacks from the log (noted in ``failed``).
+    chain). :meth:`append` runs in the commit's worker thread after the log's fsync and
+    only notes how far the log has grown; every ``batch_rounds`` rounds, or when the
+    oldest round not yet in the index is ``batch_seconds`` old (checked at each commit),
+    and on :meth:`flush` (the store flushes on close and before rotating), the rounds
+    since the last segment are folded from the log's new bytes by the readers' own
+    block decoder (no per-round Python) and written as one segment. The index is a
+    cache: a kill between flushes loses only rounds the next reader folds from the log.
+
+    A reader that folded lines itself replaces the file (``write_atomic``); the next
+    flush sees the file changed under it and re-reads it before appending, so its
+    segments chain again. An error here never fails a commit (noted in ``failed``; the
+    next reader folds what the index lacks).
     """
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, *, batch_rounds: int | None = None,
+                 batch_seconds: float | None = None, clock: Any = time.monotonic) -> None:
         self.log = log
         self.path = index_path(log)
         self.failed: str | None = None
-        self._layout: list[Any] | None = None
-        idx = load(log, save=True)
+        self.segments = 0  # segments this appender wrote (tests, benchmark)
+        self.batch_rounds = BATCH_ROUNDS if batch_rounds is None else batch_rounds
+        self.batch_seconds = BATCH_SECONDS if batch_seconds is None else batch_seconds
+        self._clock = clock
+        self._sync(load(log, save=True, parallel=threading.current_thread()
+                        is threading.main_thread()))  # forking only from the main thread
+        self._pending_end = self.covered
+        self._pending_rounds = 0
+        self._since: float | None = None
+
+    def _sync(self, idx: Index) -> None:
+        """Take the file's coverage and dictionaries as ``idx`` (just read) has them."""
         self.covered = idx.covered
-        self._names = {"categories": {n: i for i, n in enumerate(idx.columns.categories)},
-                       "prompts": {n: i for i, n in enumerate(idx.columns.prompts)},
-                       "labels": {n: i for i, n in enumerate(idx.aa.labels)}}
-        self._layout = None  # the first segment appended carries its layout
+        cols = idx.columns
+        self._names = {dname: {n: i for i, n in enumerate(getattr(cols, dname))}
+                       for dname in DICTS}
+        self._names["labels"] = {n: i for i, n in enumerate(idx.aa.labels)}
+        self._layout: list[Any] | None = None  # the next segment carries its layout
+        self._file = self._identity()
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    @property
+    def pending(self) -> int:
+        """Rounds committed to the log but not yet appended to the index."""
+        return self._pending_rounds
 
     def append(self, records: list[dict[str, Any]], data: bytes, start: int) -> None:
-        """Append ``records``, whose lines (``data``, one per record) the log holds from
-        byte ``start`` on."""
+        """Note ``records``, whose lines (``data``, one per record) the log holds from
+        byte ``start`` on; append a segment when the batch is due."""
         if self.failed is not None or not records:
             return
-        try:
-            self._append(records, data, start)
-        except (OSError, ValueError, KeyError, TypeError, StorageError) as exc:
-            self.failed = f"round index not appended ({type(exc).__name__}: {exc})"
+        if start != self._pending_end:  # something else wrote the log: readers catch up
+            self.failed = "round index not appended (the log grew under the runner)"
+            return
+        self._pending_end = start + len(data)
+        self._pending_rounds += len(records)
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        if self._pending_rounds >= self.batch_rounds or now - self._since >= self.batch_seconds:
+            self.flush()
 
-    def _append(self, records: list[dict[str, Any]], data: bytes, start: int) -> None:
-        if start != self.covered:  # something else wrote the log: readers catch up
-            raise ValueError("the index does not end where the commit starts")
-        builder = ColumnBuilder()
-        builder.add_all(records)
-        cols = builder.build()
+    def flush(self) -> None:
+        """Append the rounds not yet in the index as one segment (nothing if none)."""
+        if self.failed is not None or self._pending_end == self.covered:
+            return
+        try:
+            self._flush(self._pending_end)
+        except (OSError, ValueError, KeyError, TypeError, StorageError, LogError) as exc:
+            self.failed = f"round index not appended ({type(exc).__name__}: {exc})"
+        finally:
+            self._pending_rounds, self._since = 0, None
+
+    def _flush(self, end: int) -> None:
+        if self.covered and self._identity() != self._file:
+            # a reader replaced the file (it folded lines the index lacked): read it
+            # again, catch it up from the log (the rounds we were about to append) and
+            # save it; our next segment chains on what it now holds
+            self._sync(load(self.log, save=True, parallel=False))
+            if self.covered != end:
+                raise ValueError("the index does not end where the log does")
+            return
+        start = self.covered
+        columns, other, imported, offset, length, flips, rounds = _fold_range(
+            self.log, start, end)
         new: dict[str, list[str]] = {}
-        for dname, cname in DICTS.items():
+        for dname, cname in DICTS.items():  # the batch's names → the log's ids
             table = self._names[dname]
             before = len(table)
-            ids = np.array([table.setdefault(n, len(table)) for n in getattr(cols, dname)]
-                           or [0], np.int32)
-            setattr(cols, cname, ids[getattr(cols, cname)])
+            remap = np.array([table.setdefault(n, len(table)) for n in getattr(columns, dname)]
+                             + [-1], np.int32)  # the last entry keeps −1 (none) as it is
+            ids = getattr(columns, cname)
+            setattr(columns, cname, {k: remap[v] for k, v in ids.items()}
+                    if isinstance(ids, dict) else remap[ids])
             new[dname] = list(table)[before:]
-            setattr(cols, dname, list(table))
+            setattr(columns, dname, list(table))
         labels = self._names["labels"]
         before = len(labels)
-        aa = aa_table(filter(None, map(aa_record, records)), labels)
-        ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
-        if ends.size != len(records) or ends[-1] != len(data):
-            raise ValueError("one line per record expected")
-        starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
-        flips = flip_table((i, f) for i, r in enumerate(records)
-                           if r.get("bucket") == "no-match"
-                           and (f := flip_of(r.get("forensics"), r.get("refire"))) is not None)
-        end = start + len(data)
-        last = _digest(data[int(starts[-1]):])
-        imported = sum(r.get("source") == "legacy" for r in records)
-        numbers = np.array([r.get("round") if type(r.get("round")) is int else 0
-                            for r in records], np.int64)
-        idx = Index(cols, start + starts, (ends - starts - 1).astype(np.int32), [], imported,
-                    end, "", last, aa=aa, flips=flips, rounds=numbers)
-        if start == 0:  # a new log: the index starts with this commit
-            idx.first_digest = _digest(data[:int(ends[0])])
+        aa = aa_table([r for r in other if record_kind(r) is RecordKind.AA], labels)
+        events = [r for r in other if record_kind(r) is not RecordKind.AA]
+        last = _digest(_line_ending_at(self.log, end))
+        idx = Index(columns, offset, length, events, imported, end, "", last, aa=aa,
+                    flips=flips, rounds=rounds)
+        if start == 0:  # a new log: the index starts with this batch
+            idx.first_digest = _digest(_first_line(self.log))
             write_atomic(self.path, encode(idx))
-            self.covered = end
-            return
-        head = {"n": len(cols), "na": len(aa), "nf": len(flips), "nv": int(aa.moves.size),
-                "nv2": int(aa.drifts.size), "s": start, "e": end, "l": last, "imp": imported,
-                "cat": new["categories"], "pr": new["prompts"], "lab": list(labels)[before:]}
-        segment, self._layout = _segment(_arrays(idx), head, self._layout)
-        with open(self.path, "r+b", buffering=0) as fh:  # never creates: chained only
-            fh.seek(0, os.SEEK_END)  # the one writer (the store's lock), so no race here
-            fh.write(segment)
+        else:
+            head = {"n": len(columns), "na": len(aa), "nf": len(flips),
+                    "nv": int(aa.moves.size), "nv2": int(aa.drifts.size), "s": start,
+                    "e": end, "l": last, "imp": imported,
+                    **{DICT_KEYS[d]: new[d] for d in DICTS}, "lab": list(labels)[before:]}
+            if events:
+                head["ev"] = events
+            segment, self._layout = _segment(_arrays(idx), head, self._layout)
+            with open(self.path, "r+b", buffering=0) as fh:  # never creates: chained only
+                fh.seek(0, os.SEEK_END)  # the one writer (the store's lock), so no race here
+                fh.write(segment)
         self.covered = end
+        self.segments += 1
+        self._file = self._identity()
 
 
 def open_appender(log: Path) -> Appender | None:

@@ -3,7 +3,9 @@
 ``LiveLog.refresh()`` reads only the bytes appended since the last call, folds the new
 complete lines into the same columns ``bench`` computes (``logscan``'s decoder and
 column fold), and keeps what the web pages need beyond them: each round's number and
-byte offset (to open a round page in one seek) and each side's error codes. A torn last
+byte offset (to open a round page in one seek). Each side's error codes of its
+unreachable rounds are counted from the columns (``Columns.error``: the round index
+keeps them, so no line is read for them). A torn last
 line (a ``run`` writing it) is left for the next refresh. A log that shrank or was
 replaced is read again from the start.
 
@@ -28,15 +30,15 @@ import msgspec
 import numpy as np
 import orjson
 
-from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
-from shadow_burnin.core.records import BUCKETS, SCHEMA, SIDES
+from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns, unreachable_errors
+from shadow_burnin.core.columns import error_code as columns_error_code
+from shadow_burnin.core.records import SCHEMA, SIDES
 from shadow_burnin.core.sidetables import AATable
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.logscan import (
     AA_FIELDS,
     RoundRow,
-    SideRow,
     _aa_values,
     _columns,
     _fold_slow,
@@ -48,13 +50,7 @@ BLOCK_BYTES = 8 << 20
 PARALLEL_MIN_BYTES = 64 << 20
 
 
-class LiveSide(SideRow, gc=False):
-    error: str | None = None
-
-
 class LiveRow(RoundRow, gc=False):
-    v1: LiveSide | None = None
-    v2: LiveSide | None = None
     aa: Any = None  # an A/A result kept inside its round (the newer layout)
 
 
@@ -74,12 +70,23 @@ def embedded_aa(record: Any) -> dict[str, Any] | None:
 _DECODER = msgspec.json.Decoder(LiveRow)
 
 
-def error_code(error: str | None) -> str:
-    """``"connection-refused: Connection refused"`` → ``"connection-refused"``."""
-    if not error:
-        return "unknown"
-    head = error.split(":", 1)[0].strip()
-    return head[:40] or "unknown"
+ERROR_CODE_SHOWN = 40  # the dashboard's and /metrics' error codes, at most this long
+
+
+def error_code(error: Any) -> str:
+    """``"connection-refused: Connection refused"`` → ``"connection-refused"`` (at most
+    40 characters; ``"unknown"`` for none)."""
+    return (columns_error_code(error) or "unknown")[:ERROR_CODE_SHOWN]
+
+
+def error_counts(columns: Columns) -> dict[str, Counter[str]]:
+    """Per side, its unreachable rounds by error code (as :func:`error_code` names it),
+    from the columns' error ids: no line is read."""
+    out: dict[str, Counter[str]] = {s: Counter() for s in SIDES}
+    for side, codes in unreachable_errors(columns).items():
+        for code, n in codes.items():
+            out[side][code[:ERROR_CODE_SHOWN]] += n
+    return out
 
 
 @dataclass
@@ -108,8 +115,7 @@ class LiveLog:
     _other: list[dict[str, Any]] = field(default_factory=list)
     _rounds: list[np.ndarray] = field(default_factory=list)
     _offsets: list[np.ndarray] = field(default_factory=list)
-    _errors: dict[str, Counter[str]] = field(
-        default_factory=lambda: {s: Counter() for s in SIDES})
+    _errors: tuple[int, dict[str, Counter[str]]] | None = None  # (version, counts)
     _version: int = 0
     bytes_read: int = 0  # what refreshes have read so far (tests, benchmark)
     _legacy: bool = False
@@ -120,7 +126,7 @@ class LiveLog:
     def _reset(self) -> None:
         self._offset, self._parts, self._columns, self._other = 0, [], None, []
         self._rounds, self._offsets = [], []
-        self._errors = {s: Counter() for s in SIDES}
+        self._errors = None
         self._notes = []
         self._aa = None
         self._version += 1
@@ -170,13 +176,11 @@ class LiveLog:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             parts = list(pool.map(_fold_part, [self.path] * workers, bounds, ends))
-        for cols, other, rounds, offsets, errors, offset, nbytes in parts:
+        for cols, other, rounds, offsets, offset, nbytes in parts:
             self._parts.extend(cols)
             self._other.extend(other)
             self._rounds.extend(rounds)
             self._offsets.extend(offsets)
-            for side in SIDES:
-                self._errors[side].update(errors[side])
             self._offset = offset
             self.bytes_read += nbytes
         self._columns = None
@@ -185,8 +189,8 @@ class LiveLog:
     def _from_index(self) -> bool:
         """The first read from the round index (``io.log.index``: columns, offsets and
         round numbers as saved, caught up from the log if it lacks lines): no JSON is
-        parsed but the lines of unreachable rounds (their error codes). False: the index
-        has nothing (a log without a complete line), read the log instead."""
+        parsed, no line is read (the error codes are columns). False: the index has
+        nothing (a log without a complete line), read the log instead."""
         from shadow_burnin.io.log.index import detached, load
 
         if os.environ.get("SHADOW_BURNIN_INDEX", "on").lower() in ("off", "0", "no", "false"):
@@ -201,15 +205,6 @@ class LiveLog:
         self._aa = idx.aa
         self._notes.extend(idx.notes)
         self._offset = idx.covered
-        unreachable = np.flatnonzero(idx.columns.bucket >= 3)
-        if unreachable.size:
-            with open(self.path, "rb") as fh:
-                for i in unreachable.tolist():
-                    fh.seek(int(idx.offset[i]))
-                    rec = decode_line(fh.read(int(idx.length[i])),
-                                      partial(LogError, self.path))
-                    self._count_errors(BUCKETS[idx.columns.bucket[i]], rec.get("v1"),
-                                       rec.get("v2"))
         self._columns = None
         self._version += 1
         return True
@@ -222,9 +217,11 @@ class LiveLog:
             self._offsets = [np.concatenate(self._offsets)] if self._offsets else []
         rounds = self._rounds[0] if self._rounds else np.empty(0, np.int64)
         offsets = self._offsets[0] if self._offsets else np.empty(0, np.int64)
+        if self._errors is None or self._errors[0] != self._version:
+            self._errors = (self._version, error_counts(self._columns))
         return Snapshot(self._columns, self._other, rounds, offsets,
-                        {s: Counter(c) for s, c in self._errors.items()}, list(self._notes),
-                        self._version, self._offset, self._aa)
+                        {s: Counter(c) for s, c in self._errors[1].items()},
+                        list(self._notes), self._version, self._offset, self._aa)
 
     def _fold_legacy(self, size: int) -> None:
         if size == self._offset:
@@ -295,9 +292,6 @@ class LiveLog:
         self._rounds.append(np.fromiter((r.round or 0 for r in rounds), np.int64,
                                         len(rounds)))
         self._offsets.append(base + starts[mask])
-        for i in np.flatnonzero(columns.bucket >= 3):
-            r = rounds[i]
-            self._count_errors(BUCKETS[columns.bucket[i]], r.v1, r.v2)
         for r in rounds:
             if r.aa is not None:
                 aa = embedded_aa(r)
@@ -310,13 +304,6 @@ class LiveLog:
                     self._other.append(dict(zip(AA_FIELDS, _aa_values(row), strict=True)))
                 else:  # an event (older logs carried them inline): whole
                     self._other.append(_other(orjson.loads(bytes(block[starts[i]:ends[i]]))))
-
-    def _count_errors(self, bucket: str, v1: Any, v2: Any) -> None:
-        for side, reply in (("v1", v1), ("v2", v2)):
-            if bucket in (f"{side}-unreachable", "both-unreachable"):
-                err = reply.get("error") if isinstance(reply, dict) else \
-                    getattr(reply, "error", None)
-                self._errors[side][error_code(err)] += 1
 
     def _fold_slowly(self, buf: bytes, n: int, base: int) -> None:
         """Line by line: names a bad line (LogError), else the same columns."""
@@ -335,8 +322,6 @@ class LiveLog:
             if rec.get("kind") in (None, "round") and rec.get("schema") == SCHEMA:
                 nums.append(int(rec.get("round") or 0))
                 offs.append(base + here)
-                if rec["bucket"] in BUCKETS[3:]:
-                    self._count_errors(rec["bucket"], rec.get("v1"), rec.get("v2"))
                 aa = embedded_aa(rec)
                 if aa is not None:
                     other.append(aa)
@@ -377,5 +362,5 @@ def _fold_part(path: Path, start: int, end: int | None) -> tuple[Any, ...]:
     live = LiveLog(path)
     live._offset = start
     live._read_new(end)
-    return (live._parts, live._other, live._rounds, live._offsets, live._errors,
-            live._offset, live.bytes_read)
+    return (live._parts, live._other, live._rounds, live._offsets, live._offset,
+            live.bytes_read)

@@ -34,10 +34,15 @@ BLOCK_BYTES = 8 << 20
 
 class SideRow(msgspec.Struct, gc=False):
     """One side of a round, as much of it as a summary reads: its two figures (whether
-    it replied is in the round's bucket; its text is skipped unread)."""
+    it replied is in the round's bucket; its text is skipped unread), and its status,
+    completion tokens and error as logged (any JSON value: ``core.columns`` keeps what
+    has the expected type, so the line-by-line fold gives the same columns)."""
 
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    status: Any = None
+    completion_tokens: Any = None
+    error: Any = None
 
 
 class AARow(msgspec.Struct, gc=False):
@@ -223,6 +228,9 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
     try:
         latency = {side: column(f"{side}.latency_ms") for side in SIDES}
         ttft = {side: column(f"{side}.ttft_ms") for side in SIDES}
+        status = {side: column(f"{side}.status") for side in SIDES}
+        tokens = {side: column(f"{side}.completion_tokens") for side in SIDES}
+        error = {side: column(f"{side}.error") for side in SIDES}
     except AttributeError:
         return None  # a round without a side
     forensics, refires = column("forensics"), column("refire")
@@ -233,7 +241,8 @@ def _columns(rounds: list[RoundRow]) -> Columns | None:
     codes = [b for b in buckets if b is not None]  # all are (checked above)
     return part(codes, latency, ttft,
                 np.array(column("prefix_match_chars"), float),
-                column("category"), column("prompt_id"), stamps, fx, _tokstats(rounds))
+                column("category"), column("prompt_id"), stamps, fx, _tokstats(rounds),
+                status, tokens, error)
 
 
 def _tokstats(rounds: list[RoundRow]) -> dict[int, Any]:

@@ -433,6 +433,7 @@ class Store:
                                day_of(records[0].get("ts"))):
             return state
         number = int(state.extra.get(SEGMENTS, 0) or 0) + 1
+        self._flush_index()  # the closing segment's index covers all of it
         try:
             close_segment(self.log, number)
             fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -460,10 +461,21 @@ class Store:
         self._index = open_appender(self.log)
 
     def _append_index(self, records: list[dict[str, Any]], data: bytes, start: int) -> None:
-        """The committed rounds into the round index (after the log's fsync; a cache:
-        a failure here never fails the commit, readers fold the log instead)."""
+        """The committed rounds into the round index (after the log's fsync; batched: a
+        segment every ``index.BATCH_ROUNDS`` rounds or ``BATCH_SECONDS``; a cache: a
+        failure here never fails the commit, readers fold the log instead)."""
         if self._index is not None:
             self._index.append(records, data, start)
+
+    def _flush_index(self) -> None:
+        """The rounds the index has not appended yet, appended now (close, rotation)."""
+        if self._index is not None:
+            self._index.flush()
+
+    def flush_index(self) -> None:
+        """:meth:`_flush_index` for a caller outside a commit (serialised with them)."""
+        with self._writing:
+            self._flush_index()
 
     def append_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append events to ``<log>.events.jsonl`` (one write, fsync), after folding in
@@ -523,6 +535,7 @@ class Store:
 
     def close(self) -> None:
         if self._fd is not None:
+            self.flush_index()  # after a clean run the index covers the whole log
             os.close(self._fd)
             self._fd = None
         if self._lock_fd is not None:

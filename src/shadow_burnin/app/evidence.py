@@ -27,6 +27,7 @@ from shadow_burnin.core.runverdict import (
     flip_of,
     run_figures,
     run_verdict,
+    run_verdict_arrays,
     token_evidence,
     widen,
 )
@@ -141,8 +142,10 @@ def run_level_verdict(log: Path | Sequence[Path], window: Window | None, no_matc
     if not no_match:
         return run_verdict([], prior, no_match=0, tokens=tokens, ppl=ppl)
     if result is not None and result.flips is not None:  # the index keeps them
-        return run_verdict(result.flips.flips(), prior, no_match=no_match, tokens=tokens,
-                           ppl=ppl)
+        t = result.flips
+        return run_verdict_arrays(t.swing, t.drift, t.swing_min, t.in_topk, t.off_top1,
+                                  t.reproducible, prior, no_match=no_match, tokens=tokens,
+                                  ppl=ppl)
     logs = [log] if isinstance(log, Path) else list(log)
     flips = (flip_of(r.get("forensics"), r.get("refire"))
              for one in logs for _, _, r in iter_segment_rounds(one, window)

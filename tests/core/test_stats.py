@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shadow_burnin.core.columns import ColumnBuilder
-from shadow_burnin.core.stats import percentiles, quantiles_inplace, summarise, wilson
+from shadow_burnin.core.stats import (
+    median_inplace,
+    percentiles,
+    quantiles_inplace,
+    summarise,
+    wilson,
+)
 from tests.core.reference import linear_percentile
 
 
@@ -115,3 +121,13 @@ def test_quantiles_inplace_is_np_percentile_bit_for_bit(values: list[float],
     assert got_p is not None
     assert all(got_p[k] == expect[k] or (math.isnan(got_p[k]) and math.isnan(expect[k]))
                for k in expect)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values_st.filter(bool))
+def test_median_inplace_is_np_median(values: list[float]) -> None:
+    arr = np.array(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        want = float(np.median(arr))
+    got = median_inplace(arr.copy())
+    assert repr(got) == repr(want) or (math.isnan(got) and math.isnan(want))

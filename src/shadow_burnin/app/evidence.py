@@ -69,8 +69,11 @@ def judge(cfg: Config, summary: Summary, result: LogScan,
     d = drift(cols.ts, cols.latency)
     ppl = latest_run(Path(cfg.ppl_log()))
     g = cfg.gates
+    # the bootstrap's generator only when the statistical gates use it (numpy.random is
+    # 5 ms of imports a plain `bench` does not need)
     figures = log_figures(summary, cols, statistical=g.statistical,
-                          rng=np.random.default_rng(g.seed), bootstrap=g.bootstrap)
+                          rng=np.random.default_rng(g.seed) if g.statistical else None,
+                          bootstrap=g.bootstrap)
     figures.update(halt_figures(halt))
     figures.update(ppl_figures(ppl))
     figures.update(drift_figures(d, summary.last_ts))

@@ -112,13 +112,15 @@ def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
     lo = np.floor(pos).astype(np.int64)
     a = np.zeros(keys.size)
     b = np.zeros(keys.size)
-    for count in np.unique(n).tolist():
+    for count in sorted(set(n.tolist())):  # (np.unique would import numpy.ma: 6 ms)
         if count == 0:
             continue
         rows = np.flatnonzero(n == count)
         k = int(lo[rows[0]])
-        if rows.size == 1:  # one group: partitioned where it lies
-            block = v[int(first[rows[0]]):int(first[rows[0]]) + count][None, :]
+        start = int(first[rows[0]])
+        if rows.size == 1 or bool((np.diff(first[rows]) == count).all()):  # adjacent
+            # groups (a steady run of hours): one block where they lie, in place
+            block = v[start:start + rows.size * count].reshape(rows.size, count)
         else:
             block = v[first[rows][:, None] + np.arange(count)]
         block.partition(k, axis=1)

@@ -42,11 +42,19 @@ def lerp(a: float, b: float, t: float) -> float:
     return b - d * (1 - t) if t >= 0.5 else a + d * t
 
 
+def _mixed_zeros(values: np.ndarray) -> bool:
+    """True when ``values`` holds both 0.0 and -0.0 (equal to a partition, not in print)."""
+    zeros = values[values == 0]
+    return bool(zeros.size) and 0 < int(np.count_nonzero(np.signbit(zeros))) < zeros.size
+
+
 def quantiles_inplace(values: np.ndarray, qs: Sequence[float]) -> list[float]:
     """``np.percentile(values, qs)`` (linear; ``values`` free of NaN, non-empty), computed
     by partitioning ``values`` in place: one single-position partition per quantile, each
     over the part above the previous one, and the next order statistic as a minimum.
     (numpy's partition at several positions at once is many times slower than this.)"""
+    if _mixed_zeros(values):  # which zero numpy's partition leaves where decides the sign
+        return [float(x) for x in np.percentile(values, list(qs), overwrite_input=True)]
     n = values.size
     lows = []
     for q in qs:
@@ -69,6 +77,21 @@ def quantiles_inplace(values: np.ndarray, qs: Sequence[float]) -> list[float]:
             stats[lo + 1] = float(values[lo + 1:].min())
         out.append(lerp(a, stats[lo + 1], t))
     return out
+
+
+def median_inplace(values: np.ndarray) -> float:
+    """``float(np.median(values))`` (``values`` non-empty; partitioned in place): the
+    middle order statistic, or the mean of the two middle ones; NaN when any is NaN."""
+    n = values.size
+    if np.isnan(values).any():
+        return math.nan
+    if _mixed_zeros(values):
+        return float(np.median(values))
+    mid = (n - 1) // 2
+    values.partition(mid)
+    a = float(values[mid])
+    # np.mean's sum starts from 0.0 (so -0.0 comes out as 0.0)
+    return (0.0 + a) / 1 if n % 2 else (0.0 + a + float(values[mid + 1:].min())) / 2
 
 
 def percentiles(values: np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float] | None:
@@ -123,7 +146,7 @@ def summarise(cols: Columns, top: int = 10) -> Summary:
     if lat["v1"] and lat["v2"]:
         gap = round(lat["v2"]["p95"] - lat["v1"]["p95"], 3)
     non_exact = (cols.bucket == PREFIX) | (cols.bucket == NOMATCH)
-    med_prefix = float(np.median(cols.prefix[non_exact])) if non_exact.any() else None
+    med_prefix = median_inplace(cols.prefix[non_exact]) if non_exact.any() else None
     return Summary(
         rounds=n,
         parity_rounds=parity,

@@ -63,7 +63,6 @@ from shadow_burnin.core.sidetables import (
 )
 from shadow_burnin.errors import StorageError
 from shadow_burnin.io.log.lines import open_log
-from shadow_burnin.io.log.logscan import scan_range_at
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
 CRC_CHUNK = 4 << 20
@@ -401,6 +400,8 @@ def _flips_at(log: Path, columns: Columns, offset: np.ndarray, length: np.ndarra
 
 
 def _fold_range(log: Path, start: int, end: int) -> tuple[Any, ...]:
+    from shadow_burnin.io.log.logscan import scan_range_at  # msgspec: only to fold lines
+
     columns, other, imported, _stop, lines = scan_range_at(log, start, end, [])
     offset, length = lines[0].astype(np.int64), lines[1].astype(np.int32)
     return (columns, other, imported, offset, length,

@@ -62,13 +62,12 @@ from shadow_burnin.core.sidetables import (
     flip_table,
 )
 from shadow_burnin.errors import StorageError
+from shadow_burnin.io.log.indexcheck import CRC_CHUNK, HEAD, MAGIC, crc_range, prefetched
 from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
-CRC_CHUNK = 1 << 20
-MAGIC = b"SBX2"
 VERSION = 2
-_HEAD = struct.Struct("<4sIQI")  # magic, header length, body length, CRC
+_HEAD = HEAD  # magic, header length, body length, CRC (defined in indexcheck, the light part)
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 MAX_SEGMENTS = 64  # a reader that may save rewrites a file of more as one segment
@@ -473,19 +472,14 @@ def _open_index(target: Path, notes: list[str]) -> Index | None:
         size = os.fstat(fh.fileno()).st_size
         fd = fh.fileno()
 
-        buffer = bytearray(CRC_CHUNK)  # one buffer, reused: it stays in the CPU's cache
-        window = memoryview(buffer)
+        window = memoryview(bytearray(CRC_CHUNK))
+        early = prefetched(target, fd) or {}  # computed on a thread from this very file
 
         def crc_of(start: int, end: int) -> int:
             """The CRC read through a small buffer, not the mapping: only the columns a
             reader uses become resident (a 10 M-round index is 0.9 GB)."""
-            crc, pos = 0, start
-            while pos < end:
-                got = os.preadv(fd, [window[:min(CRC_CHUNK, end - pos)]], pos)
-                if not got:
-                    break
-                crc, pos = zlib.crc32(window[:got], crc), pos + got
-            return crc
+            got = early.get((start, end))
+            return got if got is not None else crc_range(fd, start, end, window)
 
         try:
             buf: Any = mmap.mmap(fd, 0, prot=mmap.PROT_READ) if size else b""

@@ -33,6 +33,7 @@ from shadow_burnin.core.sidetables import AATable, FlipTable
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.events import iter_event_file, read_events
+from shadow_burnin.io.log.indexcheck import index_enabled
 from shadow_burnin.io.log.lines import decode_line, iter_lines, open_log
 
 if TYPE_CHECKING:
@@ -157,8 +158,7 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
     columns.
     """
     if use_index is None:
-        use_index = os.environ.get("SHADOW_BURNIN_INDEX", "on").lower() not in (
-            "off", "0", "no", "false")
+        use_index = index_enabled()
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
     imported = 0

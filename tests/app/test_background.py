@@ -41,3 +41,18 @@ def test_background_returns_the_value_or_raises_the_error(
     job = Background(boom)
     with pytest.raises(ValueError, match="in the thread"):
         job.result()
+
+
+def test_no_second_thread_for_the_largest_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(evidence, "spare_core", lambda: True)
+    seen: list[bool] = []
+
+    def where() -> bool:
+        seen.append(threading.current_thread() is threading.main_thread())
+        return True
+
+    Background(where, rows=evidence.PARALLEL_MAX_ROWS + 1).result()
+    Background(where, rows=10).result()
+    assert seen == [True, False]

@@ -99,7 +99,7 @@ def gather_set(cfg: Config, shards: Sequence[Shard], window: Window | None = Non
     if len(shards) == 1:
         cfg1 = _shard_cfg(cfg, shards[0])
         cols = scans[0].columns
-        drifted = Background(drift, cols.ts, cols.latency)  # on the other core meanwhile
+        drifted = Background(drift, cols.ts, cols.latency, rows=len(cols))  # other core
         summary = _summary(scans[0], [shards[0].path], window, bench)
         ev = judge(cfg1, summary, scans[0], window, logs=[shards[0].path], drifted=drifted)
         per = {shards[0].name: summary} if by_shard else {}

@@ -136,8 +136,12 @@ def _rate(num: int, den: int) -> float | None:
 def summarise(cols: Columns, top: int = 10) -> Summary:
     """All of ``bench``'s figures from the columns."""
     n = len(cols)
-    counts_arr = np.bincount(cols.bucket.astype(np.int64), minlength=len(BUCKETS)) if n else \
-        np.zeros(len(BUCKETS), dtype=np.int64)
+    # one comparison per bucket (the codes are int8: bincount would first copy them to
+    # int64); bincount as before when a code is outside the buckets
+    counts_arr = np.array([np.count_nonzero(cols.bucket == i) for i in range(len(BUCKETS))],
+                          dtype=np.int64)
+    if int(counts_arr.sum()) != n:
+        counts_arr = np.bincount(cols.bucket.astype(np.int64), minlength=len(BUCKETS))
     counts = {b: int(counts_arr[i]) for i, b in enumerate(BUCKETS)}
     parity = counts["exact"] + counts["prefix-only"] + counts["no-match"]
     both = counts["both-unreachable"]

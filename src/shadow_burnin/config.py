@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -182,6 +181,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    import tomllib  # only when there is a file to read (2 ms of imports otherwise)
+
     p = Path(path)
     raw = read_input(p, ConfigError, "config", max_bytes=CONFIG_MAX_BYTES)
     try:

@@ -67,19 +67,29 @@ PARALLEL_MAX_ROWS = 4_000_000
 
 
 def spare_core() -> bool:
-    """True when a second core is likely idle (load average below the cores but one):
-    then two figures are computed at once; on a busy machine a second thread only adds
-    GIL hand-overs (measured: ~10 % more CPU, no shorter wall time at load 3 on 2 cores)."""
+    """True when another core is idle right now: fewer tasks runnable than cores, this
+    one included (``/proc/loadavg``'s fourth field; elsewhere the 1-minute load
+    average). Then drift is computed beside the summary; on a busy machine a second
+    thread only adds GIL hand-overs (measured: ~10 % more CPU, no shorter wall time at
+    load 3 on 2 cores)."""
     cores = os.cpu_count() or 1
+    if cores < 2:
+        return False
     try:
-        return cores >= 2 and os.getloadavg()[0] < cores - 1
+        with open("/proc/loadavg", "rb") as fh:
+            return int(fh.read().split()[3].split(b"/")[0]) < cores
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        return os.getloadavg()[0] < cores - 1
     except OSError:
         return False
 
 
 class Background(Generic[T]):
     """``fn(*args)`` on a thread of its own when ``spare_core()`` (and the figures are of
-    at most ``PARALLEL_MAX_ROWS`` rounds), else right away;
+    at most ``PARALLEL_MAX_ROWS`` rounds), else right away (drift beside ``bench``'s
+    summary: about as long as the percentiles and the forensics together);
     ``result()`` waits and returns it (or raises its error). The figures are numpy
     reductions that release the GIL, so two of them run on two cores; each one's result
     is the same as computed alone."""
@@ -168,11 +178,9 @@ def bench_summary(result: LogScan, logs: Sequence[Path], window: Window | None =
                   ) -> Summary:
     """``bench``'s summary of rounds already scanned from ``logs`` (their no-match
     rounds are read again for the run-level verdict)."""
-    forensics = Background(forensics_summary, result.columns,  # beside the percentiles
-                           rows=len(result.columns))
     summary = summarise(result.columns)
     summary.notes.extend(result.notes)
-    summary.forensics = forensics.result()
+    summary.forensics = forensics_summary(result.columns)
     summary.aa = aa_summary(result, summary.counts["exact"], summary.parity_rounds)
     if summary.parity_rounds:
         summary.forensics["run_verdict"] = run_level_verdict(

@@ -111,3 +111,33 @@ def test_bench_with_the_early_check_prints_what_it_prints_without_the_index(
     off = runner.invoke(cli, ["bench", "--json", "--log", str(log)])
     assert off.exit_code == 0, off.output
     assert warm.stdout == off.stdout
+
+
+def test_an_index_of_the_crc_version_is_rebuilt_with_a_note(tmp_path: Path) -> None:
+    log = tmp_path / "a.jsonl"
+    write_log(log, 4, 120)
+    good = load(log)
+    idx = index_path(log)
+    raw = idx.read_bytes()
+    assert raw[:4] == indexcheck.MAGIC == b"SBX3"
+    idx.write_bytes(indexcheck.OLD_MAGIC + raw[4:])  # what version 2 began with
+    again = load(log)
+    assert again.notes and "index version 2" in again.notes[0]
+    assert "rebuilt" in again.notes[0]
+    assert_index_equal(again, good)
+    assert idx.read_bytes()[:4] == b"SBX3" and not load(log).notes
+
+
+def test_the_checksum_streams_like_one_call(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 5000
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        window = memoryview(bytearray(1000))  # many reads per range
+        assert indexcheck.crc_range(fd, 7, len(data) - 3, window) == indexcheck.checksum(
+            data[7:-3])
+        assert indexcheck.checksum(data[:10], data[10:]) == indexcheck.checksum(data)
+        assert indexcheck.checksum(data) != indexcheck.checksum(data[:-1] + b"x")
+    finally:
+        os.close(fd)

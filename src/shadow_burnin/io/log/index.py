@@ -5,7 +5,7 @@ A cache, never the source of truth: whatever it holds is checked against the log
 what it lacks is folded from the log. The file is a chain of **segments**, each covering
 the log's bytes ``[s, e)`` (whole lines) and appended after the previous one::
 
-    segment = b"SBX2" | u32 header length | u64 body length | u32 CRC-32 of header+body
+    segment = b"SBX3" | u32 header length | u64 body length | u64 XXH3-64 of header+body
               | header (JSON) | pad to 8 | body: column bytes, each padded to 8
 
 The header says how many rounds, A/A pairs, flips and noise samples the segment holds
@@ -40,7 +40,6 @@ import os
 import struct
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,12 +61,20 @@ from shadow_burnin.core.sidetables import (
     flip_table,
 )
 from shadow_burnin.errors import StorageError
-from shadow_burnin.io.log.indexcheck import CRC_CHUNK, HEAD, MAGIC, crc_range, prefetched
+from shadow_burnin.io.log.indexcheck import (
+    CRC_CHUNK,
+    HEAD,
+    MAGIC,
+    OLD_MAGIC,
+    checksum,
+    crc_range,
+    prefetched,
+)
 from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
-VERSION = 2
-_HEAD = HEAD  # magic, header length, body length, CRC (defined in indexcheck, the light part)
+VERSION = 3  # 3: XXH3-64 checksums (2: CRC-32, read as another version: rebuilt)
+_HEAD = HEAD  # magic, header lengths, checksum (defined in indexcheck, the light part)
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 MAX_SEGMENTS = 64  # a reader that may save rewrites a file of more as one segment
@@ -168,8 +175,8 @@ def _segment(named: list[tuple[str, str, np.ndarray]], head: dict[str, Any],
     header = orjson.dumps(head)
     header += b" " * _pad(len(header) + _HEAD.size)
     body = b"".join(chunks)
-    crc = zlib.crc32(body, zlib.crc32(header))
-    return _HEAD.pack(MAGIC, len(header), len(body), crc) + header + body, layout
+    return _HEAD.pack(MAGIC, len(header), len(body), checksum(header, body)) + header + body, \
+        layout
 
 
 def encode(index: Index) -> bytes:
@@ -206,7 +213,7 @@ class _Read:
 
 def _read_segments(buf: Any, size: int, crc_of: Any = None) -> _Read:
     """Read the chain of segments in ``buf`` (CorruptIndex: the first one is bad);
-    ``crc_of(start, end)``: the CRC of those bytes read another way (None: from ``buf``)."""
+    ``crc_of(start, end)``: the checksum of those bytes read another way (None: from ``buf``)."""
     out = _Read()
     pos = 0
     layout: list[Any] | None = None
@@ -216,14 +223,15 @@ def _read_segments(buf: Any, size: int, crc_of: Any = None) -> _Read:
                 raise CorruptIndex("truncated")
             magic, hlen, blen, crc = _HEAD.unpack_from(buf, pos)
             if magic != MAGIC:
-                raise CorruptIndex("not an index file" if pos == 0 else "bad segment")
+                raise CorruptIndex(("index version 2" if magic == OLD_MAGIC else
+                                    "not an index file") if pos == 0 else "bad segment")
             start = pos + _HEAD.size
             end = start + hlen + blen
             if end > size:
                 raise CorruptIndex("truncated")
             view = memoryview(buf)[start:end]
-            if (crc_of(start, end) if crc_of is not None else zlib.crc32(view)) != crc:
-                raise CorruptIndex("altered (CRC)")
+            if (crc_of(start, end) if crc_of is not None else checksum(view)) != crc:
+                raise CorruptIndex("altered (checksum)")
             head = orjson.loads(bytes(view[:hlen]))
             if pos == 0:
                 if head.get("v") != VERSION:
@@ -476,7 +484,7 @@ def _open_index(target: Path, notes: list[str]) -> Index | None:
         early = prefetched(target, fd) or {}  # computed on a thread from this very file
 
         def crc_of(start: int, end: int) -> int:
-            """The CRC read through a small buffer, not the mapping: only the columns a
+            """The checksum read through a small buffer, not the mapping: only the columns a
             reader uses become resident (a 10 M-round index is 0.9 GB)."""
             got = early.get((start, end))
             return got if got is not None else crc_range(fd, start, end, window)

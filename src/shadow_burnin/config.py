@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
-import platformdirs
 
 from shadow_burnin import config_cutover
 from shadow_burnin.config_cutover import CutoverConfig
@@ -40,6 +38,8 @@ DEFAULT_V2 = "http://127.0.0.1:8180"
 
 def data_dir() -> Path:
     """Where logs, state, models and server logs live by default (the one definition)."""
+    import platformdirs  # 5-10 ms of imports (tempfile, shutil): only when a default is used
+
     return Path(platformdirs.user_data_dir("shadow-burnin"))
 
 
@@ -181,6 +181,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    import tomllib  # only when there is a file to read (2 ms of imports otherwise)
+
     p = Path(path)
     raw = read_input(p, ConfigError, "config", max_bytes=CONFIG_MAX_BYTES)
     try:
@@ -257,7 +259,8 @@ def _build(m: dict[str, dict[str, Any]], src: str | None) -> Config:
     if run.seed is not None:
         in_bounds("run.seed", run.seed, limits.SEED)
     p = m.get("paths", {})
-    log = p.get("log", str(data_dir() / "shadow-burnin.jsonl"))
+    # the default only when no log is given (data_dir imports platformdirs and tempfile)
+    log = p["log"] if "log" in p else str(data_dir() / "shadow-burnin.jsonl")
     paths = PathsConfig(log=log, state=p.get("state", default_state_for(log)))
     return Config(v1=v1, v2=v2, request=request, run=run, paths=paths, source=src,
                   **build_sections(m))

@@ -153,3 +153,56 @@ def test_first_and_last_n_selected_values(mask_list: list[bool], n: int) -> None
     values = np.arange(mask.size, dtype=np.float64)
     assert _first_n(values, mask, n).tolist() == values[mask][:n].tolist()
     assert _last_n(values, mask, n).tolist() == values[mask][-n:].tolist()
+
+
+def group_p95_loop(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
+                   ) -> list[float | None]:
+    """The earlier ``group_p95`` (one sort or none, one partition per group), kept as the
+    reference the 2-D form must equal bit for bit."""
+    ok = ~np.isnan(values)
+    g, v = groups[ok], values[ok]
+    if not (g.size < 2 or not bool((g[1:] < g[:-1]).any())):
+        order = np.argsort(g, kind="stable")
+        g, v = g[order], v[order]
+    first = np.searchsorted(g, keys, side="left")
+    n = np.searchsorted(g, keys, side="right") - first
+    pos = 0.95 * np.maximum(n - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    for s_, n_, lo_, hi_ in zip(first.tolist(), n.tolist(), lo.tolist(), hi.tolist(),
+                                strict=True):
+        if n_:
+            v[s_:s_ + n_].partition((lo_, hi_) if hi_ != lo_ else lo_)
+    base = np.minimum(first + lo, max(v.size - 1, 0))
+    top = np.minimum(first + hi, max(v.size - 1, 0))
+    got = v[base] + (v[top] - v[base]) * (pos - lo) if v.size else np.zeros(keys.size)
+    return [float(x) if k else None for x, k in zip(got, n, strict=True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 30)), max_size=12),
+       st.lists(st.one_of(st.floats(allow_nan=False, width=64), st.just(math.nan),
+                          st.integers(0, 5).map(float)), min_size=1, max_size=60),
+       st.sampled_from(["runs", "shuffled", "subset", "extra"]))
+def test_group_p95_equals_the_per_group_loop_bit_for_bit(
+        sizes: list[tuple[int, int]], pool: list[float], shape: str) -> None:
+    # groups of repeated sizes (many hours with the same count: the 2-D path)
+    groups_l: list[int] = []
+    for key, (reps, size) in enumerate(sizes):
+        for r in range(reps):
+            groups_l += [key * 10 + r] * size
+    groups = np.array(groups_l, dtype=np.int64)
+    values = np.resize(np.array(pool), groups.size) if groups.size else np.zeros(0)
+    if shape == "shuffled":
+        perm = np.random.default_rng(len(groups_l)).permutation(groups.size)
+        groups, values = groups[perm], values[perm]
+    keys = np.unique(groups)
+    if shape == "subset":
+        keys = keys[::2]
+    elif shape == "extra":
+        keys = np.union1d(keys, [-5, 3, 999])
+    want = group_p95_loop(groups, values.copy(), keys)
+    got = group_p95(groups, values.copy(), keys)
+    assert len(got) == len(want)
+    for x, y in zip(got, want, strict=True):
+        assert (x is None and y is None) or x == y or (math.isnan(x) and math.isnan(y))

@@ -15,8 +15,10 @@ from shadow_burnin.core.runverdict import (
     binom_tail,
     flip_of,
     run_verdict,
+    run_verdict_arrays,
     widen,
 )
+from shadow_burnin.core.sidetables import flip_table
 
 
 def noise_flips(rng: np.random.Generator, n: int) -> list[Flip]:
@@ -152,3 +154,25 @@ def test_flip_of_reads_the_refire_record() -> None:
                                                                      False, True)
     assert flip_of(fx, {"outcome": "flaky-v1"}).reproducible is False  # type: ignore[union-attr]
     assert flip_of(fx, {"n": 1}).reproducible is None  # type: ignore[union-attr]
+
+
+num_st = st.one_of(st.none(), st.just(0.0), st.just(-0.0), st.floats(0, 3),
+                   st.sampled_from([0.45, 0.9, 1.5]))
+flip_st = st.builds(Flip, num_st, num_st, num_st, st.one_of(st.none(), st.booleans()),
+                    st.booleans(), st.one_of(st.none(), st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(flip_st, max_size=60), st.one_of(st.none(), st.integers(0, 80)),
+       st.booleans())
+def test_run_verdict_over_the_flip_table_equals_the_per_flip_form(
+        flips: list[Flip], no_match: int | None, widened: bool) -> None:
+    # the index's flip table holds the flips flip_of kept (analysable or with a re-fire)
+    kept = [f for f in flips if f.analysable or f.reproducible is not None]
+    prior = widen(DEFAULT_PRIOR, 1.2, 0.6) if widened else DEFAULT_PRIOR
+    t = flip_table(enumerate(kept))
+    want = run_verdict(kept, prior, no_match=no_match)
+    got = run_verdict_arrays(t.swing, t.drift, t.swing_min, t.in_topk, t.off_top1,
+                             t.reproducible, prior, no_match=no_match)
+    assert got.to_json() == want.to_json()
+    assert repr(got.to_json()) == repr(want.to_json())  # -0.0 against 0.0 too

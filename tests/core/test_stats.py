@@ -6,9 +6,17 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shadow_burnin.core.columns import ColumnBuilder
-from shadow_burnin.core.stats import percentiles, summarise, wilson
+from shadow_burnin.core.stats import (
+    median_inplace,
+    percentiles,
+    quantiles_inplace,
+    summarise,
+    wilson,
+)
 from tests.core.reference import linear_percentile
 
 
@@ -83,3 +91,43 @@ def test_empty() -> None:
     assert s.rounds == 0 and s.exact_match_rate is None and s.p95_gap_ms is None
     assert percentiles(np.array([math.nan])) is None
     assert s.to_json()["exact_match_ci95"] is None
+
+
+values_st = st.lists(st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.integers(0, 20).map(float),  # many ties
+    st.floats(-1e3, 1e3)), min_size=0, max_size=400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values_st, st.lists(st.sampled_from([0, 1, 5, 25, 50, 90, 95, 99, 99.9, 100]),
+                           min_size=1, max_size=5))
+def test_quantiles_inplace_is_np_percentile_bit_for_bit(values: list[float],
+                                                         qs: list[float]) -> None:
+    arr = np.array(values, dtype=np.float64)
+    finite = arr[~np.isnan(arr)]
+    if finite.size == 0:
+        assert percentiles(arr) is None
+        return
+    with np.errstate(invalid="ignore"):  # numpy's own NaN from inf - inf
+        want = np.percentile(finite, qs)
+        ref = np.percentile(finite, (50, 95, 99))
+    got = quantiles_inplace(finite.copy(), qs)
+    assert np.array_equal(np.array(got), want, equal_nan=True), (got, want)
+    # percentiles() rounds the same figures
+    expect = {f"p{q}": round(float(v), 3) for q, v in
+              zip((50, 95, 99), ref, strict=True)}
+    got_p = percentiles(arr)
+    assert got_p is not None
+    assert all(got_p[k] == expect[k] or (math.isnan(got_p[k]) and math.isnan(expect[k]))
+               for k in expect)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values_st.filter(bool))
+def test_median_inplace_is_np_median(values: list[float]) -> None:
+    arr = np.array(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        want = float(np.median(arr))
+    got = median_inplace(arr.copy())
+    assert repr(got) == repr(want) or (math.isnan(got) and math.isnan(want))

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shadow_burnin.app.evidence import Evidence, bench_summary, events_of, judge
+from shadow_burnin.app.evidence import Background, Evidence, bench_summary, events_of, judge
 from shadow_burnin.app.files import inputs_of
 from shadow_burnin.config import Config
+from shadow_burnin.core.drift import drift
 from shadow_burnin.core.gates import shard_report
 from shadow_burnin.core.halt import HaltStatus, halt_status
 from shadow_burnin.core.stats import Summary, summarise
@@ -97,8 +98,10 @@ def gather_set(cfg: Config, shards: Sequence[Shard], window: Window | None = Non
     scans = [scan_segments(s.path, window) for s in shards]
     if len(shards) == 1:
         cfg1 = _shard_cfg(cfg, shards[0])
+        cols = scans[0].columns
+        drifted = Background(drift, cols.ts, cols.latency, rows=len(cols))  # other core
         summary = _summary(scans[0], [shards[0].path], window, bench)
-        ev = judge(cfg1, summary, scans[0], window, logs=[shards[0].path])
+        ev = judge(cfg1, summary, scans[0], window, logs=[shards[0].path], drifted=drifted)
         per = {shards[0].name: summary} if by_shard else {}
         return FleetEvidence(ev, shards, scope, per)
     for shard, sc in zip(shards, scans, strict=True):

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from shadow_burnin import __version__
+from shadow_burnin.app.readahead import check_early
 from shadow_burnin.errors import ShadowBurninError
 from shadow_burnin.render.escape import term
 
@@ -42,6 +43,14 @@ class Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        # the logs named on the line: their index's CRC starts on a thread now, while
+        # the command's module (numpy, the config, the read path) is imported
+        if args:
+            check_early(args[0], args[1:])
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:

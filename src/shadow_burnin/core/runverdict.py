@@ -371,25 +371,66 @@ def run_verdict(flips: Iterable[Flip | None], prior: NoisePrior = DEFAULT_PRIOR,
     rounds, to count those without forensics) and its token statistics (``tokens``,
     summed by :func:`token_evidence`; the token-level tests need
     ``prior.min_tokens`` matched tokens)."""
-    ev = tokens or TokenEvidence()
     items = [f for f in flips if f is not None]
     judged = [f for f in items if f.analysable]
     n = len(judged)
-    unanalysed = max(0, (no_match if no_match is not None else len(items)) - n)
-    not_rep = sum(1 for f in items if f.reproducible is False)
     swings = sorted(f.swing for f in judged if f.swing is not None)
     drifts = [f.drift for f in judged if f.drift is not None]
     with_topk = [f for f in judged if f.in_topk is not None]
+    return _decide(
+        n, max(0, (no_match if no_match is not None else len(items)) - n),
+        sum(1 for f in items if f.reproducible is False),
+        sum(outside(f, prior) for f in judged),
+        sum(1 for f in with_topk if not f.in_topk), len(with_topk),
+        sum(f.off_top1 for f in judged),
+        {"swing_max": swings[-1] if swings else None, "swing_median": _median(swings),
+         "drift_max": max(drifts) if drifts else None}, prior, tokens, ppl)
+
+
+def run_verdict_arrays(swing: np.ndarray, drift: np.ndarray, swing_min: np.ndarray,
+                       in_topk: np.ndarray, off_top1: np.ndarray, reproducible: np.ndarray,
+                       prior: NoisePrior = DEFAULT_PRIOR, *, no_match: int | None = None,
+                       tokens: TokenEvidence | None = None,
+                       ppl: Mapping[str, Any] | None = None) -> RunVerdict:
+    """:func:`run_verdict` over the flips as columns (the round index's flip table: NaN
+    for a missing number, -1/0/1 for a missing/false/true flag, ``off_top1`` 0/1): the
+    same counts, figures and decision, without one object per flip."""
+    swing_nan, drift_nan = np.isnan(swing), np.isnan(drift)
+    judged = ~swing_nan | ~np.isnan(swing_min) | (off_top1 > 0)
+    n = int(np.count_nonzero(judged))
+    js = swing[judged & ~swing_nan]
+    jd = drift[judged & ~drift_nan]
+    # a flip's swing, else its lower bound; NaN compares false, as None counts as inside
+    eff = np.where(swing_nan, swing_min, swing)
+    with np.errstate(invalid="ignore"):
+        out_n = int(np.count_nonzero(judged & ((eff > prior.swing) | (drift > prior.drift))))
+    topk = judged & (in_topk >= 0)
+    js = np.sort(js, kind="stable")  # ties (0.0, -0.0) in flip order, as sorted() leaves them
+    return _decide(
+        n, max(0, (no_match if no_match is not None else int(swing.size)) - n),
+        int(np.count_nonzero(reproducible == 0)), out_n,
+        int(np.count_nonzero(topk & (in_topk == 0))), int(np.count_nonzero(topk)),
+        int(np.count_nonzero(judged & (off_top1 > 0))),
+        {"swing_max": float(js[-1]) if js.size else None,
+         "swing_median": _median([float(x) for x in js[(js.size - 1) // 2:js.size // 2 + 1]])
+         if js.size else None,
+         # the first greatest, as max() picks it
+         "drift_max": float(jd[int(np.argmax(jd))]) if jd.size else None}, prior, tokens, ppl)
+
+
+def _decide(n: int, unanalysed: int, not_rep: int, outside_n: int, topk_miss: int,
+            topk_n: int, off_top1_n: int, figs: dict[str, Any], prior: NoisePrior,
+            tokens: TokenEvidence | None, ppl: Mapping[str, Any] | None) -> RunVerdict:
+    """The tests, decision and explanation from a run's flip counts (``n`` analysable
+    flips) and its token statistics."""
+    ev = tokens or TokenEvidence()
     tests = (
-        _test("outside the noise envelope", sum(outside(f, prior) for f in judged), n,
-              prior.outside_rate),
-        _test("token missing from the other's top-K",
-              sum(1 for f in with_topk if not f.in_topk), len(with_topk), prior.topk_miss_rate),
-        _test(OFF_TOP1_FLIPS, sum(f.off_top1 for f in judged), n, prior.off_top1_rate),
+        _test("outside the noise envelope", outside_n, n, prior.outside_rate),
+        _test("token missing from the other's top-K", topk_miss, topk_n,
+              prior.topk_miss_rate),
+        _test(OFF_TOP1_FLIPS, off_top1_n, n, prior.off_top1_rate),
         *token_tests(ev, prior),
     )
-    figs = {"swing_max": swings[-1] if swings else None,
-            "swing_median": _median(swings), "drift_max": max(drifts) if drifts else None}
     failed = [t for t in tests if t.n and t.p_value < prior.alpha]
     if failed:
         decision: Decision = "changed"

@@ -5,7 +5,7 @@ A cache, never the source of truth: whatever it holds is checked against the log
 what it lacks is folded from the log. The file is a chain of **segments**, each covering
 the log's bytes ``[s, e)`` (whole lines) and appended after the previous one::
 
-    segment = b"SBX2" | u32 header length | u64 body length | u32 CRC-32 of header+body
+    segment = b"SBX3" | u32 header length | u64 body length | u64 XXH3-64 of header+body
               | header (JSON) | pad to 8 | body: column bytes, each padded to 8
 
 The header says how many rounds, A/A pairs, flips and noise samples the segment holds
@@ -41,7 +41,6 @@ import struct
 import sys
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,14 +62,20 @@ from shadow_burnin.core.sidetables import (
     flip_table,
 )
 from shadow_burnin.errors import LogError, StorageError
+from shadow_burnin.io.log.indexcheck import (
+    CRC_CHUNK,
+    HEAD,
+    MAGIC,
+    OLD_MAGIC,
+    checksum,
+    crc_range,
+    prefetched,
+)
 from shadow_burnin.io.log.lines import open_log
-from shadow_burnin.io.log.logscan import scan_range_at
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
-CRC_CHUNK = 4 << 20
-MAGIC = b"SBX2"
-VERSION = 2
-_HEAD = struct.Struct("<4sIQI")  # magic, header length, body length, CRC
+VERSION = 3  # 3: XXH3-64 checksums (2: CRC-32, read as another version: rebuilt)
+_HEAD = HEAD  # magic, header lengths, checksum (defined in indexcheck, the light part)
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 MAX_SEGMENTS = 64  # a reader that may save rewrites a file of more as one segment
@@ -173,8 +178,8 @@ def _segment(named: list[tuple[str, str, np.ndarray]], head: dict[str, Any],
     header = orjson.dumps(head)
     header += b" " * _pad(len(header) + _HEAD.size)
     body = b"".join(chunks)
-    crc = zlib.crc32(body, zlib.crc32(header))
-    return _HEAD.pack(MAGIC, len(header), len(body), crc) + header + body, layout
+    return _HEAD.pack(MAGIC, len(header), len(body), checksum(header, body)) + header + body, \
+        layout
 
 
 def encode(index: Index) -> bytes:
@@ -212,7 +217,7 @@ class _Read:
 
 def _read_segments(buf: Any, size: int, crc_of: Any = None) -> _Read:
     """Read the chain of segments in ``buf`` (CorruptIndex: the first one is bad);
-    ``crc_of(start, end)``: the CRC of those bytes read another way (None: from ``buf``)."""
+    ``crc_of(start, end)``: the checksum of those bytes read another way (None: from ``buf``)."""
     out = _Read()
     pos = 0
     layout: list[Any] | None = None
@@ -222,14 +227,15 @@ def _read_segments(buf: Any, size: int, crc_of: Any = None) -> _Read:
                 raise CorruptIndex("truncated")
             magic, hlen, blen, crc = _HEAD.unpack_from(buf, pos)
             if magic != MAGIC:
-                raise CorruptIndex("not an index file" if pos == 0 else "bad segment")
+                raise CorruptIndex(("index version 2" if magic == OLD_MAGIC else
+                                    "not an index file") if pos == 0 else "bad segment")
             start = pos + _HEAD.size
             end = start + hlen + blen
             if end > size:
                 raise CorruptIndex("truncated")
             view = memoryview(buf)[start:end]
-            if (crc_of(start, end) if crc_of is not None else zlib.crc32(view)) != crc:
-                raise CorruptIndex("altered (CRC)")
+            if (crc_of(start, end) if crc_of is not None else checksum(view)) != crc:
+                raise CorruptIndex("altered (checksum)")
             head = orjson.loads(bytes(view[:hlen]))
             if pos == 0:
                 if head.get("v") != VERSION:
@@ -406,6 +412,8 @@ def _flips_at(log: Path, columns: Columns, offset: np.ndarray, length: np.ndarra
 
 
 def _fold_range(log: Path, start: int, end: int) -> tuple[Any, ...]:
+    from shadow_burnin.io.log.logscan import scan_range_at  # msgspec: only to fold lines
+
     columns, other, imported, _stop, lines = scan_range_at(log, start, end, [])
     offset, length = lines[0].astype(np.int64), lines[1].astype(np.int32)
     return (columns, other, imported, offset, length,
@@ -477,16 +485,14 @@ def _open_index(target: Path, notes: list[str]) -> Index | None:
         size = os.fstat(fh.fileno()).st_size
         fd = fh.fileno()
 
+        window = memoryview(bytearray(CRC_CHUNK))
+        early = prefetched(target, fd) or {}  # computed on a thread from this very file
+
         def crc_of(start: int, end: int) -> int:
-            """The CRC read through a small buffer, not the mapping: only the columns a
+            """The checksum read through a small buffer, not the mapping: only the columns a
             reader uses become resident (a 10 M-round index is 0.9 GB)."""
-            crc, pos = 0, start
-            while pos < end:
-                chunk = os.pread(fd, min(CRC_CHUNK, end - pos), pos)
-                if not chunk:
-                    break
-                crc, pos = zlib.crc32(chunk, crc), pos + len(chunk)
-            return crc
+            got = early.get((start, end))
+            return got if got is not None else crc_range(fd, start, end, window)
 
         try:
             buf: Any = mmap.mmap(fd, 0, prot=mmap.PROT_READ) if size else b""

@@ -33,8 +33,8 @@ from shadow_burnin.core.sidetables import AATable, FlipTable
 from shadow_burnin.errors import LogError
 from shadow_burnin.io.log import legacy
 from shadow_burnin.io.log.events import iter_event_file, read_events
+from shadow_burnin.io.log.indexcheck import index_enabled
 from shadow_burnin.io.log.lines import decode_line, iter_lines, open_log
-from shadow_burnin.io.log.logscan import scan_range
 
 if TYPE_CHECKING:
     from shadow_burnin.io.log.index import Index
@@ -158,8 +158,7 @@ def scan(path: Path, window: Window | None = None, *, use_index: bool | None = N
     columns.
     """
     if use_index is None:
-        use_index = os.environ.get("SHADOW_BURNIN_INDEX", "on").lower() not in (
-            "off", "0", "no", "false")
+        use_index = index_enabled()
     builder = ColumnBuilder()
     other: list[dict[str, Any]] = []
     imported = 0
@@ -243,6 +242,8 @@ def _scan_ours(path: Path) -> tuple[Columns, list[dict[str, Any]], int]:
         size = path.stat().st_size
     except OSError:
         size = 0
+    from shadow_burnin.io.log.logscan import scan_range  # msgspec: only to fold lines
+
     workers = min(os.cpu_count() or 1, 8)
     if size < PARALLEL_MIN_BYTES or workers < 2:
         return scan_range(path, 0, None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +150,8 @@ def guard_output(target: Path, logs: Iterable[LogFiles], *, kind: str, medium: s
 
 def write_atomic(target: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Temp file in the target's directory, fsync, rename over the target, fsync the dir."""
+    import tempfile  # (with shutil, random: ~4 ms a reader never pays)
+
     directory = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
@@ -176,6 +177,8 @@ def atomic_path(target: Path, *, mode: int = 0o644) -> Iterator[Path]:
     writer): when the block ends without an error the file is fsynced and renamed over
     ``target`` (the directory fsynced too); on an error it is removed and ``target`` is
     left as it was."""
+    import tempfile  # (with shutil, random: ~4 ms a reader never pays)
+
     directory = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)

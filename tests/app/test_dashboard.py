@@ -13,8 +13,8 @@ from shadow_burnin.app.dashboard import Dashboard, Filters, bin_width, series, s
 from shadow_burnin.cli.options import load_config
 from shadow_burnin.core.stats import summarise
 from shadow_burnin.errors import LogError
-from shadow_burnin.io.log import index as index_mod
 from shadow_burnin.io.log import livescan
+from shadow_burnin.io.log import logscan as logscan_mod
 from shadow_burnin.io.log.livescan import LiveLog
 from shadow_burnin.io.log.logread import Window, scan
 from shadow_burnin.io.log.sidecars import index_path
@@ -81,7 +81,7 @@ def test_the_first_read_comes_from_the_index_then_only_new_bytes(
         m.setattr(livescan, "decode_line", no_line)
         m.setattr(livescan, "_fold_slow", no_line)
         m.setattr(livescan.LiveLog, "_fold", no_line)
-        m.setattr(index_mod, "scan_range_at", no_line)
+        m.setattr(logscan_mod, "scan_range_at", no_line)
         live = LiveLog(known.path)
         snap = live.refresh()
     assert live.bytes_read == 0 and snap.size == size

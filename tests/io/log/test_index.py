@@ -390,12 +390,11 @@ def test_an_index_without_a_column_this_version_keeps_is_rebuilt_with_a_note(
 def _as_previous_version(data: bytes) -> bytes:
     """A one-segment index as the version before per-side status, error codes and
     completion tokens wrote it: the same file without those columns and fields (its
-    CRC recomputed, so only the layout differs)."""
-    import struct
-    import zlib
+    checksum recomputed, so only the layout differs)."""
+    from shadow_burnin.io.log.indexcheck import HEAD as head
+    from shadow_burnin.io.log.indexcheck import MAGIC, checksum
 
-    head = struct.Struct("<4sIQI")
-    _magic, hlen, _blen, _crc = head.unpack_from(data, 0)
+    _magic, hlen, _blen, _sum = head.unpack_from(data, 0)
     header = orjson.loads(data[head.size:head.size + hlen])
     new = ("status", "completion_tokens", "error", "errors")
     header["fields"] = [f for f in header["fields"] if f not in new]
@@ -416,8 +415,7 @@ def _as_previous_version(data: bytes) -> bytes:
     raw = orjson.dumps(header)
     raw += b" " * (-(len(raw) + head.size) % 8)
     body = b"".join(chunks)
-    crc = zlib.crc32(body, zlib.crc32(raw))
-    return head.pack(b"SBX2", len(raw), len(body), crc) + raw + body
+    return head.pack(MAGIC, len(raw), len(body), checksum(raw, body)) + raw + body
 
 
 def test_an_index_of_the_previous_version_is_detected_and_rebuilt_with_a_note(

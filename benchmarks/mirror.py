@@ -106,7 +106,7 @@ def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0, *extra: str,
     proc = subprocess.Popen(
         [*PROXY_CPU, sys.executable, "-m", "shadow_burnin", "mirror", "--listen", "127.0.0.1:0",
          "--v1", v1, "--v2", v2, "--log", str(log), "--quiet", "--max-queue", "10000",
-         "--shadow-concurrency", "16", "--timeout", "10", "--grace", "5",
+         "--shadow-concurrency", "64", "--timeout", "10", "--grace", "5",
          "--sample", str(sample), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stderr is not None

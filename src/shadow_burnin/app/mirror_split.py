@@ -241,6 +241,7 @@ class SplitMirror:
 # -- the shadow process (``python -m shadow_burnin.cli.mirror_shadow``) --------------------
 
 STATS_EVERY = 5.0  # seconds between the figures sent to the mirror
+SHADOW_NICE = 10
 
 
 async def shadow_process(notice: Callable[[str], None],
@@ -320,5 +321,8 @@ def run_shadow_process(notice: Callable[[str], None],
     the whole group; the mirror coordinates the end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    nice = int(os.environ.get("SB_SHADOW_NICE", SHADOW_NICE))
+    with contextlib.suppress(OSError):
+        os.nice(nice)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(shadow_process(notice, alert))

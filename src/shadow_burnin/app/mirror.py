@@ -192,7 +192,7 @@ class Front:
             shadow = dict(shadow, model=self.opts.v2_model)
         return Mirrored(ts=ts, path=path, api=api, stream=body.get("stream") is True,
                         body=body, shadow_body=raw if shadow is body else orjson.dumps(shadow),
-                        greedy=greedy, reason=None if greedy else reason)
+                        greedy=greedy, reason=None if greedy else reason, raw=raw)
 
     def _capture_one(self, api: str, body: dict[str, Any], ts: str) -> None:
         assert self._capture is not None

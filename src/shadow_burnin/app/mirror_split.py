@@ -45,7 +45,7 @@ from shadow_burnin.app.mirror import (
     stats_event,
 )
 from shadow_burnin.config import Config
-from shadow_burnin.errors import ShadowBurninError, StorageError
+from shadow_burnin.errors import ConfigError, ShadowBurninError, StorageError
 from shadow_burnin.io.log.events import append_event
 from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.store import Store
@@ -139,6 +139,7 @@ class SplitMirror:
         self._child.stdin.write(frame(batch))
 
     async def _start_child(self) -> None:
+        shadow_nice()  # a bad value stops the mirror before it starts anything
         env = dict(os.environ)
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shadow_burnin.cli.mirror_shadow",
@@ -241,7 +242,25 @@ class SplitMirror:
 # -- the shadow process (``python -m shadow_burnin.cli.mirror_shadow``) --------------------
 
 STATS_EVERY = 5.0  # seconds between the figures sent to the mirror
-SHADOW_NICE = 10
+SHADOW_NICE = 10  # the shadow process's niceness: the clients' process comes first
+NICE_ENV = "SHADOW_BURNIN_SHADOW_NICE"
+
+
+def shadow_nice() -> int:
+    """How much nicer than the mirror the shadow process runs (``NICE_ENV``, 0-19;
+    default ``SHADOW_NICE``): on a busy CPU the process serving clients is scheduled
+    first and the shadow takes what is left (its bounded queue drops, counted, what it
+    cannot take)."""
+    value = os.environ.get(NICE_ENV)
+    if value is None or value.strip() == "":
+        return SHADOW_NICE
+    try:
+        nice = int(value)
+    except ValueError:
+        nice = -1
+    if not 0 <= nice <= 19:
+        raise ConfigError(None, f"{NICE_ENV}: {value[:20]!r} is not a niceness from 0 to 19")
+    return nice
 
 
 async def shadow_process(notice: Callable[[str], None],
@@ -321,8 +340,7 @@ def run_shadow_process(notice: Callable[[str], None],
     the whole group; the mirror coordinates the end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    nice = int(os.environ.get("SB_SHADOW_NICE", SHADOW_NICE))
-    with contextlib.suppress(OSError):
-        os.nice(nice)
+    with contextlib.suppress(OSError, ConfigError):
+        os.nice(shadow_nice())
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(shadow_process(notice, alert))

@@ -72,6 +72,27 @@ class Mirrored:
     v1_greedy: SideReply | None = None  # v1's reply to the greedy copy
     cancelled: bool = False  # the client left before v1's reply was complete
     meta: dict[str, Any] = field(default_factory=dict)
+    raw: bytes | None = None  # the client's body as it came (``body`` parsed), if kept
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as one tuple (the shadow process gets jobs in frames of many): the
+        client's bytes rather than their parse when kept (the same bytes as
+        ``shadow_body``, unless the copy was changed: then pickled once)."""
+        return (_rebuild, (self.ts, self.path, self.api, self.stream,
+                           self.body if self.raw is None else self.raw, self.shadow_body,
+                           self.greedy, self.reason, self.v1, self.v2, self.v1_greedy,
+                           self.v1_raw, self.cancelled, self.meta, self.raw is not None))
+
+
+def _rebuild(ts: str, path: str, api: str, stream: bool, body: Any, shadow_body: bytes,
+             greedy: bool, reason: str | None, v1: SideReply | None, v2: SideReply | None,
+             v1_greedy: SideReply | None, v1_raw: RawReply | None, cancelled: bool,
+             meta: dict[str, Any], raw: bool) -> Mirrored:
+    return Mirrored(ts=ts, path=path, api=api, stream=stream,
+                    body=orjson.loads(body) if raw else body, shadow_body=shadow_body,
+                    greedy=greedy, reason=reason, v1=v1, v1_raw=v1_raw, v2=v2,
+                    v1_greedy=v1_greedy, cancelled=cancelled, meta=meta,
+                    raw=body if raw else None)
 
 
 class Hooks(Protocol):

@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from shadow_burnin.core.records import SideReply
 from shadow_burnin.io.http.client import retry_after
@@ -46,6 +47,10 @@ class RawReply:
     size: int = 0  # body bytes that arrived (kept or not)
     end: float | None = None  # perf_counter when the reply was complete (or failed)
     error: str | None = None  # the transport's outcome (None: the reply came whole)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # one tuple (see ``Mirrored``)
+        return (RawReply, (self.start, self.stream, self.status, self.headers, self.chunks,
+                           self.times, self.size, self.end, self.error))
 
 
 class Collector:

@@ -7,17 +7,20 @@ read by read, TCP_NODELAY). Nothing on that path waits for the shadow.
 
 A POST to ``/v1/chat/completions``, ``/v1/completions`` or llama.cpp's ``/completion``
 whose body is a JSON object no larger than ``max_body`` is handed to the session's
-``Hooks.on_request``, which may return a :class:`Mirrored` job. The client's v1 reply is
-teed into the run's own reply parsers while it streams (so its TTFT is the time of its
-first text). Once the client's exchange is over — whole, failed or cancelled, exactly
-once whatever ended it — the job goes to the sink: by default a bounded queue here
-(``ShadowPool``, ``put_nowait``: a full queue drops the copy, counted; nothing ever
-waits for room), in ``shadow-burnin mirror`` the pipe to its shadow process
+``Hooks.on_request``, which may return a :class:`Mirrored` job. While v1's reply passes
+to the client, its body bytes are only kept (``replies.Collector``: a list append per
+read, with the read's time for a stream, capped at ``max_reply_bytes``); nothing is
+parsed on the client's path. Once the client's exchange is over — whole, failed or
+cancelled, exactly once whatever ended it — the job goes to the sink: by default a
+bounded queue here (``ShadowPool``, ``put_nowait``: a full queue drops the copy, counted;
+nothing ever waits for room), in ``shadow-burnin mirror`` the pipe to its shadow process
 (``app.mirror_split``). A copy never runs alongside its own client's exchange.
-``shadow_concurrency`` workers send queued copies to v2 (``SideClient``: the run's
-client, its per-request timeout and error codes) — and, when the session forces a greedy
-comparison, a second, shadow-only copy to v1 — then hand the finished job to
-``Hooks.on_done``.
+``shadow_concurrency`` workers read v1's reply (``replies.parse``: the run's dialects and
+error codes; a stream's TTFT is the arrival of the read that brought its first text),
+send the copy to v2 (``shadow_http.ShadowHTTP``: the same raw protocol and parser as the
+client's path, the per-request timeout, the client's error codes) — and, when the
+session forces a greedy comparison, a second, shadow-only copy to v1 — then hand the
+finished job to ``Hooks.on_done``.
 
 Faults: v1 unreachable before its headers → 502 (504 on a timeout: ``v1_timeout``
 seconds without a byte from v1) with a JSON error body, as from any reverse proxy; v1

@@ -1,11 +1,12 @@
 """``shadow-burnin mirror`` in two processes: the clients' side and the shadow's side.
 
-This process runs the proxy (clients, v1, the capture, the comparability rules, the
-reading of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``,
+This process runs the proxy (clients, v1, the capture, the comparability rules, keeping
+the bytes of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``,
 whose body is :func:`shadow_process` here) runs the shadow: the bounded queue, the copies
-to v2, the comparison and the log. The two share nothing but a pipe: the client
+to v2, the reading of both replies, the comparison and the log, at a lower priority
+(``shadow_nice``). The two share nothing but a pipe: the client
 exchanges finished in one turn of the event loop go as one frame (pickled
-:class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs), one write that never waits; when
+:class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs, each one tuple), one write that never waits; when
 more than ``PIPE_LIMIT`` bytes are still unread by the child, a job is dropped and counted,
 as a full queue drops it. So the shadow's work (an HTTP exchange with v2, two parses, a
 round, the commit) never runs on the event loop that serves the clients, and on a

@@ -192,7 +192,6 @@ class ShadowHTTP:
                 reused = conn is not None
                 if conn is None:
                     conn = await self._connect()
-                raw.start = time.perf_counter()
                 done = conn.begin(raw, self.cap)
                 assert conn.transport is not None
                 conn.transport.writelines((

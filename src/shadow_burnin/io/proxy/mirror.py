@@ -27,9 +27,11 @@ seconds without a byte from v1) with a JSON error body, as from any reverse prox
 failing mid-body → the client connection is cut (never a short body that looks
 complete). A kept-alive connection v1 had closed is retried once on a fresh one when no
 byte of a reply came. A client that leaves closes its connection to v1; its job is
-marked ``cancelled`` and its shadow copy still runs. ``close`` stops accepting, lets
-in-flight client requests finish (within the grace period), drains the queue within it
-and drops (counts) what is left.
+marked ``cancelled`` and its shadow copy still runs (unless the stream's end marker had
+already gone to it: a client that closes right after ``[DONE]``, before the chunked
+body's last bytes, has had the whole reply, and the round is compared). ``close`` stops
+accepting, lets in-flight client requests finish (within the grace period), drains the
+queue within it and drops (counts) what is left.
 """
 
 from __future__ import annotations
@@ -334,6 +336,10 @@ class ShadowPool:
             try:
                 if job.v1 is None and job.v1_raw is not None:
                     job.v1 = parse(job.v1_raw, job.api, job.stream, self.cfg.max_reply_bytes)
+                    if job.cancelled and job.stream and job.v1.error is None:
+                        # the stream's end marker had gone to the client before it left
+                        # (it closed before the chunked body's last bytes): a whole reply
+                        job.cancelled = False
                 job.v1_raw = None
                 path = dialect_for(job.api).path
                 v2 = self._side("v2").post(path, job.shadow_body, stream=job.stream)

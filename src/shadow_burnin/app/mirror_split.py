@@ -4,13 +4,13 @@ This process runs the proxy (clients, v1, the capture, the comparability rules, 
 the bytes of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``,
 whose body is :func:`shadow_process` here) runs the shadow: the bounded queue, the copies
 to v2, the reading of both replies, the comparison and the log, at a lower priority
-(``shadow_nice``). The two share nothing but a pipe: the client
-exchanges finished in one turn of the event loop go as one frame (pickled
-:class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs, each one tuple), one write that never waits; when
-more than ``PIPE_LIMIT`` bytes are still unread by the child, a job is dropped and counted,
-as a full queue drops it. So the shadow's work (an HTTP exchange with v2, two parses, a
-round, the commit) never runs on the event loop that serves the clients, and on a
-machine with two cores or more it runs on another.
+(``shadow_nice``). The two share nothing but a pipe: the client exchanges finished in one
+turn of the event loop go as one frame (pickled
+:class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs, each one tuple), one write that
+never waits; when more than ``PIPE_LIMIT`` bytes are still unread by the child, a job is
+dropped and counted, as a full queue drops it. So the shadow's work (an HTTP exchange
+with v2, two reply reads, a round, the commit) never runs on the event loop that serves
+the clients, and on a machine with two cores or more it runs on another.
 
 Protocol: frames of a 4-byte big-endian length and a pickle (between two processes of
 this program only). To the child: ``{"cfg", "opts"}``, then lists of jobs (those

@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/mirror.py [--latency 600] [--rounds 5] [--seconds 5]
        [--memory 100000] [--reference-src DIR] [--no-pin]
+       [--phases latency,rates,memory]   (run them in separate holds of the lock)
 (from the repository root; needs /usr/bin/caddy; uses /usr/bin/wrk when installed)
 
 Fairness on a small machine (2 cores here, shared): every proxy under test — Caddy, the
@@ -19,6 +20,10 @@ while the mirror's client path is one Python thread).
    with 32 connections (wrk, C, one thread; else an aiohttp client), against an instant
    v1 and v2 (a Caddy ``static_response`` on the other CPU); the median per proxy and its
    ratio to Caddy's median (and the ratio in each round);
+   ``mirror-nice0`` is the two-process mirror with its shadow process at the clients'
+   priority (``SHADOW_BURNIN_SHADOW_NICE=0``; the default is nice 10); each mirror's share
+   of requests logged as rounds is printed after the rounds (the rest were dropped when
+   the shadow's queue was full, counted);
 3. memory: a mirror whose shadow is dead (a closed port) takes ``--memory`` requests;
    its RSS (both of its processes) every tenth of the way; then the same single-process.
 
@@ -100,13 +105,15 @@ def start_caddy(v1: str | None, workdir: Path, name: str = "caddy",
 
 
 def start_mirror(v1: str, v2: str, log: Path, sample: float = 1.0, *extra: str,
-                 src: Path = ROOT / "src") -> tuple[str, subprocess.Popen[bytes]]:
+                 src: Path = ROOT / "src", env_extra: dict[str, str] | None = None
+                 ) -> tuple[str, subprocess.Popen[bytes]]:
     env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(src) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(src) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **(env_extra or {}))
     proc = subprocess.Popen(
         [*PROXY_CPU, sys.executable, "-m", "shadow_burnin", "mirror", "--listen", "127.0.0.1:0",
          "--v1", v1, "--v2", v2, "--log", str(log), "--quiet", "--max-queue", "10000",
-         "--shadow-concurrency", "16", "--timeout", "10", "--grace", "5",
+         "--shadow-concurrency", "64", "--timeout", "10", "--grace", "5",
          "--sample", str(sample), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stderr is not None
@@ -235,7 +242,9 @@ def stats_of(log: Path) -> str:
               Path(str(log) + ".events.jsonl").read_bytes().splitlines()]
     last = [e for e in events if e.get("event") == "mirror-stats"][-1]
     p = last["proxy"]
-    return (f"requests {p['requests']}, shadowed {p['mirrored']}, dropped (queue full) "
+    share = last["rounds"] / p["requests"] if p["requests"] else 0.0
+    return (f"{share:.0%} of requests logged as rounds; "
+            f"requests {p['requests']}, shadowed {p['mirrored']}, dropped (queue full) "
             f"{p['dropped_full']}, dropped at shutdown {p['dropped_shutdown']}, "
             f"v1 failed {p['v1_failed']}")
 
@@ -250,7 +259,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--reference-src", type=Path)
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--phases", default="latency,rates,memory",
+                    help="which of latency, rates, memory to run (comma-separated)")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
     cpus = sorted(os.sched_getaffinity(0))
     if not args.no_pin and len(cpus) >= 2:
         PROXY_CPU[:] = ["taskset", "-c", str(cpus[-1])]
@@ -269,18 +281,24 @@ def main() -> None:
         caddy, pc = start_caddy(v1, work)
         caddy_fast, pcf = start_caddy(fast1, work, "caddy-fast")
         procs += [pc, pcf]
-        mirrors: dict[str, tuple[float, tuple[str, ...], Path]] = {
-            "mirror": (1.0, (), ROOT / "src"),
-            "mirror-1p": (1.0, ("--single-process",), ROOT / "src"),
-            "mirror@0": (0.0, (), ROOT / "src"),
+        src = ROOT / "src"
+        mirrors: dict[str, tuple[float, tuple[str, ...], Path, dict[str, str]]] = {
+            "mirror": (1.0, (), src, {}),
+            "mirror-1p": (1.0, ("--single-process",), src, {}),
+            "mirror@0": (0.0, (), src, {}),
+            # the shadow process at the mirror's own priority (default: nice 10)
+            "mirror-nice0": (1.0, (), src, {"SHADOW_BURNIN_SHADOW_NICE": "0"}),
         }
         if args.reference_src is not None:
-            mirrors["reference"] = (1.0, (), args.reference_src.resolve())
-        slow = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra, src=src)
-                for name, (sample, extra, src) in mirrors.items()}
+            mirrors["reference"] = (1.0, (), args.reference_src.resolve(), {})
+        in_latency = [n for n in mirrors if n not in ("mirror@0", "mirror-nice0")]
+        slow = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra, src=src,
+                                   env_extra=env)
+                for name, (sample, extra, src, env) in mirrors.items()
+                if name in in_latency and "latency" in phases}
         procs.extend(proc for _url, proc in slow.values())
         targets = {"direct": v1, "caddy": caddy,
-                   **{name: url for name, (url, _proc) in slow.items() if name != "mirror@0"}}
+                   **{name: url for name, (url, _proc) in slow.items()}}
         version = subprocess.run(["/usr/bin/caddy", "version"], capture_output=True,
                                  text=True).stdout.split()[0]
         where = (f"proxies pinned to CPU {PROXY_CPU[-1]}, the rest to {sorted(OTHER_CPU)}"
@@ -291,13 +309,18 @@ def main() -> None:
               + (f", reference: {args.reference_src}" if args.reference_src else ""),
               flush=True)
         for stream in (False, True):
-            asyncio.run(latency(targets, args.latency, stream))
+            if "latency" in phases:
+                asyncio.run(latency(targets, args.latency, stream))
+        if "latency" in phases:
+            print(f"latency done, load {os.getloadavg()[0]:.1f}", flush=True)
         for _name, (_url, proc) in slow.items():
             stop(proc)
             procs.remove(proc)
+        if "rates" not in phases:
+            args.rounds = 0
         fast = {name: start_mirror(fast1, fast2, work / f"fast-{name}.jsonl", sample, *extra,
-                                   src=src)
-                for name, (sample, extra, src) in mirrors.items()}
+                                   src=src, env_extra=env)
+                for name, (sample, extra, src, env) in mirrors.items() if args.rounds}
         procs.extend(proc for _url, proc in fast.values())
         rate_targets = {"caddy": caddy_fast, **{n: u for n, (u, _p) in fast.items()}}
         rates: dict[str, list[float]] = {name: [] for name in rate_targets}
@@ -308,21 +331,22 @@ def main() -> None:
                 f"{name} {got[-1]:.0f}" + ("" if name == "caddy" else
                                            f" ({got[-1] / rates['caddy'][-1]:.2f})")
                 for name, got in rates.items()), flush=True)
-        c = statistics.median(rates["caddy"])
-        print(f"requests/s, median of {args.rounds} rounds of {args.seconds:g} s at "
-              f"{args.concurrency} connections (instant v1 and v2): caddy {c:.0f}; " +
-              "; ".join(f"{name} {statistics.median(got):.0f} "
-                        f"({statistics.median(got) / c:.2f} of caddy; per round "
-                        f"{min(g / r for g, r in zip(got, rates['caddy'], strict=True)):.2f}–"
-                        f"{max(g / r for g, r in zip(got, rates['caddy'], strict=True)):.2f})"
-                        for name, got in rates.items() if name != "caddy"), flush=True)
+        c = statistics.median(rates["caddy"]) if args.rounds else 0.0
+        if args.rounds:
+            print(f"requests/s, median of {args.rounds} rounds of {args.seconds:g} s at "
+                  f"{args.concurrency} connections (instant v1 and v2): caddy {c:.0f}; " +
+                  "; ".join(f"{name} {statistics.median(got):.0f} "
+                            f"({statistics.median(got) / c:.2f} of caddy; per round "
+                            f"{min(g / r for g, r in zip(got, rates['caddy'], strict=True)):.2f}–"
+                            f"{max(g / r for g, r in zip(got, rates['caddy'], strict=True)):.2f})"
+                            for name, got in rates.items() if name != "caddy"), flush=True)
         for name, (_url, proc) in fast.items():
             stop(proc)
             procs.remove(proc)
             lines = (work / f"fast-{name}.jsonl").read_bytes().count(b"\n")
             print(f"{name} logged {lines} rounds; {stats_of(work / f'fast-{name}.jsonl')}",
                   flush=True)
-        if args.memory:
+        if args.memory and "memory" in phases:
             dead = f"http://127.0.0.1:{free_port()}"
             for name, extra in (("mirror", ()), ("mirror-1p", ("--single-process",))):
                 url, pm = start_mirror(fast1, dead, work / f"dead-{name}.jsonl", 1.0, *extra)

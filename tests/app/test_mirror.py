@@ -337,3 +337,36 @@ async def test_llama_cpp_native_requests_are_compared(tmp_path: Path, scripted_s
     assert r["category"] == "mirror-native" and r["bucket"] == "no-match"
     assert r["divergence_byte"] == len("native words ")
     assert r["v1"]["error"] is None and r["v1"]["finish_reason"] == "stop"
+
+
+async def test_rounds_finished_close_together_share_one_commit(tmp_path: Path,
+                                                               scripted_server: Start) -> None:
+    """Group commit: commits are at least ``COMMIT_EVERY`` apart, so a trickle of rounds
+    (one request at a time) lands in batches, and every round is in the log at the end."""
+    from shadow_burnin.app import mirror as app_mirror
+
+    v1 = await scripted_server(reply="same")
+    v2 = await scripted_server(reply="same")
+    commits: list[tuple[float, int]] = []
+    loop = asyncio.get_running_loop()
+    async with session(tmp_path, v1.url, v2.url) as (url, s):
+        append_many = s.store.append_many
+
+        def counting(records: list[dict[str, Any]]) -> None:
+            commits.append((loop.time(), len(records)))
+            append_many(records)
+
+        s.store.append_many = counting  # type: ignore[method-assign]
+        async with aiohttp.ClientSession() as http:
+            for i in range(30):  # one at a time
+                async with http.post(url + "/v1/completions", json={
+                        "prompt": f"p{i}", "temperature": 0}) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+    assert sum(n for _t, n in commits) == 30
+    assert [r["round"] for r in rounds(tmp_path)] == list(range(1, 31))
+    # commits start at least COMMIT_EVERY apart (lag only spaces them more), but for
+    # the last one, at close, which does not wait
+    span = commits[-2][0] - commits[0][0] if len(commits) > 1 else 0.0
+    assert len(commits) <= span / app_mirror.COMMIT_EVERY + 3, commits
+    assert max(n for _t, n in commits) > 1

@@ -241,3 +241,40 @@ def test_a_dead_shadow_raises_the_liveness_spike(tmp_path: Path, spawn_scripted:
     spikes = [(e["alert"], e.get("side")) for e in read_events(log)
               if e.get("event") == "liveness"]
     assert spikes == [("unreachable-spike", "v2")]
+
+
+def _nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize(("env", "nice"), [({}, 10), ({"SHADOW_BURNIN_SHADOW_NICE": "3"}, 3)])
+def test_the_shadow_process_runs_nicer_than_the_clients_process(
+        tmp_path: Path, spawn_scripted: Spawn, env: dict[str, str], nice: int,
+        mirror_proc: Callable[..., tuple[str, subprocess.Popen[bytes]]]) -> None:
+    url1, _ = spawn_scripted(reply_mode="fixed", reply="same")
+    url2, _ = spawn_scripted(reply_mode="fixed", reply="same")
+    log = tmp_path / "m.jsonl"
+    url, proc = mirror_proc("--v1", url1, "--v2", url2, "--log", log, "--quiet", env=env)
+    [child] = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())
+    mine = _nice_of(proc.pid)
+    assert _nice_of(child) == min(19, mine + nice)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    assert client.completions.create(model="m", prompt="p",
+                                     temperature=0).choices[0].text == "same"
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert [r["bucket"] for r in read_log(log)] == ["exact"]
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "ten"])
+def test_a_bad_shadow_niceness_is_one_line_and_exit_2(tmp_path: Path, value: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHADOW_BURNIN_SHADOW_NICE", value)
+    log = tmp_path / "m.jsonl"
+    result = invoke("mirror", "--listen", "127.0.0.1:0", "--v1", "http://127.0.0.1:9",
+                    "--v2", "http://127.0.0.1:9", "--log", log)
+    assert result.exit_code == 2
+    assert "SHADOW_BURNIN_SHADOW_NICE" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not log.exists()

@@ -15,7 +15,9 @@ ever logged. The capture file (``capture``) holds every mirrored-path request in
 created 0600, authorization headers never written.
 
 Rounds are committed in the order they complete, by one committer (group commit, one
-write and fsync per batch, in a worker thread): the proxy never waits for the disk. If
+write and fsync per batch, in a worker thread, at most one batch every ``COMMIT_EVERY``
+seconds, so a steady trickle of rounds does not cost two fsyncs each): the proxy never
+waits for the disk. If
 the disk falls more than ``BACKLOG`` rounds behind, further rounds are dropped (counted).
 """
 
@@ -57,6 +59,7 @@ from shadow_burnin.io.log.store import State, Store
 from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyConfig, ProxyStats
 
 BACKLOG = 10_000  # finished rounds waiting for the disk, at most
+COMMIT_EVERY = 0.1  # seconds between two commits, at least (a group commit window)
 
 
 class Observer(Protocol):
@@ -189,7 +192,7 @@ class Front:
             shadow = dict(shadow, model=self.opts.v2_model)
         return Mirrored(ts=ts, path=path, api=api, stream=body.get("stream") is True,
                         body=body, shadow_body=raw if shadow is body else orjson.dumps(shadow),
-                        greedy=greedy, reason=None if greedy else reason)
+                        greedy=greedy, reason=None if greedy else reason, raw=raw)
 
     def _capture_one(self, api: str, body: dict[str, Any], ts: str) -> None:
         assert self._capture is not None
@@ -231,6 +234,8 @@ class RoundLog:
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._closing = False
+        self._closed = asyncio.Event()  # set with ``_closing``: commit at once
+        self._last_commit = 0.0
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shadow-burnin-mirror-commit")
         self._committer: asyncio.Task[None] | None = None
 
@@ -247,6 +252,7 @@ class RoundLog:
     async def close(self) -> None:
         """Commit every round handed in so far, then stop."""
         self._closing = True
+        self._closed.set()
         self._wake.set()
         if self._committer is not None:
             await self._committer
@@ -260,6 +266,11 @@ class RoundLog:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+            wait = self._last_commit + COMMIT_EVERY - loop.time()
+            if wait > 0 and not self._closing:  # gather the rounds of the next moment
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), wait)
+            self._last_commit = loop.time()
             batch, self._pending = self._pending, []
             first = self.store.state.last_round + 1
             for i, record in enumerate(batch):

@@ -1,15 +1,16 @@
 """``shadow-burnin mirror`` in two processes: the clients' side and the shadow's side.
 
-This process runs the proxy (clients, v1, the capture, the comparability rules, the
-reading of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``,
+This process runs the proxy (clients, v1, the capture, the comparability rules, keeping
+the bytes of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``,
 whose body is :func:`shadow_process` here) runs the shadow: the bounded queue, the copies
-to v2, the comparison and the log. The two share nothing but a pipe: the client
-exchanges finished in one turn of the event loop go as one frame (pickled
-:class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs), one write that never waits; when
-more than ``PIPE_LIMIT`` bytes are still unread by the child, a job is dropped and counted,
-as a full queue drops it. So the shadow's work (an HTTP exchange with v2, two parses, a
-round, the commit) never runs on the event loop that serves the clients, and on a
-machine with two cores or more it runs on another.
+to v2, the reading of both replies, the comparison and the log, at a lower priority
+(``shadow_nice``). The two share nothing but a pipe: the client exchanges finished in one
+turn of the event loop go as one frame (pickled
+:class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs, each one tuple), one write that
+never waits; when more than ``PIPE_LIMIT`` bytes are still unread by the child, a job is
+dropped and counted, as a full queue drops it. So the shadow's work (an HTTP exchange
+with v2, two reply reads, a round, the commit) never runs on the event loop that serves
+the clients, and on a machine with two cores or more it runs on another.
 
 Protocol: frames of a 4-byte big-endian length and a pickle (between two processes of
 this program only). To the child: ``{"cfg", "opts"}``, then lists of jobs (those
@@ -45,7 +46,7 @@ from shadow_burnin.app.mirror import (
     stats_event,
 )
 from shadow_burnin.config import Config
-from shadow_burnin.errors import ShadowBurninError, StorageError
+from shadow_burnin.errors import ConfigError, ShadowBurninError, StorageError
 from shadow_burnin.io.log.events import append_event
 from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.store import Store
@@ -139,6 +140,7 @@ class SplitMirror:
         self._child.stdin.write(frame(batch))
 
     async def _start_child(self) -> None:
+        shadow_nice()  # a bad value stops the mirror before it starts anything
         env = dict(os.environ)
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shadow_burnin.cli.mirror_shadow",
@@ -241,6 +243,25 @@ class SplitMirror:
 # -- the shadow process (``python -m shadow_burnin.cli.mirror_shadow``) --------------------
 
 STATS_EVERY = 5.0  # seconds between the figures sent to the mirror
+SHADOW_NICE = 10  # the shadow process's niceness: the clients' process comes first
+NICE_ENV = "SHADOW_BURNIN_SHADOW_NICE"
+
+
+def shadow_nice() -> int:
+    """How much nicer than the mirror the shadow process runs (``NICE_ENV``, 0-19;
+    default ``SHADOW_NICE``): on a busy CPU the process serving clients is scheduled
+    first and the shadow takes what is left (its bounded queue drops, counted, what it
+    cannot take)."""
+    value = os.environ.get(NICE_ENV)
+    if value is None or value.strip() == "":
+        return SHADOW_NICE
+    try:
+        nice = int(value)
+    except ValueError:
+        nice = -1
+    if not 0 <= nice <= 19:
+        raise ConfigError(None, f"{NICE_ENV}: {value[:20]!r} is not a niceness from 0 to 19")
+    return nice
 
 
 async def shadow_process(notice: Callable[[str], None],
@@ -320,5 +341,7 @@ def run_shadow_process(notice: Callable[[str], None],
     the whole group; the mirror coordinates the end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError, ConfigError):
+        os.nice(shadow_nice())
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(shadow_process(notice, alert))

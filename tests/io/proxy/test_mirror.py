@@ -412,3 +412,54 @@ async def test_the_shadow_queue_holds_a_bounded_number_of_bytes(
         # of the queue already); the rest dropped
         assert proxy.stats.mirrored + proxy.stats.dropped_full == 6
         assert proxy.stats.mirrored in (2, 3) and proxy.stats.dropped_full >= 3
+
+
+async def test_a_client_that_leaves_right_after_done_has_had_the_whole_stream(
+        scripted_server: Start) -> None:
+    """v1 sends its last event and ``[DONE]``, then holds the chunked body's terminator
+    back until the client has gone: the client had the whole reply, so the round is
+    compared, not ``client-cancelled`` (the early close is still counted)."""
+    left = asyncio.Event()
+    events = [b'data: {"choices": [{"text": "whole", "finish_reason": "stop"}]}\n\n',
+              b"data: [DONE]\n\n"]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" +
+                     b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in events))
+        await writer.drain()
+        await left.wait()
+        with contextlib.suppress(ConnectionError):
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    v1 = await asyncio.start_server(serve, "127.0.0.1", 0)
+    v2 = await scripted_server(reply="whole")
+    v1_url = f"http://127.0.0.1:{v1.sockets[0].getsockname()[1]}"
+    try:
+        async with running_proxy(v1_url, v2.url) as (url, proxy, hooks):
+            async with aiohttp.ClientSession() as http:
+                resp = await http.post(url + "/v1/completions", json={
+                    "prompt": "x", "temperature": 0, "stream": True})
+                got = b""
+                while b"[DONE]" not in got:
+                    chunk = await resp.content.readany()
+                    assert chunk, got
+                    got += chunk
+                resp.close()  # gone before the terminator
+            for _ in range(500):  # polled, bounded: the proxy saw the client leave
+                if proxy.stats.client_cancelled:
+                    break
+                await asyncio.sleep(0.01)
+            left.set()
+            [job] = await hooks.wait_done(1)
+    finally:
+        v1.close()
+    assert proxy.stats.client_cancelled == 1
+    assert not job.cancelled
+    assert job.v1 is not None and job.v1.text == "whole" and job.v1.error is None
+    assert job.v2 is not None and job.v2.text == "whole"

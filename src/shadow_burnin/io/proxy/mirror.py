@@ -7,26 +7,31 @@ read by read, TCP_NODELAY). Nothing on that path waits for the shadow.
 
 A POST to ``/v1/chat/completions``, ``/v1/completions`` or llama.cpp's ``/completion``
 whose body is a JSON object no larger than ``max_body`` is handed to the session's
-``Hooks.on_request``, which may return a :class:`Mirrored` job. The client's v1 reply is
-teed into the run's own reply parsers while it streams (so its TTFT is the time of its
-first text). Once the client's exchange is over — whole, failed or cancelled, exactly
-once whatever ended it — the job goes to the sink: by default a bounded queue here
-(``ShadowPool``, ``put_nowait``: a full queue drops the copy, counted; nothing ever
-waits for room), in ``shadow-burnin mirror`` the pipe to its shadow process
+``Hooks.on_request``, which may return a :class:`Mirrored` job. While v1's reply passes
+to the client, its body bytes are only kept (``replies.Collector``: a list append per
+read, with the read's time for a stream, capped at ``max_reply_bytes``); nothing is
+parsed on the client's path. Once the client's exchange is over — whole, failed or
+cancelled, exactly once whatever ended it — the job goes to the sink: by default a
+bounded queue here (``ShadowPool``, ``put_nowait``: a full queue drops the copy, counted;
+nothing ever waits for room), in ``shadow-burnin mirror`` the pipe to its shadow process
 (``app.mirror_split``). A copy never runs alongside its own client's exchange.
-``shadow_concurrency`` workers send queued copies to v2 (``SideClient``: the run's
-client, its per-request timeout and error codes) — and, when the session forces a greedy
-comparison, a second, shadow-only copy to v1 — then hand the finished job to
-``Hooks.on_done``.
+``shadow_concurrency`` workers read v1's reply (``replies.parse``: the run's dialects and
+error codes; a stream's TTFT is the arrival of the read that brought its first text),
+send the copy to v2 (``shadow_http.ShadowHTTP``: the same raw protocol and parser as the
+client's path, the per-request timeout, the client's error codes) — and, when the
+session forces a greedy comparison, a second, shadow-only copy to v1 — then hand the
+finished job to ``Hooks.on_done``.
 
 Faults: v1 unreachable before its headers → 502 (504 on a timeout: ``v1_timeout``
 seconds without a byte from v1) with a JSON error body, as from any reverse proxy; v1
 failing mid-body → the client connection is cut (never a short body that looks
 complete). A kept-alive connection v1 had closed is retried once on a fresh one when no
 byte of a reply came. A client that leaves closes its connection to v1; its job is
-marked ``cancelled`` and its shadow copy still runs. ``close`` stops accepting, lets
-in-flight client requests finish (within the grace period), drains the queue within it
-and drops (counts) what is left.
+marked ``cancelled`` and its shadow copy still runs (unless the stream's end marker had
+already gone to it: a client that closes right after ``[DONE]``, before the chunked
+body's last bytes, has had the whole reply, and the round is compared). ``close`` stops
+accepting, lets in-flight client requests finish (within the grace period), drains the
+queue within it and drops (counts) what is left.
 """
 
 from __future__ import annotations
@@ -34,25 +39,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import zlib
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from shadow_burnin.core.records import SideReply
 from shadow_burnin.errors import ConfigError
-from shadow_burnin.io.http.client import Endpoint, RequestSpec, SideClient
-from shadow_burnin.io.http.reply_error import ReplyError
+from shadow_burnin.io.http.client import Endpoint
+from shadow_burnin.io.http.dialects import dialect_for
 from shadow_burnin.io.proxy.relay import Exchange, RelayServer
+from shadow_burnin.io.proxy.replies import WANTED, Collector, RawReply, parse, scrub, secrets_of
+from shadow_burnin.io.proxy.shadow_http import ShadowHTTP
 
 API_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
              "/completion": "native"}
-_READABLE = ("identity", "", "gzip", "x-gzip", "deflate")  # reply encodings the tee reads
+_READABLE = (b"identity", b"", b"gzip", b"x-gzip", b"deflate")  # reply encodings read
 
 
 @dataclass(eq=False)  # identity: a job is one request
@@ -67,11 +71,33 @@ class Mirrored:
     shadow_body: bytes  # what v2 gets (the client's bytes unless changed)
     greedy: bool = False  # the shadow body is a greedy copy, also sent to v1 (shadow-only)
     reason: str | None = None  # why the request is not byte-comparable (None: it is)
-    v1: SideReply | None = None  # the client's reply from v1
+    v1: SideReply | None = None  # the client's reply from v1 (read from ``v1_raw``)
+    v1_raw: RawReply | None = None  # v1's reply as it passed (read by the shadow)
     v2: SideReply | None = None
     v1_greedy: SideReply | None = None  # v1's reply to the greedy copy
     cancelled: bool = False  # the client left before v1's reply was complete
     meta: dict[str, Any] = field(default_factory=dict)
+    raw: bytes | None = None  # the client's body as it came (``body`` parsed), if kept
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as one tuple (the shadow process gets jobs in frames of many): the
+        client's bytes rather than their parse when kept (the same bytes as
+        ``shadow_body``, unless the copy was changed: then pickled once)."""
+        return (_rebuild, (self.ts, self.path, self.api, self.stream,
+                           self.body if self.raw is None else self.raw, self.shadow_body,
+                           self.greedy, self.reason, self.v1, self.v2, self.v1_greedy,
+                           self.v1_raw, self.cancelled, self.meta, self.raw is not None))
+
+
+def _rebuild(ts: str, path: str, api: str, stream: bool, body: Any, shadow_body: bytes,
+             greedy: bool, reason: str | None, v1: SideReply | None, v2: SideReply | None,
+             v1_greedy: SideReply | None, v1_raw: RawReply | None, cancelled: bool,
+             meta: dict[str, Any], raw: bool) -> Mirrored:
+    return Mirrored(ts=ts, path=path, api=api, stream=stream,
+                    body=orjson.loads(body) if raw else body, shadow_body=shadow_body,
+                    greedy=greedy, reason=reason, v1=v1, v1_raw=v1_raw, v2=v2,
+                    v1_greedy=v1_greedy, cancelled=cancelled, meta=meta,
+                    raw=body if raw else None)
 
 
 class Hooks(Protocol):
@@ -119,80 +145,6 @@ class ProxyConfig:
     grace: float = 30.0
 
 
-class _Feed:
-    """The reading side of an aiohttp ``StreamReader`` over bytes fed as they arrive,
-    so the run's own reply parsers can read a reply the proxy is passing through."""
-
-    def __init__(self, compressed: bool = False) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        # gzip or zlib-wrapped deflate (the client gets the compressed bytes untouched)
-        self._inflate = zlib.decompressobj(wbits=47) if compressed else None
-
-    def feed(self, data: bytes) -> None:
-        if self._inflate is not None:
-            try:
-                data = self._inflate.decompress(data)
-            except zlib.error:
-                self._inflate, data = None, b"\xff"  # undecodable: the parser says so
-        if data:
-            self._chunks.append(data)
-            self._wake()
-
-    def close(self) -> None:
-        if self._inflate is not None:
-            with contextlib.suppress(zlib.error):
-                self._chunks.append(self._inflate.flush())
-        self._eof = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def readany(self) -> bytes:
-        while not self._chunks and not self._eof:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        return self._chunks.popleft() if self._chunks else b""
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        while chunk := await self.readany():
-            yield chunk
-
-    def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        return self.iter_any()
-
-    def at_eof(self) -> bool:
-        return self._eof and not self._chunks
-
-
-@dataclass
-class _Upstream:
-    """What the reply parsers read of a response (``aiohttp.ClientResponse``'s shape)."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    content: _Feed
-    content_length: int | None = None
-
-
-async def parse_reply(parser: SideClient, upstream: _Upstream, start: float) -> SideReply:
-    """The run's parsers over a reply the proxy is passing through; never raises."""
-    reply = SideReply(text=None, status=upstream.status)
-    try:
-        await parser.read_reply(upstream, reply, start)
-    except ReplyError as exc:
-        reply.error = exc.message()
-    if reply.latency_ms is None or reply.error is not None:
-        reply.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
-    if reply.error is not None and not reply.truncated and \
-            not reply.error.startswith("stream-incomplete"):
-        reply.text = None
-    return reply
-
-
 class MirrorProxy:
     """The relay server (clients and v1), the decisions on each request, and the shadow
     workers (unless a ``sink`` takes the jobs elsewhere)."""
@@ -210,9 +162,6 @@ class MirrorProxy:
         self._sink = sink or self.pool.offer  # type: ignore[union-attr]
         self._v1_base = cfg.v1.url.rstrip("/")
         self._server: RelayServer | None = None
-        self._reading: dict[Exchange, tuple[asyncio.Task[SideReply], _Feed]] = {}
-        self._parsers: dict[tuple[str, bool], SideClient] = {}
-        self._parsing: set[asyncio.Task[SideReply]] = set()
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -237,8 +186,6 @@ class MirrorProxy:
         if self._server is not None:
             await self._server.close(self.cfg.grace)  # in-flight exchanges finish first
             self._server = None
-        # the last replies' parsers hand their jobs on (their callbacks run first)
-        await asyncio.gather(*self._parsing, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close(deadline)
 
@@ -269,33 +216,27 @@ class MirrorProxy:
             stats.skipped += 1
 
     def headers(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """v1's head: start reading its reply for the job as it passes (a task)."""
+        """v1's head: keep its reply's bytes for the job as they pass (read later, by the
+        shadow)."""
         job = ex.job
         if job is None:
             return
-        view_headers = CIMultiDictProxy(CIMultiDict(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in headers))
-        encoding = view_headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in _READABLE:
+        raw = RawReply(start=ex.start, stream=job.stream, status=status)
+        for name, value in headers:
+            low = name.lower()
+            if low in WANTED:
+                raw.headers[low] = value
+        if raw.headers.get(b"content-encoding", b"identity").strip().lower() not in _READABLE:
             self.stats.undecodable += 1  # e.g. br, zstd: v1's reply is not read
             ex.job = None
             return
-        feed = _Feed(compressed=encoding in ("gzip", "x-gzip", "deflate"))
-        length = view_headers.get("Content-Length")
-        view = _Upstream(status, view_headers, feed,
-                         int(length) if length and length.isdigit() else None)
-        parse = asyncio.ensure_future(parse_reply(self._parser(job.api, job.stream), view,
-                                                  ex.start))
-
-        def tee(chunk: bytes) -> None:
-            if not parse.done():  # (a parser that gave up, e.g. too-large: no more)
-                feed.feed(chunk)
-
-        ex.feed = tee
-        self._reading[ex] = (parse, feed)
+        ex.feed = Collector(raw, self.cfg.max_reply_bytes)
+        job.v1_raw = raw
 
     def finished(self, ex: Exchange) -> None:
-        """The exchange is over (exactly once): count it; the job's v1 side is known."""
+        """The exchange is over (exactly once): count it; the job's v1 side is known and
+        the job goes to the shadow (so a copy never runs alongside its own client's
+        exchange)."""
         if ex.failed:
             self.stats.v1_failed += 1
         if ex.cancelled and not ex.delivered:
@@ -305,56 +246,21 @@ class MirrorProxy:
             return
         if ex.cancelled and not ex.delivered:
             job.cancelled = True
-        parse, feed = self._reading.pop(ex, (None, None))
-        self._v1_outcome(job, parse, feed, ex.start, ex.error, ex.status)
-
-    def _v1_outcome(self, job: Mirrored, parse: asyncio.Task[SideReply] | None,
-                    feed: _Feed | None, start: float, error: str | None,
-                    status: int | None) -> None:
-        """Hand v1's reply to the job once its parser has read what passed through (a
-        callback: it does not depend on the client's handler surviving)."""
-        if parse is None or feed is None:
-            self._v1_done(job, SideReply(
-                text=None, status=status, error=error or "bad-shape: no reply",
-                latency_ms=round((time.perf_counter() - start) * 1000.0, 3)))
-            return
-        feed.close()
-
-        def parsed(task: asyncio.Task[SideReply]) -> None:
-            if task.cancelled() or task.exception() is not None:
-                reply = SideReply(text=None, status=status, error="bad-shape: unreadable")
-            else:
-                reply = task.result()
-            if error is not None:
-                reply.error = error
-                if reply.text:
-                    reply.truncated = True
-            self._v1_done(job, reply)
-
-        parse.add_done_callback(parsed)
-        self._parsing.add(parse)
-        parse.add_done_callback(self._parsing.discard)
-
-    def _parser(self, api: str, stream: bool) -> SideClient:
-        key = (api, stream)
-        parser = self._parsers.get(key)
-        if parser is None:
-            spec = RequestSpec(api=api, stream=stream,  # type: ignore[arg-type]
-                               max_reply_bytes=self.cfg.max_reply_bytes)
-            parser = self._parsers[key] = SideClient(Endpoint(self._v1_base), spec)
-        return parser
-
-    def _v1_done(self, job: Mirrored, reply: SideReply) -> None:
-        """The client's exchange is over: now the copy goes to the shadow (so a copy
-        never runs alongside its own client's exchange)."""
-        job.v1 = reply
+        raw = job.v1_raw
+        if raw is None:  # no head from v1
+            raw = job.v1_raw = RawReply(start=ex.start, status=ex.status,
+                                        error=ex.error or "bad-shape: no reply")
+        else:
+            raw.error = ex.error
+        raw.end = time.perf_counter()
         self._sink(job)
 
 
 class ShadowPool:
     """The shadow's bounded queue and its workers: each job is sent to v2 (and, forced
-    greedy, a second time to v1), then handed to ``on_done``. ``offer`` never waits: a
-    full queue drops the job (counted in ``stats``)."""
+    greedy, a second time to v1), both replies are read (``replies.parse``), then the
+    job goes to ``on_done``. ``offer`` never waits: a full queue drops the job (counted
+    in ``stats``)."""
 
     def __init__(self, cfg: ProxyConfig, on_done: Callable[[Mirrored], None],
                  stats: ProxyStats | None = None) -> None:
@@ -363,7 +269,8 @@ class ShadowPool:
         self.stats = stats if stats is not None else ProxyStats()
         self.queue: asyncio.Queue[Mirrored] = asyncio.Queue(cfg.max_queue)
         self._workers: list[asyncio.Task[None]] = []
-        self._clients: dict[tuple[str, str, bool], SideClient] = {}
+        self._http: dict[str, ShadowHTTP] = {}
+        self._secrets = {"v1": secrets_of(cfg.v1.api_key), "v2": secrets_of(cfg.v2.api_key)}
         self._busy: set[Mirrored] = set()  # jobs a worker is sending right now
         self._closed = False
         self._bytes = 0  # request and reply bytes of the queued jobs
@@ -404,22 +311,22 @@ class ShadowPool:
             self.queue.get_nowait()
             self.queue.task_done()
             self.stats.dropped_shutdown += 1
-        for client in self._clients.values():
-            await client.__aexit__(None, None, None)
-        self._clients.clear()
+        for http in self._http.values():
+            http.close()
+        self._http.clear()
 
-    async def _client(self, side: str, api: str, stream: bool) -> SideClient:
-        key = (side, api, stream)
-        client = self._clients.get(key)
-        if client is None:
+    def _side(self, side: str) -> ShadowHTTP:
+        http = self._http.get(side)
+        if http is None:
             endpoint = self.cfg.v1 if side == "v1" else self.cfg.v2
-            spec = RequestSpec(api=api, stream=stream,  # type: ignore[arg-type]
-                               timeout_s=self.cfg.shadow_timeout,
-                               max_reply_bytes=self.cfg.max_reply_bytes)
-            client = SideClient(endpoint, spec)
-            await client.__aenter__()
-            self._clients[key] = client
-        return client
+            http = self._http[side] = ShadowHTTP(
+                endpoint.url, api_key=endpoint.api_key, insecure=endpoint.insecure,
+                timeout=self.cfg.shadow_timeout, max_reply_bytes=self.cfg.max_reply_bytes)
+        return http
+
+    def _read(self, raw: RawReply, job: Mirrored, side: str) -> SideReply:
+        return scrub(parse(raw, job.api, job.stream, self.cfg.max_reply_bytes),
+                     self._secrets[side])
 
     async def _worker(self) -> None:
         while True:
@@ -427,13 +334,22 @@ class ShadowPool:
             self._bytes -= _size(job)
             self._busy.add(job)
             try:
-                v2 = await self._client("v2", job.api, job.stream)
+                if job.v1 is None and job.v1_raw is not None:
+                    job.v1 = parse(job.v1_raw, job.api, job.stream, self.cfg.max_reply_bytes)
+                    if job.cancelled and job.stream and job.v1.error is None:
+                        # the stream's end marker had gone to the client before it left
+                        # (it closed before the chunked body's last bytes): a whole reply
+                        job.cancelled = False
+                job.v1_raw = None
+                path = dialect_for(job.api).path
+                v2 = self._side("v2").post(path, job.shadow_body, stream=job.stream)
                 if job.greedy:
-                    v1 = await self._client("v1", job.api, job.stream)
-                    job.v2, job.v1_greedy = await asyncio.gather(
-                        v2.post(job.shadow_body), v1.post(job.shadow_body))
+                    v1 = self._side("v1").post(path, job.shadow_body, stream=job.stream)
+                    raw2, raw1 = await asyncio.gather(v2, v1)
+                    job.v1_greedy = self._read(raw1, job, "v1")
                 else:
-                    job.v2 = await v2.post(job.shadow_body)
+                    raw2 = await v2
+                job.v2 = self._read(raw2, job, "v2")
             except Exception as exc:  # a bug must not stop the shadow, nor hide the round
                 job.v2 = SideReply(text=None, error=f"bad-shape: {type(exc).__name__}")
             finally:
@@ -448,10 +364,9 @@ QUEUE_BYTES = 256 * 1024 * 1024  # request and reply bytes the shadow queue hold
 
 
 def _size(job: Mirrored) -> int:
-    text = job.v1.text if job.v1 is not None else None
-    return len(job.shadow_body) + (len(text) if text else 0)
+    raw = job.v1_raw
+    return len(job.shadow_body) + (min(raw.size, 1 << 30) if raw is not None else 0)
 
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-

@@ -129,7 +129,9 @@ def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
         a[rows] = block[:, k]
         # the next order statistic: the least value above position k (none: n = 1)
         b[rows] = block[:, k + 1:].min(axis=1) if k + 1 < count else block[:, k]
-    got = a + (b - a) * (pos - lo)
+    t = pos - lo
+    d = b - a  # numpy's linear interpolation, to the last bit (it rounds alike at a tie)
+    got = np.where(t >= 0.5, b - d * (1 - t), a + d * t)
     return [float(x) if c else None for x, c in zip(got, n, strict=True)]
 
 

@@ -88,27 +88,45 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a server is, as a raw HTTP/1.1 client needs it (from its base URL)."""
+
+    tls: bool
+    host: str
+    port: int
+    prefix: bytes  # the URL's path, prepended to each request's
+    host_header: bytes  # never the userinfo
+    ssl: ssl.SSLContext | None
+
+    @classmethod
+    def of(cls, url: str, *, insecure: bool) -> Target:
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        hostport = parts.netloc.rsplit("@", 1)[-1]
+        try:
+            host_header = hostport.encode("ascii")
+        except UnicodeEncodeError:
+            host_header = hostport.encode("idna")
+        context: ssl.SSLContext | None = None
+        if tls:
+            context = ssl.create_default_context()
+            if insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return cls(tls, parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80),
+                   parts.path.rstrip("/").encode(), host_header, context)
+
+
 class Upstreams:
     """Kept-alive connections to v1 (LIFO: the warmest first)."""
 
     def __init__(self, url: str, *, insecure: bool, connect_timeout: float = 30.0) -> None:
-        parts = urlsplit(url)
-        self.tls = parts.scheme == "https"
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (443 if self.tls else 80)
-        self.prefix = parts.path.rstrip("/").encode()
-        hostport = parts.netloc.rsplit("@", 1)[-1]  # never the userinfo
-        try:
-            self.host_header = hostport.encode("ascii")
-        except UnicodeEncodeError:
-            self.host_header = hostport.encode("idna")
+        t = Target.of(url, insecure=insecure)
+        self.tls, self.host, self.port, self.prefix = t.tls, t.host, t.port, t.prefix
+        self.host_header = t.host_header
         self.connect_timeout = connect_timeout
-        self._ssl: ssl.SSLContext | None = None
-        if self.tls:
-            self._ssl = ssl.create_default_context()
-            if insecure:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+        self._ssl = t.ssl
         self.idle: deque[_Upstream] = deque()
         self.every: set[_Upstream] = set()
 

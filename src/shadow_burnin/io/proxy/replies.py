@@ -27,6 +27,7 @@ from shadow_burnin.core.records import SideReply
 from shadow_burnin.io.http.client import retry_after
 from shadow_burnin.io.http.dialects import StreamAcc, decode_json, dialect_for
 from shadow_burnin.io.http.reply_error import ReplyError
+from shadow_burnin.io.http.sse import Splitter
 from shadow_burnin.secrets import MIN_SECRET_LEN, REDACTED, redact
 
 # reply headers the reading needs (lower case)
@@ -123,37 +124,18 @@ def _body(raw: RawReply) -> Iterator[tuple[int, bytes]]:
 
 
 def _batches(raw: RawReply, limit: int) -> Iterator[tuple[int, list[bytes]]]:
-    """The SSE ``data`` payloads completed by each read (``io.http.sse.batches``' rules:
-    multi-line data joined with ``\\n``, other fields ignored, the cap on bytes)."""
-    total = 0
-    buf = b""
-    data: list[bytes] = []
+    """The SSE ``data`` payloads completed by each read, with the read's index
+    (``io.http.sse.Splitter``: the run's rules and cap on bytes)."""
+    split = Splitter(limit)
     last = len(raw.chunks) - 1
     for i, chunk in _body(raw):
         last = i
-        total += len(chunk)
-        if total > limit:
-            raise ReplyError("too-large", f"stream over {limit} bytes")
-        buf += chunk
-        if b"\n" not in chunk:
-            continue
-        *lines, buf = buf.split(b"\n")
-        out: list[bytes] = []
-        for line in lines:
-            line = line.removesuffix(b"\r")
-            if not line:
-                if data:
-                    out.append(data[0] if len(data) == 1 else b"\n".join(data))
-                    data = []
-            elif line.startswith(b"data:"):
-                data.append(line[5:].removeprefix(b" ").strip())
+        out = split.feed(chunk)
         if out:
             yield i, out
-    tail = buf.removesuffix(b"\r")
-    if tail.startswith(b"data:"):
-        data.append(tail[5:].removeprefix(b" ").strip())
-    if data:
-        yield last, [b"\n".join(data)]
+    tail = split.end()
+    if tail:
+        yield last, tail
 
 
 def _whole(raw: RawReply, api: str, limit: int, reply: SideReply) -> None:

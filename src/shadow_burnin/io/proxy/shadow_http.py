@@ -21,10 +21,10 @@ import ssl
 import time
 from collections import deque
 from typing import cast
-from urllib.parse import urlsplit
 
 import httptools
 
+from shadow_burnin.io.proxy.relay import Target
 from shadow_burnin.io.proxy.replies import WANTED, Collector, RawReply
 
 
@@ -144,29 +144,16 @@ class ShadowHTTP:
 
     def __init__(self, base: str, *, api_key: str | None, insecure: bool,
                  timeout: float, max_reply_bytes: int) -> None:
-        parts = urlsplit(base)
-        self.tls = parts.scheme == "https"
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (443 if self.tls else 80)
-        self.prefix = parts.path.rstrip("/").encode()
-        hostport = parts.netloc.rsplit("@", 1)[-1]
-        try:
-            host_header = hostport.encode("ascii")
-        except UnicodeEncodeError:
-            host_header = hostport.encode("idna")
-        head = b"Host: " + host_header + b"\r\nContent-Type: application/json\r\n" \
+        t = Target.of(base, insecure=insecure)
+        self.tls, self.host, self.port, self.prefix = t.tls, t.host, t.port, t.prefix
+        head = b"Host: " + t.host_header + b"\r\nContent-Type: application/json\r\n" \
             b"Accept: */*\r\nUser-Agent: shadow-burnin-mirror\r\n"
         if api_key:
             head += b"Authorization: Bearer " + api_key.encode("latin-1") + b"\r\n"
         self._head = head
         self.timeout = timeout
         self.cap = max_reply_bytes
-        self._ssl: ssl.SSLContext | None = None
-        if self.tls:
-            self._ssl = ssl.create_default_context()
-            if insecure:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+        self._ssl = t.ssl
         self.idle: deque[_Conn] = deque()
         self.every: set[_Conn] = set()
 

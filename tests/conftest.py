@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.procs import stop_process
 from tests.servers.scripted import REPO_ROOT, ScriptedServer
 
 Proc = subprocess.Popen[bytes]
@@ -56,16 +57,9 @@ def spawn_scripted_process(*, timeout_s: float = 15.0, **flags: Any) -> tuple[st
 
 
 def reap_process(proc: Proc, timeout_s: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL if needed; always waits. Returns the exit status."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+    """SIGTERM, then SIGKILL if needed; always waits (``tests.procs.stop_process``).
+    Returns the exit status."""
+    stop_process(proc, timeout_s)
     return proc.returncode
 
 

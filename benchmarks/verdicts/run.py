@@ -85,12 +85,9 @@ def write_edge_prompts(path: Path, model: Path, max_tokens: int) -> Path:
     return path
 
 
-def write_long_prompts(path: Path) -> Path:
-    """The ``long`` set: the built-in long-context documents and the ``ppl`` essay, each
-    cut (at a word boundary) after :data:`LONG_WORDS` words — the same texts at short
-    and long contexts, so that an error growing with the distance between tokens (a wrong
-    RoPE base) shows as a larger move at long prompts than at short ones of the same
-    run, while numeric noise moves both alike. Ids end in ``-w<words>``."""
+def long_sources() -> list[tuple[str, str, dict[str, Any]]]:
+    """The long texts the ``long`` and ``recall`` sets cut: the built-in long-context
+    completion prompts and the ``ppl`` essay, as (id, text, prompt record)."""
     from importlib import resources
 
     from shadow_burnin.core.prompt import prompt_to_dict
@@ -101,6 +98,16 @@ def write_long_prompts(path: Path) -> Path:
     essay = resources.files("shadow_burnin").joinpath("data", "ppl-essay.txt").read_text(
         encoding="utf-8")
     sources.append(("ppl-essay", essay, {"id": "ppl-essay", "prompt": essay}))
+    return sources
+
+
+def write_long_prompts(path: Path) -> Path:
+    """The ``long`` set: the built-in long-context documents and the ``ppl`` essay, each
+    cut (at a word boundary) after :data:`LONG_WORDS` words — the same texts at short
+    and long contexts, so that an error growing with the distance between tokens (a wrong
+    RoPE base) shows as a larger move at long prompts than at short ones of the same
+    run, while numeric noise moves both alike. Ids end in ``-w<words>``."""
+    sources = long_sources()
     lines = []
     for words in LONG_WORDS:
         for pid, text, base in sources:
@@ -126,16 +133,7 @@ def write_recall_prompts(path: Path) -> Path:
     words only its global layers (the ones whose RoPE base a wrong ``rope_freq_base``
     changes) can find the text to copy. Two lengths per source (≈ 130 and ≈ 800 tokens
     back); ids end in ``-r<words>``, categories ``recall-r<words>``."""
-    from importlib import resources
-
-    from shadow_burnin.core.prompt import prompt_to_dict
-    from shadow_burnin.prompts import load_builtin
-
-    sources = [(p.id, p.prompt, prompt_to_dict(p)) for p in load_builtin()
-               if p.category in EDGE_SOURCES and not p.is_chat and p.prompt]
-    essay = resources.files("shadow_burnin").joinpath("data", "ppl-essay.txt").read_text(
-        encoding="utf-8")
-    sources.append(("ppl-essay", essay, {"id": "ppl-essay", "prompt": essay}))
+    sources = long_sources()
     lines = []
     for words in RECALL_WORDS:
         for pid, text, base in sources:

@@ -7,7 +7,6 @@ the file and the key (``ConfigError``, exit 2).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -143,6 +142,8 @@ class Config:
 
 
 def fingerprint(fields: dict[str, Any]) -> str:
+    import hashlib  # here: loading OpenSSL costs reading commands ~2 ms they never use
+
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(raw).hexdigest()[:16]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shadow_burnin.core.columns import ColumnBuilder
+from shadow_burnin.core.columns import ColumnBuilder, Columns
 from shadow_burnin.core.stats import (
     median_inplace,
     percentiles,
@@ -114,6 +114,9 @@ def test_quantiles_inplace_is_np_percentile_bit_for_bit(values: list[float],
         ref = np.percentile(finite, (50, 95, 99))
     got = quantiles_inplace(finite.copy(), qs)
     assert np.array_equal(np.array(got), want, equal_nan=True), (got, want)
+    # the same with the NaNs left in place (numpy's partition orders them last)
+    in_place = quantiles_inplace(arr.copy(), qs, finite.size)
+    assert np.array_equal(np.array(in_place), want, equal_nan=True), (in_place, want)
     # percentiles() rounds the same figures
     expect = {f"p{q}": round(float(v), 3) for q, v in
               zip((50, 95, 99), ref, strict=True)}
@@ -131,3 +134,23 @@ def test_median_inplace_is_np_median(values: list[float]) -> None:
         want = float(np.median(arr))
     got = median_inplace(arr.copy())
     assert repr(got) == repr(want) or (math.isnan(got) and math.isnan(want))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), min_size=1, max_size=9000),
+       st.lists(st.integers(0, 6), max_size=4))
+def test_category_of_is_the_scatter_of_the_last_row(rows: list[tuple[int, int]],
+                                                    asked: list[int]) -> None:
+    # prompts 0–6 in any order, each row with a category (a prompt may change category:
+    # the last row's wins, as ``cat[prompt] = category`` leaves it); blocks of 4 096 rows
+    # are searched from the end, so a prompt seen only early is found too
+    prompt = np.array([p for p, _ in rows], dtype=np.int32)
+    category = np.array([c for _, c in rows], dtype=np.int32)
+    cols = Columns(bucket=np.zeros(prompt.size, dtype=np.int8), latency={}, ttft={},
+                   prefix=np.zeros(prompt.size), category=category, prompt=prompt,
+                   ts=np.zeros(prompt.size), categories=["a", "b", "c", "d"],
+                   prompts=[str(i) for i in range(7)])
+    scatter = np.full(7, -1, dtype=np.int64)
+    scatter[prompt] = category
+    present = [p for p in asked if scatter[p] >= 0]
+    assert cols.category_of(asked) == {p: int(scatter[p]) for p in present}

@@ -84,9 +84,8 @@ def _top_prompts(cols: Columns, extra: dict[str, np.ndarray], non_exact: np.ndar
     div = count(np.ones(prompt.size, dtype=bool))
     by = {v: count(verdict == i + 1) for i, v in enumerate(VERDICTS)}
     flaky = count((refire >= 2) & (refire <= 4))
-    cat_of = np.zeros(size, dtype=np.int64)
-    cat_of[cols.prompt] = cols.category
     order = sorted(np.nonzero(div)[0], key=lambda i: (-int(div[i]), cols.prompts[i]))[:top]
-    return [{"prompt_id": cols.prompts[i], "category": cols.categories[int(cat_of[i])],
+    cat_of = cols.category_of(order)
+    return [{"prompt_id": cols.prompts[i], "category": cols.categories[cat_of[int(i)]],
              "divergent": int(div[i]), **{v: int(by[v][i]) for v in VERDICTS},
              "flaky": int(flaky[i])} for i in order]

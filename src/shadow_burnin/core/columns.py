@@ -81,6 +81,24 @@ class Columns:
     def __len__(self) -> int:
         return int(self.bucket.size)
 
+    def category_of(self, prompts: Iterable[int]) -> dict[int, int]:
+        """The category id of each prompt id in ``prompts`` at the prompt's last row (the
+        one a scatter ``cat[prompt] = category`` would leave), found by searching from the
+        end in growing blocks: a few prompts' categories without a pass over every row."""
+        want = {int(p) for p in prompts}
+        out: dict[int, int] = {}
+        end, step = len(self), 4096
+        while want and end > 0:
+            start = max(0, end - step)
+            block = self.prompt[start:end]
+            for p in sorted(want):
+                hits = np.flatnonzero(block == p)
+                if hits.size:
+                    out[p] = int(self.category[start + int(hits[-1])])
+            want.difference_update(out)
+            end, step = start, step * 4
+        return out
+
     def select(self, mask: np.ndarray) -> Columns:
         """The rows where ``mask`` is true (category/prompt names kept)."""
         return Columns(

@@ -78,29 +78,36 @@ def hourly_p95(ts: np.ndarray, latency: dict[str, np.ndarray]) -> list[HourP95]:
     scaled = ts / 3600.0
     hours = np.floor(scaled, out=scaled).astype(np.int64)  # floor in place: one array fewer
     del scaled
+    runs: np.ndarray | None = None
     if _ascending(hours):  # a log's rounds: the hours are runs, no sort needed
-        starts = np.flatnonzero(hours[1:] != hours[:-1]) + 1  # (a bool mask, not a diff)
-        keys = hours[np.concatenate(([0], starts))]
-        counts = np.diff(np.concatenate(([0], starts, [hours.size])))
+        # (a bool mask, not a diff)
+        runs = np.concatenate(([0], np.flatnonzero(hours[1:] != hours[:-1]) + 1))
+        keys = hours[runs]
+        counts = np.diff(np.append(runs, hours.size))
     else:
         keys, counts = np.unique(hours, return_counts=True)
-    p = {side: group_p95(hours, latency[side], keys) for side in ("v1", "v2")}
-    return [HourP95(float(key) * 3600.0, int(n), _r(a), _r(b))
-            for key, n, a, b in zip(keys, counts, p["v1"], p["v2"], strict=True)]
+    p = {side: group_p95(hours, latency[side], keys, runs) for side in ("v1", "v2")}
+    return [HourP95(key * 3600.0, n, _r(a), _r(b))
+            for key, n, a, b in zip(keys.tolist(), counts.tolist(), p["v1"], p["v2"],
+                                    strict=True)]
 
 
-def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
-              ) -> list[float | None]:
+def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray,
+              runs: np.ndarray | None = None) -> list[float | None]:
     """The p95 of ``values`` (NaN skipped) per group in ``keys`` (sorted), all groups at
     once: the two order statistics around position 0.95·(n − 1) of each group,
-    interpolated linearly; None for a group with no value.
+    interpolated linearly; None for a group with no value. ``runs``: the first row of
+    each key's group when the caller knows ``groups`` is ascending and ``keys`` are its
+    distinct values (then nothing is checked or searched again).
 
     Groups with the same number of values are partitioned together, as the rows of one
     2-D array (one call for all the hours of a steady run, instead of one per hour); a
     log's groups are runs already, so no sort."""
     ok = ~np.isnan(values)
-    if _runs_of(groups, keys):  # a log's hours: no sort, no copy of the groups
-        n = np.add.reduceat(ok, np.searchsorted(groups, keys, side="left"), dtype=np.int64)
+    if runs is None and _runs_of(groups, keys):
+        runs = np.searchsorted(groups, keys, side="left")
+    if runs is not None:  # a log's hours: no sort, no copy of the groups
+        n = np.add.reduceat(ok, runs, dtype=np.int64)
         v = values[ok]  # a copy: partitioned in place below
         first = np.cumsum(n) - n
     else:
@@ -132,7 +139,7 @@ def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray
     t = pos - lo
     d = b - a  # numpy's linear interpolation, to the last bit (it rounds alike at a tie)
     got = np.where(t >= 0.5, b - d * (1 - t), a + d * t)
-    return [float(x) if c else None for x, c in zip(got, n, strict=True)]
+    return [x if c else None for x, c in zip(got.tolist(), n.tolist(), strict=True)]
 
 
 def _first_n(values: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:

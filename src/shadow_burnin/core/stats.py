@@ -50,14 +50,22 @@ def _mixed_zeros(values: np.ndarray) -> bool:
     return bool(zeros.size) and 0 < int(np.count_nonzero(np.signbit(zeros))) < zeros.size
 
 
-def quantiles_inplace(values: np.ndarray, qs: Sequence[float]) -> list[float]:
-    """``np.percentile(values, qs)`` (linear; ``values`` free of NaN, non-empty), computed
-    by partitioning ``values`` in place: one single-position partition per quantile, each
+def quantiles_inplace(values: np.ndarray, qs: Sequence[float], n: int | None = None
+                      ) -> list[float]:
+    """``np.percentile(values, qs)`` (linear; ``values`` non-empty), computed by
+    partitioning ``values`` in place: one single-position partition per quantile, each
     over the part above the previous one, and the next order statistic as a minimum.
-    (numpy's partition at several positions at once is many times slower than this.)"""
+    (numpy's partition at several positions at once is many times slower than this.)
+    ``n``: how many of ``values`` are not NaN, when some are: numpy's partition orders NaN
+    after every number, so the quantiles of the numbers are read below position ``n``
+    without first copying them out."""
+    size = values.size
+    n = size if n is None else n
     if _mixed_zeros(values):  # which zero numpy's partition leaves where decides the sign
-        return [float(x) for x in np.percentile(values, list(qs), overwrite_input=True)]
-    n = values.size
+        finite = values if n == size else values[~np.isnan(values)]
+        return [float(x) for x in np.percentile(finite, list(qs), overwrite_input=True)]
+    # the least value of a part (NaN skipped: the part may hold the NaNs ordered last)
+    least = np.minimum.reduce if n == size else np.fmin.reduce
     lows = []
     for q in qs:
         pos = (n - 1) * (q / 100)
@@ -76,7 +84,7 @@ def quantiles_inplace(values: np.ndarray, qs: Sequence[float]) -> list[float]:
             out.append(lerp(a, a, t))  # (what numpy does: NaN for an infinite a)
             continue
         if lo + 1 not in stats:  # the smallest value above position lo
-            stats[lo + 1] = float(values[lo + 1:].min())
+            stats[lo + 1] = float(least(values[lo + 1:]))
         out.append(lerp(a, stats[lo + 1], t))
     return out
 
@@ -98,10 +106,12 @@ def median_inplace(values: np.ndarray) -> float:
 
 def percentiles(values: np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float] | None:
     """Percentiles of the non-NaN values (``p50`` …), None when there are none."""
-    finite = values[~np.isnan(values)]  # a copy: partitioned in place below
-    if finite.size == 0:
+    missing = int(np.count_nonzero(np.isnan(values)))
+    if missing == values.size:
         return None
-    got = quantiles_inplace(finite, qs)
+    # a copy, partitioned in place below, NaNs and all (a plain copy is several times
+    # cheaper than selecting the numbers out)
+    got = quantiles_inplace(values.copy(), qs, values.size - missing)
     return {f"p{q}": round(v, 3) for q, v in zip(qs, got, strict=True)}
 
 
@@ -204,11 +214,10 @@ def _top_divergent(cols: Columns, non_exact: np.ndarray, top: int) -> list[dict[
     parity_mask = cols.bucket <= NOMATCH
     div = np.bincount(cols.prompt[non_exact], minlength=len(cols.prompts))
     par = np.bincount(cols.prompt[parity_mask], minlength=len(cols.prompts))
-    cat_of = np.zeros(len(cols.prompts), dtype=np.int64)
-    cat_of[cols.prompt] = cols.category
     order = sorted(np.nonzero(div)[0], key=lambda i: (-int(div[i]), cols.prompts[i]))[:top]
+    cat_of = cols.category_of(order)
     return [
-        {"prompt_id": cols.prompts[i], "category": cols.categories[int(cat_of[i])],
+        {"prompt_id": cols.prompts[i], "category": cols.categories[cat_of[int(i)]],
          "divergent": int(div[i]), "parity_rounds": int(par[i])}
         for i in order
     ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress, repeat
 from operator import is_not
-from typing import Any
+from typing import Any, SupportsInt
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class Columns:
     def __len__(self) -> int:
         return int(self.bucket.size)
 
-    def category_of(self, prompts: Iterable[int]) -> dict[int, int]:
+    def category_of(self, prompts: Iterable[SupportsInt]) -> dict[int, int]:
         """The category id of each prompt id in ``prompts`` at the prompt's last row (the
         one a scatter ``cat[prompt] = category`` would leave), found by searching from the
         end in growing blocks: a few prompts' categories without a pass over every row."""

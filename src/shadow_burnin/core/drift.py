@@ -103,15 +103,21 @@ def group_p95(groups: np.ndarray, values: np.ndarray, keys: np.ndarray,
     Groups with the same number of values are partitioned together, as the rows of one
     2-D array (one call for all the hours of a steady run, instead of one per hour); a
     log's groups are runs already, so no sort."""
-    ok = ~np.isnan(values)
+    nan = np.isnan(values)
+    whole = not nan.any()  # every value a number: a plain copy, no selection
+    ok = None if whole else ~nan
     if runs is None and _runs_of(groups, keys):
         runs = np.searchsorted(groups, keys, side="left")
     if runs is not None:  # a log's hours: no sort, no copy of the groups
-        n = np.add.reduceat(ok, runs, dtype=np.int64)
-        v = values[ok]  # a copy: partitioned in place below
+        if ok is None:
+            n = np.diff(np.append(runs, values.size))
+            v = values.copy()  # partitioned in place below
+        else:
+            n = np.add.reduceat(ok, runs, dtype=np.int64)
+            v = values[ok]  # a copy: partitioned in place below
         first = np.cumsum(n) - n
-    else:
-        g, v = groups[ok], values[ok]  # copies: v is partitioned in place below
+    else:  # copies: v is partitioned in place below
+        g, v = (groups, values.copy()) if ok is None else (groups[ok], values[ok])
         if not _ascending(g):
             order = np.argsort(g, kind="stable")
             g, v = g[order], v[order]
@@ -214,8 +220,9 @@ def drift(ts: np.ndarray, latency: dict[str, np.ndarray], n: int = DRIFT_N,
         g_first = (_p95(d2_first) or 0.0) - (_p95(_first_n(v1, paired, n)) or 0.0)
         g_last = (_p95(d2_last) or 0.0) - (_p95(_last_n(v1, paired, n)) or 0.0)
         rel = g_last - g_first
-        diff = v2[paired]
-        diff -= v1[paired]  # v2 − v1 over the paired rounds, one array
+        diff = v2 - v1  # NaN where a side did not reply
+        if n_paired < diff.size:
+            diff = diff[paired]  # v2 − v1 over the paired rounds
         b, se = slope(diff)
         del diff
         tol = tolerance_ms if tolerance_ms is not None else \

@@ -34,7 +34,6 @@ log rewritten under the index (last-line digest) → rebuilt, with a note.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import mmap
 import os
 import struct
@@ -47,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import xxhash
 
 from shadow_burnin.core.columns import ColumnBuilder, Columns, concat_columns
 from shadow_burnin.core.records import BUCKETS, RecordKind, record_kind
@@ -74,7 +74,10 @@ from shadow_burnin.io.log.indexcheck import (
 from shadow_burnin.io.log.lines import open_log
 from shadow_burnin.io.log.sidecars import index_path, write_atomic
 
-VERSION = 3  # 3: XXH3-64 checksums (2: CRC-32, read as another version: rebuilt)
+# 4: the first and last lines' digests are XXH3-128 (3: BLAKE2b, whose hashlib import
+# loaded OpenSSL on every read); 3: XXH3-64 checksums (2: CRC-32). Another version is
+# rebuilt, with a note.
+VERSION = 4
 _HEAD = HEAD  # magic, header lengths, checksum (defined in indexcheck, the light part)
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
@@ -350,7 +353,7 @@ def detached(index: Index) -> Index:
 # -- the log side ------------------------------------------------------------------------
 
 def _digest(line: bytes) -> str:
-    return hashlib.blake2b(line, digest_size=16).hexdigest()
+    return xxhash.xxh3_128_hexdigest(line)
 
 
 def _first_line(log: Path) -> bytes:

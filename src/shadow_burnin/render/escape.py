@@ -14,8 +14,6 @@ that came from data (the log, prompt files, a server's reply or headers, user fl
 
 from __future__ import annotations
 
-import html as _html
-import json as _json
 import re
 from typing import Any
 
@@ -48,6 +46,8 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 def markdown(text: object) -> str:
     """One inline Markdown span: no new block, link, tag or table cell can start."""
+    import html as _html  # here: html.entities is a 2 000-entry table reading commands skip
+
     s = term(str(text)).replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
     s = _html.escape(s, quote=True)
     return _MD_SPECIAL.sub(r"\\\1", s)
@@ -55,6 +55,8 @@ def markdown(text: object) -> str:
 
 def html(text: object) -> str:
     """HTML text or a quoted attribute value."""
+    import html as _html
+
     return _html.escape(term(text), quote=True)
 
 
@@ -64,5 +66,7 @@ def json_bytes(obj: Any, *, indent: bool = False) -> bytes:
     try:
         return orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0)
     except TypeError:
+        import json as _json
+
         return _json.dumps(obj, indent=2 if indent else None, ensure_ascii=True,
                            default=str).encode()

@@ -103,7 +103,7 @@ class Snapshot(msgspec.Struct):
     aa: AATable | None = None
 
 
-class LiveLog(msgspec.Struct):
+class LiveLog(msgspec.Struct, dict=True):  # dict: attributes may be set on one instance, as before
     path: Path
     _offset: int = 0
     _ino: int | None = None

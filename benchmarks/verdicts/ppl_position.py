@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,7 +54,7 @@ def text(source: int = 0) -> str:
 
 
 def cached(spec: ServerSpec) -> ServerSpec:
-    return dataclasses.replace(spec, xllama=dataclasses.replace(
+    return dataclasses.replace(spec, xllama=msgspec.structs.replace(
         spec.xllama, swa_full=True, cache_prompt=True))
 
 

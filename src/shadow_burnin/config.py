@@ -8,11 +8,12 @@ the file and the key (``ConfigError``, exit 2).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
+from msgspec.structs import replace
 
 from shadow_burnin import config_cutover
 from shadow_burnin.config_cutover import CutoverConfig
@@ -25,6 +26,7 @@ from shadow_burnin.config_sections import (
     build_sections,
 )
 from shadow_burnin.core import limits
+from shadow_burnin.core.structs import deep_asdict
 from shadow_burnin.core.verdict import Thresholds
 from shadow_burnin.errors import ConfigError
 from shadow_burnin.inputs import CONFIG_MAX_BYTES, read_input
@@ -42,26 +44,23 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("shadow-burnin"))
 
 
-@dataclass(frozen=True)
-class SideConfig:
+class SideConfig(msgspec.Struct, frozen=True):
     url: str
     model: str | None = None
     api_key_env: str | None = None
 
 
-@dataclass(frozen=True)
-class RequestConfig:
+class RequestConfig(msgspec.Struct, frozen=True):
     api: str = "chat"
     max_tokens: int = 64
     stream: bool = True
     timeout: float = 120.0
     logprobs: int = 0
     max_reply_bytes: int = 4 * 1024 * 1024
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RunConfig:
+class RunConfig(msgspec.Struct, frozen=True):
     interval: float = 2.5
     rounds: int | None = None
     duration: float | None = None
@@ -73,8 +72,7 @@ class RunConfig:
     rotate: str | None = None  # "1GB", "daily": close the live log into segments
 
 
-@dataclass(frozen=True)
-class PathsConfig:
+class PathsConfig(msgspec.Struct, frozen=True):
     log: str
     state: str
 
@@ -82,8 +80,7 @@ class PathsConfig:
 _THRESHOLDS = Thresholds()  # the verdict thresholds' defaults, defined in core
 
 
-@dataclass(frozen=True)
-class ForensicsConfig:
+class ForensicsConfig(msgspec.Struct, frozen=True):
     """``[forensics]``: divergence forensics of ``run`` (not part of the setup
     fingerprint: changing them does not start a new burn-in)."""
 
@@ -98,24 +95,23 @@ class ForensicsConfig:
     max_slowdown: float = 3.0
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     v1: SideConfig
     v2: SideConfig
     request: RequestConfig
     run: RunConfig
     paths: PathsConfig
     source: str | None = None
-    forensics: ForensicsConfig = field(default_factory=ForensicsConfig)
-    gates: GatesConfig = field(default_factory=GatesConfig)
-    halt: HaltConfig = field(default_factory=HaltConfig)
-    alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    ppl: PplConfig = field(default_factory=PplConfig)
-    cutover: CutoverConfig = field(default_factory=CutoverConfig)
-    mirror: MirrorConfig = field(default_factory=MirrorConfig)
+    forensics: ForensicsConfig = msgspec.field(default_factory=ForensicsConfig)
+    gates: GatesConfig = msgspec.field(default_factory=GatesConfig)
+    halt: HaltConfig = msgspec.field(default_factory=HaltConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    ppl: PplConfig = msgspec.field(default_factory=PplConfig)
+    cutover: CutoverConfig = msgspec.field(default_factory=CutoverConfig)
+    mirror: MirrorConfig = msgspec.field(default_factory=MirrorConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = deep_asdict(self)  # nested sections as dicts, like dataclasses.asdict
         out.pop("source")
         gates = out["gates"]
         for spec in gates.pop("specs"):
@@ -130,7 +126,7 @@ class Config:
 
     def fingerprint_fields(self, prompts_digest: str) -> dict[str, Any]:
         """What must not change under a running burn-in (secrets excluded)."""
-        req = asdict(self.request)
+        req = deep_asdict(self.request)
         req.pop("timeout")
         req.pop("max_reply_bytes")
         return {

@@ -28,9 +28,10 @@ Self-contained (types in :data:`SCHEMA`, values checked by :func:`build`), hooke
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import msgspec
 
 _NUM = ((int, float), "a number")
 _STR = ((str,), "a string")
@@ -46,8 +47,7 @@ SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
 DEFAULT_ADMIN = "http://127.0.0.1:2019"
 
 
-@dataclass(frozen=True)
-class CutoverConfig:
+class CutoverConfig(msgspec.Struct, frozen=True):
     """``[cutover]``; ``None`` upstreams mean "the host:port of [v1]/[v2] url"."""
 
     caddy: str = DEFAULT_ADMIN

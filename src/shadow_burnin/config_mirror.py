@@ -8,8 +8,9 @@ and ``api_key_env`` come from ``[v1]``/``[v2]`` as everywhere else.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 _INT = ((int,), "an integer")
 _NUM = ((int, float), "a number")
@@ -23,8 +24,7 @@ MIRROR_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-@dataclass(frozen=True)
-class MirrorConfig:
+class MirrorConfig(msgspec.Struct, frozen=True):
     """``[mirror]``: where to listen, and the shadow's budget."""
 
     listen: str = "127.0.0.1:8090"

@@ -6,8 +6,9 @@ key types (``config.SCHEMA``) and calls :func:`build_sections` for the values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.core import limits
 from shadow_burnin.core.gates import DEFAULT_GATES, SCOPES, GateSpec, merge_specs
@@ -16,8 +17,7 @@ from shadow_burnin.core.liveness import LivenessRule
 from shadow_burnin.values import check_url, in_bounds, parse_duration, positive
 
 
-@dataclass(frozen=True)
-class GatesConfig:
+class GatesConfig(msgspec.Struct, frozen=True):
     """``[gates]``: options plus one ``[gates.NAME]`` table per gate to change or add."""
 
     statistical: bool = False
@@ -27,20 +27,22 @@ class GatesConfig:
     scope: str = "pooled"  # several logs: "pooled" (their rounds together) or "shard"
 
 
-@dataclass(frozen=True)
-class HaltConfig:
+_HALT = HaltRule()  # its defaults are [halt]'s (a Struct's class has no field defaults)
+
+
+class HaltConfig(msgspec.Struct, frozen=True):
     """``[halt]``: the no-match spike halt watched by ``run``."""
 
     enabled: bool = True
-    window: float = HaltRule.window_s
-    min_rounds: int = HaltRule.min_rounds
-    threshold: float = HaltRule.threshold
+    window: float = _HALT.window_s
+    min_rounds: int = _HALT.min_rounds
+    threshold: float = _HALT.threshold
     action: str = "flag"
     on_halt: str | None = None
     webhook: str | None = None
     webhook_timeout: float = 10.0
-    worst: int = HaltRule.worst
-    on: str = HaltRule.on  # "no-match" | "regression" (core.halt.HALT_ON)
+    worst: int = _HALT.worst
+    on: str = _HALT.on  # "no-match" | "regression" (core.halt.HALT_ON)
 
     def rule(self) -> HaltRule:
         """The detector's parameters from this section."""
@@ -50,8 +52,7 @@ class HaltConfig:
 _LIVE = LivenessRule()
 
 
-@dataclass(frozen=True)
-class AlertsConfig:
+class AlertsConfig(msgspec.Struct, frozen=True):
     """``[alerts]``: the liveness alerts of ``run`` and ``status --alert`` (no round
     committed for ``stall``; a side unreachable in ``spike_rounds`` of the last
     ``spike_window`` rounds), sent through the ``[halt]`` alert channel."""
@@ -65,8 +66,7 @@ class AlertsConfig:
         return LivenessRule(self.stall, self.spike_window, self.spike_rounds)
 
 
-@dataclass(frozen=True)
-class PplConfig:
+class PplConfig(msgspec.Struct, frozen=True):
     """``[ppl]``: ``shadow-burnin ppl`` (text, window, top-K, method per side)."""
 
     text: str | None = None

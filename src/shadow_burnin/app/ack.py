@@ -12,9 +12,10 @@ from __future__ import annotations
 import fcntl
 import getpass
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.app.files import require_log
 from shadow_burnin.core.halt import ack_event, halt_status
@@ -27,8 +28,7 @@ from shadow_burnin.io.run.haltwatch import log_events
 MAX_REASON_CHARS = 2000
 
 
-@dataclass(frozen=True)
-class AckResult:
+class AckResult(msgspec.Struct, frozen=True):
     acknowledged: bool
     halt: dict[str, Any]
     reason: str

@@ -5,8 +5,9 @@ one rule of ``core.liveness`` and sends what holds through the ``[halt]`` alert 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from shadow_burnin.config import Config
 from shadow_burnin.core.liveness import LivenessRule

@@ -17,10 +17,11 @@ import asyncio
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
+from msgspec.structs import replace
 from rich.console import Console
 
 from shadow_burnin.app.evidence import summary_of
@@ -174,8 +175,7 @@ def open_store(cfg: Config, setup: str, *, new_run: bool, force: bool, warn: Say
     return store
 
 
-@dataclass
-class BurninSession:
+class BurninSession(msgspec.Struct):
     """An opened burn-in: the store is locked until :meth:`close`."""
 
     cfg: Config
@@ -183,7 +183,7 @@ class BurninSession:
     store: Store
     plan: RunPlan
     forensics: ForensicsPlan
-    secrets: list[str] = field(default_factory=list)
+    secrets: list[str] = msgspec.field(default_factory=list)
     live: LivenessWatch | None = None  # set by ``run`` (tests may set their own first)
 
     async def run(self, progress: Any, *, notice: Say, loud: Say,

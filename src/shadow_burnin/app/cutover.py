@@ -24,12 +24,12 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import msgspec
 import orjson
 
 from shadow_burnin.app.evidence import Evidence, gather
@@ -82,8 +82,7 @@ VERIFY_TRIES = 3
 Say = Callable[[str], None]
 
 
-@dataclass
-class Check:
+class Check(msgspec.Struct):
     """One check through the proxy."""
 
     name: str
@@ -94,21 +93,19 @@ class Check:
         return {"check": self.name, "ok": self.ok, "detail": self.detail}
 
 
-@dataclass
-class Result:
+class Result(msgspec.Struct):
     code: int
     headline: str
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = msgspec.field(default_factory=list)
     evidence: Evidence | None = None
     diff: str | None = None
     caddyfile_diff: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
+    checks: list[Check] = msgspec.field(default_factory=list)
     unknown: bool = False  # exit 5: say it loudly
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(msgspec.Struct, frozen=True):
     force: bool = False
     reason: str | None = None
     by: str | None = None
@@ -117,8 +114,7 @@ class Options:
     caddyfile: Path | None = None
 
 
-@dataclass
-class Target:
+class Target(msgspec.Struct):
     """Everything about the flip that comes from the config."""
 
     cfg: Config
@@ -718,12 +714,11 @@ def _p95(values: list[float]) -> float | None:
     return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
-@dataclass
-class _Watch:
+class _Watch(msgspec.Struct):
     probes: dict[str, deque[tuple[bool, float]]]
     rounds: int = 0
     v2_failed_rounds: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -15,12 +15,14 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
+from msgspec.structs import asdict, replace
 
 from shadow_burnin.app.evidence import judge
 from shadow_burnin.config import Config
@@ -135,8 +137,7 @@ def _code_name(names: tuple[str, ...], code: int) -> str | None:
     return names[code - 1] if 0 < code <= len(names) else None
 
 
-@dataclass(frozen=True)
-class Filters:
+class Filters(msgspec.Struct, frozen=True):
     bucket: str | None = None
     verdict: str | None = None
     category: str | None = None
@@ -160,6 +161,7 @@ class Filters:
                    limit)
 
 
+# stays a dataclass: fields set in __post_init__ (init=False), which msgspec has no way to say
 @dataclass
 class Dashboard:
     """One log, read incrementally; figures cached per version."""
@@ -315,7 +317,7 @@ class Dashboard:
             })
         return {"total": total, "shown": len(items), "items": items,
                 "categories": sorted(cols.categories), "buckets": list(BUCKETS[1:]),
-                "verdicts": list(VERDICTS), "filters": f.__dict__}
+                "verdicts": list(VERDICTS), "filters": asdict(f)}
 
     # -- one round ---------------------------------------------------------------------
 
@@ -404,7 +406,7 @@ def shard_cfg(cfg: Config, path: Path) -> Config:
     return replace(cfg, paths=replace(cfg.paths, log=str(path)))
 
 
-@dataclass
+@dataclass  # a Dashboard, so a dataclass too
 class FleetDashboard(Dashboard):
     """Several logs (a fleet's shards): one :class:`Dashboard` per shard (``views``, by
     shard name) and, as this object, the pooled view of all of them (every shard's rounds
@@ -494,7 +496,7 @@ class FleetDashboard(Dashboard):
                 "items": items,
                 "categories": sorted({c for d in parts.values() for c in d["categories"]}),
                 "buckets": list(BUCKETS[1:]), "verdicts": list(VERDICTS),
-                "filters": f.__dict__, "shards": list(self.views)}
+                "filters": asdict(f), "shards": list(self.views)}
 
     def round(self, number: int) -> dict[str, Any] | None:
         return None  # a round number names a round only within its shard

@@ -20,10 +20,10 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from shadow_burnin.config import Config
@@ -110,8 +110,7 @@ def write_demo_prompts(path: Path) -> Path:
     return path
 
 
-@dataclass
-class DemoOptions:
+class DemoOptions(msgspec.Struct):
     rounds: int = 60
     interval: float = 0.0
     max_tokens: int = 32
@@ -121,8 +120,7 @@ class DemoOptions:
     pair: str = "cpp-rust"
 
 
-@dataclass
-class DemoResult:
+class DemoResult(msgspec.Struct):
     log: Path
     outcome: Any
     seconds: float  # the burn-in's own wall time
@@ -130,7 +128,7 @@ class DemoResult:
     urls: tuple[str, str]
     pids: tuple[int | None, int | None]
     labels: tuple[str, str]
-    started_in: dict[str, float | None] = field(default_factory=dict)
+    started_in: dict[str, float | None] = msgspec.field(default_factory=dict)
 
     @property
     def rounds_per_min(self) -> float:

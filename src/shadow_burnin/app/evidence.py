@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import msgspec
 import numpy as np
 
 from shadow_burnin.app.files import require_log
@@ -43,15 +43,14 @@ from shadow_burnin.io.log.pplstore import latest_run
 T = TypeVar("T")
 
 
-@dataclass
-class Evidence:
+class Evidence(msgspec.Struct):
     summary: Summary
     report: GateReport
     drift: Drift
     halt: HaltStatus
     ppl: dict[str, Any] | None
     scan: LogScan
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
     flip: FlipStatus | None = None  # where the route points after cutover/rollback events
 
 

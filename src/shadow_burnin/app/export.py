@@ -15,10 +15,11 @@ import math
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.config import Config
 from shadow_burnin.core.records import RecordKind, record_kind
@@ -82,18 +83,16 @@ def output_name(shard: Shard) -> str:
     return f"{name}.parquet"
 
 
-@dataclass
-class Exported:
+class Exported(msgspec.Struct):
     shard: Shard
     path: Path
     rows: int
     bytes: int
 
 
-@dataclass
-class ExportResult:
-    files: list[Exported] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+class ExportResult(msgspec.Struct):
+    files: list[Exported] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 Progress = Callable[[Shard, int, int, int], None]  # shard, bytes read, bytes total, rows

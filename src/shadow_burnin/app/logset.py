@@ -10,9 +10,11 @@ must pass, each shard's gates named in the table). One log is the same as before
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from shadow_burnin.app.evidence import Background, Evidence, bench_summary, events_of, judge
 from shadow_burnin.app.files import inputs_of
@@ -27,14 +29,13 @@ from shadow_burnin.io.log.logset import is_glob as is_glob  # for cli.options
 from shadow_burnin.io.log.sidecars import LogFiles, guard_output, write_output
 
 
-@dataclass
-class FleetEvidence:
+class FleetEvidence(msgspec.Struct):
     """The pooled evidence (its report judged per ``scope``) and the shards behind it."""
 
     evidence: Evidence
     shards: list[Shard]
     scope: str
-    by_shard: dict[str, Summary] = field(default_factory=dict)
+    by_shard: dict[str, Summary] = msgspec.field(default_factory=dict)
 
     @property
     def summary(self) -> Summary:

@@ -20,10 +20,10 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import msgspec
 import orjson
 
 from shadow_burnin.core.records import RecordKind, embed_aa, record_kind
@@ -34,8 +34,7 @@ from shadow_burnin.io.log.logread import iter_records
 from shadow_burnin.io.log.sidecars import LogFiles, events_path
 
 
-@dataclass(frozen=True)
-class Migrated:
+class Migrated(msgspec.Struct, frozen=True):
     rounds: int
     aa_pairs: int
     events: int

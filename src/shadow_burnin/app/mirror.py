@@ -32,10 +32,10 @@ import signal
 import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 from shadow_burnin.config import Config, fingerprint
@@ -70,8 +70,7 @@ class Observer(Protocol):
                   stop: Callable[[str], None]) -> None: ...
 
 
-@dataclass
-class MirrorOptions:
+class MirrorOptions(msgspec.Struct):
     """Everything the session needs besides the store (built from ``Config``)."""
 
     v1: Endpoint
@@ -114,13 +113,12 @@ def options_from(cfg: Config, v1_key: str | None, v2_key: str | None) -> MirrorO
         capture=Path(m.capture) if m.capture else None, v2_model=cfg.v2.model)
 
 
-@dataclass
-class SessionStats:
+class SessionStats(msgspec.Struct):
     rounds: int = 0  # committed to the log
     log_dropped: int = 0  # finished while the disk was BACKLOG rounds behind
     captured: int = 0
     capture_skipped: int = 0  # requests the prompts format cannot hold
-    buckets: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class CaptureFile:
@@ -444,8 +442,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-@dataclass
-class Outlets:
+class Outlets(msgspec.Struct):
     """How the session talks to its user (the CLI renders; the app decides)."""
 
     notice: Callable[[str], None]  # warnings, one line each

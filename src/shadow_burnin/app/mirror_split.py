@@ -30,9 +30,10 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
+
+from msgspec.structs import fields
 
 from shadow_burnin.app.mirror import (
     Front,

@@ -7,10 +7,11 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.config import Config
 from shadow_burnin.core.ppl import SidePpl, SideRun, TokenScore, paired, run_record, side_ppl
@@ -45,10 +46,9 @@ def load_text(path: str | None) -> tuple[str, dict[str, Any]]:
     return text, {"name": name, "sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
-@dataclass
-class Measured:
+class Measured(msgspec.Struct):
     record: dict[str, Any]
-    scores: dict[str, list[TokenScore]] = field(default_factory=dict)
+    scores: dict[str, list[TokenScore]] = msgspec.field(default_factory=dict)
 
 
 async def measure(sides: list[PplSide], text: str, text_info: dict[str, Any], *,

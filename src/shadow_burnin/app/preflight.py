@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Literal
 
 import aiohttp
+import msgspec
 import orjson
 
 from shadow_burnin.config import Config
@@ -60,8 +60,7 @@ FIX = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     """One check's outcome; ``fix`` names the setting to change when it is not ok."""
 
     check: str
@@ -75,8 +74,7 @@ class Finding:
                 "detail": self.detail, "fix": self.fix}
 
 
-@dataclass(slots=True)
-class SideFacts:
+class SideFacts(msgspec.Struct):
     """What one server told us. ``None``: it does not expose that (or it failed)."""
 
     url: str
@@ -84,11 +82,10 @@ class SideFacts:
     props: dict[str, Any] | None = None
     tokens: dict[str, list[int]] | None = None  # prompt id → token ids (/tokenize)
     aa: tuple[SideReply, SideReply] | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Preflight:
+class Preflight(msgspec.Struct, frozen=True):
     """The verdict: ``ok`` when no finding is fatal (exit 0), else exit 1."""
 
     findings: tuple[Finding, ...]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from shadow_burnin.app.dashboard import Dashboard, Filters, dashboard_for, shard_cfg
@@ -34,8 +34,7 @@ CUTOVER_KIND = "cutover"  # the marker of a CUTOVER.md that ``gates --write`` wr
 REPORT_KIND = "report"
 
 
-@dataclass(frozen=True)
-class Written:
+class Written(msgspec.Struct, frozen=True):
     path: Path
     bytes: int
     rounds: int
@@ -98,8 +97,7 @@ def write(cfg: Config, target: Path, window: Window | None = None, first: int = 
     return Written(target, target.stat().st_size, rounds, divs)
 
 
-@dataclass(frozen=True)
-class CutoverWritten:
+class CutoverWritten(msgspec.Struct, frozen=True):
     """What ``gates --write`` wrote: the document and, if asked, the report beside it."""
 
     evidence: Evidence

@@ -22,7 +22,7 @@ from shadow_burnin.core import limits
 from shadow_burnin.render.escape import json_bytes, term
 from shadow_burnin.render.gates import ppl_section
 
-P = PplConfig  # help defaults read from it
+P = PplConfig()  # help defaults read from it
 
 
 @click.command()

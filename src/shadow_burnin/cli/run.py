@@ -21,7 +21,7 @@ from shadow_burnin.errors import ConfigError
 from shadow_burnin.render.escape import term
 from shadow_burnin.render.text import plural
 
-REQ, RUN, FX = RequestConfig, RunConfig, ForensicsConfig  # help defaults read from these
+REQ, RUN, FX = RequestConfig(), RunConfig(), ForensicsConfig()  # help defaults read from these
 __all__ = ["run"]
 
 

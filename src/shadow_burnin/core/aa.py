@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
 import numpy as np
+from msgspec.structs import replace
 
 from shadow_burnin.core.records import RecordKind, record_kind
 from shadow_burnin.core.stats import wilson
@@ -111,13 +112,12 @@ def aa_noise(ta: Sequence[Token], tb: Sequence[Token], digits: int = 4
     return {"moves": moves, "drifts": drifts}
 
 
-@dataclass
-class NoiseSamples:
+class NoiseSamples(msgspec.Struct):
     """What ``--calibrate`` reads from A/A records: flip swings, margin moves, drifts."""
 
-    swings: list[float] = field(default_factory=list)
-    moves: list[float] = field(default_factory=list)
-    drifts: list[float] = field(default_factory=list)
+    swings: list[float] = msgspec.field(default_factory=list)
+    moves: list[float] = msgspec.field(default_factory=list)
+    drifts: list[float] = msgspec.field(default_factory=list)
 
     def add(self, record: dict[str, Any]) -> None:
         """Take the samples of one A/A record (other records are ignored)."""
@@ -162,8 +162,7 @@ def aa_swings(records: Iterable[dict[str, Any]]) -> list[float]:
     return aa_samples(records).swings
 
 
-@dataclass
-class AASummary:
+class AASummary(msgspec.Struct):
     records: int
     parity: int
     exact: int
@@ -180,7 +179,7 @@ class AASummary:
     verdict: str | None = None  # aa_verdict: None without A/B rounds
 
     def to_json(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = msgspec.structs.asdict(self)
         for key in ("aa_exact_ci95", "ab_minus_aa_ci95"):
             out[key] = list(out[key]) if out[key] else None
         return out

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress, repeat
 from operator import is_not
 from typing import Any, SupportsInt
 
+import msgspec
 import numpy as np
 
 from shadow_burnin.core.outcomes import NO_CODES, forensic_codes
@@ -56,8 +56,7 @@ NO_ERROR = -1
 ERROR_CODE_CHARS = 64
 
 
-@dataclass
-class Columns:
+class Columns(msgspec.Struct):
     bucket: np.ndarray
     latency: dict[str, np.ndarray]
     ttft: dict[str, np.ndarray]
@@ -68,15 +67,15 @@ class Columns:
     categories: list[str]
     prompts: list[str]
     # forensics per round: verdict, cause, refire (codes of core.verdict), div_token (−1)
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = msgspec.field(default_factory=dict)
     # token statistics per round (core.tokstats.FIELDS), float32, NaN where none
-    tokstats: dict[str, np.ndarray] = field(default_factory=dict)
+    tokstats: dict[str, np.ndarray] = msgspec.field(default_factory=dict)
     # per side: HTTP status (int16, −1 none), completion tokens (float32, NaN none), error
     # code as an id into ``errors`` (int32, −1 none); empty dicts in hand-made columns
-    status: dict[str, np.ndarray] = field(default_factory=dict)
-    completion_tokens: dict[str, np.ndarray] = field(default_factory=dict)
-    error: dict[str, np.ndarray] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    status: dict[str, np.ndarray] = msgspec.field(default_factory=dict)
+    completion_tokens: dict[str, np.ndarray] = msgspec.field(default_factory=dict)
+    error: dict[str, np.ndarray] = msgspec.field(default_factory=dict)
+    errors: list[str] = msgspec.field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.bucket.size)

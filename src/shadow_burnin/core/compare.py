@@ -14,11 +14,10 @@ leading code points the two replies share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class Comparison:
+class Comparison(msgspec.Struct, frozen=True):
     bucket: str
     divergence_byte: int | None
     prefix_match_chars: int | None

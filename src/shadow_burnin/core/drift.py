@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from shadow_burnin.core.stats import quantiles_inplace
@@ -29,16 +29,14 @@ from shadow_burnin.core.stats import quantiles_inplace
 DRIFT_N = 200
 
 
-@dataclass(frozen=True)
-class HourP95:
+class HourP95(msgspec.Struct, frozen=True):
     hour: float  # epoch seconds of the hour's start
     rounds: int
     v1: float | None
     v2: float | None
 
 
-@dataclass(frozen=True)
-class Drift:
+class Drift(msgspec.Struct, frozen=True):
     n: int = DRIFT_N
     paired_rounds: int = 0
     v2_first_p95: float | None = None
@@ -51,13 +49,13 @@ class Drift:
     slope_ms_per_1k: float | None = None
     slope_se: float | None = None
     slowing: bool = False
-    hourly: list[HourP95] = field(default_factory=list)
+    hourly: list[HourP95] = msgspec.field(default_factory=list)
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
         # what asdict gave (same keys, same order), without its deep copy of every hour
         # (700 of them on 1M rounds)
-        out = dict(self.__dict__)
+        out = msgspec.structs.asdict(self)
         out["hourly"] = [{"hour": h.hour, "rounds": h.rounds, "v1": h.v1, "v2": h.v2}
                          for h in self.hourly]
         return out

@@ -10,16 +10,16 @@ one check of a watched promotion (its figures and the decision).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 CUTOVER_EVENT = "cutover"
 ROLLBACK_EVENT = "rollback"
 CHECK_EVENT = "cutover-check"
 
 
-@dataclass(frozen=True)
-class FlipStatus:
+class FlipStatus(msgspec.Struct, frozen=True):
     """Where the route points after the events: ``v2`` after a verified cutover not
     rolled back, else ``v1``; ``last`` is the event that decided it (None: never flipped)."""
 
@@ -69,8 +69,7 @@ def flip_line(status: FlipStatus) -> str | None:
     return f"{how} at {e.get('ts')}: {route} → v1 ({e.get('to')}): {e.get('reason')}"
 
 
-@dataclass(frozen=True)
-class TellApart:
+class TellApart(msgspec.Struct, frozen=True):
     """A prompt both sides answer differently and reproducibly, with each side's text."""
 
     prompt_id: str

@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from shadow_burnin.core.timefmt import iso_ms
 
@@ -61,8 +63,7 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class GateSpec:
+class GateSpec(msgspec.Struct, frozen=True):
     """One rule. ``baseline`` only for ``within`` (None: the metric's own baseline)."""
 
     name: str
@@ -107,8 +108,7 @@ GATE_KEYS = {"metric", "comparator", "target", "must_have_data", "baseline", "en
              "label"}
 
 
-@dataclass(frozen=True)
-class Figure:
+class Figure(msgspec.Struct, frozen=True):
     """A metric's current value and what stands behind it.
 
     ``samples``: rounds (or tokens) behind the figure; ``as_of``: epoch seconds of the
@@ -126,8 +126,7 @@ class Figure:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class GateResult:
+class GateResult(msgspec.Struct, frozen=True):
     spec: GateSpec
     state: str
     figure: Figure
@@ -147,13 +146,12 @@ class GateResult:
         }
 
 
-@dataclass(frozen=True)
-class GateReport:
+class GateReport(msgspec.Struct, frozen=True):
     results: list[GateResult]
     statistical: bool = False
     rounds: int = 0
     as_of: float | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
     @property
     def verdict(self) -> str:

@@ -33,9 +33,10 @@ import math
 from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.core.records import RecordKind, is_round, record_kind
 from shadow_burnin.core.timefmt import iso_ms
@@ -95,8 +96,7 @@ class _Slot:
                 yield counts[i], counts[i + 1], counts[i + 2]
 
 
-@dataclass(frozen=True)
-class HaltRule:
+class HaltRule(msgspec.Struct, frozen=True):
     """The detector's parameters; their defaults are the ``[halt]`` section's defaults."""
 
     window_s: float = 3600.0
@@ -115,8 +115,7 @@ class HaltRule:
         return True
 
 
-@dataclass(frozen=True)
-class WindowFigures:
+class WindowFigures(msgspec.Struct, frozen=True):
     since: float
     until: float
     parity_rounds: int
@@ -127,8 +126,7 @@ class WindowFigures:
         return self.no_match / self.parity_rounds if self.parity_rounds else 0.0
 
 
-@dataclass(frozen=True)
-class HaltTrigger:
+class HaltTrigger(msgspec.Struct, frozen=True):
     """A halt raised at ``round`` (its timestamp ``ts``), with the window behind it."""
 
     round: int
@@ -136,7 +134,7 @@ class HaltTrigger:
     window: WindowFigures
     threshold: float
     window_s: float
-    worst_prompts: list[dict[str, Any]] = field(default_factory=list)
+    worst_prompts: list[dict[str, Any]] = msgspec.field(default_factory=list)
     on: str = "no-match"
 
     def to_event(self, action: str) -> dict[str, Any]:
@@ -294,8 +292,7 @@ def detect(records: Iterable[Mapping[str, Any]], config: HaltRule) -> list[HaltT
     return out
 
 
-@dataclass(frozen=True)
-class HaltStatus:
+class HaltStatus(msgspec.Struct, frozen=True):
     """What the log's events say: is a halt active, and since when."""
 
     active: bool = False

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.core.records import SIDES
 from shadow_burnin.core.timefmt import iso_s
@@ -29,8 +30,7 @@ STALL = "stall"
 SPIKE = "unreachable-spike"
 
 
-@dataclass(frozen=True)
-class LivenessRule:
+class LivenessRule(msgspec.Struct, frozen=True):
     """``[alerts]``: ``stall`` seconds (0: never), and the spike's N of the last M."""
 
     stall_s: float = 600.0
@@ -99,8 +99,7 @@ def conditions(rule: LivenessRule, last: float | None, recent: Sequence[str],
     return out
 
 
-@dataclass
-class LivenessMonitor:
+class LivenessMonitor(msgspec.Struct):
     """Episodes of the rule over a stream of committed rounds (see the module doc).
 
     ``start(now)`` begins the watch; ``committed(now, buckets)`` takes a committed batch
@@ -111,9 +110,9 @@ class LivenessMonitor:
 
     rule: LivenessRule
     last: float | None = None
-    recent: deque[str] = field(default_factory=deque)
+    recent: deque[str] = msgspec.field(default_factory=deque)
     stalled: bool = False
-    spikes: set[str] = field(default_factory=set)
+    spikes: set[str] = msgspec.field(default_factory=set)
 
     def start(self, now: float, recent: Iterable[str] = ()) -> None:
         """Begin at ``now`` (the stall clock starts here), knowing the log's last rounds

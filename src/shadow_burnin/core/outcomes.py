@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.core.verdict import VERDICTS
 
@@ -24,8 +25,7 @@ REFIRE_OUTCOMES: tuple[str, ...] = ("reproducible", "flaky-v1", "flaky-v2", "fla
 # -- prefix-only and re-fire ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PrefixCause:
+class PrefixCause(msgspec.Struct, frozen=True):
     cause: str
     shorter: str
     reason: str
@@ -50,8 +50,7 @@ def prefix_cause(text1: str, finish1: str | None, text2: str, finish2: str | Non
     return PrefixCause("unexplained", shorter, f"{shorter} gave no finish_reason")
 
 
-@dataclass(frozen=True, slots=True)
-class Refire:
+class Refire(msgspec.Struct, frozen=True):
     outcome: str
     n: int
     v1_same: int
@@ -59,7 +58,7 @@ class Refire:
     v1_failed: int = 0
     v2_failed: int = 0
     pair_exact: int = 0
-    texts: dict[str, list[str]] = field(default_factory=dict)
+    texts: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"outcome": self.outcome, "n": self.n, "v1_same": self.v1_same,

@@ -23,23 +23,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
+from msgspec.structs import asdict  # shallow: every field is a number
 
 EPS = 1e-10
 
 
-@dataclass(frozen=True)
-class TokenScore:
+class TokenScore(msgspec.Struct, frozen=True):
     token: str
     logprob: float
-    top: Mapping[str, float] = field(default_factory=dict)
+    top: Mapping[str, float] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class SidePpl:
+class SidePpl(msgspec.Struct, frozen=True):
     tokens: int
     mean_nll: float | None
     ppl: float | None
@@ -49,8 +48,7 @@ class SidePpl:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class PairedPpl:
+class PairedPpl(msgspec.Struct, frozen=True):
     positions: int
     mismatched: int
     nll_diff_mean: float | None
@@ -156,8 +154,7 @@ def windows(n_tokens: int, size: int) -> list[tuple[int, int]]:
     return [(i, i + size) for i in range(0, n_tokens - size + 1, size)]
 
 
-@dataclass
-class SideRun:
+class SideRun(msgspec.Struct):
     """One side's part of a ``ppl`` run (as logged)."""
 
     url: str

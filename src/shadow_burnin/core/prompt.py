@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.core.limits import MAX_TOKENS
 
@@ -33,8 +34,7 @@ _ROLE_LABELS: dict[str, str] = {"system": "System", "user": "User", "assistant":
 _DIGEST_TAG = b"shadow-burnin prompts v1\n"
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True):
     """One chat turn. ``role`` is one of :data:`ROLES`; ``content`` may be empty."""
 
     role: str
@@ -44,8 +44,7 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
+class Prompt(msgspec.Struct, frozen=True):
     """One prompt: exactly one of ``prompt`` (plain) or ``messages`` (chat) is set."""
 
     id: str
@@ -55,8 +54,13 @@ class Prompt:
     max_tokens: int | None = None
     # a captured request's own parameters (stop, top_p, ...), sent to both sides as they
     # are, and its arrival time (ISO-8601) for ``run --replay``
-    params: Mapping[str, Any] | None = field(default=None, hash=False)
+    params: Mapping[str, Any] | None = None  # compared, not hashed (see __hash__)
     at: str | None = None
+
+    def __hash__(self) -> int:
+        # every field but ``params`` (a mapping, unhashable), as the dataclass had it
+        return hash((self.id, self.category, self.prompt, self.messages, self.max_tokens,
+                     self.at))
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):

@@ -17,8 +17,9 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 SCHEMA = 1
 
@@ -36,8 +37,7 @@ PARITY_BUCKETS: tuple[str, ...] = ("exact", "prefix-only", "no-match")
 SIDES: tuple[str, str] = ("v1", "v2")
 
 
-@dataclass(slots=True)
-class SideReply:
+class SideReply(msgspec.Struct):
     """One server's answer to one request (or why there was none)."""
 
     text: str | None
@@ -48,7 +48,7 @@ class SideReply:
     completion_tokens: int | None = None
     error: str | None = None
     truncated: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def replied(self) -> bool:
@@ -92,8 +92,7 @@ class SideReply:
         )
 
 
-@dataclass(slots=True)
-class Round:
+class Round(msgspec.Struct):
     """One logged round. ``round`` numbers count from 1 and never repeat in a log."""
 
     round: int
@@ -110,7 +109,7 @@ class Round:
     seed: int | None = None
     cursor: int | None = None
     source: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

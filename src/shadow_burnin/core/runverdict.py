@@ -37,10 +37,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
+from msgspec.structs import replace
 
 from shadow_burnin.core.gates import Figure
 from shadow_burnin.core.tokstats import MARGIN_EDGES, MARGIN_FIELDS
@@ -50,8 +51,7 @@ Decision = Literal["noise", "changed", "unknown"]
 OFF_TOP1 = "do not describe its greedy"  # core.verdict's reason for an off-top-1 pick
 
 
-@dataclass(frozen=True, slots=True)
-class NoisePrior:
+class NoisePrior(msgspec.Struct, frozen=True):
     """The numeric-noise envelope of one flip and how often benign flips break it."""
 
     swing: float = 0.9  # nats: a benign flip's swing stays at or below this …
@@ -103,8 +103,7 @@ def widen(prior: NoisePrior, swing_p99: float | None, drift_p99: float | None) -
                    source=prior.source + " widened by the A/A p99")
 
 
-@dataclass(frozen=True, slots=True)
-class Flip:
+class Flip(msgspec.Struct, frozen=True):
     """What one no-match round's forensics say about its first differing token."""
 
     swing: float | None  # None when a token was outside the top-K (see swing_min)
@@ -157,8 +156,7 @@ def binom_tail(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
-@dataclass(frozen=True, slots=True)
-class TokenEvidence:
+class TokenEvidence(msgspec.Struct, frozen=True):
     """A run's token statistics summed over its rounds (``core.tokstats``)."""
 
     rounds: int = 0  # rounds with token statistics
@@ -241,8 +239,7 @@ def poisson_tail(k: int, lam: float) -> float:
     return min(1.0, sum(term(i) for i in range(k, upper)))
 
 
-@dataclass(frozen=True, slots=True)
-class Test:
+class Test(msgspec.Struct, frozen=True):
     """One tail test: ``observed`` of ``n`` (flips or tokens) against noise's ``rate``;
     a test of a mean or a count (``mean``/``sd`` given) has that as its expectation."""
 
@@ -307,8 +304,7 @@ def token_tests(ev: TokenEvidence, prior: NoisePrior) -> tuple[Test, ...]:
                        prior.off_top1_token_rate))
     return tuple(tests)
 
-@dataclass(frozen=True, slots=True)
-class RunVerdict:
+class RunVerdict(msgspec.Struct, frozen=True):
     """The decision, the figures behind it and one plain-language explanation."""
 
     decision: Decision
@@ -320,8 +316,8 @@ class RunVerdict:
     drift_max: float | None = None
     not_reproducible: int = 0
     unanalysed: int = 0
-    prior: NoisePrior = field(default_factory=NoisePrior)
-    tokens: TokenEvidence = field(default_factory=TokenEvidence)
+    prior: NoisePrior = msgspec.field(default_factory=NoisePrior)
+    tokens: TokenEvidence = msgspec.field(default_factory=TokenEvidence)
     ppl: dict[str, Any] | None = None  # the latest ppl run's paired figures (context)
 
     def to_json(self) -> dict[str, Any]:

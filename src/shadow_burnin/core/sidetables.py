@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+import msgspec
 import numpy as np
 
 from shadow_burnin.core.aa import AASummary, aa_verdict, newcombe_diff
@@ -41,8 +41,7 @@ def _epoch(stamp: Any) -> float:
         return math.nan
 
 
-@dataclass
-class AATable:
+class AATable(msgspec.Struct):
     round: np.ndarray  # int64, -1 when the pair names none
     ts: np.ndarray  # float64 epoch seconds (NaN: no valid ts)
     bucket: np.ndarray  # int8 code into BUCKETS, -1: none/unknown
@@ -52,7 +51,7 @@ class AATable:
     n_drifts: np.ndarray  # int32 per pair
     moves: np.ndarray  # float64, all pairs' margin moves back to back
     drifts: np.ndarray  # float64, all pairs' drifts back to back
-    labels: list[str] = field(default_factory=list)
+    labels: list[str] = msgspec.field(default_factory=list)
 
     ROW_FIELDS: ClassVar[tuple[str, ...]] = (
         "round", "ts", "bucket", "label", "swing", "n_moves", "n_drifts")
@@ -156,8 +155,7 @@ def _p99a(values: np.ndarray) -> float | None:
     return round(float(np.percentile(values, 99)), 6) if values.size else None
 
 
-@dataclass
-class FlipTable:
+class FlipTable(msgspec.Struct):
     row: np.ndarray  # int64: the round's row in the columns
     swing: np.ndarray  # float64, NaN: None
     drift: np.ndarray

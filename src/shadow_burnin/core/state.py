@@ -9,8 +9,9 @@ is refused instead of being silently replaced.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.core.records import BUCKETS, RecordKind, record_kind
 
@@ -24,13 +25,12 @@ def head_digest(first_line: bytes) -> str:
     return hashlib.sha256(first_line.rstrip(b"\n")).hexdigest()[:32]
 
 
-@dataclass(slots=True)
-class State:
+class State(msgspec.Struct):
     """What a restart needs, derived entirely from the log and its events."""
 
     setup: str | None = None
     last_round: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
+    counts: dict[str, int] = msgspec.field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
     cursor: int = 0
     seed: int | None = None
     started_at: str | None = None
@@ -38,7 +38,7 @@ class State:
     log_size: int = 0
     events_size: int = 0  # bytes of <log>.events.jsonl folded in
     log_head: str | None = None  # head_digest of the log's first line
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def apply(self, record: dict[str, Any]) -> None:
         """Fold one log record (a round; an event written inline by an older version;

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from shadow_burnin.core.columns import NOMATCH, PREFIX, Columns, unreachable_errors
@@ -115,8 +115,7 @@ def percentiles(values: np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict[
     return {f"p{q}": round(v, 3) for q, v in zip(qs, got, strict=True)}
 
 
-@dataclass
-class Summary:
+class Summary(msgspec.Struct):
     rounds: int
     parity_rounds: int
     counts: dict[str, int]
@@ -131,14 +130,15 @@ class Summary:
     top_divergent_prompts: list[dict[str, Any]]
     first_ts: float | None = None
     last_ts: float | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
     forensics: dict[str, Any] | None = None  # core.breakdown.forensics_summary
     aa: dict[str, Any] | None = None  # core.aa.summarise_aa
     # per side: unreachable rounds by error code (core.columns.unreachable_errors)
-    unreachable_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    unreachable_errors: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("first_ts", "last_ts")}
+        out = {k: v for k, v in msgspec.structs.asdict(self).items()
+               if k not in ("first_ts", "last_ts")}
         out["exact_match_ci95"] = list(self.exact_match_ci95) if self.exact_match_ci95 else None
         return out
 

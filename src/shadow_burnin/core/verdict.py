@@ -26,17 +26,17 @@ Tokens are compared by their bytes when both sides give them, otherwise by their
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TypedDict
+
+import msgspec
+import msgspec.structs
 
 VERDICTS: tuple[str, ...] = ("near-tie", "regression", "unexplained")
 
 
-@dataclass(frozen=True, slots=True)
-class Alt:
+class Alt(msgspec.Struct, frozen=True):
     """One top-K alternative at a position."""
 
     token: str
@@ -44,8 +44,7 @@ class Alt:
     raw: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(msgspec.Struct, frozen=True):
     """One generated token: its text (and bytes, when known), logprob and top-K."""
 
     token: str
@@ -112,8 +111,7 @@ REGRESS_SWING = round(SAME_PATH_SCALE * math.log(1e4), 3)  # 0.921 nats
 TIE_DRIFT = 0.25  # benign pairs' prefix drifts: p90 0.21–0.26 nats, max 0.41
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
+class Thresholds(msgspec.Struct, frozen=True):
     """Per-round verdict thresholds: the noise model's (see ``NOISE_SCALE``) unless set
     in ``[forensics]`` or widened by ``--calibrate``."""
 
@@ -122,8 +120,7 @@ class Thresholds:
     tau_regress: float = REGRESS_SWING
 
 
-@dataclass(frozen=True, slots=True)
-class TokenVerdict:
+class TokenVerdict(msgspec.Struct, frozen=True):
     """The verdict of a no-match round and the figures behind it."""
 
     verdict: str
@@ -141,7 +138,7 @@ class TokenVerdict:
 
     def to_json(self, digits: int = 5) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key in (f.name for f in dataclasses.fields(self)):
+        for key in (f.name for f in msgspec.structs.fields(self)):
             value = getattr(self, key)
             if value is None:
                 continue
@@ -159,8 +156,11 @@ def _margin(lp_own: float, other: float | None, top: Sequence[Alt]) -> tuple[flo
     return None, None
 
 
+_THRESHOLDS = Thresholds()  # the default (one instance, as the default argument was)
+
+
 def token_verdict(t1: Sequence[Token] | None, t2: Sequence[Token] | None,
-                  th: Thresholds = Thresholds()) -> TokenVerdict:
+                  th: Thresholds = _THRESHOLDS) -> TokenVerdict:
     """The verdict for a no-match round from both sides' token streams."""
     if not t1 or not t2:
         side = "v1" if not t1 else "v2"
@@ -251,7 +251,7 @@ def _decide(f: TokenVerdict, th: Thresholds, k1: int, k2: int) -> tuple[str, str
 
 
 def _with(f: TokenVerdict, verdict: str, reason: str) -> TokenVerdict:
-    return dataclasses.replace(f, verdict=verdict, reason=reason)
+    return msgspec.structs.replace(f, verdict=verdict, reason=reason)
 
 
 def token_window(tokens: Sequence[Token], center: int, radius: int = 2,

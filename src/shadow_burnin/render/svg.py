@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import msgspec
 
 from shadow_burnin.render.escape import html as esc
 
@@ -21,22 +22,19 @@ PAD_L, PAD_R, PAD_T, PAD_B = 62, 16, 14, 34
 Point = tuple[float, float | None]
 
 
-@dataclass
-class Series:
+class Series(msgspec.Struct):
     name: str
     css: str
     points: list[Point]
     fmt: Callable[[float], str] = lambda v: f"{v:g}"
 
 
-@dataclass
-class Band:
+class Band(msgspec.Struct):
     css: str
     points: list[tuple[float, float, float]]  # x, lo, hi
 
 
-@dataclass
-class Chart:
+class Chart(msgspec.Struct):
     name: str
     title: str
     series: list[Series]
@@ -46,7 +44,7 @@ class Chart:
     y_min: float | None = None
     y_max: float | None = None
     x_fmt: Callable[[float], str] | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:

@@ -43,16 +43,17 @@ import re
 import ssl
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aiohttp
+import msgspec
 import orjson
 
 from shadow_burnin.config import RequestConfig
 from shadow_burnin.core.logprobs import parse as parse_logprobs
 from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.records import SideReply
+from shadow_burnin.core.structs import repr_without, shown_fields
 from shadow_burnin.io.http import sse
 from shadow_burnin.io.http.dialects import (
     APIS,
@@ -69,29 +70,36 @@ __all__ = ["APIS", "TOKENS_KEY", "Api", "Endpoint", "RequestSpec", "SideClient",
            "build_body", "retry_after"]
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
+_HIDDEN = frozenset({"api_key"})
+
+
+class Endpoint(msgspec.Struct, frozen=True):
     """Where one side lives. ``api_key`` is the secret itself (never printed)."""
 
     url: str
     model: str | None = None
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = None  # not in repr
     insecure: bool = False
+
+    def __repr__(self) -> str:  # never shows the api key
+        return repr_without(self, _HIDDEN)
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(shown_fields(self, _HIDDEN))
 
 
 _REQUEST = RequestConfig()  # the defaults are the [request] section's
 _DEFAULT_API = cast(Api, _REQUEST.api)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestSpec:
+class RequestSpec(msgspec.Struct, frozen=True):
     """What every request of a run looks like (identical for both sides)."""
 
     api: Api = _DEFAULT_API
     max_tokens: int = _REQUEST.max_tokens
     stream: bool = _REQUEST.stream
     timeout_s: float = _REQUEST.timeout
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
     max_reply_bytes: int = _REQUEST.max_reply_bytes
     logprobs: int = _REQUEST.logprobs
 

@@ -13,9 +13,9 @@ in ``io.http.client``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import msgspec
 import orjson
 
 from shadow_burnin.core.prompt import Prompt, chat_messages, completion_text
@@ -26,13 +26,12 @@ Api = Literal["chat", "completions", "native"]
 APIS: tuple[Api, ...] = ("chat", "completions", "native")
 
 
-@dataclass
-class StreamAcc:
+class StreamAcc(msgspec.Struct):
     """What a stream has brought so far."""
 
     want_logprobs: bool = False
-    parts: list[str] = field(default_factory=list)
-    logprobs: list[Any] = field(default_factory=list)
+    parts: list[str] = msgspec.field(default_factory=list)
+    logprobs: list[Any] = msgspec.field(default_factory=list)
     null_seen: bool = False
     done: bool = False  # the stream's own end marker arrived
     finished: bool = False  # a finish_reason arrived (the end marker may still be missing)

@@ -33,17 +33,17 @@ log rewritten under the index (last-line digest) → rebuilt, with a note.
 
 from __future__ import annotations
 
-import dataclasses
 import mmap
 import os
 import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import msgspec.structs
 import numpy as np
 import orjson
 import xxhash
@@ -90,8 +90,7 @@ DICT_KEYS = {"categories": "cat", "prompts": "pr", "errors": "err"}
 TABLES = ("r", "a", "f", "v")  # rounds, A/A pairs, flips, noise values
 
 
-@dataclass
-class Index:
+class Index(msgspec.Struct):
     """A log's rounds as columns plus where each round's line is."""
 
     columns: Columns
@@ -102,11 +101,11 @@ class Index:
     covered: int  # the log's first ``covered`` bytes are folded (ends after a newline)
     first_digest: str
     last_digest: str
-    notes: list[str] = field(default_factory=list)
-    aa: AATable = field(default_factory=empty_aa)
-    flips: FlipTable = field(default_factory=empty_flips)
+    notes: list[str] = msgspec.field(default_factory=list)
+    aa: AATable = msgspec.field(default_factory=empty_aa)
+    flips: FlipTable = msgspec.field(default_factory=empty_flips)
     segments: int = 1
-    rounds: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # numbers
+    rounds: np.ndarray = msgspec.field(default_factory=lambda: np.empty(0, np.int64))  # numbers
 
     def row_of(self, number: int) -> int | None:
         """The row of round ``number`` (its first line if the log repeats it), None if
@@ -134,7 +133,7 @@ class CorruptIndex(Exception):
 def _arrays(idx: Index) -> list[tuple[str, str, np.ndarray]]:
     """Every array of the index as (name, table, array), ``Columns`` generically."""
     out: list[tuple[str, str, np.ndarray]] = []
-    for f in dataclasses.fields(Columns):
+    for f in msgspec.structs.fields(Columns):
         value = getattr(idx.columns, f.name)
         if isinstance(value, np.ndarray):
             out.append((f.name, "r", value))
@@ -150,7 +149,7 @@ def _arrays(idx: Index) -> list[tuple[str, str, np.ndarray]]:
 
 def _columns_from(named: dict[str, np.ndarray], names: dict[str, list[str]]) -> Columns:
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(Columns):
+    for f in msgspec.structs.fields(Columns):
         if f.name in named:
             kwargs[f.name] = named[f.name]
         elif f.name in DICTS:
@@ -189,7 +188,7 @@ def encode(index: Index) -> bytes:
     """The index as one segment (the whole file)."""
     cols = index.columns
     head = {"v": VERSION, "first": index.first_digest,
-            "fields": [f.name for f in dataclasses.fields(Columns)],
+            "fields": [f.name for f in msgspec.structs.fields(Columns)],
             "n": len(cols), "na": len(index.aa), "nf": len(index.flips),
             "nv": int(index.aa.moves.size), "nv2": int(index.aa.drifts.size),
             "s": 0, "e": index.covered, "l": index.last_digest, "imp": index.imported,
@@ -201,18 +200,17 @@ def encode(index: Index) -> bytes:
     return data
 
 
-@dataclass
-class _Read:
+class _Read(msgspec.Struct):
     """Segments read back, in chain order."""
 
     first: str = ""
     covered: int = 0
     last: str = ""
     imported: int = 0
-    parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    names: dict[str, list[str]] = field(default_factory=lambda: {
+    parts: dict[str, list[np.ndarray]] = msgspec.field(default_factory=dict)
+    names: dict[str, list[str]] = msgspec.field(default_factory=lambda: {
         "categories": [], "prompts": [], "errors": [], "labels": []})
-    other: list[dict[str, Any]] = field(default_factory=list)
+    other: list[dict[str, Any]] = msgspec.field(default_factory=list)
     rows: int = 0
     segments: int = 0
     stopped: str | None = None  # why reading stopped before the file's end
@@ -243,7 +241,7 @@ def _read_segments(buf: Any, size: int, crc_of: Any = None) -> _Read:
             if pos == 0:
                 if head.get("v") != VERSION:
                     raise CorruptIndex(f"index version {head.get('v')}")
-                if head.get("fields") != [f.name for f in dataclasses.fields(Columns)]:
+                if head.get("fields") != [f.name for f in msgspec.structs.fields(Columns)]:
                     raise CorruptIndex("written by another version (columns differ)")
                 out.first = str(head["first"])
             elif head["s"] != out.covered:
@@ -340,12 +338,12 @@ def detached(index: Index) -> Index:
         return {k: np.array(a) for k, a in v.items()} if isinstance(v, dict) else v
 
     cols = Columns(**{f.name: own(getattr(index.columns, f.name))
-                      for f in dataclasses.fields(Columns)})
+                      for f in msgspec.structs.fields(Columns)})
     aa = AATable(**{f.name: own(getattr(index.aa, f.name))
-                    for f in dataclasses.fields(AATable)})
+                    for f in msgspec.structs.fields(AATable)})
     flips = FlipTable(**{f.name: own(getattr(index.flips, f.name))
-                         for f in dataclasses.fields(FlipTable)})
-    return dataclasses.replace(index, columns=cols, offset=own(index.offset),
+                         for f in msgspec.structs.fields(FlipTable)})
+    return msgspec.structs.replace(index, columns=cols, offset=own(index.offset),
                                length=own(index.length), aa=aa, flips=flips,
                                rounds=own(index.rounds))
 

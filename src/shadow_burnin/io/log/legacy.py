@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from shadow_burnin.core.compare import classify
@@ -217,16 +217,15 @@ def read_legacy_state(path: Path) -> dict[str, int | str]:
     return out
 
 
-@dataclass
-class LegacyTally:
+class LegacyTally(msgspec.Struct):
     """What a legacy log holds: old verdicts vs re-classified buckets, sums, time span."""
 
     rounds: int = 0
-    old: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
-    new: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
-    moves: Counter[tuple[str, str]] = field(default_factory=Counter)
+    old: dict[str, int] = msgspec.field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
+    new: dict[str, int] = msgspec.field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
+    moves: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)
     prefix_chars_changed: int = 0
-    sums: dict[str, int | float] = field(
+    sums: dict[str, int | float] = msgspec.field(
         default_factory=lambda: {"prefix_chars_total": 0, "v1_ms_total": 0, "v2_ms_total": 0})
     first_ts: str | None = None
     last_ts: str | None = None

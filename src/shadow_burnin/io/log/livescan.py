@@ -20,7 +20,6 @@ import os
 import threading
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress
 from pathlib import Path
@@ -89,8 +88,7 @@ def error_counts(columns: Columns) -> dict[str, Counter[str]]:
     return out
 
 
-@dataclass
-class Snapshot:
+class Snapshot(msgspec.Struct):
     """What a reader has folded so far (shared, read-only for the caller)."""
 
     columns: Columns
@@ -105,22 +103,21 @@ class Snapshot:
     aa: AATable | None = None
 
 
-@dataclass
-class LiveLog:
+class LiveLog(msgspec.Struct, dict=True):  # dict: attributes may be set on one instance, as before
     path: Path
     _offset: int = 0
     _ino: int | None = None
-    _parts: list[Columns] = field(default_factory=list)
+    _parts: list[Columns] = msgspec.field(default_factory=list)
     _columns: Columns | None = None
-    _other: list[dict[str, Any]] = field(default_factory=list)
-    _rounds: list[np.ndarray] = field(default_factory=list)
-    _offsets: list[np.ndarray] = field(default_factory=list)
+    _other: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    _rounds: list[np.ndarray] = msgspec.field(default_factory=list)
+    _offsets: list[np.ndarray] = msgspec.field(default_factory=list)
     _errors: tuple[int, dict[str, Counter[str]]] | None = None  # (version, counts)
     _version: int = 0
     bytes_read: int = 0  # what refreshes have read so far (tests, benchmark)
     _legacy: bool = False
-    _notes: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _notes: list[str] = msgspec.field(default_factory=list)
+    _lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
     _aa: AATable | None = None
 
     def _reset(self) -> None:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -51,8 +51,7 @@ def parse_time(text: str, what: str = "time") -> datetime:
     return value
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(msgspec.Struct, frozen=True):
     """A half-open time window [since, until) in epoch seconds (None: unbounded)."""
 
     since: float | None = None
@@ -62,14 +61,13 @@ class Window:
         return (self.since is None or t >= self.since) and (self.until is None or t < self.until)
 
 
-@dataclass
-class LogScan:
+class LogScan(msgspec.Struct):
     """Round records as columns; ``other``: the rest in log order, events whole and A/A
     records without their two replies (``logscan.AA_FIELDS``)."""
 
     columns: Columns
-    other: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    other: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
     # read through the round index: the A/A pairs as a table (then not in ``other``)
     # and the no-match rounds' flips (``core.sidetables``); None: not at hand
     aa: AATable | None = None

@@ -19,10 +19,10 @@ import glob
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -84,8 +84,7 @@ def segments(log: Path) -> list[Path]:
     return [*closed, log]
 
 
-@dataclass(frozen=True)
-class Shard:
+class Shard(msgspec.Struct, frozen=True):
     """One log of a set: its display name and its path (the live segment)."""
 
     name: str

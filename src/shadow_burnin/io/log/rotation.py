@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.io.log.logset import segment_path
 from shadow_burnin.io.log.sidecars import fsync_dir, index_path
@@ -39,8 +40,7 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb":
 MIN_BYTES = 4096  # a smaller limit would rotate on nearly every batch
 
 
-@dataclass(frozen=True)
-class Rotation:
+class Rotation(msgspec.Struct, frozen=True):
     """When to close the live segment: over ``max_bytes``, and/or at a new UTC day (of
     the rounds' own timestamps, not the clock)."""
 

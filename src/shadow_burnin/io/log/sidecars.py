@@ -17,8 +17,9 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from shadow_burnin.errors import ConfigError, StorageError
 
@@ -65,14 +66,13 @@ def default_ppl(log: Path) -> Path:
     return log.with_name(_stem(log) + ".ppl.jsonl")
 
 
-@dataclass(frozen=True)
-class LogFiles:
+class LogFiles(msgspec.Struct, frozen=True):
     """A log and every file that belongs to it (the one list every writer consults)."""
 
     log: Path
     state: Path | None = None
     ppl: Path | None = None
-    extra: tuple[Path, ...] = field(default=())
+    extra: tuple[Path, ...] = msgspec.field(default=())
 
     def members(self) -> list[Path]:
         log = self.log

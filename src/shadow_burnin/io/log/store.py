@@ -28,10 +28,10 @@ import fcntl
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import msgspec
 import orjson
 
 from shadow_burnin.core.records import SCHEMA, RecordKind, loggable, record_kind
@@ -120,11 +120,10 @@ def _fold_events(log: Path, state: State, start: int) -> list[dict[str, Any]]:
         start = end
 
 
-@dataclass
-class Recovery:
+class Recovery(msgspec.Struct):
     """What ``open_store`` had to repair; messages are shown as warnings."""
 
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class Store:

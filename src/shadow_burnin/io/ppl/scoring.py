@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 
 from shadow_burnin.core.ppl import TokenScore, windows
+from shadow_burnin.core.structs import repr_without, shown_fields
 from shadow_burnin.errors import ShadowBurninError
 
 FORCE_BIAS = 100.0
@@ -45,15 +46,23 @@ class PplError(ShadowBurninError):
         super().__init__(f"ppl failed: {message}")
 
 
-@dataclass(frozen=True)
-class PplSide:
+_HIDDEN = frozenset({"api_key"})
+
+
+class PplSide(msgspec.Struct, frozen=True):
     name: str
     url: str
     method: str = "auto"
     endpoint: str = "/ppl"
     model: str | None = None
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = None  # the secret itself: not in repr
     insecure: bool = False
+
+    def __repr__(self) -> str:  # never shows the api key
+        return repr_without(self, _HIDDEN)
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(shown_fields(self, _HIDDEN))
 
 
 class ScoringClient:

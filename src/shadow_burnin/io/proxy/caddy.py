@@ -29,13 +29,14 @@ import copy
 import difflib
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import h11
+import msgspec
 import orjson
 
+from shadow_burnin.core.structs import repr_without, shown_fields
 from shadow_burnin.errors import ProxyError
 
 UPSTREAM_HEADER = "X-Shadow-Burnin-Upstream"
@@ -53,8 +54,7 @@ def config_digest(config: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical(config)).hexdigest()
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(msgspec.Struct, frozen=True):
     """The live config as read, with the ETag Caddy sent for it (None if none came)."""
 
     config: dict[str, Any]
@@ -201,8 +201,10 @@ def _error_text(body: bytes) -> str:
 # -- finding routes ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RouteRef:
+_ROUTE = frozenset({"route"})
+
+
+class RouteRef(msgspec.Struct, frozen=True):
     """A route in the config: where it is, what matches it, where it proxies to."""
 
     pointer: Pointer  # keys from the config's root to the route object
@@ -211,7 +213,24 @@ class RouteRef:
     paths: tuple[str, ...]
     hosts: tuple[str, ...]  # host matchers of this route and the routes around it
     upstreams: tuple[str, ...]  # dial addresses of its reverse_proxy handlers
-    route: dict[str, Any] = field(repr=False, compare=False)
+    route: dict[str, Any]  # the route object itself: neither in repr nor compared
+
+    def __repr__(self) -> str:
+        return repr_without(self, _ROUTE)
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(shown_fields(self, _ROUTE))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == cast(RouteRef, other)._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(value for _, value in shown_fields(self, _ROUTE))
 
     def describe(self) -> str:
         where = f"{self.server}" + (f" host {','.join(self.hosts)}" if self.hosts else "")

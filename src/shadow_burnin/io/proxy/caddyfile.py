@@ -22,11 +22,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from shadow_burnin.errors import ProxyError
@@ -37,8 +37,7 @@ CADDY = "caddy"
 LEGACY_MARK = "# shadow-burnin: emergency route to v1 (shadow-burnin rollback removes it)"
 
 
-@dataclass(frozen=True)
-class CaddyfileEdit:
+class CaddyfileEdit(msgspec.Struct, frozen=True):
     path: Path
     before: str
     after: str

@@ -40,11 +40,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
 import orjson
+from msgspec.structs import fields
 
 from shadow_burnin.core.records import SideReply
 from shadow_burnin.errors import ConfigError
@@ -59,8 +60,7 @@ API_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
 _READABLE = (b"identity", b"", b"gzip", b"x-gzip", b"deflate")  # reply encodings read
 
 
-@dataclass(eq=False)  # identity: a job is one request
-class Mirrored:
+class Mirrored(msgspec.Struct, eq=False):  # identity: a job is one request
     """One request chosen for comparison and what each side said about it."""
 
     ts: str
@@ -76,7 +76,7 @@ class Mirrored:
     v2: SideReply | None = None
     v1_greedy: SideReply | None = None  # v1's reply to the greedy copy
     cancelled: bool = False  # the client left before v1's reply was complete
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = msgspec.field(default_factory=dict)
     raw: bytes | None = None  # the client's body as it came (``body`` parsed), if kept
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -110,8 +110,7 @@ class Hooks(Protocol):
     def on_done(self, job: Mirrored) -> None: ...
 
 
-@dataclass
-class ProxyStats:
+class ProxyStats(msgspec.Struct):
     """Counters since start (all requests, and what became of their shadow copies)."""
 
     requests: int = 0  # client requests received
@@ -132,8 +131,7 @@ class ProxyStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass(frozen=True)
-class ProxyConfig:
+class ProxyConfig(msgspec.Struct, frozen=True):
     v1: Endpoint  # v1.api_key: only for forced-greedy copies (clients bring their own)
     v2: Endpoint
     max_queue: int = 1000

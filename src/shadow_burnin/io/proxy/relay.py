@@ -22,11 +22,11 @@ import socket
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
+import msgspec
 import orjson
 
 # hop-by-hop (RFC 9110 §7.6.1) and framing headers: the proxy sets its own
@@ -54,8 +54,7 @@ class Relay(Protocol):
         """The exchange is over (``ex.error`` None: v1's reply reached the client whole)."""
 
 
-@dataclass(eq=False)
-class Exchange:
+class Exchange(msgspec.Struct, eq=False):
     """One client request and what became of it."""
 
     method: bytes
@@ -88,8 +87,7 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     """Where a server is, as a raw HTTP/1.1 client needs it (from its base URL)."""
 
     tls: bool

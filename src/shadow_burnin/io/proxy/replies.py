@@ -20,8 +20,9 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from shadow_burnin.core.records import SideReply
 from shadow_burnin.io.http.client import retry_after
@@ -35,16 +36,15 @@ WANTED = frozenset((b"content-type", b"content-encoding", b"content-length", b"l
                     b"retry-after"))
 
 
-@dataclass(slots=True)
-class RawReply:
+class RawReply(msgspec.Struct):
     """One side's reply as it came: head fields, body bytes (up to the cap), times."""
 
     start: float  # perf_counter when the request went out (or came in, for v1)
     stream: bool = False  # keep a time per read
     status: int | None = None
-    headers: dict[bytes, bytes] = field(default_factory=dict)  # ``WANTED`` ones only
-    chunks: list[bytes] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)  # per chunk (streams only)
+    headers: dict[bytes, bytes] = msgspec.field(default_factory=dict)  # ``WANTED`` ones only
+    chunks: list[bytes] = msgspec.field(default_factory=list)
+    times: list[float] = msgspec.field(default_factory=list)  # per chunk (streams only)
     size: int = 0  # body bytes that arrived (kept or not)
     end: float | None = None  # perf_counter when the reply was complete (or failed)
     error: str | None = None  # the transport's outcome (None: the reply came whole)

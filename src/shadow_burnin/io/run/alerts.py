@@ -14,15 +14,14 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 
 
-@dataclass(frozen=True)
-class AlertOutcome:
+class AlertOutcome(msgspec.Struct, frozen=True):
     channel: str  # "command" | "webhook"
     ok: bool
     detail: str = ""

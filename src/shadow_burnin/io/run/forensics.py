@@ -30,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from shadow_burnin.config import ForensicsConfig
@@ -65,14 +65,13 @@ class Notices:
             self._warn(message)
 
 
-@dataclass
-class NoiseFloor:
+class NoiseFloor(msgspec.Struct):
     """A/A noise seen so far; with ``calibrate`` it sets τ_tie and τ_drift (each
     max(default, p99), see ``core.aa``)."""
 
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    thresholds: Thresholds = msgspec.field(default_factory=Thresholds)
     calibrate: bool = False
-    samples: NoiseSamples = field(default_factory=NoiseSamples)
+    samples: NoiseSamples = msgspec.field(default_factory=NoiseSamples)
     min_samples: int = MIN_SAMPLES
 
     def current(self) -> Thresholds:
@@ -288,15 +287,14 @@ class AAStep:
 _FORENSICS = ForensicsConfig()  # the defaults are the [forensics] section's
 
 
-@dataclass(frozen=True)
-class ForensicsPlan:
+class ForensicsPlan(msgspec.Struct, frozen=True):
     """What ``run`` asks of forensics (see config ``[forensics]``)."""
 
     logprobs: int = _FORENSICS.logprobs
     refire: int = _FORENSICS.refire
     aa_every: int = _FORENSICS.aa_every
     v1b: Endpoint | None = None
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    thresholds: Thresholds = msgspec.field(default_factory=Thresholds)
     calibrate: bool = _FORENSICS.calibrate
     aa_noise: NoiseSamples | None = None  # samples from the log so far (--calibrate)
     min_samples: int = MIN_SAMPLES  # per threshold, before calibration changes it

@@ -35,8 +35,9 @@ import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from shadow_burnin.core.prompt import Prompt
 from shadow_burnin.core.rounds import build_round
@@ -55,8 +56,7 @@ class Progress(Protocol):
     def stopped(self, reason: str, state: State) -> None: ...
 
 
-@dataclass(frozen=True)
-class RoundContext:
+class RoundContext(msgspec.Struct, frozen=True):
     """What a round step may use: the prompt, both clients and the resolved models."""
 
     prompt: Prompt
@@ -89,8 +89,7 @@ class CommitObserver(Protocol):
                   stop: Callable[[str], None]) -> None: ...
 
 
-@dataclass(frozen=True)
-class RunPlan:
+class RunPlan(msgspec.Struct, frozen=True):
     v1: Endpoint
     v2: Endpoint
     spec: RequestSpec
@@ -106,11 +105,10 @@ class RunPlan:
     replay: tuple[float, ...] | None = None
 
 
-@dataclass
-class RunOutcome:
+class RunOutcome(msgspec.Struct):
     rounds: int = 0
     reason: str = "done"
-    models: dict[str, str | None] = field(default_factory=dict)
+    models: dict[str, str | None] = msgspec.field(default_factory=dict)
 
 
 BACKLOG = 1024  # launched rounds waiting for their commit, at most (or 4 × concurrency)

@@ -44,10 +44,10 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -61,8 +61,7 @@ RAW_TEMPLATE_NO_BOS = "{% for message in messages %}{{ message['content'] }}{% e
 WHEEL_HINT = "install the demo extra: pip install 'shadow-burnin[demo]' (wheel: mistralrs)"
 
 
-@dataclass(frozen=True)
-class MistralSettings:
+class MistralSettings(msgspec.Struct, frozen=True):
     """What the mistral.rs side is told; ``threads`` sets ``RAYON_NUM_THREADS``.
 
     ``bos`` and ``space_prefix`` exist to break the front on purpose (the labelled
@@ -163,8 +162,7 @@ def usage_dict(usage: Any) -> dict[str, int] | None:
             "total_tokens": int(usage.total_tokens)}
 
 
-@dataclass
-class Ask:
+class Ask(msgspec.Struct):
     """A request in the front's terms: the raw prompt and the engine's sampling fields."""
 
     prompt: str

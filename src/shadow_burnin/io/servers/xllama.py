@@ -16,12 +16,12 @@ forensics tests use that); a wrong RoPE base breaks the model on purpose.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import msgspec
 
 from shadow_burnin.io.servers.llama_build import CTX_SIZE
 from shadow_burnin.io.servers.local import HOST, LocalServer
@@ -32,8 +32,7 @@ ENTRY = "shadow_burnin.io.servers.serve_xllama"
 WHEEL_HINT = "install the demo extra: pip install 'shadow-burnin[demo]' (wheel: xllamacpp)"
 
 
-@dataclass(frozen=True)
-class XllamaSettings:
+class XllamaSettings(msgspec.Struct, frozen=True):
     """What a llama.cpp server is told; the defaults are the demo's v1.
 
     ``cache_prompt`` is off: with prompt caching a prompt that shares a cached prefix is
@@ -69,7 +68,7 @@ class XllamaSettings:
 
     def to_json(self, model: Path, port: int) -> str:
         return json.dumps({"model": str(model), "host": HOST, "port": port,
-                           **dataclasses.asdict(self)})
+                           **msgspec.structs.asdict(self)})  # all scalars
 
     def label(self) -> str:
         """A short description for logs and reports."""
@@ -95,7 +94,7 @@ def common_params(config: dict[str, Any]) -> Any:
     """``xllamacpp.CommonParams`` for a decoded settings JSON (in the server process)."""
     import xllamacpp  # type: ignore[import-untyped]
 
-    s = XllamaSettings(**{f.name: config[f.name] for f in dataclasses.fields(XllamaSettings)
+    s = XllamaSettings(**{f.name: config[f.name] for f in msgspec.structs.fields(XllamaSettings)
                           if f.name in config})
     model = Path(config["model"])
     params = xllamacpp.CommonParams()

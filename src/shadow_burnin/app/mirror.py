@@ -64,6 +64,7 @@ BACKLOG = 10_000  # finished rounds waiting for the disk, at most
 # fsyncs, a file created and a rename: kernel and disk work that no scheduling priority of
 # the shadow keeps off the CPU serving clients (see README, "Mirror: real traffic")
 COMMIT_EVERY = 1.0
+COMMIT_BATCH = BACKLOG // 4  # this many rounds waiting: commit now, whatever the window
 
 
 class Observer(Protocol):
@@ -242,7 +243,7 @@ class RoundLog:
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._closing = False
-        self._closed = asyncio.Event()  # set with ``_closing``: commit at once
+        self._hurry = asyncio.Event()  # closing, or COMMIT_BATCH rounds: commit at once
         self._last_commit = 0.0
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shadow-burnin-mirror-commit")
         self._committer: asyncio.Task[None] | None = None
@@ -253,6 +254,8 @@ class RoundLog:
             return
         self._pending.append(mirror_round(job, self.setup, keep_text=self.keep_text))
         self._wake.set()
+        if len(self._pending) >= COMMIT_BATCH:  # a fast stream: never near the backlog
+            self._hurry.set()
 
     def start(self) -> None:
         self._committer = asyncio.create_task(self._commit_loop())
@@ -260,7 +263,7 @@ class RoundLog:
     async def close(self) -> None:
         """Commit every round handed in so far, then stop."""
         self._closing = True
-        self._closed.set()
+        self._hurry.set()
         self._wake.set()
         if self._committer is not None:
             await self._committer
@@ -275,9 +278,10 @@ class RoundLog:
                 self._wake.clear()
                 await self._wake.wait()
             wait = self._last_commit + self.commit_every - loop.time()
-            if wait > 0 and not self._closing:  # gather the rounds of the next moment
+            if wait > 0 and not self._closing and len(self._pending) < COMMIT_BATCH:
+                self._hurry.clear()  # gather the rounds of the next moment
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), wait)
+                    await asyncio.wait_for(self._hurry.wait(), wait)
             self._last_commit = loop.time()
             batch, self._pending = self._pending, []
             first = self.store.state.last_round + 1

@@ -1,6 +1,6 @@
 """The mirror against Caddy's ``reverse_proxy``, side by side in the same run.
 
-Usage: python benchmarks/mirror.py [--latency 600] [--rounds 5] [--seconds 5]
+Usage: python benchmarks/mirror.py [--latency 600] [--gap 5] [--rounds 5] [--seconds 5]
        [--memory 100000] [--reference-src DIR] [--no-pin]
        [--phases latency,rates,memory]   (run them in separate holds of the lock)
 (from the repository root; needs /usr/bin/caddy; uses /usr/bin/wrk when installed)
@@ -15,13 +15,17 @@ while the mirror's client path is one Python thread).
 1. latency: requests to v1 (the scripted server, streaming 6-character chunks every
    0.5 ms) directly, through Caddy and through each mirror, interleaved one by one; what
    each proxy adds at p50 and p99 (its percentile minus the direct one), non-streaming
-   (total) and streaming (time to first byte and total);
+   (total) and streaming (time to first byte and total). After each request the load
+   generator waits ``--gap`` ms (the same for every target) so that what a proxy does
+   after a reply — the single-process mirror's shadow exchange, the two-process mirror's
+   shadow process — is over before the next target's request starts (without it, that
+   work lands on whichever target comes next in the interleaving);
 2. requests/s: ``--rounds`` rounds, each running every proxy in turn for ``--seconds``
    with 32 connections (wrk, C, one thread; else an aiohttp client), against an instant
    v1 and v2 (a Caddy ``static_response`` on the other CPU); the median per proxy and its
    ratio to Caddy's median (and the ratio in each round);
-   ``mirror-nice0`` is the two-process mirror with its shadow process at the clients'
-   priority (``SHADOW_BURNIN_SHADOW_NICE=0``; the default is nice 10); each mirror's share
+   ``mirror-nice`` is the two-process mirror with its shadow process at nice 10
+   (``--shadow-sched nice``, the default before ``SCHED_IDLE``); each mirror's share
    of requests logged as rounds is printed after the rounds (the rest were dropped when
    the shadow's queue was full, counted);
 3. memory: a mirror whose shadow is dead (a closed port) takes ``--memory`` requests;
@@ -151,13 +155,14 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes
     return ((first or end) - t0) * 1000, (end - t0) * 1000
 
 
-async def latency(targets: dict[str, str], n: int, stream: bool) -> None:
+async def latency(targets: dict[str, str], n: int, stream: bool, gap: float) -> None:
     body = orjson.dumps(dict(BODY, stream=stream))
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in targets}
     async with aiohttp.ClientSession() as session:
         for i in range(n + 50):
             for name, url in targets.items():
                 got = await one(session, url, body)
+                await asyncio.sleep(gap)
                 if i >= 50:  # warm-up
                     samples[name].append(got)
     kinds = [("ttfb", 0), ("total", 1)] if stream else [("total", 1)]
@@ -170,6 +175,11 @@ async def latency(targets: dict[str, str], n: int, stream: bool) -> None:
             p50, p99 = (float(np.percentile(arr[name], q)) for q in (50, 99))
             line.append(f"{name} adds p50 {p50 - d50:+.2f} p99 {p99 - d99:+.2f} ms")
         print(" | ".join(line), flush=True)
+        c50, c99 = (float(np.percentile(arr["caddy"], q)) for q in (50, 99))
+        print(f"  {label} minus caddy: " + "; ".join(
+            f"{name} p50 {float(np.percentile(arr[name], 50)) - c50:+.2f} p99 "
+            f"{float(np.percentile(arr[name], 99)) - c99:+.2f} ms"
+            for name in arr if name not in ("direct", "caddy")), flush=True)
 
 
 async def throughput(url: str, n: int, concurrency: int) -> float:
@@ -253,6 +263,8 @@ def main() -> None:
     global OTHER_CPU
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=int, default=600)
+    ap.add_argument("--gap", type=float, default=5.0,
+                    help="ms the load generator waits after each latency request")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--memory", type=int, default=100_000)
@@ -286,12 +298,12 @@ def main() -> None:
             "mirror": (1.0, (), src, {}),
             "mirror-1p": (1.0, ("--single-process",), src, {}),
             "mirror@0": (0.0, (), src, {}),
-            # the shadow process at the mirror's own priority (default: nice 10)
-            "mirror-nice0": (1.0, (), src, {"SHADOW_BURNIN_SHADOW_NICE": "0"}),
+            # the shadow process at nice 10 (the default is SCHED_IDLE)
+            "mirror-nice": (1.0, ("--shadow-sched", "nice"), src, {}),
         }
         if args.reference_src is not None:
             mirrors["reference"] = (1.0, (), args.reference_src.resolve(), {})
-        in_latency = [n for n in mirrors if n not in ("mirror@0", "mirror-nice0")]
+        in_latency = [n for n in mirrors if n not in ("mirror@0", "mirror-nice")]
         slow = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra, src=src,
                                    env_extra=env)
                 for name, (sample, extra, src, env) in mirrors.items()
@@ -306,11 +318,12 @@ def main() -> None:
         print(f"caddy {version}, {len(cpus)} CPUs, {where}, load "
               f"{os.getloadavg()[0]:.1f}; mirror: two processes, mirror-1p: "
               "--single-process, mirror@0: --sample 0"
+              + (f"; latency gap {args.gap:g} ms" if "latency" in phases else "")
               + (f", reference: {args.reference_src}" if args.reference_src else ""),
               flush=True)
         for stream in (False, True):
             if "latency" in phases:
-                asyncio.run(latency(targets, args.latency, stream))
+                asyncio.run(latency(targets, args.latency, stream, args.gap / 1000))
         if "latency" in phases:
             print(f"latency done, load {os.getloadavg()[0]:.1f}", flush=True)
         for _name, (_url, proc) in slow.items():

@@ -21,7 +21,10 @@ MIRROR_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "listen": _STR, "max_queue": _INT, "shadow_concurrency": _INT, "sample": _NUM,
     "timeout": _NUM, "max_body": _INT, "force_greedy_shadow": _BOOL, "keep_text": _BOOL,
     "capture": _STR, "trust_seed": _BOOL, "grace": _NUM, "v1_timeout": _NUM,
+    "shadow_sched": _STR, "shadow_nice": _INT, "commit_every": _NUM,
 }
+
+SHADOW_SCHEDS = ("idle", "nice")  # SCHED_IDLE, or SCHED_OTHER at ``shadow_nice``
 
 
 class MirrorConfig(msgspec.Struct, frozen=True):
@@ -39,6 +42,14 @@ class MirrorConfig(msgspec.Struct, frozen=True):
     capture: str | None = None
     trust_seed: bool = False  # temperature > 0 with a seed is comparable (both honour it)
     grace: float = 30.0  # SIGTERM: seconds to finish clients and drain the shadow queue
+    # the shadow process's CPU scheduling (two-process mode): "idle" = SCHED_IDLE (it runs
+    # only when the clients' process has nothing to run), "nice" = the normal policy at
+    # ``shadow_nice`` (0-19, relative to the mirror's own niceness)
+    shadow_sched: str = "idle"
+    shadow_nice: int = 10
+    # seconds between two group commits of the log, at least (a crash loses at most the
+    # rounds of the last window; SIGTERM commits at once)
+    commit_every: float = 1.0
 
     def host_port(self) -> tuple[str, int]:
         return split_listen(self.listen)
@@ -57,7 +68,7 @@ def split_listen(listen: str) -> tuple[str, int]:
 def build_mirror(raw: dict[str, Any]) -> MirrorConfig:
     """The section's values, validated; ValueError naming the key otherwise."""
     values = dict(raw)
-    for key in ("sample", "timeout", "grace", "v1_timeout"):
+    for key in ("sample", "timeout", "grace", "v1_timeout", "commit_every"):
         if key in values:
             values[key] = float(values[key])
     cfg = MirrorConfig(**values)
@@ -68,6 +79,15 @@ def build_mirror(raw: dict[str, Any]) -> MirrorConfig:
             raise ValueError(f"mirror.{name} must be positive, got {value}")
     if not 0.0 <= cfg.sample <= 1.0:
         raise ValueError(f"mirror.sample must be in [0, 1], got {cfg.sample}")
+    if cfg.shadow_sched not in SHADOW_SCHEDS:
+        raise ValueError(f"mirror.shadow_sched must be 'idle' or 'nice', got "
+                         f"{cfg.shadow_sched[:20]!r}")
+    if not 0 <= cfg.shadow_nice <= 19:
+        raise ValueError(f"mirror.shadow_nice must be a niceness from 0 to 19, got "
+                         f"{cfg.shadow_nice}")
+    if not 0 <= cfg.commit_every <= 60:  # (NaN fails too)
+        raise ValueError(f"mirror.commit_every must be from 0 to 60 seconds, got "
+                         f"{cfg.commit_every}")
     if cfg.grace < 0 or not math.isfinite(cfg.grace):
         raise ValueError(f"mirror.grace must be >= 0, got {cfg.grace}")
     return cfg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import socket
 import stat
@@ -339,17 +340,57 @@ async def test_llama_cpp_native_requests_are_compared(tmp_path: Path, scripted_s
     assert r["v1"]["error"] is None and r["v1"]["finish_reason"] == "stop"
 
 
-async def test_rounds_finished_close_together_share_one_commit(tmp_path: Path,
-                                                               scripted_server: Start) -> None:
-    """Group commit: commits are at least ``COMMIT_EVERY`` apart, so a trickle of rounds
-    (one request at a time) lands in batches, and every round is in the log at the end."""
+async def test_a_full_batch_is_committed_before_its_window_ends(
+        tmp_path: Path, scripted_server: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds arriving faster than the window: once ``COMMIT_BATCH`` of them wait, they are
+    committed at once (the window never lets the backlog fill and drop rounds)."""
     from shadow_burnin.app import mirror as app_mirror
+
+    monkeypatch.setattr(app_mirror, "COMMIT_BATCH", 4)
+    v1 = await scripted_server(reply="same")
+    v2 = await scripted_server(reply="same")
+    sizes: list[int] = []
+    async with session(tmp_path, v1.url, v2.url, commit_every=3600.0) as (url, s):
+        append_many = s.store.append_many
+
+        def counting(records: list[dict[str, Any]]) -> None:
+            sizes.append(len(records))
+            append_many(records)
+
+        s.store.append_many = counting  # type: ignore[method-assign]
+        async with aiohttp.ClientSession() as http:
+            for i in range(13):
+                async with http.post(url + "/v1/completions", json={
+                        "prompt": f"p{i}", "temperature": 0}) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+        for _ in range(500):  # bounded: the first round and two batches of 4 committed
+            if sum(sizes) >= 9:
+                break
+            await asyncio.sleep(0.01)
+        assert sum(sizes) >= 9, sizes  # long before the hour's window ended
+        assert s.stats.log_dropped == 0
+    assert sum(sizes) == 13 and sizes[0] == 1  # the first round went at once
+    assert [r["round"] for r in rounds(tmp_path)] == list(range(1, 14))
+
+
+@pytest.mark.parametrize("every", [None, 0.05])
+async def test_rounds_finished_close_together_share_one_commit(
+        tmp_path: Path, scripted_server: Start, every: float | None) -> None:
+    """Group commit: commits are at least ``commit_every`` apart (default
+    ``COMMIT_EVERY``), so a trickle of rounds (one request at a time) lands in batches,
+    and every round is in the log at the end."""
+    from shadow_burnin.app import mirror as app_mirror
+
+    window = app_mirror.COMMIT_EVERY if every is None else every
+    options = {} if every is None else {"commit_every": every}
 
     v1 = await scripted_server(reply="same")
     v2 = await scripted_server(reply="same")
     commits: list[tuple[float, int]] = []
     loop = asyncio.get_running_loop()
-    async with session(tmp_path, v1.url, v2.url) as (url, s):
+    async with session(tmp_path, v1.url, v2.url, **options) as (url, s):
+        assert s.log.commit_every == window
         append_many = s.store.append_many
 
         def counting(records: list[dict[str, Any]]) -> None:
@@ -368,5 +409,9 @@ async def test_rounds_finished_close_together_share_one_commit(tmp_path: Path,
     # commits start at least COMMIT_EVERY apart (lag only spaces them more), but for
     # the last one, at close, which does not wait
     span = commits[-2][0] - commits[0][0] if len(commits) > 1 else 0.0
-    assert len(commits) <= span / app_mirror.COMMIT_EVERY + 3, commits
+    assert len(commits) <= span / window + 3, commits
     assert max(n for _t, n in commits) > 1
+    # the window is the one asked for: two commits (but the last) never start closer
+    # than half of it (the other half: the worker thread's own start-up lag)
+    starts = [t for t, _n in commits[:-1]]
+    assert all(b - a >= window / 2 for a, b in itertools.pairwise(starts))

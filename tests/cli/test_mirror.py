@@ -243,38 +243,62 @@ def test_a_dead_shadow_raises_the_liveness_spike(tmp_path: Path, spawn_scripted:
     assert spikes == [("unreachable-spike", "v2")]
 
 
-def _nice_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+def _nice_of(tid: int) -> int:
+    return int(Path(f"/proc/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
-@pytest.mark.parametrize(("env", "nice"), [({}, 10), ({"SHADOW_BURNIN_SHADOW_NICE": "3"}, 3)])
-def test_the_shadow_process_runs_nicer_than_the_clients_process(
-        tmp_path: Path, spawn_scripted: Spawn, env: dict[str, str], nice: int,
-        mirror_proc: Callable[..., tuple[str, subprocess.Popen[bytes]]]) -> None:
+def _threads(pid: int) -> list[int]:
+    return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+
+
+@pytest.mark.parametrize(("args", "policy", "nice"), [
+    ((), os.SCHED_IDLE, None),  # the default
+    (("--shadow-sched", "nice", "--shadow-nice", "3"), os.SCHED_OTHER, 3),
+    (("--shadow-sched", "nice"), os.SCHED_OTHER, 10),
+])
+def test_the_shadow_process_runs_under_the_scheduling_the_setting_says(
+        tmp_path: Path, spawn_scripted: Spawn, args: tuple[str, ...], policy: int,
+        nice: int | None, mirror_proc: Callable[..., tuple[str, subprocess.Popen[bytes]]]
+        ) -> None:
     url1, _ = spawn_scripted(reply_mode="fixed", reply="same")
     url2, _ = spawn_scripted(reply_mode="fixed", reply="same")
     log = tmp_path / "m.jsonl"
-    url, proc = mirror_proc("--v1", url1, "--v2", url2, "--log", log, "--quiet", env=env)
+    url, proc = mirror_proc("--v1", url1, "--v2", url2, "--log", log, "--quiet", *args)
     [child] = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())
-    mine = _nice_of(proc.pid)
-    assert _nice_of(child) == min(19, mine + nice)
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
     assert client.completions.create(model="m", prompt="p",
                                      temperature=0).choices[0].text == "same"
+    # the clients' process keeps the normal policy; every thread of the shadow process
+    # (the commit thread included, started after the setting was applied) has the policy
+    assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER
+    mine = _nice_of(proc.pid)
+    for tid in _threads(child):
+        assert os.sched_getscheduler(tid) == policy
+        if nice is not None:
+            assert _nice_of(tid) == min(19, mine + nice)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert [r["bucket"] for r in read_log(log)] == ["exact"]
 
 
-@pytest.mark.parametrize("value", ["-1", "20", "ten"])
-def test_a_bad_shadow_niceness_is_one_line_and_exit_2(tmp_path: Path, value: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHADOW_BURNIN_SHADOW_NICE", value)
+@pytest.mark.parametrize(("line", "field"), [
+    ('shadow_sched = "fast"', "mirror.shadow_sched"),
+    ("shadow_sched = 1", "mirror.shadow_sched"),
+    ("shadow_nice = 20", "mirror.shadow_nice"),
+    ("shadow_nice = -1", "mirror.shadow_nice"),
+    ("commit_every = -0.5", "mirror.commit_every"),
+    ("commit_every = 61", "mirror.commit_every"),
+    ("commit_every = nan", "mirror.commit_every"),
+])
+def test_a_bad_shadow_setting_is_one_line_naming_it_and_exit_2(tmp_path: Path, line: str,
+                                                               field: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f"[mirror]\n{line}\n")
     log = tmp_path / "m.jsonl"
-    result = invoke("mirror", "--listen", "127.0.0.1:0", "--v1", "http://127.0.0.1:9",
-                    "--v2", "http://127.0.0.1:9", "--log", log)
+    result = invoke("mirror", "--config", config, "--listen", "127.0.0.1:0", "--v1",
+                    "http://127.0.0.1:9", "--v2", "http://127.0.0.1:9", "--log", log)
     assert result.exit_code == 2
-    assert "SHADOW_BURNIN_SHADOW_NICE" in result.output
+    assert field in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not log.exists()

@@ -15,9 +15,9 @@ ever logged. The capture file (``capture``) holds every mirrored-path request in
 created 0600, authorization headers never written.
 
 Rounds are committed in the order they complete, by one committer (group commit, one
-write and fsync per batch, in a worker thread, at most one batch every ``COMMIT_EVERY``
-seconds, so a steady trickle of rounds does not cost two fsyncs each): the proxy never
-waits for the disk. If
+write and fsync per batch, in a worker thread, at most one batch every ``commit_every``
+seconds, ``[mirror] commit_every``, default ``COMMIT_EVERY``, so a steady trickle of rounds
+does not cost two fsyncs each): the proxy never waits for the disk. If
 the disk falls more than ``BACKLOG`` rounds behind, further rounds are dropped (counted).
 """
 
@@ -60,7 +60,11 @@ from shadow_burnin.io.log.store import State, Store
 from shadow_burnin.io.proxy.mirror import Mirrored, MirrorProxy, ProxyConfig, ProxyStats
 
 BACKLOG = 10_000  # finished rounds waiting for the disk, at most
-COMMIT_EVERY = 0.1  # seconds between two commits, at least (a group commit window)
+# seconds between two commits, at least (a group commit window). Each commit is two
+# fsyncs, a file created and a rename: kernel and disk work that no scheduling priority of
+# the shadow keeps off the CPU serving clients (see README, "Mirror: real traffic")
+COMMIT_EVERY = 1.0
+COMMIT_BATCH = BACKLOG // 4  # this many rounds waiting: commit now, whatever the window
 
 
 class Observer(Protocol):
@@ -88,6 +92,7 @@ class MirrorOptions(msgspec.Struct):
     keep_text: bool = False
     trust_seed: bool = False
     grace: float = 30.0
+    commit_every: float = COMMIT_EVERY
     capture: Path | None = None
     v2_model: str | None = None  # replaces the client's "model" in the shadow copy
     seed: int | None = None  # of the sampler (tests)
@@ -110,6 +115,7 @@ def options_from(cfg: Config, v1_key: str | None, v2_key: str | None) -> MirrorO
         sample=m.sample, timeout=m.timeout, v1_timeout=m.v1_timeout, max_body=m.max_body,
         max_reply_bytes=cfg.request.max_reply_bytes, force_greedy=m.force_greedy_shadow,
         keep_text=m.keep_text, trust_seed=m.trust_seed, grace=m.grace,
+        commit_every=m.commit_every,
         capture=Path(m.capture) if m.capture else None, v2_model=cfg.v2.model)
 
 
@@ -221,8 +227,10 @@ class RoundLog:
     def __init__(self, store: Store, setup: str, *, keep_text: bool, stats: SessionStats,
                  observers: Sequence[Observer] = (),
                  notice: Callable[[str], None] = lambda message: None,
-                 on_stop: Callable[[], None] | None = None) -> None:
+                 on_stop: Callable[[], None] | None = None,
+                 commit_every: float = COMMIT_EVERY) -> None:
         self.store = store
+        self.commit_every = commit_every
         self.setup = setup
         self.on_stop = on_stop
         self.keep_text = keep_text
@@ -233,7 +241,7 @@ class RoundLog:
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._closing = False
-        self._closed = asyncio.Event()  # set with ``_closing``: commit at once
+        self._hurry = asyncio.Event()  # closing, or COMMIT_BATCH rounds: commit at once
         self._last_commit = 0.0
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shadow-burnin-mirror-commit")
         self._committer: asyncio.Task[None] | None = None
@@ -244,6 +252,8 @@ class RoundLog:
             return
         self._pending.append(mirror_round(job, self.setup, keep_text=self.keep_text))
         self._wake.set()
+        if len(self._pending) >= COMMIT_BATCH:  # a fast stream: never near the backlog
+            self._hurry.set()
 
     def start(self) -> None:
         self._committer = asyncio.create_task(self._commit_loop())
@@ -251,7 +261,7 @@ class RoundLog:
     async def close(self) -> None:
         """Commit every round handed in so far, then stop."""
         self._closing = True
-        self._closed.set()
+        self._hurry.set()
         self._wake.set()
         if self._committer is not None:
             await self._committer
@@ -265,10 +275,11 @@ class RoundLog:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            wait = self._last_commit + COMMIT_EVERY - loop.time()
-            if wait > 0 and not self._closing:  # gather the rounds of the next moment
+            wait = self._last_commit + self.commit_every - loop.time()
+            if wait > 0 and not self._closing and len(self._pending) < COMMIT_BATCH:
+                self._hurry.clear()  # gather the rounds of the next moment
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), wait)
+                    await asyncio.wait_for(self._hurry.wait(), wait)
             self._last_commit = loop.time()
             batch, self._pending = self._pending, []
             first = self.store.state.last_round + 1
@@ -341,7 +352,8 @@ class MirrorSession:
         self.setup = opts.setup()
         self.front = Front(opts, self.stats, store.log, notice)
         self.log = RoundLog(store, self.setup, keep_text=opts.keep_text, stats=self.stats,
-                            observers=observers, notice=notice, on_stop=self._stop_shadow)
+                            observers=observers, notice=notice, on_stop=self._stop_shadow,
+                            commit_every=opts.commit_every)
         self.proxy = MirrorProxy(proxy_config(opts), self)
         self.stop_event = asyncio.Event()
 

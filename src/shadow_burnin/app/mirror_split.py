@@ -4,8 +4,8 @@ This process runs the proxy (clients, v1, the capture, the comparability rules, 
 the bytes of v1's replies); a child process (``python -m shadow_burnin.cli.mirror_shadow``,
 whose body is :func:`shadow_process` here) runs the shadow: the bounded queue, the copies
 to v2, the reading of both replies, the comparison and the log, at a lower priority
-(``shadow_nice``). The two share nothing but a pipe: the client exchanges finished in one
-turn of the event loop go as one frame (pickled
+(:func:`shadow_scheduling`: ``SCHED_IDLE`` by default). The two share nothing but a
+pipe: the client exchanges finished in one turn of the event loop go as one frame (pickled
 :class:`~shadow_burnin.io.proxy.mirror.Mirrored` jobs, each one tuple), one write that
 never waits; when more than ``PIPE_LIMIT`` bytes are still unread by the child, a job is
 dropped and counted, as a full queue drops it. So the shadow's work (an HTTP exchange
@@ -47,7 +47,8 @@ from shadow_burnin.app.mirror import (
     stats_event,
 )
 from shadow_burnin.config import Config
-from shadow_burnin.errors import ConfigError, ShadowBurninError, StorageError
+from shadow_burnin.config_mirror import MirrorConfig
+from shadow_burnin.errors import ShadowBurninError, StorageError
 from shadow_burnin.io.log.events import append_event
 from shadow_burnin.io.log.rotation import rotation_of
 from shadow_burnin.io.log.store import Store
@@ -141,7 +142,6 @@ class SplitMirror:
         self._child.stdin.write(frame(batch))
 
     async def _start_child(self) -> None:
-        shadow_nice()  # a bad value stops the mirror before it starts anything
         env = dict(os.environ)
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shadow_burnin.cli.mirror_shadow",
@@ -244,25 +244,24 @@ class SplitMirror:
 # -- the shadow process (``python -m shadow_burnin.cli.mirror_shadow``) --------------------
 
 STATS_EVERY = 5.0  # seconds between the figures sent to the mirror
-SHADOW_NICE = 10  # the shadow process's niceness: the clients' process comes first
-NICE_ENV = "SHADOW_BURNIN_SHADOW_NICE"
 
 
-def shadow_nice() -> int:
-    """How much nicer than the mirror the shadow process runs (``NICE_ENV``, 0-19;
-    default ``SHADOW_NICE``): on a busy CPU the process serving clients is scheduled
-    first and the shadow takes what is left (its bounded queue drops, counted, what it
-    cannot take)."""
-    value = os.environ.get(NICE_ENV)
-    if value is None or value.strip() == "":
-        return SHADOW_NICE
-    try:
-        nice = int(value)
-    except ValueError:
-        nice = -1
-    if not 0 <= nice <= 19:
-        raise ConfigError(None, f"{NICE_ENV}: {value[:20]!r} is not a niceness from 0 to 19")
-    return nice
+def shadow_scheduling(m: MirrorConfig) -> None:
+    """Put every thread of this (the shadow) process under ``[mirror] shadow_sched``:
+    ``idle`` is ``SCHED_IDLE`` — the kernel runs it only when nothing else on its CPU
+    wants to run, and a waking client process preempts it at once, whatever the shadow
+    is doing in user space; ``nice`` is the normal policy ``shadow_nice`` steps nicer
+    than the mirror. Threads started later inherit it. Neither needs a privilege; a
+    kernel that refuses (no ``SCHED_IDLE``) leaves the shadow at the normal policy."""
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir(
+        "/proc/self/task") else [0]
+    for tid in tids:
+        with contextlib.suppress(OSError, AttributeError):
+            if m.shadow_sched == "idle":
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            else:
+                os.setpriority(os.PRIO_PROCESS, tid,
+                               min(19, os.getpriority(os.PRIO_PROCESS, tid) + m.shadow_nice))
 
 
 async def shadow_process(notice: Callable[[str], None],
@@ -286,6 +285,7 @@ async def shadow_process(notice: Callable[[str], None],
     if not isinstance(hello, dict):
         return
     cfg, opts = hello["cfg"], hello["opts"]
+    shadow_scheduling(cfg.mirror)  # before any thread of the store or the pool starts
     store = Store(Path(cfg.paths.log), Path(cfg.paths.state), rotation_of(cfg))
     try:
         for message in store.open().warnings:
@@ -298,7 +298,8 @@ async def shadow_process(notice: Callable[[str], None],
         live = liveness_watch(cfg, notice)  # stall / unreachable spikes, as in ``run``
         stats, pool_stats = SessionStats(), ProxyStats()
         log = RoundLog(store, opts.setup(), keep_text=opts.keep_text, stats=stats,
-                       observers=[o for o in (watch, live) if o is not None], notice=notice)
+                       observers=[o for o in (watch, live) if o is not None], notice=notice,
+                       commit_every=opts.commit_every)
         if live is not None:
             live.start()
         pool = ShadowPool(proxy_config(opts), log.on_done, pool_stats)
@@ -342,7 +343,5 @@ def run_shadow_process(notice: Callable[[str], None],
     the whole group; the mirror coordinates the end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError, ConfigError):
-        os.nice(shadow_nice())
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(shadow_process(notice, alert))

@@ -56,6 +56,16 @@ from shadow_burnin.render.mirror import ready_line, summary_line
 @click.option("--single-process", is_flag=True,
               help="Run the shadow in this process too (half the memory; the shadow's "
                    "work then shares the clients' event loop).")
+@click.option("--shadow-sched", type=click.Choice(["idle", "nice"]),
+              help="The shadow process's CPU scheduling: idle = SCHED_IDLE (runs only when "
+                   "the clients' process leaves the CPU free), nice = normal at "
+                   "--shadow-nice [idle].")
+@click.option("--shadow-nice", type=click.IntRange(0, 19),
+              help="With --shadow-sched nice: how much nicer than the mirror the shadow "
+                   "process runs, 0-19 [10].")
+@click.option("--commit-every", type=click.FloatRange(0.0, 60.0),
+              help="Seconds between two group commits of the log, at least (a crash loses "
+                   "at most the last window's rounds) [1].")
 @click.option("--quiet", is_flag=True, help="Only the ready line and the final summary.")
 def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | None,
            listen: str | None, v1_url: str | None, v2_url: str | None,
@@ -64,7 +74,9 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
            timeout: float | None, max_body: int | None, force_greedy_shadow: bool | None,
            trust_seed: bool | None, keep_text: bool | None, capture: Path | None,
            grace: float | None, insecure: bool | None, rotate: str | None,
-           single_process: bool, quiet: bool) -> None:
+           shadow_sched: str | None, shadow_nice: int | None,
+           commit_every: float | None, single_process: bool,
+           quiet: bool) -> None:
     """A reverse proxy for real traffic: clients get v1's replies untouched, a copy of
     each request goes to v2 off their path, both replies are compared and logged as
     rounds with "source": "mirror" (bench, gates, divergences read them as usual).
@@ -89,7 +101,8 @@ def mirror(config_path: Path | None, log_path: Path | None, state_path: Path | N
                    "timeout": timeout, "max_body": max_body,
                    "force_greedy_shadow": force_greedy_shadow, "trust_seed": trust_seed,
                    "keep_text": keep_text, "capture": str(capture) if capture else None,
-                   "grace": grace},
+                   "grace": grace, "shadow_sched": shadow_sched,
+                   "shadow_nice": shadow_nice, "commit_every": commit_every},
     }
     cfg = load_config(config_path, overrides, log_path, state_path)
     err = Console(stderr=True, soft_wrap=True)

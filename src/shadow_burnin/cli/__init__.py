@@ -6,14 +6,25 @@ same program under the earlier tool's name (``halo bench`` = ``shadow-burnin ben
 
 from __future__ import annotations
 
+import gc
 import os
+
+# start-up: no cyclic garbage collection while click (below) and then the command's module
+# (numpy, the read path: `_start_up`) are imported, ~0.1 s and some 200 000 objects, none
+# of them garbage; once the command's module is loaded, everything loaded is frozen
+# (``gc.freeze``: later collections, and the full one at interpreter exit, skip it). On
+# a warm `bench` of 1 M rounds: ~16 ms of ~0.15 s (benchmarks/index.py, README "Scale").
+_GC_WAS_ON = gc.isenabled()
+gc.disable()
 
 # every figure is a 1-D reduction: BLAS threads only cost their start-up (0.2 s of a
 # warm `bench` on a loaded machine); set before anything imports numpy
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -22,6 +33,26 @@ from shadow_burnin import __version__
 from shadow_burnin.app.readahead import check_early
 from shadow_burnin.errors import ShadowBurninError
 from shadow_burnin.render.escape import term
+
+_frozen = False
+
+
+@contextlib.contextmanager
+def _start_up(was_on: bool) -> Iterator[None]:
+    """No cyclic collection inside; after it, the first time, everything loaded so far is
+    frozen out of the collector's sight; collection is on again if it was (a program that
+    imports this module keeps its own setting)."""
+    global _frozen
+    gc.disable()
+    try:
+        yield
+    finally:
+        if not _frozen:
+            _frozen = True
+            gc.freeze()
+        if was_on:
+            gc.enable()
+
 
 # command name → the module that defines it: a command's module (and what it imports:
 # aiohttp, the servers, …) is loaded only when that command runs or help lists it.
@@ -54,7 +85,8 @@ class Group(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
-            module = importlib.import_module(f".{COMMAND_MODULES[cmd_name]}", __name__)
+            with _start_up(gc.isenabled()):
+                module = importlib.import_module(f".{COMMAND_MODULES[cmd_name]}", __name__)
             for command in module.COMMANDS:
                 self.add_command(command)
         return self.commands.get(cmd_name)
@@ -91,3 +123,7 @@ def cli() -> None:
 
 def main() -> None:
     cli(prog_name="halo" if sys.argv and sys.argv[0].endswith("halo") else "shadow-burnin")
+
+
+if _GC_WAS_ON:  # a program that imports this module (the shadow process, tests) keeps it
+    gc.enable()

@@ -80,11 +80,22 @@ def _error_body(message: str) -> bytes:
                                    "code": "mirror_upstream_error"}})
 
 
-def _nodelay(transport: asyncio.BaseTransport) -> None:
+def nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY on the transport's socket (small writes leave at once)."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def warmest(idle: deque[Any]) -> Any:
+    """The most recently kept-alive connection in ``idle`` that is still open (LIFO), or
+    None; closed ones met on the way are dropped."""
+    while idle:
+        conn = idle.pop()
+        if not conn.closed:
+            return conn
+    return None
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -130,11 +141,8 @@ class Upstreams:
 
     def take(self) -> _Upstream | None:
         """A kept-alive connection, if one is idle."""
-        while self.idle:
-            up = self.idle.pop()
-            if not up.closed:
-                return up
-        return None
+        up: _Upstream | None = warmest(self.idle)
+        return up
 
     async def connect(self) -> _Upstream:
         loop = asyncio.get_running_loop()
@@ -193,7 +201,7 @@ class _Upstream(asyncio.Protocol):
     # -- asyncio ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
-        _nodelay(self.transport)
+        nodelay(self.transport)
         self.pool.every.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -340,7 +348,7 @@ class _Client(asyncio.Protocol):
     # -- asyncio ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
-        _nodelay(self.transport)
+        nodelay(self.transport)
         self.server.clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -15,8 +15,6 @@ connection (the timed attempt is the one that counts).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import ssl
 import time
 from collections import deque
@@ -24,7 +22,7 @@ from typing import cast
 
 import httptools
 
-from shadow_burnin.io.proxy.relay import Target
+from shadow_burnin.io.proxy.relay import Target, nodelay, warmest
 from shadow_burnin.io.proxy.replies import WANTED, Collector, RawReply
 
 
@@ -61,10 +59,7 @@ class _Conn(asyncio.Protocol):
     # -- asyncio ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nodelay(self.transport)
         self.pool.every.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -205,11 +200,8 @@ class ShadowHTTP:
         return _Attempt(raw, retry)
 
     def _take(self) -> _Conn | None:
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                return conn
-        return None
+        conn: _Conn | None = warmest(self.idle)
+        return conn
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()

@@ -1,6 +1,8 @@
 """The mirror against Caddy's ``reverse_proxy``, side by side in the same run.
 
-Usage: python benchmarks/mirror.py [--latency 600] [--gap 5] [--rounds 5] [--seconds 5]
+Usage: python benchmarks/mirror.py [--latency 600] [--gap 5] [--isolate [--block 100]]
+       [--aa] [--v2-shared] [--kinds plain,stream] [--latency-mirrors mirror,mirror-1p]
+       [--mirror-args '...'] [--dump FILE] [--rounds 5] [--seconds 5]
        [--memory 100000] [--reference-src DIR] [--no-pin]
        [--phases latency,rates,memory]   (run them in separate holds of the lock)
 (from the repository root; needs /usr/bin/caddy; uses /usr/bin/wrk when installed)
@@ -13,17 +15,30 @@ mirror does), and everything else — the load generator, v1, v2 — on the othe
 while the mirror's client path is one Python thread).
 
 1. latency: requests to v1 (the scripted server, streaming 6-character chunks every
-   0.5 ms) directly, through Caddy and through each mirror, interleaved one by one; what
+   0.5 ms) directly, through Caddy and through each mirror, interleaved one by one (in a
+   fresh random order every cycle, seeded, so no target always follows the same one); what
    each proxy adds at p50 and p99 (its percentile minus the direct one), non-streaming
    (total) and streaming (time to first byte and total). After each request the load
-   generator waits ``--gap`` ms (the same for every target) so that what a proxy does
-   after a reply — the single-process mirror's shadow exchange, the two-process mirror's
-   shadow process — is over before the next target's request starts (without it, that
-   work lands on whichever target comes next in the interleaving);
+   generator waits ``--gap`` ms (the same for every target; 0: back to back). Without a
+   pause, what a proxy does after a reply — the single-process mirror's shadow exchange,
+   the two-process mirror's shadow process, Caddy's own runtime — lands on whichever
+   target comes next in the interleaving. ``--isolate`` measures each target alone
+   instead: ``--block`` requests at a time (blocks interleaved), every other proxy
+   stopped (SIGSTOP) meanwhile, so a proxy's after-work can only land on its own next
+   request. ``--aa`` adds a second, identical Caddy (``caddy-b``): how far two copies of
+   one proxy differ is the method's noise. v2 (the mirrors' shadow target) runs in a
+   cgroup with ``cpu.idle = 1`` (root; else at ``SCHED_IDLE``, which autogroups make
+   weaker), standing for a v2 on its own machine: sharing the load generator's and v1's
+   CPU as their equal, it would delay v1's replies to the mirrors' requests while it
+   answers their copies (traced: 125 µs on average on nearly every mirror request back
+   to back), a cost of this 2-CPU box, not of the proxy (``--v2-shared`` keeps that).
+   ``--dump FILE`` writes every request's start and end on CLOCK_MONOTONIC and every
+   process's pid, to match against a kernel trace (tracefs, ``trace_clock`` mono);
 2. requests/s: ``--rounds`` rounds, each running every proxy in turn for ``--seconds``
-   with 32 connections (wrk, C, one thread; else an aiohttp client), against an instant
-   v1 and v2 (a Caddy ``static_response`` on the other CPU); the median per proxy and its
-   ratio to Caddy's median (and the ratio in each round);
+   (alone: the other proxies stopped meanwhile, as with ``--isolate``) with 32
+   connections (wrk, C, one thread; else an aiohttp client), against an instant v1 and
+   v2 (a Caddy ``static_response`` on the other CPU); the median per proxy and its ratio
+   to Caddy's median (and the ratio in each round);
    ``mirror-nice`` is the two-process mirror with its shadow process at nice 10
    (``--shadow-sched nice``, the default before ``SCHED_IDLE``); each mirror's share
    of requests logged as rounds is printed after the rounds (the rest were dropped when
@@ -42,7 +57,9 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import select
+import signal
 import socket
 import statistics
 import subprocess
@@ -141,9 +158,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def one(session: aiohttp.ClientSession, url: str, body: bytes
-              ) -> tuple[float, float]:
-    """(time to first byte, total) in ms for one request."""
+async def one(session: aiohttp.ClientSession, url: str, body: bytes,
+              stamps: list[float] | None = None) -> tuple[float, float]:
+    """(time to first byte, total) in ms for one request; ``stamps`` gets its start and
+    end on CLOCK_MONOTONIC (``perf_counter`` on Linux), in seconds."""
     t0 = time.perf_counter()
     async with session.post(url + "/v1/completions", data=body,
                             headers={"Content-Type": "application/json"}) as resp:
@@ -152,19 +170,104 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes
             if first is None:
                 first = time.perf_counter()
         end = time.perf_counter()
+    if stamps is not None:
+        stamps += (t0, end)
     return ((first or end) - t0) * 1000, (end - t0) * 1000
 
 
-async def latency(targets: dict[str, str], n: int, stream: bool, gap: float) -> None:
+IDLE_CGROUP = Path("/sys/fs/cgroup/cpu/shadow-burnin-bench-idle")  # cgroup v1 cpu.idle
+
+
+def idle_class(pid: int) -> str:
+    """Run ``pid`` (v2, on the load generator's CPU) so it never delays what shares that
+    CPU: it stands for a v2 on its own machine. Each process this benchmark starts leads
+    its own session, and with ``kernel.sched_autogroup_enabled`` the kernel schedules
+    sessions as groups, so a thread's ``SCHED_IDLE`` only yields within its own session;
+    a cgroup with ``cpu.idle = 1`` yields to everything. Returns how it was done."""
+    try:
+        IDLE_CGROUP.mkdir(exist_ok=True)
+        (IDLE_CGROUP / "cpu.idle").write_text("1")
+        (IDLE_CGROUP / "cgroup.procs").write_text(str(pid))
+        return f"v2 in cgroup {IDLE_CGROUP} (cpu.idle 1)"
+    except OSError as exc:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
+        return f"v2 at SCHED_IDLE only (no idle cgroup: {exc.strerror})"
+
+
+def group_tasks(pgid: int) -> list[Path]:
+    """Every thread of every process in process group ``pgid`` (its /proc task dirs)."""
+    tasks = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                tasks += list((proc / "task").iterdir())
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return tasks
+
+
+def stopped(task: Path) -> bool:
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0] in "tTXZ"
+    except OSError:
+        return True  # gone
+
+
+def hold(groups: dict[str, int], running: str) -> None:
+    """Only ``running``'s process group may run (SIGCONT); every other proxy's group is
+    stopped (SIGSTOP), and this returns once every one of their threads is: nothing of
+    theirs — a Go collection, a shadow's leftovers, a commit — takes the proxy CPU
+    meanwhile (a ``SCHED_IDLE`` shadow only gets to act on the signal when the CPU is
+    free, hence the wait)."""
+    for name, pgid in groups.items():
+        if name != running:
+            os.killpg(pgid, signal.SIGSTOP)
+    if running in groups:
+        os.killpg(groups[running], signal.SIGCONT)
+    tasks = [t for name, pgid in groups.items() if name != running for t in group_tasks(pgid)]
+    deadline = time.monotonic() + 10
+    while not all(stopped(t) for t in tasks):
+        if time.monotonic() > deadline:
+            raise RuntimeError("a proxy did not stop within 10 s")
+        time.sleep(0.001)
+
+
+async def latency(targets: dict[str, str], n: int, stream: bool, gap: float,
+                  dump: Path | None = None, isolate: dict[str, int] | None = None,
+                  block: int = 100, seed: int = 0) -> None:
+    """Interleaved one request at a time; with ``isolate`` (each proxy's process group),
+    interleaved ``block`` requests at a time, every other proxy stopped meanwhile."""
     body = orjson.dumps(dict(BODY, stream=stream))
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in targets}
-    async with aiohttp.ClientSession() as session:
-        for i in range(n + 50):
-            for name, url in targets.items():
-                got = await one(session, url, body)
-                await asyncio.sleep(gap)
-                if i >= 50:  # warm-up
-                    samples[name].append(got)
+    stamps: dict[str, list[float]] = {k: [] for k in targets}
+    size = block if isolate else 1
+    try:
+        async with aiohttp.ClientSession() as session:
+            order = random.Random(seed)
+            for i in range(0, n + 50, size):
+                # a fresh order every cycle: no target always comes first, or after the
+                # same neighbour, whose after-work would land on it (in a fixed order, and
+                # still in a rotated one, which keeps the neighbours, the same Caddy run
+                # twice gave p50s 0.02-0.07 ms apart)
+                for name in order.sample(list(targets), len(targets)):
+                    url = targets[name]
+                    if isolate:
+                        hold(isolate, name)
+                    for j in range(i, min(i + size, n + 50)):
+                        measured = j >= 50  # the first 50 are warm-up
+                        got = await one(session, url, body, stamps[name] if measured else None)
+                        await asyncio.sleep(gap)
+                        if measured:
+                            samples[name].append(got)
+    finally:
+        for pgid in (isolate or {}).values():
+            os.killpg(pgid, signal.SIGCONT)
+    if dump is not None:  # every measured request's (start, end), to match against traces
+        with dump.open("ab") as out:
+            out.write(orjson.dumps({"stream": stream, "stamps": stamps}) + b"\n")
     kinds = [("ttfb", 0), ("total", 1)] if stream else [("total", 1)]
     for label, idx in kinds:
         arr = {k: np.array([s[idx] for s in v]) for k, v in samples.items()}
@@ -180,6 +283,24 @@ async def latency(targets: dict[str, str], n: int, stream: bool, gap: float) -> 
             f"{name} p50 {float(np.percentile(arr[name], 50)) - c50:+.2f} p99 "
             f"{float(np.percentile(arr[name], 99)) - c99:+.2f} ms"
             for name in arr if name not in ("direct", "caddy")), flush=True)
+        print(f"  {label} minus caddy, 95 % interval (paired bootstrap over cycles): " +
+              "; ".join(f"{name} p50 {lo50:+.2f}..{hi50:+.2f} p99 {lo99:+.2f}..{hi99:+.2f} ms"
+                        for name in arr if name not in ("direct", "caddy")
+                        for (lo50, hi50), (lo99, hi99) in [interval(arr[name], arr["caddy"])]),
+              flush=True)
+
+
+def interval(a: np.ndarray, b: np.ndarray, draws: int = 1000
+             ) -> list[tuple[float, float]]:
+    """95 % intervals of (p50, p99) of ``a`` minus those of ``b``, resampling the cycles
+    (``a[i]`` and ``b[i]`` were measured in the same cycle, so a drift moves both)."""
+    picks = np.random.default_rng(0).integers(0, len(a), size=(draws, len(a)))
+    out = []
+    for q in (50, 99):
+        diff = np.percentile(a[picks], q, axis=1) - np.percentile(b[picks], q, axis=1)
+        lo, hi = np.percentile(diff, [2.5, 97.5])
+        out.append((float(lo), float(hi)))
+    return out
 
 
 async def throughput(url: str, n: int, concurrency: int) -> float:
@@ -227,6 +348,13 @@ def rate(url: str, seconds: float, connections: int, workdir: Path) -> float:
     return asyncio.run(throughput(url, max(200, int(first * seconds)), connections))
 
 
+def print_round(i: int, rates: dict[str, list[float]]) -> None:
+    print(f"round {i + 1}, load {os.getloadavg()[0]:.1f}: " + "; ".join(
+        f"{name} {got[-1]:.0f}" + ("" if name == "caddy" else
+                                   f" ({got[-1] / rates['caddy'][-1]:.2f})")
+        for name, got in rates.items()), flush=True)
+
+
 def rss_mb(pid: int) -> float:
     """RSS of the mirror and of its shadow process (its children), MB."""
     pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
@@ -256,6 +384,7 @@ def stats_of(log: Path) -> str:
     return (f"{share:.0%} of requests logged as rounds; "
             f"requests {p['requests']}, shadowed {p['mirrored']}, dropped (queue full) "
             f"{p['dropped_full']}, dropped at shutdown {p['dropped_shutdown']}, "
+            f"dropped by the log (disk behind) {last.get('log_dropped', 0)}, "
             f"v1 failed {p['v1_failed']}")
 
 
@@ -271,6 +400,33 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--reference-src", type=Path)
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--kinds", default="plain,stream",
+                    help="latency: plain (non-streaming), stream, or both")
+    ap.add_argument("--latency-mirrors", default="mirror,mirror-1p",
+                    help="which mirrors the latency phase measures beside direct and caddy")
+    ap.add_argument("--latency-v2", choices=("scripted", "instant"), default="scripted",
+                    help="latency's v2: the scripted server, or an instant Caddy "
+                         "static_response (far less CPU on the load generator's CPU)")
+    ap.add_argument("--mirror-args", default="",
+                    help="extra flags for every mirror, e.g. '--commit-every 60'")
+    ap.add_argument("--isolate", action="store_true",
+                    help="latency: each target measured alone, --block requests at a time "
+                         "(interleaved), the other proxies stopped (SIGSTOP) meanwhile")
+    ap.add_argument("--block", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0, help="latency: the targets' orders")
+    ap.add_argument("--v2-shared", dest="v2_idle", action="store_false",
+                    help="latency: v2 shares the load generator's and v1's CPU as their "
+                         "equal (by default it runs in an idle cgroup: it stands for a v2 on "
+                         "its own machine and never delays them)")
+    ap.add_argument("--aa", action="store_true",
+                    help="latency: also measure a second, identical Caddy (caddy-b): what "
+                         "two copies of the same proxy differ by is the method's noise")
+    ap.add_argument("--v1-delay", type=float, default=0.0,
+                    help="latency: ms v1 waits before its reply (an LLM's prompt time; "
+                         "default 0: an instant v1)")
+    ap.add_argument("--dump", type=Path,
+                    help="latency: append each request's start and end (CLOCK_MONOTONIC, "
+                         "s) per target as a JSON line, to match against a kernel trace")
     ap.add_argument("--phases", default="latency,rates,memory",
                     help="which of latency, rates, memory to run (comma-separated)")
     args = ap.parse_args()
@@ -283,8 +439,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sb-mirror-bench-"))
     reply = "Paris is the capital of France, and it is lovely in spring."
     v1, p1 = spawn_scripted_process(reply=reply, reply_mode="fixed", per_chunk_ms=0.5,
-                                    chunk_chars=6)
+                                    chunk_chars=6, delay_ms=args.v1_delay or None)
     v2, p2 = spawn_scripted_process(reply=reply, reply_mode="fixed")
+    if args.v2_idle:
+        print(idle_class(p2.pid), flush=True)
     procs: list[subprocess.Popen[bytes]] = [p1, p2]
     try:
         fast1, pf1 = start_caddy(None, work, "instant-v1", pin=False)
@@ -303,27 +461,51 @@ def main() -> None:
         }
         if args.reference_src is not None:
             mirrors["reference"] = (1.0, (), args.reference_src.resolve(), {})
-        in_latency = [n for n in mirrors if n not in ("mirror@0", "mirror-nice")]
-        slow = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra, src=src,
-                                   env_extra=env)
+        in_latency = [n for n in args.latency_mirrors.split(",") if n]
+        for name in list(mirrors):
+            sample, extra, tree, env = mirrors[name]
+            mirrors[name] = (sample, (*extra, *args.mirror_args.split()), tree, env)
+        v2_latency = fast2 if args.latency_v2 == "instant" else v2
+        slow = {name: start_mirror(v1, v2_latency, work / f"{name}.jsonl", sample, *extra,
+                                   src=src, env_extra=env)
                 for name, (sample, extra, src, env) in mirrors.items()
                 if name in in_latency and "latency" in phases}
         procs.extend(proc for _url, proc in slow.values())
         targets = {"direct": v1, "caddy": caddy,
                    **{name: url for name, (url, _proc) in slow.items()}}
+        groups = {"caddy": pc.pid, **{name: proc.pid for name, (_u, proc) in slow.items()}}
+        if args.aa and "latency" in phases:  # an A/A control: the same Caddy again
+            targets["caddy-b"], pcb = start_caddy(v1, work, "caddy-b")
+            procs.append(pcb)
+            groups["caddy-b"] = pcb.pid
         version = subprocess.run(["/usr/bin/caddy", "version"], capture_output=True,
                                  text=True).stdout.split()[0]
-        where = (f"proxies pinned to CPU {PROXY_CPU[-1]}, the rest to {sorted(OTHER_CPU)}"
+        where = (f"proxies pinned to CPU {PROXY_CPU[-1]}, the rest to {sorted(OTHER_CPU or ())}"
                  if PROXY_CPU else "not pinned")
         print(f"caddy {version}, {len(cpus)} CPUs, {where}, load "
               f"{os.getloadavg()[0]:.1f}; mirror: two processes, mirror-1p: "
               "--single-process, mirror@0: --sample 0"
-              + (f"; latency gap {args.gap:g} ms" if "latency" in phases else "")
+              + (f"; latency gap {args.gap:g} ms, v2 {args.latency_v2}"
+                 if "latency" in phases else "")
+              + (f", mirror flags {args.mirror_args!r}" if args.mirror_args else "")
               + (f", reference: {args.reference_src}" if args.reference_src else ""),
               flush=True)
-        for stream in (False, True):
+        if args.dump is not None:  # who is who, for the trace
+            pids = {"bench": os.getpid(), "v1": p1.pid, "v2": p2.pid, "caddy": pc.pid,
+                    "instant-v1": pf1.pid, "instant-v2": pf2.pid}
+            for name, (_url, proc) in slow.items():
+                pids[name] = proc.pid
+                for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text(
+                        ).split():
+                    pids[f"{name}-shadow"] = int(child)
+            with args.dump.open("ab") as out:
+                out.write(orjson.dumps({"pids": pids}) + b"\n")
+        kinds = args.kinds.split(",")
+        for stream in [s for s in (False, True) if ("stream" if s else "plain") in kinds]:
             if "latency" in phases:
-                asyncio.run(latency(targets, args.latency, stream, args.gap / 1000))
+                asyncio.run(latency(targets, args.latency, stream, args.gap / 1000,
+                                    args.dump, groups if args.isolate else None, args.block,
+                                    args.seed * 2 + stream))
         if "latency" in phases:
             print(f"latency done, load {os.getloadavg()[0]:.1f}", flush=True)
         for _name, (_url, proc) in slow.items():
@@ -337,13 +519,19 @@ def main() -> None:
         procs.extend(proc for _url, proc in fast.values())
         rate_targets = {"caddy": caddy_fast, **{n: u for n, (u, _p) in fast.items()}}
         rates: dict[str, list[float]] = {name: [] for name in rate_targets}
-        for i in range(args.rounds):
-            for name, url in rate_targets.items():
-                rates[name].append(rate(url, args.seconds, args.concurrency, work))
-            print(f"round {i + 1}, load {os.getloadavg()[0]:.1f}: " + "; ".join(
-                f"{name} {got[-1]:.0f}" + ("" if name == "caddy" else
-                                           f" ({got[-1] / rates['caddy'][-1]:.2f})")
-                for name, got in rates.items()), flush=True)
+        # each proxy alone while it is measured: a mirror's shadow still working through
+        # the copies of its own run (its queue) would take the CPU from the next target
+        # (with the kernel's autogroups its SCHED_IDLE yields only to its own process)
+        rate_groups = {"caddy": pcf.pid, **{n: proc.pid for n, (_u, proc) in fast.items()}}
+        try:
+            for i in range(args.rounds):
+                for name, url in rate_targets.items():
+                    hold(rate_groups, name)
+                    rates[name].append(rate(url, args.seconds, args.concurrency, work))
+                print_round(i, rates)
+        finally:
+            for pgid in rate_groups.values():
+                os.killpg(pgid, signal.SIGCONT)
         c = statistics.median(rates["caddy"]) if args.rounds else 0.0
         if args.rounds:
             print(f"requests/s, median of {args.rounds} rounds of {args.seconds:g} s at "

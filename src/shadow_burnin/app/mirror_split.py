@@ -248,10 +248,12 @@ STATS_EVERY = 5.0  # seconds between the figures sent to the mirror
 
 def shadow_scheduling(m: MirrorConfig) -> None:
     """Put every thread of this (the shadow) process under ``[mirror] shadow_sched``:
-    ``idle`` is ``SCHED_IDLE`` — the kernel runs it only when nothing else on its CPU
-    wants to run, and a waking client process preempts it at once, whatever the shadow
-    is doing in user space; ``nice`` is the normal policy ``shadow_nice`` steps nicer
-    than the mirror. Threads started later inherit it. Neither needs a privilege; a
+    ``idle`` is ``SCHED_IDLE`` — the kernel runs it only when nothing else of its
+    scheduling group (the mirror's cgroup; under ``kernel.sched_autogroup_enabled`` its
+    session, which the mirror and this process share) wants that CPU, and a waking client
+    process preempts it at once, whatever the shadow is doing in user space; against
+    other groups the group competes as one. ``nice`` is the normal policy ``shadow_nice``
+    steps nicer than the mirror. Threads started later inherit it. Neither needs a privilege; a
     kernel that refuses (no ``SCHED_IDLE``) leaves the shadow at the normal policy."""
     tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir(
         "/proc/self/task") else [0]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -279,5 +281,87 @@ def test_an_early_hint_and_a_reply_that_ends_at_close(loop: str) -> None:
             jobs = await hooks.wait_done(2)
             assert [j.v1.text for j in jobs if j.v1] == ["until the end"] * 2
             assert p.stats.v1_failed == 0
+
+    run(loop, main)
+
+
+def _read_message(conn: socket.socket, buf: bytes) -> tuple[bytes, bytes, bytes]:
+    """(head, body, what follows) of the next HTTP/1.1 message with a Content-Length."""
+    while b"\r\n\r\n" not in buf:
+        buf += conn.recv(65536)
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head, rest[:length], rest[length:]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_shadow_s_work_waits_for_the_bytes_it_would_delay(loop: str) -> None:
+    """A compared request goes to v1 before the proxy decides on its copy, and each read
+    of v1's reply goes to the client before the proxy reads the head and body for the
+    copy: nothing done for the shadow delays a byte the client waits for. v1 and the
+    client are threads with raw sockets; the proxy's hooks (on the event loop) wait for
+    the event the bytes in flight would set — on the old order they were still unsent."""
+    at_v1, at_client = threading.Event(), threading.Event()
+    seen: dict[str, list[bool]] = {"request": [], "headers": []}
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def v1() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            buf = b""
+            for _ in range(2):
+                _head, body, buf = _read_message(conn, buf)
+                at_v1.set()
+                conn.sendall(reply_bytes(orjson.loads(body)["prompt"]))
+
+    class Watching(MirrorProxy):
+        def request(self, ex: Any) -> None:
+            if self.stats.requests:  # the first one waits for a connection to v1
+                seen["request"].append(at_v1.wait(10))
+            super().request(ex)
+
+        def headers(self, ex: Any, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+            seen["headers"].append(at_client.wait(10))
+            super().headers(ex, status, headers)
+
+    def client(port: int, texts: list[str]) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            buf = b""
+            for i in range(2):
+                at_v1.clear()
+                at_client.clear()
+                body = orjson.dumps(dict(BODY, prompt=f"q{i}"))
+                conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: %d\r\n\r\n%b"
+                             % (len(body), body))
+                while b"\r\n\r\n" not in buf:
+                    buf += conn.recv(65536)
+                at_client.set()
+                _head, reply, buf = _read_message(conn, buf)
+                texts.append(orjson.loads(reply)["choices"][0]["text"])
+
+    async def main() -> None:
+        hooks = Recorder()
+        port = listener.getsockname()[1]
+        p = Watching(ProxyConfig(v1=Endpoint(f"http://127.0.0.1:{port}"),
+                                 v2=Endpoint("http://127.0.0.1:9")), hooks)
+        await p.start("127.0.0.1", 0)
+        texts: list[str] = []
+        threads = [threading.Thread(target=v1),
+                   threading.Thread(target=client, args=(p.port, texts))]
+        try:
+            for thread in threads:
+                thread.start()
+            done = await hooks.wait_done(2)
+            await asyncio.to_thread(threads[1].join, 10)
+        finally:
+            await p.close()
+            listener.close()
+        assert texts == ["q0", "q1"]
+        assert seen == {"request": [True], "headers": [True, True]}
+        assert sorted(j.v1.text or "" for j in done if j.v1) == ["q0", "q1"]
 
     run(loop, main)

@@ -44,11 +44,13 @@ class Relay(Protocol):
 
     def request(self, ex: Exchange) -> None:
         """Headers and (unless ``ex.streaming``) the whole body are in: decide whether to
-        mirror it (set ``ex.job``); the exchange with v1 starts next."""
+        mirror it (set ``ex.job``). A whole request has already gone to v1 (nothing for
+        the shadow delays it); v1's reply can only come after this returns."""
 
     def headers(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """v1's status and headers arrived (before they go to the client): set
-        ``ex.feed`` to read the body as it passes."""
+        """v1's status and headers arrived and went to the client, with the body bytes of
+        the same read: set ``ex.feed`` to read the body (it is then given those bytes,
+        stamped with their read's arrival)."""
 
     def finished(self, ex: Exchange) -> None:
         """The exchange is over (``ex.error`` None: v1's reply reached the client whole)."""
@@ -176,6 +178,9 @@ class _Upstream(asyncio.Protocol):
         self._reason = b""
         self.reused = False
         self._out: list[bytes] = []
+        # the proxy's hooks for the read being parsed, run once its bytes went out
+        self._head_hook: tuple[Exchange, int, list[tuple[bytes, bytes]]] | None = None
+        self._bodies: list[bytes] = []
         self._chunked = False  # to the client
         self._framed = False  # v1's reply has a length or chunks (else: ends at close)
         self._head_done = False
@@ -191,6 +196,7 @@ class _Upstream(asyncio.Protocol):
         self._reason = b""
         self._head_done = self._complete = self._interim = False
         self._out = []
+        self._head_hook, self._bodies = None, []
         self.parser = httptools.HttpResponseParser(self)
 
     def abort(self) -> None:
@@ -213,6 +219,7 @@ class _Upstream(asyncio.Protocol):
                 self._finish_body()
                 out, self._out = self._out, []
                 client.send(out)
+                self._hooks(client, time.perf_counter())
                 client.upstream_done(self, reusable=False)
             else:
                 client.upstream_failed(self, "connection-reset: "
@@ -224,6 +231,7 @@ class _Upstream(asyncio.Protocol):
             self.abort()
             return
         self.received += len(data)
+        arrived = time.perf_counter()
         client.last = client.loop_time()
         try:
             self.parser.feed_data(data)
@@ -232,15 +240,30 @@ class _Upstream(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.client = None
             self.abort()
+            self._hooks(client, arrived)
             client.upstream_failed(self, f"connection-reset: bad HTTP from the primary "
                                    f"({str(exc)[:60]})")
             return
         if self._out:
             out, self._out = self._out, []
             client.send(out)
+        self._hooks(client, arrived)
         if self._complete and self.client is client:
             self.client = None
             client.upstream_done(self, reusable=self._keep_alive)
+
+    def _hooks(self, client: _Client, arrived: float) -> None:
+        """What the proxy does with a read of v1's reply, after its bytes went to the
+        client: the head (``Relay.headers``), then the body bytes (``ex.feed``)."""
+        head, self._head_hook = self._head_hook, None
+        if head is not None:
+            client.proxy.headers(*head)
+        if self._bodies:
+            bodies, self._bodies = self._bodies, []
+            feed = client.ex.feed if client.ex is not None else None
+            if feed is not None:
+                for body in bodies:
+                    feed(body, arrived)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -278,7 +301,7 @@ class _Upstream(asyncio.Protocol):
                     chunked = b"chunked" in value.lower()
                 continue
             head.append(name + b": " + value + b"\r\n")
-        client.proxy.headers(ex, status, self._headers)
+        self._head_hook = (ex, status, self._headers)  # run once this read went out
         no_body = ex.method == b"HEAD" or status in _NO_BODY
         self._framed = bool(chunked) or length is not None or no_body
         self._chunked = False
@@ -304,9 +327,8 @@ class _Upstream(asyncio.Protocol):
             self._out.append(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             self._out.append(body)
-        feed = client.ex.feed
-        if feed is not None:
-            feed(body)
+        if client.ex.feed is not None or self._head_hook is not None:
+            self._bodies.append(body)  # for the feed, once this read went out
 
     def on_message_complete(self) -> None:
         if self._interim:  # the real reply follows on the same connection
@@ -455,8 +477,8 @@ class _Client(asyncio.Protocol):
     def _start(self, ex: Exchange) -> None:
         self.ex = ex
         self.busy = True
+        self._begin(ex)  # v1 first: the shadow's decision waits for the next line
         self.proxy.request(ex)
-        self._begin(ex)
 
     def _send_body(self, chunk: bytes | None) -> None:
         """A piece of a streaming body (None: its end) to v1, or kept until connected."""

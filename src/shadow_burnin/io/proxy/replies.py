@@ -64,12 +64,14 @@ class Collector:
         self.raw = raw
         self.cap = cap
 
-    def __call__(self, chunk: bytes) -> None:
+    def __call__(self, chunk: bytes, arrived: float | None = None) -> None:
+        """``chunk`` came in a read that arrived at ``arrived`` (``perf_counter``; now if
+        not given)."""
         raw = self.raw
         if raw.size <= self.cap:
             raw.chunks.append(chunk)
             if raw.stream:
-                raw.times.append(time.perf_counter())
+                raw.times.append(time.perf_counter() if arrived is None else arrived)
         raw.size += len(chunk)
 
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -566,6 +567,9 @@ def main() -> None:
                 reap_process(proc)
             else:
                 stop(proc)
+        if args.v2_idle:  # empty now that v2 is gone
+            with contextlib.suppress(OSError):
+                IDLE_CGROUP.rmdir()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ while the mirror's client path is one Python thread).
    cgroup with ``cpu.idle = 1`` (root; else at ``SCHED_IDLE``, which autogroups make
    weaker), standing for a v2 on its own machine: sharing the load generator's and v1's
    CPU as their equal, it would delay v1's replies to the mirrors' requests while it
-   answers their copies (traced: 125 µs on average on nearly every mirror request back
+   answers their copies (traced: 119 µs on average on nearly every mirror request back
    to back), a cost of this 2-CPU box, not of the proxy (``--v2-shared`` keeps that).
    ``--dump FILE`` writes every request's start and end on CLOCK_MONOTONIC and every
    process's pid, to match against a kernel trace (tracefs, ``trace_clock`` mono);
@@ -67,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -236,6 +237,16 @@ def hold(groups: dict[str, int], running: str) -> None:
         time.sleep(0.001)
 
 
+@contextlib.contextmanager
+def held(groups: dict[str, int]) -> Iterator[None]:
+    """Inside: ``hold`` may stop proxies; on the way out every one runs again."""
+    try:
+        yield
+    finally:
+        for pgid in groups.values():
+            os.killpg(pgid, signal.SIGCONT)
+
+
 async def latency(targets: dict[str, str], n: int, stream: bool, gap: float,
                   dump: Path | None = None, isolate: dict[str, int] | None = None,
                   block: int = 100, seed: int = 0) -> None:
@@ -245,7 +256,7 @@ async def latency(targets: dict[str, str], n: int, stream: bool, gap: float,
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in targets}
     stamps: dict[str, list[float]] = {k: [] for k in targets}
     size = block if isolate else 1
-    try:
+    with held(isolate or {}):
         async with aiohttp.ClientSession() as session:
             order = random.Random(seed)
             for i in range(0, n + 50, size):
@@ -263,9 +274,6 @@ async def latency(targets: dict[str, str], n: int, stream: bool, gap: float,
                         await asyncio.sleep(gap)
                         if measured:
                             samples[name].append(got)
-    finally:
-        for pgid in (isolate or {}).values():
-            os.killpg(pgid, signal.SIGCONT)
     if dump is not None:  # every measured request's (start, end), to match against traces
         with dump.open("ab") as out:
             out.write(orjson.dumps({"stream": stream, "stamps": stamps}) + b"\n")
@@ -405,9 +413,6 @@ def main() -> None:
                     help="latency: plain (non-streaming), stream, or both")
     ap.add_argument("--latency-mirrors", default="mirror,mirror-1p",
                     help="which mirrors the latency phase measures beside direct and caddy")
-    ap.add_argument("--latency-v2", choices=("scripted", "instant"), default="scripted",
-                    help="latency's v2: the scripted server, or an instant Caddy "
-                         "static_response (far less CPU on the load generator's CPU)")
     ap.add_argument("--mirror-args", default="",
                     help="extra flags for every mirror, e.g. '--commit-every 60'")
     ap.add_argument("--isolate", action="store_true",
@@ -466,8 +471,7 @@ def main() -> None:
         for name in list(mirrors):
             sample, extra, tree, env = mirrors[name]
             mirrors[name] = (sample, (*extra, *args.mirror_args.split()), tree, env)
-        v2_latency = fast2 if args.latency_v2 == "instant" else v2
-        slow = {name: start_mirror(v1, v2_latency, work / f"{name}.jsonl", sample, *extra,
+        slow = {name: start_mirror(v1, v2, work / f"{name}.jsonl", sample, *extra,
                                    src=src, env_extra=env)
                 for name, (sample, extra, src, env) in mirrors.items()
                 if name in in_latency and "latency" in phases}
@@ -486,8 +490,7 @@ def main() -> None:
         print(f"caddy {version}, {len(cpus)} CPUs, {where}, load "
               f"{os.getloadavg()[0]:.1f}; mirror: two processes, mirror-1p: "
               "--single-process, mirror@0: --sample 0"
-              + (f"; latency gap {args.gap:g} ms, v2 {args.latency_v2}"
-                 if "latency" in phases else "")
+              + (f"; latency gap {args.gap:g} ms" if "latency" in phases else "")
               + (f", mirror flags {args.mirror_args!r}" if args.mirror_args else "")
               + (f", reference: {args.reference_src}" if args.reference_src else ""),
               flush=True)
@@ -524,15 +527,12 @@ def main() -> None:
         # the copies of its own run (its queue) would take the CPU from the next target
         # (with the kernel's autogroups its SCHED_IDLE yields only to its own process)
         rate_groups = {"caddy": pcf.pid, **{n: proc.pid for n, (_u, proc) in fast.items()}}
-        try:
+        with held(rate_groups):
             for i in range(args.rounds):
                 for name, url in rate_targets.items():
                     hold(rate_groups, name)
                     rates[name].append(rate(url, args.seconds, args.concurrency, work))
                 print_round(i, rates)
-        finally:
-            for pgid in rate_groups.values():
-                os.killpg(pgid, signal.SIGCONT)
         c = statistics.median(rates["caddy"]) if args.rounds else 0.0
         if args.rounds:
             print(f"requests/s, median of {args.rounds} rounds of {args.seconds:g} s at "
